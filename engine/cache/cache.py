@@ -1,0 +1,1071 @@
+"""The managed cache: a directory that any number of processes share under one hard size bound.
+
+How the bound holds (``bytes of entry files + writes in flight <= max_size`` at every
+instant, whatever the number of processes):
+
+1. **Reserve before writing.** A put first inserts a ``WRITING`` row with the bytes it
+   will occupy, inside an exclusive section (process mutex + SQLite transaction).
+   The counters it checks include every other process's reservations, so there is
+   one count for all processes, not one per process (seed 000's flaw).
+2. **Evict before the write, to target.** If the new total would pass the target, the
+   least recently used unpinned entries are unlinked *inside the same section, before*
+   the reservation is granted (diskcache deletes after its commit, which is why its
+   directory overshoots).
+3. **Write outside the section** into ``.cachewatch/tmp/<owner>.<id>.part``, never more
+   than reserved, then **commit**: rename into place and turn the reservation into the
+   entry, in one section. Readers never see a half entry.
+4. A writer that dies leaves a reservation owned by a dead token; the next process that
+   needs room (or opens the cache) proves the owner dead with ``flock`` and reclaims it.
+
+Sizes are charged rounded up to the filesystem block, so the bound holds for the
+space the disk really gives, not only for file lengths.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import xxhash
+
+from ..config import Config, load_config, target_bytes as _target_from_ratio
+from ..errors import CacheBusy, CacheDiskFull, CacheError, CacheFull, CacheRootError, ConfigError
+from ..events import EventLog
+from ..sizes import SizeError, format_size, parse_duration, parse_size
+from .index import LIVE, REPLACED, WRITING, Counters, Row, SQLiteIndex
+from .keys import SHARD_RE, key_to_name, validate_key
+from .locks import OwnerLock, ProcessMutex, owner_alive, try_exclusive
+from .types import CacheStats, EntryInfo, EvictionReport
+
+__all__ = ["Cache", "CacheMiss", "META_DIR"]
+
+log = logging.getLogger("cachewatch.cache")
+
+META_DIR = ".cachewatch"
+_EVENTS_FILE = "events.jsonl"
+_COPY_CHUNK = 1 << 20
+_BATCH = 128
+_KEYS_IN_EVENT = 50
+_SWEEP_EVERY_S = 3600.0
+
+
+class CacheMiss(CacheError, KeyError):
+    """Raised by :meth:`Cache.pin` for a key that is not in the cache."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "cache miss"
+
+
+@dataclass
+class _Pending:
+    """Per-process buffer of reads, flushed in one write transaction (not one per get)."""
+
+    touches: dict[int, float]
+    hits: int = 0
+    misses: int = 0
+    repairs: set[str] | None = None
+    last_flush: float = 0.0
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
+
+
+class Cache:
+    """A directory cache shared by any number of processes on one machine.
+
+    >>> with Cache("/data/cache", max_size="100GB") as cache:   # doctest: +SKIP
+    ...     cache.put("train/a.npz", payload)
+    ...     with cache.pin("train/a.npz") as path:
+    ...         arr = np.load(path)
+
+    ``max_size`` is a hard bound on entry bytes on disk plus writes in flight;
+    eviction brings the cache down to ``target_ratio x max_size`` (or ``target_size``).
+    ``ttl`` (seconds or ``"7d"``) expires entries that old since they were written.
+    ``max_size`` may be omitted to reuse the limits stored by the last opener.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        max_size: int | str | None = None,
+        target_ratio: float = 0.9,
+        ttl: float | str | None = None,
+        *,
+        target_size: int | str | None = None,
+        wait_timeout: float = 60.0,
+        flush_interval: float = 1.0,
+        sweep: bool = True,
+    ) -> None:
+        self._init_args = dict(
+            root=root,
+            max_size=max_size,
+            target_ratio=target_ratio,
+            ttl=ttl,
+            target_size=target_size,
+            wait_timeout=wait_timeout,
+            flush_interval=flush_interval,
+            sweep=sweep,
+        )
+        self._closed = True
+        self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+        self.wait_timeout = float(wait_timeout)
+        self.flush_interval = float(flush_interval)
+        try:
+            self.ttl_s: float | None = None if ttl is None else parse_duration(ttl, what="ttl")
+            max_bytes = None if max_size is None else parse_size(max_size, what="max_size")
+            target = None if target_size is None else parse_size(target_size, what="target_size")
+        except SizeError as exc:
+            raise CacheError(str(exc)) from None
+        if isinstance(target_ratio, bool) or not isinstance(target_ratio, (int, float)) or not 0 < target_ratio <= 1:
+            raise CacheError(f"target_ratio = {target_ratio!r} is out of range; give a number in (0, 1], e.g. 0.9")
+        if max_bytes is not None and max_bytes <= 0:
+            raise CacheError(f"max_size = {max_size!r} leaves no room; give a positive size like '100GB'")
+        if target is not None and max_bytes is not None and target > max_bytes:
+            raise CacheError(f"target_size = {target_size!r} is above max_size = {max_size!r}; the target must be at most the max")
+
+        self._meta = self.root / META_DIR
+        self._prepare_root()
+        self._tmp = self._meta / "tmp"
+        self._owners = self._meta / "owners"
+        self._replaced = self._meta / "replaced"
+        for d in (self._tmp, self._owners, self._replaced):
+            d.mkdir(exist_ok=True)
+        self._mutex = ProcessMutex(self._meta / "lock")
+        try:
+            self._index = SQLiteIndex(self._meta / "index.sqlite", self._mutex)
+        except sqlite3.DatabaseError as exc:
+            raise CacheRootError(
+                f"cache index {self._meta / 'index.sqlite'} cannot be opened ({exc}); "
+                f"run `cachewatch verify {self.root} --repair` or move the directory aside"
+            ) from None
+        self.events = EventLog(self._meta / _EVENTS_FILE, source=f"cache:{self.root}")
+        self._pid = os.getpid()
+        self._owner: OwnerLock | None = None  # made on the first write: readers need no token
+        self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
+        self._deferred_aborts: list[tuple[int, int]] = []
+        self._closed = False
+
+        with self._index.transaction():
+            stored_block = self._index.get_meta("block_bytes")
+            if stored_block is None:
+                stored_block = str(_block_size(self.root))
+                self._index.set_meta("block_bytes", stored_block)
+                self._index.set_meta("created", repr(time.time()))
+            self.block_bytes = int(stored_block)
+            if max_bytes is None:
+                stored = self._index.get_meta("max_bytes")
+                if stored is None:
+                    self._close_handles()
+                    raise CacheError(
+                        f"cache {self.root} has no max_size yet; pass max_size (e.g. '100GB') or set [cache] max_size"
+                    )
+                max_bytes = int(stored)
+                if target is None and ttl is None:
+                    target = int(self._index.get_meta("target_bytes") or _target_from_ratio(max_bytes, target_ratio))
+                    stored_ttl = self._index.get_meta("ttl_s")
+                    self.ttl_s = float(stored_ttl) if stored_ttl else None
+            self.max_bytes = max_bytes
+            self.target_bytes = target if target is not None else _target_from_ratio(max_bytes, target_ratio)
+            # Eviction goes this far below the target so that it runs in batches, not on every put.
+            self.evict_batch_bytes = min(self.target_bytes, self.max_bytes // 100)
+            self._index.set_meta("max_bytes", str(self.max_bytes))
+            self._index.set_meta("target_bytes", str(self.target_bytes))
+            self._index.set_meta("ttl_s", "" if self.ttl_s is None else repr(self.ttl_s))
+            self._recover_locked(startup=True)
+            counters = self._index.counters()
+            if counters.used_bytes > self.max_bytes:
+                log.warning(
+                    "Cache %s is over its limit at start-up (%s > %s), evicting to target",
+                    self.root, format_size(counters.used_bytes), format_size(self.max_bytes),
+                )
+                self._evict_locked(self.target_bytes, "startup", time.time())
+        if sweep:
+            self._maybe_start_sweep()
+
+    # ----------------------------------------------------------------------------------- setup
+    def _prepare_root(self) -> None:
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise CacheRootError(f"cache root '{root}' is a file, not a directory; point the cache at a directory")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheRootError(f"cache root '{root}' cannot be created ({exc.strerror}); choose a writable directory") from None
+        if not self._meta.is_dir():
+            try:
+                foreign = next(iter(os.scandir(root)), None)
+            except OSError as exc:
+                raise CacheRootError(f"cache root '{root}' cannot be read ({exc.strerror})") from None
+            if foreign is not None:
+                raise CacheRootError(
+                    f"cache root '{root}' is not empty and is not a cachewatch cache (no {META_DIR}/); "
+                    f"use an empty directory, or `cachewatch watch {root}` for a directory other code writes"
+                )
+            try:
+                self._meta.mkdir()
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise CacheRootError(f"cache root '{root}' is not writable ({exc.strerror}); fix its permissions") from None
+        if not os.access(self._meta, os.W_OK | os.X_OK):
+            raise CacheRootError(f"cache root '{root}' is not writable by this user; fix the permissions of {self._meta}")
+
+    @classmethod
+    def from_config(cls, config: Config | str | os.PathLike | None = None, **overrides: Any) -> "Cache":
+        """Open the cache named in ``[cache]`` of a :class:`Config` (or of the file at that path)."""
+        cfg = config if isinstance(config, Config) else load_config(config)
+        c = cfg.cache
+        if c.root is None:
+            raise ConfigError("[cache] root is not set; add root = '/path/to/cache' to cachewatch.toml")
+        if c.max_size is None and "max_size" not in overrides:
+            raise ConfigError("[cache] max_size is not set; add max_size = '100GB' to cachewatch.toml")
+        kwargs: dict[str, Any] = dict(
+            max_size=c.max_size, target_ratio=c.target_ratio, ttl=c.ttl, target_size=c.target_size
+        )
+        kwargs.update(overrides)
+        return cls(c.root, **kwargs)
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise CacheError(f"cache {self.root} is closed; open it again with Cache(...)")
+        if self._pid != os.getpid():
+            self._after_fork()
+
+    def _after_fork(self) -> None:
+        # A forked child (a DataLoader worker) must not share the parent's SQLite connection,
+        # lock descriptors or liveness token.
+        self._index.reopen_after_fork()
+        self._mutex.reset_after_fork()
+        self._owner = None
+        self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
+        self._deferred_aborts = []
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for spawn-started workers: the child opens the same root with the same limits.
+        args = dict(self._init_args)
+        args.update(max_size=self.max_bytes, target_size=self.target_bytes, ttl=self.ttl_s, sweep=False)
+        return args
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.root)!r}, max_size={self.max_bytes}, target={self.target_bytes})"
+
+    def __enter__(self) -> "Cache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush buffered access times and statistics and release this process's handles."""
+        if self._closed:
+            return
+        if self._pid == os.getpid():
+            try:
+                with self._index.transaction():
+                    self._flush_locked()
+            except (sqlite3.Error, OSError):
+                pass
+        self._close_handles()
+
+    def _close_handles(self) -> None:
+        self._closed = True
+        if self._pid == os.getpid():
+            if getattr(self, "_owner", None) is not None:
+                self._owner.release()  # type: ignore[union-attr]
+            self._index.close()
+            self._mutex.close()
+
+    @property
+    def _token(self) -> str:
+        if self._owner is None:
+            self._owner = OwnerLock(self._owners)
+        return self._owner.token
+
+    # ------------------------------------------------------------------------------ accounting
+    def _charge(self, size: int) -> int:
+        b = self.block_bytes
+        return -(-size // b) * b
+
+    def _check_fits(self, key: str, charge: int) -> None:
+        if charge > self.max_bytes:
+            raise CacheFull(
+                f"value for key {key!r} takes {format_size(charge)} on disk but max_size is "
+                f"{format_size(self.max_bytes)}; raise max_size or split the value"
+            )
+
+    def _reserve(self, key: str, name: str, size: int, charge: int) -> tuple[int, str]:
+        deadline = time.monotonic() + self.wait_timeout
+        delay = 0.0005
+        while True:
+            with self._index.transaction():
+                now = time.time()
+                self._flush_locked()
+                c = self._index.counters()
+                if c.used_bytes + charge > self.target_bytes:
+                    self._evict_locked(self.target_bytes - self.evict_batch_bytes - charge, "target", now)
+                    c = self._index.counters()
+                if c.used_bytes + charge <= self.max_bytes:
+                    token = self._token
+                    row_id = self._index.insert_reservation(key, name, size, charge, token, now)
+                    part = f"{token}.{row_id}.part"
+                    self._index.set_part(row_id, part)
+                    self._index.add_counters(reserved_bytes=charge, writers=1)
+                    return row_id, part
+                # Everything evictable is gone. What is left is pinned, or other writers' reservations.
+                if self._recover_locked():
+                    continue
+                c = self._index.counters()
+                pinned = c.live_bytes + c.replaced_bytes
+                if charge > self.max_bytes - pinned and c.reserved_bytes == 0:
+                    raise CacheFull(
+                        f"value for key {key!r} ({format_size(charge)}) cannot fit: {format_size(pinned)} of "
+                        f"max_size {format_size(self.max_bytes)} is pinned by readers; release pins or raise max_size"
+                    )
+            if time.monotonic() > deadline:
+                raise CacheBusy(
+                    f"no room for key {key!r} ({format_size(charge)}) after {self.wait_timeout:g}s: "
+                    f"{format_size(c.reserved_bytes)} in flight by {c.writers} writers and {format_size(pinned)} pinned; "
+                    f"raise max_size or use fewer concurrent writers"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _abort(self, row_id: int, part: str | None, charge: int) -> None:
+        if part:
+            try:
+                os.unlink(self._tmp / part)
+            except FileNotFoundError:
+                pass
+        try:
+            with self._index.transaction():
+                self._index.delete_rows([row_id])
+                self._index.add_counters(reserved_bytes=-charge, writers=-1)
+        except sqlite3.Error:
+            # The index itself could not be written (disk full): retry at the next transaction.
+            self._deferred_aborts.append((row_id, charge))
+
+    # ------------------------------------------------------------------------------------ put
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> Path:
+        """Store ``data`` under ``key`` and return the entry's path. Replaces an existing entry atomically."""
+        self._ensure_open()
+        key = validate_key(key)
+        if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
+            raise CacheError(f"value for key {key!r} is a {type(data).__name__}; put() takes bytes (use put_file for paths)")
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        charge = self._charge(size)
+        self._check_fits(key, charge)
+        name = key_to_name(key)
+        row_id, part = self._reserve(key, name, size, charge)
+        part_path = self._tmp / part
+        try:
+            fd = os.open(part_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                written = 0
+                while written < size:
+                    written += os.write(fd, view[written:])
+                ino = os.fstat(fd).st_ino
+            finally:
+                os.close(fd)
+            checksum = xxhash.xxh3_64_hexdigest(view)
+        except BaseException as exc:
+            self._abort(row_id, part, charge)
+            raise self._write_error(exc, key, size) from None
+        return self._commit(row_id, key, name, part_path, size, charge, checksum, ino)
+
+    def put_file(self, key: str, src_path: str | os.PathLike, move: bool = False) -> Path:
+        """Store the file at ``src_path`` under ``key``. With ``move=True`` the source is removed
+        after the entry is committed (hard-linked, not copied, when on the same filesystem)."""
+        self._ensure_open()
+        key = validate_key(key)
+        src = Path(src_path)
+        try:
+            st = os.stat(src)
+        except FileNotFoundError:
+            raise CacheError(f"source file '{src}' for key {key!r} does not exist") from None
+        except OSError as exc:
+            raise CacheError(f"source file '{src}' for key {key!r} cannot be read ({exc.strerror})") from None
+        if not os.path.isfile(src):
+            raise CacheError(f"source '{src}' for key {key!r} is not a regular file")
+        size = st.st_size
+        charge = self._charge(size)
+        self._check_fits(key, charge)
+        name = key_to_name(key)
+        row_id, part = self._reserve(key, name, size, charge)
+        part_path = self._tmp / part
+        try:
+            linked = False
+            if move:
+                try:
+                    os.link(src, part_path)
+                    linked = True
+                except OSError:
+                    linked = False
+            if linked:
+                checksum, ino = _hash_file(part_path, size)
+            else:
+                checksum, ino = _copy_and_hash(src, part_path, size)
+        except BaseException as exc:
+            self._abort(row_id, part, charge)
+            raise self._write_error(exc, key, size) from None
+        path = self._commit(row_id, key, name, part_path, size, charge, checksum, ino)
+        if move:
+            try:
+                os.unlink(src)
+            except FileNotFoundError:
+                pass
+        return path
+
+    def _write_error(self, exc: BaseException, key: str, size: int) -> BaseException:
+        if _is_disk_full(exc):
+            return CacheDiskFull(
+                f"disk full while writing key {key!r} ({format_size(size)}) under {self.root}: "
+                f"free space on that filesystem or lower max_size ({format_size(self.max_bytes)}); nothing was stored"
+            )
+        if isinstance(exc, CacheError) or not isinstance(exc, OSError):
+            return exc
+        return CacheError(f"cannot write key {key!r} under {self.root}: {exc.strerror or exc}; nothing was stored")
+
+    def _commit(self, row_id: int, key: str, name: str, source: Path, size: int, charge: int, checksum: str, ino: int) -> Path:
+        final = self.root / name
+        renamed = False
+        try:
+            with self._index.transaction():
+                old = self._index.live_row(key)
+                moved_aside: Path | None = None
+                old_fd = -1
+                try:
+                    if old is not None:
+                        old_path = self.root / old.name
+                        try:
+                            old_fd = os.open(old_path, os.O_RDONLY | os.O_CLOEXEC)
+                        except FileNotFoundError:
+                            old_fd = -1
+                        if old_fd >= 0 and not try_exclusive(old_fd):
+                            # A reader pins the old version: move it aside, still counted, until released.
+                            moved_aside = self._replaced / str(old.id)
+                            os.rename(old_path, moved_aside)
+                            self._index.mark_replaced(old.id, moved_aside.name)
+                            self._index.add_counters(
+                                live_bytes=-old.charge, live_data_bytes=-old.size, entries=-1, replaced_bytes=old.charge
+                            )
+                        else:
+                            self._index.delete_rows([old.id])
+                            self._index.add_counters(live_bytes=-old.charge, live_data_bytes=-old.size, entries=-1)
+                    self._index.promote(row_id, checksum, ino, size, charge, time.time())
+                    self._index.add_counters(
+                        live_bytes=charge, live_data_bytes=size, entries=1, reserved_bytes=-charge, writers=-1
+                    )
+                    try:
+                        _rename_into_place(source, final)
+                    except BaseException:
+                        if moved_aside is not None:
+                            os.rename(moved_aside, self.root / old.name)  # type: ignore[union-attr]
+                        raise
+                    renamed = True
+                finally:
+                    if old_fd >= 0:
+                        os.close(old_fd)
+        except BaseException as exc:
+            # Nothing of ours may stay visible: drop our file, then make the index agree with the disk.
+            if renamed:
+                _unlink_if_inode(final, ino)
+            else:
+                _unlink_quiet(source)
+            try:
+                with self._index.transaction():
+                    if self._index.state_of(row_id) == WRITING:
+                        self._index.delete_rows([row_id])
+                        self._index.add_counters(reserved_bytes=-charge, writers=-1)
+                    self._repair_key_locked(key, name)
+            except sqlite3.Error:
+                self._deferred_aborts.append((row_id, charge))
+            raise self._write_error(exc, key, size) from None
+        return final
+
+    # ----------------------------------------------------------------------------------- reads
+    def _lookup(self, key: str) -> Row | None:
+        row = self._index.live_row(key)
+        if row is not None and self.ttl_s is not None and row.created + self.ttl_s < time.time():
+            return None
+        return row
+
+    def _record(self, row: Row | None, key: str, *, missing_file: bool = False) -> None:
+        p = self._pending
+        if row is None or missing_file:
+            p.misses += 1
+            if missing_file:
+                p.repairs.add(key)  # type: ignore[union-attr]
+        else:
+            p.hits += 1
+            p.touches[row.id] = time.time()
+        if len(p.touches) >= 256 or time.monotonic() - p.last_flush >= self.flush_interval:
+            try:
+                with self._index.transaction():
+                    self._flush_locked()
+            except sqlite3.Error:
+                pass  # access times are advisory; try again at the next flush
+
+    def get(self, key: str) -> Path | None:
+        """The entry's path, or None. Counts a hit or miss and marks the entry used (LRU).
+
+        The path is not pinned: another process may evict it before you open it. Use
+        :meth:`read` or :meth:`pin` when that matters.
+        """
+        self._ensure_open()
+        key = validate_key(key)
+        row = self._lookup(key)
+        if row is None:
+            self._record(None, key)
+            return None
+        path = self.root / row.name
+        if not os.path.exists(path):
+            self._record(row, key, missing_file=True)
+            return None
+        self._record(row, key)
+        return path
+
+    def read(self, key: str) -> bytes | None:
+        """The entry's bytes, or None. The file is pinned while it is read."""
+        self._ensure_open()
+        key = validate_key(key)
+        with self._open_pinned(key) as opened:
+            if opened is None:
+                return None
+            fd, _ = opened
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                return fh.read()
+
+    @contextmanager
+    def pin(self, key: str) -> Iterator[Path]:
+        """``with cache.pin(key) as path:`` the entry cannot be evicted until the block ends.
+
+        A pin is a shared ``flock`` on the file: it costs no index write and is released by the
+        kernel if this process dies. Raises :class:`CacheMiss` (a ``KeyError``) for a missing key.
+        """
+        self._ensure_open()
+        key = validate_key(key)
+        with self._open_pinned(key) as opened:
+            if opened is None:
+                raise CacheMiss(f"key {key!r} is not in cache {self.root}")
+            yield opened[1]
+
+    @contextmanager
+    def _open_pinned(self, key: str) -> Iterator[tuple[int, Path] | None]:
+        for _attempt in range(8):
+            row = self._lookup(key)
+            if row is None:
+                self._record(None, key)
+                yield None
+                return
+            path = self.root / row.name
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                self._record(row, key, missing_file=True)
+                yield None
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                if os.fstat(fd).st_nlink == 0:
+                    continue  # evicted or replaced between lookup and lock: look again
+                self._record(row, key)
+                yield fd, path
+                return
+            finally:
+                os.close(fd)
+        self._record(None, key)
+        yield None
+
+    def __contains__(self, key: object) -> bool:
+        """Membership without counting a hit or miss and without touching the LRU order."""
+        self._ensure_open()
+        key = validate_key(key)
+        row = self._lookup(key)
+        return row is not None and os.path.exists(self.root / row.name)
+
+    def __len__(self) -> int:
+        self._ensure_open()
+        return self._index.counters().entries
+
+    def delete(self, key: str) -> bool:
+        """Remove an entry; True if it existed. A pinned entry disappears now and frees its space on release."""
+        self._ensure_open()
+        key = validate_key(key)
+        with self._index.transaction():
+            row = self._index.live_row(key)
+            if row is None:
+                return False
+            path = self.root / row.name
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = -1
+            try:
+                if fd >= 0 and not try_exclusive(fd):
+                    aside = self._replaced / str(row.id)
+                    os.rename(path, aside)
+                    self._index.mark_replaced(row.id, aside.name)
+                    self._index.add_counters(
+                        live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1, replaced_bytes=row.charge
+                    )
+                else:
+                    if fd >= 0:
+                        os.unlink(path)
+                    self._index.delete_rows([row.id])
+                    self._index.add_counters(live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        return True
+
+    # --------------------------------------------------------------------------- maintenance
+    def _flush_locked(self) -> None:
+        p = self._pending
+        if self._deferred_aborts:
+            aborts, self._deferred_aborts = self._deferred_aborts, []
+            for row_id, charge in aborts:
+                if self._index.state_of(row_id) == WRITING:
+                    self._index.delete_rows([row_id])
+                    self._index.add_counters(reserved_bytes=-charge, writers=-1)
+        if p.touches:
+            self._index.touch([(t, i) for i, t in p.touches.items()])
+            p.touches.clear()
+        if p.hits or p.misses:
+            self._index.add_counters(hits=p.hits, misses=p.misses)
+            p.hits = p.misses = 0
+        if p.repairs:
+            repairs, p.repairs = p.repairs, set()
+            for key in repairs:
+                self._repair_key_locked(key, key_to_name(key))
+        p.last_flush = time.monotonic()
+
+    def flush(self) -> None:
+        """Write buffered access times and hit/miss counts to the index now."""
+        self._ensure_open()
+        with self._index.transaction():
+            self._flush_locked()
+
+    def _repair_key_locked(self, key: str, name: str) -> None:
+        """Make the index and the disk agree about one key (inside a transaction)."""
+        final = self.root / name
+        try:
+            st: os.stat_result | None = os.lstat(final)
+        except FileNotFoundError:
+            st = None
+        row = self._index.live_row(key)
+        if row is not None and (st is None or st.st_ino != row.ino):
+            self._index.delete_rows([row.id])
+            self._index.add_counters(live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1)
+            row = None
+        if row is None and st is not None:
+            _unlink_quiet(final)  # content nobody committed (a writer died between rename and commit)
+
+    def _recover_locked(self, *, startup: bool = False) -> int:
+        """Reclaim what dead processes left: reservations, their ``.part`` files, released old versions.
+
+        At start-up also forget the token files of processes that died without closing the cache.
+        """
+        recovered = 0
+        alive: dict[str, bool] = {}
+        if self._owner is not None:
+            alive[self._owner.token] = True
+
+        def is_alive(token: str | None) -> bool:
+            if token not in alive:
+                alive[token] = owner_alive(self._owners, token)  # type: ignore[index]
+            return alive[token]  # type: ignore[index]
+
+        for row in self._index.rows_in_state(WRITING):
+            if is_alive(row.owner):
+                continue
+            if row.part:
+                _unlink_quiet(self._tmp / row.part)
+            self._index.delete_rows([row.id])
+            self._index.add_counters(reserved_bytes=-row.charge, writers=-1)
+            self._repair_key_locked(row.key, row.name)
+            recovered += 1
+        recovered += self._reap_replaced_locked()
+        try:
+            parts = list(os.scandir(self._tmp))
+        except FileNotFoundError:
+            parts = []
+        for entry in parts:
+            token = entry.name.split(".", 1)[0]
+            if not is_alive(token):
+                _unlink_quiet(Path(entry.path))
+                recovered += 1
+        if startup:
+            for entry in list(os.scandir(self._owners)):
+                token = entry.name.removesuffix(".lock")
+                if token not in alive:
+                    is_alive(token)  # removes the file of a dead owner
+        return recovered
+
+    def _reap_replaced_locked(self) -> int:
+        reaped = 0
+        for row in self._index.rows_in_state(REPLACED):
+            path = self._replaced / (row.part or str(row.id))
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = -1
+            try:
+                if fd >= 0:
+                    if not try_exclusive(fd):
+                        continue
+                    os.unlink(path)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+            self._index.delete_rows([row.id])
+            self._index.add_counters(replaced_bytes=-row.charge)
+            reaped += 1
+        return reaped
+
+    def _evict_locked(self, goal_used: int, reason: str, now: float, *, dry_run: bool = False) -> EvictionReport:
+        """Unlink least recently used unpinned entries until ``used_bytes <= goal_used``."""
+        if not dry_run:
+            self._reap_replaced_locked()
+            if self.ttl_s is not None:
+                self._remove_locked(
+                    lambda limit, offset: self._index.expired_candidates(now - self.ttl_s, limit, offset),  # type: ignore[operator]
+                    None, "ttl", now, dry_run=False,
+                )
+        return self._remove_locked(self._index.lru_candidates, goal_used, reason, now, dry_run=dry_run)
+
+    def _remove_locked(self, fetch: Any, goal_used: int | None, reason: str, now: float, *, dry_run: bool) -> EvictionReport:
+        t0 = time.perf_counter()
+        c = self._index.counters()
+        used = c.used_bytes
+        size_before = c.live_bytes + c.replaced_bytes
+        keys: list[str] = []
+        files = freed = freed_data = pinned = 0
+        offset = 0
+        while goal_used is None or used > goal_used:
+            rows = fetch(_BATCH, offset)
+            if not rows:
+                break
+            gone: list[int] = []
+            for row in rows:
+                if goal_used is not None and used <= goal_used:
+                    break
+                path = self.root / row.name
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    fd = -1
+                except OSError:
+                    offset += 1
+                    continue
+                try:
+                    if fd >= 0:
+                        if not try_exclusive(fd):
+                            pinned += 1
+                            offset += 1
+                            continue
+                        if not dry_run:
+                            try:
+                                os.unlink(path)  # while holding the exclusive lock: no reader can pin it now
+                            except FileNotFoundError:
+                                pass
+                            except OSError:
+                                offset += 1
+                                continue
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
+                if dry_run:
+                    offset += 1
+                else:
+                    gone.append(row.id)
+                files += 1
+                freed += row.charge
+                freed_data += row.size
+                used -= row.charge
+                if len(keys) < _KEYS_IN_EVENT:
+                    keys.append(row.key)
+            if gone:
+                self._index.delete_rows(gone)
+        if files and not dry_run:
+            self._index.add_counters(
+                live_bytes=-freed,
+                live_data_bytes=-freed_data,
+                entries=-files,
+                evicted_files=files,
+                evicted_bytes=freed,
+                expired_files=files if reason == "ttl" else 0,
+            )
+        report = EvictionReport(
+            reason=reason,
+            files=files,
+            bytes=freed,
+            size_before=size_before,
+            size_after=size_before - freed,
+            keys=tuple(keys),
+            pinned_skipped=pinned,
+            dry_run=dry_run,
+            time=now,
+            duration_s=time.perf_counter() - t0,
+        )
+        if files and not dry_run:
+            self.events.append(
+                "eviction",
+                time_s=now,
+                reason=reason,
+                files=files,
+                bytes=freed,
+                size_before=report.size_before,
+                size_after=report.size_after,
+                max_bytes=self.max_bytes,
+                target_bytes=self.target_bytes,
+                keys=list(keys),
+                keys_truncated=max(0, files - len(keys)),
+                pinned_skipped=pinned,
+                pid=os.getpid(),
+            )
+            log.info(report.describe(str(self.root)))
+        return report
+
+    def evict(self, to: int | str | None = None, *, dry_run: bool = False) -> EvictionReport:
+        """Evict least recently used entries until the cache holds at most ``to`` (default: the target).
+
+        Pinned entries are skipped. With ``dry_run`` nothing is removed and the report says what would go.
+        """
+        self._ensure_open()
+        try:
+            goal = self.target_bytes if to is None else parse_size(to, what="to")
+        except SizeError as exc:
+            raise CacheError(str(exc)) from None
+        with self._index.transaction():
+            now = time.time()
+            self._flush_locked()
+            if not dry_run:
+                self._recover_locked()
+            c = self._index.counters()
+            # `to` is about entries on disk; writes in flight are not the caller's to evict.
+            return self._evict_locked(goal + c.reserved_bytes, "manual", now, dry_run=dry_run)
+
+    def expire(self) -> EvictionReport:
+        """Remove entries older than ``ttl`` now (also done by every eviction)."""
+        self._ensure_open()
+        if self.ttl_s is None:
+            return EvictionReport(reason="ttl", files=0, bytes=0, size_before=0, size_after=0, time=time.time())
+        with self._index.transaction():
+            now = time.time()
+            return self._remove_locked(
+                lambda limit, offset: self._index.expired_candidates(now - self.ttl_s, limit, offset),  # type: ignore[operator]
+                None, "ttl", now, dry_run=False,
+            )
+
+    def recover(self) -> int:
+        """Reclaim reservations and files left by dead processes now; returns how many."""
+        self._ensure_open()
+        with self._index.transaction():
+            return self._recover_locked()
+
+    # ------------------------------------------------------------------------ orphan sweep
+    def _maybe_start_sweep(self) -> None:
+        last = self._index.get_meta("last_sweep")
+        if last and time.time() - float(last) < _SWEEP_EVERY_S:
+            return
+        threading.Thread(target=self._sweep_quietly, name="cachewatch-sweep", daemon=True).start()
+
+    def _sweep_quietly(self) -> None:
+        try:
+            self.sweep_orphans()
+        except Exception:  # pragma: no cover - best effort in the background
+            log.debug("orphan sweep of %s failed", self.root, exc_info=True)
+
+    def sweep_orphans(self) -> tuple[int, int]:
+        """Delete entry files that no index row knows (left by a lost index or hand edits).
+
+        Only files inside the two-hex-digit shard directories are candidates; anything else
+        under the root is left alone. Returns (files, bytes) removed. One process sweeps at a time.
+        """
+        self._ensure_open()
+        lock_fd = os.open(self._meta / "sweep.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return (0, 0)
+            on_disk: list[str] = []
+            for shard in os.scandir(self.root):
+                if not (SHARD_RE.match(shard.name) and shard.is_dir(follow_symlinks=False)):
+                    continue
+                for entry in os.scandir(shard.path):
+                    if not entry.is_dir(follow_symlinks=False):
+                        on_disk.append(f"{shard.name}/{entry.name}")
+            known = self._index.live_names()
+            files = freed = 0
+            for name in on_disk:
+                if name in known:
+                    continue
+                with self._index.transaction():
+                    if self._index.row_for_name(name) is not None:
+                        continue
+                    path = self.root / name
+                    try:
+                        size = os.lstat(path).st_size
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        continue
+                    files += 1
+                    freed += size
+            with self._index.transaction():
+                self._index.set_meta("last_sweep", repr(time.time()))
+                if files:
+                    self.events.append("sweep", orphans=files, bytes=freed, pid=os.getpid())
+                    log.info("Swept %d orphan files (%.1f MB) from cache %s", files, freed / 1e6, self.root)
+            return files, freed
+        finally:
+            os.close(lock_fd)
+
+    # --------------------------------------------------------------------------------- report
+    def stats(self) -> CacheStats:
+        self._ensure_open()
+        c: Counters = self._index.counters()
+        p = self._pending
+        return CacheStats(
+            root=str(self.root),
+            size_bytes=c.live_bytes + c.replaced_bytes,
+            data_bytes=c.live_data_bytes,
+            entries=c.entries,
+            max_bytes=self.max_bytes,
+            target_bytes=self.target_bytes,
+            reserved_bytes=c.reserved_bytes,
+            writers=c.writers,
+            replaced_pinned_bytes=c.replaced_bytes,
+            hits=c.hits + p.hits,
+            misses=c.misses + p.misses,
+            evicted_files=c.evicted_files,
+            evicted_bytes=c.evicted_bytes,
+            expired_files=c.expired_files,
+            ttl_s=self.ttl_s,
+            block_bytes=self.block_bytes,
+        )
+
+    def entries(self, order: str = "lru") -> list[EntryInfo]:
+        """Every live entry, least recently used first (``order`` may also be key, size, created)."""
+        self._ensure_open()
+        return [
+            EntryInfo(r.key, self.root / r.name, r.size, r.checksum, r.created, r.accessed)
+            for r in self._index.iter_live(order)
+        ]
+
+    def entry(self, key: str) -> EntryInfo | None:
+        """Index facts about one entry (no hit/miss counted)."""
+        self._ensure_open()
+        r = self._index.live_row(validate_key(key))
+        return None if r is None else EntryInfo(r.key, self.root / r.name, r.size, r.checksum, r.created, r.accessed)
+
+    def eviction_log(self, limit: int | None = None, *, newest_first: bool = True) -> list[EvictionReport]:
+        """Past evictions from the events file, newest first."""
+        out = []
+        for e in self.events.read(kinds=("eviction",), limit=limit, newest_first=newest_first):
+            out.append(
+                EvictionReport(
+                    reason=str(e.get("reason", "")),
+                    files=int(e.get("files", 0)),
+                    bytes=int(e.get("bytes", 0)),
+                    size_before=int(e.get("size_before", 0)),
+                    size_after=int(e.get("size_after", 0)),
+                    keys=tuple(e.get("keys", ())),
+                    pinned_skipped=int(e.get("pinned_skipped", 0)),
+                    time=e.time,
+                )
+            )
+        return out
+
+    @property
+    def index(self) -> SQLiteIndex:
+        """The index backend (for verify/repair tools)."""
+        self._ensure_open()
+        return self._index
+
+    @property
+    def meta_dir(self) -> Path:
+        return self._meta
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _block_size(path: Path) -> int:
+    try:
+        frsize = os.statvfs(path).f_frsize
+    except OSError:
+        return 4096
+    return frsize if 512 <= frsize <= 1 << 20 else 4096
+
+
+def _rename_into_place(source: Path, final: Path) -> None:
+    try:
+        os.rename(source, final)
+    except FileNotFoundError:
+        if not source.exists():
+            raise
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(source, final)
+
+
+def _unlink_quiet(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _unlink_if_inode(path: Path, ino: int) -> None:
+    try:
+        if os.lstat(path).st_ino == ino:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _hash_file(path: Path, size: int) -> tuple[str, int]:
+    h = xxhash.xxh3_64()
+    with open(path, "rb") as fh:
+        ino = os.fstat(fh.fileno()).st_ino
+        while chunk := fh.read(_COPY_CHUNK):
+            h.update(chunk)
+    return h.hexdigest(), ino
+
+
+def _copy_and_hash(src: Path, dst: Path, size: int) -> tuple[str, int]:
+    h = xxhash.xxh3_64()
+    total = 0
+    with open(src, "rb") as fin:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            while chunk := fin.read(_COPY_CHUNK):
+                total += len(chunk)
+                if total > size:
+                    raise CacheError(f"source file '{src}' grew while it was copied; write it completely first")
+                h.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+            ino = os.fstat(fd).st_ino
+        finally:
+            os.close(fd)
+    if total != size:
+        raise CacheError(f"source file '{src}' shrank while it was copied; write it completely first")
+    return h.hexdigest(), ino
+

@@ -1,0 +1,355 @@
+"""The cache index: which entries exist, their sizes, checksums and last access.
+
+:class:`IndexBackend` is the small interface the cache needs; :class:`SQLiteIndex`
+implements it in a WAL-mode SQLite file inside the root. A backend for a shared
+Redis-compatible server implements the same methods.
+
+Rows have three states:
+
+``LIVE``
+    a complete entry; its file is at ``name``.
+``WRITING``
+    a reservation: a writer (``owner``) is filling ``part``; its ``charge``
+    counts against the bound from the moment it is inserted.
+``REPLACED``
+    an old version overwritten while a reader had it pinned; it was renamed to
+    ``part`` (under ``.cachewatch/replaced/``) and stays counted until the pin is gone.
+
+Totals live in one ``counters`` row updated in the same transactions, so reading
+the cache size never sums the table.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ContextManager, Iterator, NamedTuple, Protocol, Sequence
+
+from .locks import ProcessMutex
+
+__all__ = ["Row", "Counters", "IndexBackend", "SQLiteIndex", "LIVE", "WRITING", "REPLACED", "SCHEMA_VERSION"]
+
+LIVE, WRITING, REPLACED = 0, 1, 2
+SCHEMA_VERSION = 1
+
+_COLUMNS = "id, key, name, size, charge, state, owner, part, checksum, ino, created, accessed"
+
+
+class Row(NamedTuple):
+    id: int
+    key: str
+    name: str
+    size: int
+    charge: int
+    state: int
+    owner: str | None
+    part: str | None
+    checksum: str | None
+    ino: int | None
+    created: float
+    accessed: float
+
+
+class Counters(NamedTuple):
+    live_bytes: int
+    live_data_bytes: int
+    entries: int
+    reserved_bytes: int
+    writers: int
+    replaced_bytes: int
+    hits: int
+    misses: int
+    evicted_files: int
+    evicted_bytes: int
+    expired_files: int
+
+    @property
+    def used_bytes(self) -> int:
+        return self.live_bytes + self.reserved_bytes + self.replaced_bytes
+
+
+_COUNTER_NAMES = Counters._fields
+
+
+class IndexBackend(Protocol):
+    """What :class:`~cachewatch.engine.cache.Cache` needs from an index.
+
+    Methods marked *(write)* are called only inside :meth:`transaction`, which
+    must be exclusive across every process using the cache.
+    """
+
+    def transaction(self) -> ContextManager[None]: ...
+    def counters(self) -> Counters: ...
+    def add_counters(self, **deltas: int) -> None: ...  # (write)
+    def live_row(self, key: str) -> Row | None: ...
+    def insert_reservation(self, key: str, name: str, size: int, charge: int, owner: str, now: float) -> int: ...  # (write)
+    def set_part(self, row_id: int, part: str) -> None: ...  # (write)
+    def promote(self, row_id: int, checksum: str, ino: int, size: int, charge: int, now: float) -> None: ...  # (write)
+    def mark_replaced(self, row_id: int, part: str) -> None: ...  # (write)
+    def delete_rows(self, row_ids: Sequence[int]) -> None: ...  # (write)
+    def lru_candidates(self, limit: int, offset: int) -> list[Row]: ...
+    def expired_candidates(self, created_before: float, limit: int, offset: int) -> list[Row]: ...
+    def rows_in_state(self, state: int) -> list[Row]: ...
+    def state_of(self, row_id: int) -> int | None: ...
+    def touch(self, accesses: Sequence[tuple[float, int]]) -> None: ...  # (write)
+    def iter_live(self, order: str) -> Iterator[Row]: ...
+    def live_names(self) -> set[str]: ...
+    def row_for_name(self, name: str) -> Row | None: ...
+    def get_meta(self, name: str) -> str | None: ...
+    def set_meta(self, name: str, value: str) -> None: ...  # (write)
+    def recount(self) -> Counters: ...  # (write)
+    def close(self) -> None: ...
+
+
+def _locked(method):  # type: ignore[no-untyped-def]
+    """Serialise use of the one connection between threads of this process."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class SQLiteIndex:
+    """SQLite in WAL mode; writers are serialised by a :class:`ProcessMutex` flock."""
+
+    def __init__(self, db_path: Path, mutex: ProcessMutex) -> None:
+        self.db_path = db_path
+        self.mutex = mutex
+        self._lock = threading.RLock()
+        self._db = self._connect()
+        self._in_txn = False
+        if self._read_user_version() != SCHEMA_VERSION:
+            with self.transaction():
+                self._create_schema()
+
+    # --- connection -------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=60.0)
+        db.execute("PRAGMA busy_timeout=60000")
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode.lower() != "wal":
+            with self.mutex:
+                db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL+NORMAL: durable to a crash of the process, not of the OS
+        db.execute("PRAGMA journal_size_limit=4194304")
+        db.execute("PRAGMA temp_store=MEMORY")
+        return db
+
+    def reopen_after_fork(self) -> None:
+        # Never use (or close) a connection inherited across fork; keep it referenced so its
+        # finaliser cannot run in the child, and open a fresh one.
+        _ABANDONED.append(self._db)
+        self._lock = threading.RLock()
+        self._db = self._connect()
+        self._in_txn = False
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
+
+    def _read_user_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _create_schema(self) -> None:
+        version = self._read_user_version()
+        if version == SCHEMA_VERSION:
+            return
+        if version not in (0,):
+            raise sqlite3.DatabaseError(f"index schema version {version} is newer than this cachewatch ({SCHEMA_VERSION})")
+        script = (
+            """
+            CREATE TABLE IF NOT EXISTS entries (
+                id INTEGER PRIMARY KEY,
+                key TEXT NOT NULL,
+                name TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                charge INTEGER NOT NULL,
+                state INTEGER NOT NULL,
+                owner TEXT,
+                part TEXT,
+                checksum TEXT,
+                ino INTEGER,
+                created REAL NOT NULL,
+                accessed REAL NOT NULL
+            );
+            CREATE UNIQUE INDEX IF NOT EXISTS entries_live_key ON entries(key) WHERE state = 0;
+            CREATE INDEX IF NOT EXISTS entries_lru ON entries(accessed) WHERE state = 0;
+            CREATE INDEX IF NOT EXISTS entries_created ON entries(created) WHERE state = 0;
+            CREATE INDEX IF NOT EXISTS entries_pending ON entries(state) WHERE state <> 0;
+            CREATE INDEX IF NOT EXISTS entries_name ON entries(name);
+            CREATE TABLE IF NOT EXISTS counters (id INTEGER PRIMARY KEY CHECK (id = 1), """
+            + ", ".join(f"{n} INTEGER NOT NULL DEFAULT 0" for n in _COUNTER_NAMES)
+            + """);
+            INSERT OR IGNORE INTO counters (id) VALUES (1);
+            CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+            """
+        )
+        # Not executescript(): it would COMMIT the surrounding BEGIN IMMEDIATE first.
+        for statement in script.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # --- transactions -----------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """An exclusive write section: the process mutex, then ``BEGIN IMMEDIATE``. Re-entrant."""
+        with self.mutex, self._lock:
+            if self._in_txn:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._in_txn = True
+            try:
+                yield
+            except BaseException:
+                self._in_txn = False
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise
+            else:
+                self._in_txn = False
+                try:
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                    raise
+
+    # --- counters ---------------------------------------------------------------------------
+    @_locked
+    def counters(self) -> Counters:
+        row = self._db.execute(f"SELECT {', '.join(_COUNTER_NAMES)} FROM counters WHERE id = 1").fetchone()
+        return Counters(*row)
+
+    @_locked
+    def add_counters(self, **deltas: int) -> None:
+        sets = ", ".join(f"{name} = {name} + :{name}" for name in deltas)
+        self._db.execute(f"UPDATE counters SET {sets} WHERE id = 1", deltas)
+
+    @_locked
+    def recount(self) -> Counters:
+        """Recompute the size counters from the rows (used by verify --repair)."""
+        live = self._db.execute(
+            "SELECT COALESCE(SUM(charge), 0), COALESCE(SUM(size), 0), COUNT(*) FROM entries WHERE state = 0"
+        ).fetchone()
+        writing = self._db.execute("SELECT COALESCE(SUM(charge), 0), COUNT(*) FROM entries WHERE state = 1").fetchone()
+        replaced = self._db.execute("SELECT COALESCE(SUM(charge), 0) FROM entries WHERE state = 2").fetchone()
+        self._db.execute(
+            "UPDATE counters SET live_bytes = ?, live_data_bytes = ?, entries = ?, reserved_bytes = ?, writers = ?, "
+            "replaced_bytes = ? WHERE id = 1",
+            (live[0], live[1], live[2], writing[0], writing[1], replaced[0]),
+        )
+        return self.counters()
+
+    # --- rows -------------------------------------------------------------------------------
+    @_locked
+    def live_row(self, key: str) -> Row | None:
+        r = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE key = ? AND state = 0", (key,)).fetchone()
+        return Row(*r) if r else None
+
+    @_locked
+    def row_for_name(self, name: str) -> Row | None:
+        r = self._db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE name = ? ORDER BY state LIMIT 1", (name,)
+        ).fetchone()
+        return Row(*r) if r else None
+
+    @_locked
+    def insert_reservation(self, key: str, name: str, size: int, charge: int, owner: str, now: float) -> int:
+        cur = self._db.execute(
+            "INSERT INTO entries (key, name, size, charge, state, owner, created, accessed) VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
+            (key, name, size, charge, owner, now, now),
+        )
+        return int(cur.lastrowid)
+
+    @_locked
+    def set_part(self, row_id: int, part: str) -> None:
+        self._db.execute("UPDATE entries SET part = ? WHERE id = ?", (part, row_id))
+
+    @_locked
+    def promote(self, row_id: int, checksum: str, ino: int, size: int, charge: int, now: float) -> None:
+        self._db.execute(
+            "UPDATE entries SET state = 0, owner = NULL, part = NULL, checksum = ?, ino = ?, size = ?, charge = ?, "
+            "created = ?, accessed = ? WHERE id = ?",
+            (checksum, ino, size, charge, now, now, row_id),
+        )
+
+    @_locked
+    def mark_replaced(self, row_id: int, part: str) -> None:
+        self._db.execute("UPDATE entries SET state = 2, part = ? WHERE id = ?", (part, row_id))
+
+    @_locked
+    def delete_rows(self, row_ids: Sequence[int]) -> None:
+        self._db.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in row_ids])
+
+    @_locked
+    def lru_candidates(self, limit: int, offset: int) -> list[Row]:
+        return [
+            Row(*r)
+            for r in self._db.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE state = 0 ORDER BY accessed, id LIMIT ? OFFSET ?",
+                (limit, offset),
+            )
+        ]
+
+    @_locked
+    def expired_candidates(self, created_before: float, limit: int, offset: int) -> list[Row]:
+        return [
+            Row(*r)
+            for r in self._db.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE state = 0 AND created < ? ORDER BY created, id LIMIT ? OFFSET ?",
+                (created_before, limit, offset),
+            )
+        ]
+
+    @_locked
+    def rows_in_state(self, state: int) -> list[Row]:
+        return [Row(*r) for r in self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE state = ?", (state,))]
+
+    @_locked
+    def touch(self, accesses: Sequence[tuple[float, int]]) -> None:
+        self._db.executemany(
+            "UPDATE entries SET accessed = ?1 WHERE id = ?2 AND state = 0 AND accessed < ?1",
+            list(accesses),
+        )
+
+    def iter_live(self, order: str = "lru") -> Iterator[Row]:
+        order_by = {"lru": "accessed, id", "key": "key", "size": "size DESC, key", "created": "created, id"}[order]
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE state = 0 ORDER BY {order_by}").fetchall()
+        for r in rows:
+            yield Row(*r)
+
+    @_locked
+    def state_of(self, row_id: int) -> int | None:
+        r = self._db.execute("SELECT state FROM entries WHERE id = ?", (row_id,)).fetchone()
+        return None if r is None else int(r[0])
+
+    @_locked
+    def live_names(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT name FROM entries WHERE state IN (0, 1)")}
+
+    @_locked
+    def get_meta(self, name: str) -> str | None:
+        r = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return r[0] if r else None
+
+    @_locked
+    def set_meta(self, name: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+
+
+_ABANDONED: list[sqlite3.Connection] = []

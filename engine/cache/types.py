@@ -1,0 +1,97 @@
+"""Immutable values the cache hands out: statistics, eviction reports, entry listings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CacheStats", "EvictionReport", "EntryInfo"]
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """A consistent reading of a cache's counters.
+
+    ``size_bytes`` counts each entry file rounded up to the filesystem block (as
+    ``du`` does), because that is what the disk holds; ``data_bytes`` is the sum of
+    the file lengths. The bound is ``size_bytes + reserved_bytes <= max_bytes``.
+    """
+
+    root: str
+    size_bytes: int
+    data_bytes: int
+    entries: int
+    max_bytes: int
+    target_bytes: int
+    reserved_bytes: int
+    writers: int
+    replaced_pinned_bytes: int
+    hits: int
+    misses: int
+    evicted_files: int
+    evicted_bytes: int
+    expired_files: int
+    ttl_s: float | None
+    block_bytes: int
+
+    @property
+    def used_bytes(self) -> int:
+        """What the bound applies to: entry bytes on disk plus writes in flight."""
+        return self.size_bytes + self.reserved_bytes
+
+    @property
+    def hit_rate(self) -> float | None:
+        total = self.hits + self.misses
+        return self.hits / total if total else None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["used_bytes"] = self.used_bytes
+        out["hit_rate"] = self.hit_rate
+        return out
+
+
+@dataclass(frozen=True)
+class EvictionReport:
+    """What one eviction pass removed (or, with ``dry_run``, would remove)."""
+
+    reason: str
+    files: int
+    bytes: int
+    size_before: int
+    size_after: int
+    keys: tuple[str, ...] = ()
+    pinned_skipped: int = 0
+    dry_run: bool = False
+    time: float = 0.0
+    duration_s: float = 0.0
+
+    def describe(self, root: str = "") -> str:
+        """The human line, in the form seed 000 grepped for."""
+        verb = "Would evict" if self.dry_run else "Evicted"
+        where = f" {root}" if root else ""
+        return (
+            f"{verb} {self.files} files ({self.bytes / 1e6:.1f} MB) from cache{where} "
+            f"(reason: {self.reason}, {self.size_before / 1e6:.1f} MB -> {self.size_after / 1e6:.1f} MB)"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["keys"] = list(self.keys)
+        return out
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    key: str
+    path: Path
+    size_bytes: int
+    checksum: str | None
+    created: float
+    accessed: float
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["path"] = str(self.path)
+        return out

@@ -1,0 +1,1 @@
+"""``cachewatch cache stats|ls|log|evict``: look at and trim a managed cache."""

@@ -1,0 +1,420 @@
+"""``cachewatch.toml``: the single source of truth for paths and limits.
+
+Lookup order for the file: ``--config FILE``, then ``$CACHEWATCH_CONFIG``, then
+``./cachewatch.toml``. Any value can be overridden from the environment as
+``CACHEWATCH_<SECTION>_<KEY>`` (``CACHEWATCH_CACHE_MAX_SIZE=200GB``). Relative
+paths are resolved against the directory of the file that names them (or the
+working directory for environment values), so the cache directory is the same
+whichever directory the training is started from (seed 004's mismatch).
+
+Every bad value raises :class:`ConfigError` with one line naming the key, the
+value and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+from .sizes import SizeError, parse_duration, parse_size
+
+__all__ = [
+    "Config",
+    "CacheConfig",
+    "SourceConfig",
+    "RunConfig",
+    "MonitorConfig",
+    "MetricsConfig",
+    "WatchConfig",
+    "DashboardConfig",
+    "load_config",
+    "find_config_file",
+    "CONFIG_FILENAME",
+    "ENV_PREFIX",
+]
+
+CONFIG_FILENAME = "cachewatch.toml"
+ENV_PREFIX = "CACHEWATCH_"
+
+
+# --- value readers: each takes (raw, key, base_dir) and returns the typed value ---------------
+
+def _size(raw: Any, key: str, base: Path) -> int:
+    try:
+        return parse_size(raw, what=key)
+    except SizeError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _opt_size(raw: Any, key: str, base: Path) -> int | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "off")):
+        return None
+    return _size(raw, key, base)
+
+
+def _duration(raw: Any, key: str, base: Path) -> float:
+    try:
+        return parse_duration(raw, what=key)
+    except SizeError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _opt_duration(raw: Any, key: str, base: Path) -> float | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "off")):
+        return None
+    return _duration(raw, key, base)
+
+
+def _ratio(raw: Any, key: str, base: Path) -> float:
+    try:
+        value = float(raw.strip().rstrip("%")) / 100 if isinstance(raw, str) and raw.strip().endswith("%") else float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} = {raw!r} is not a ratio; write a number between 0 and 1 (0.9) or a percentage ('90%')") from None
+    if isinstance(raw, bool) or not (0.0 < value <= 1.0):
+        raise ConfigError(f"{key} = {raw!r} is out of range; write a number in (0, 1], e.g. 0.9")
+    return value
+
+
+def _path(raw: Any, key: str, base: Path) -> Path:
+    if not isinstance(raw, (str, os.PathLike)) or not str(raw).strip():
+        raise ConfigError(f"{key} = {raw!r} is not a path; write a directory path as a string")
+    p = Path(os.path.expanduser(str(raw)))
+    return p if p.is_absolute() else (base / p)
+
+
+def _opt_path(raw: Any, key: str, base: Path) -> Path | None:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return _path(raw, key, base)
+
+
+def _str(raw: Any, key: str, base: Path) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(f"{key} = {raw!r} must be a string")
+    return raw
+
+
+def _opt_str(raw: Any, key: str, base: Path) -> str | None:
+    if raw is None or raw == "":
+        return None
+    return _str(raw, key, base)
+
+
+def _int(minimum: int) -> Callable[[Any, str, Path], int]:
+    def read(raw: Any, key: str, base: Path) -> int:
+        try:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} = {raw!r} is not a whole number") from None
+        if value < minimum:
+            raise ConfigError(f"{key} = {raw!r} is too small; it must be at least {minimum}")
+        return value
+
+    return read
+
+
+def _bool(raw: Any, key: str, base: Path) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(raw, str) and raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key} = {raw!r} is not a boolean; write true or false")
+
+
+def _choice(*choices: str) -> Callable[[Any, str, Path], str]:
+    def read(raw: Any, key: str, base: Path) -> str:
+        if not isinstance(raw, str) or raw not in choices:
+            raise ConfigError(f"{key} = {raw!r} is not one of {', '.join(repr(c) for c in choices)}")
+        return raw
+
+    return read
+
+
+def _argv(raw: Any, key: str, base: Path) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        import shlex
+
+        try:
+            return tuple(shlex.split(raw))
+        except ValueError as exc:
+            raise ConfigError(f"{key} = {raw!r} cannot be split into arguments ({exc}); check the quotes") from None
+    if isinstance(raw, list) and all(isinstance(a, str) for a in raw):
+        return tuple(raw)
+    raise ConfigError(f"{key} = {raw!r} must be a command string or a list of strings")
+
+
+def _str_map(raw: Any, key: str, base: Path) -> dict[str, str]:
+    if not isinstance(raw, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ConfigError(f"{key} = {raw!r} must be a table of strings, e.g. {{ evict = 'E' }}")
+    return dict(raw)
+
+
+def _reader(f: dataclasses.Field) -> Callable[[Any, str, Path], Any]:
+    return f.metadata["read"]
+
+
+def _f(read: Callable[[Any, str, Path], Any], default: Any = None, *, doc: str = "", factory: Any = None) -> Any:
+    meta = {"read": read, "doc": doc}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --- sections -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """``[cache]``: the managed cache."""
+
+    root: Path | None = _f(_opt_path, doc="cache directory")
+    max_size: int | None = _f(_opt_size, doc="hard limit on bytes on disk plus writes in flight")
+    target_ratio: float = _f(_ratio, 0.9, doc="eviction goes down to max_size x target_ratio")
+    target_size: int | None = _f(_opt_size, doc="eviction target as a size; overrides target_ratio")
+    ttl: float | None = _f(_opt_duration, doc="entries not read for this long are expired")
+    index: str = _f(_str, "sqlite", doc="'sqlite' or a redis:// URL")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """``[source]``: the data the cache is built from (verify/build/pre-flight)."""
+
+    dir: Path | None = _f(_opt_path, doc="source data directory")
+    glob: str = _f(_str, "**/*", doc="which files under dir are source items")
+    listing: Path | None = _f(_opt_path, doc="a text file with one source path per line, instead of dir+glob")
+    key: str = _f(_str, "{relpath}", doc="cache key template: {relpath} {name} {stem} {suffix}")
+    transform: str | None = _f(_opt_str, doc="module:function turning a source path into bytes")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``[run]``: the supervised training."""
+
+    command: tuple[str, ...] = _f(_argv, (), doc="training command, if not given after --")
+    cwd: Path | None = _f(_opt_path, doc="working directory of the training")
+    restart: str = _f(_choice("never", "on-failure"), "never", doc="restart policy")
+    max_restarts: int = _f(_int(0), 3, doc="restarts allowed with on-failure")
+    backoff: float = _f(_duration, 5.0, doc="first delay before a restart; doubles each time")
+    backoff_max: float = _f(_duration, 300.0, doc="longest delay between restarts")
+    stop_grace: float = _f(_duration, 10.0, doc="SIGTERM to SIGKILL delay on stop")
+    preflight: str = _f(_choice("off", "warn", "require", "build"), "off", doc="cache check before launch")
+    log_dir: Path | None = _f(_opt_path, doc="where training logs and run state go")
+    name: str | None = _f(_opt_str, doc="engine name shown by `cachewatch ls`")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """``[monitor]``: sampling and alerts."""
+
+    interval: float = _f(_duration, 1.0, doc="sampling period")
+    memory_alert: float = _f(_ratio, 0.85, doc="system memory use that raises an alert")
+    disk_alert: float = _f(_ratio, 0.95, doc="disk use of the cache filesystem that raises an alert")
+    gpu: bool = _f(_bool, True, doc="sample GPUs through NVML")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: opt-in Prometheus endpoint."""
+
+    port: int = _f(_int(0), 0, doc="0 = off")
+    host: str = _f(_str, "127.0.0.1", doc="bind address (loopback unless told otherwise)")
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """``[dashboard]``: the Textual app."""
+
+    refresh: float = _f(_duration, 1.0, doc="screen refresh period")
+    readonly: bool = _f(_bool, False, doc="hide destructive actions")
+    keys: dict[str, str] = _f(_str_map, factory=dict, doc="action id -> key, e.g. evict = 'E'")
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """``[[watch]]``: a directory written by other code, kept under its limit from outside."""
+
+    root: Path = _f(_path, None, doc="watched directory")
+    max_size: int = _f(_size, None, doc="limit on the counted files")
+    target_ratio: float = _f(_ratio, 0.9, doc="eviction goes down to max_size x target_ratio")
+    target_size: int | None = _f(_opt_size, doc="eviction target as a size; overrides target_ratio")
+    include: str | None = _f(_opt_str, doc="glob of files that count (default: all)")
+    exclude: str | None = _f(_opt_str, doc="glob of files that never count nor go")
+    min_age: float = _f(_duration, 30.0, doc="never delete a file modified more recently than this")
+    scan_interval: float = _f(_duration, 300.0, doc="period of the reconciling full scan")
+    dry_run: bool = _f(_bool, False, doc="report what would be evicted, delete nothing")
+
+
+@dataclass(frozen=True)
+class Config:
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    watch: tuple[WatchConfig, ...] = ()
+    path: Path | None = None  # the file this came from, if any
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+
+_SECTIONS: dict[str, type] = {
+    "cache": CacheConfig,
+    "source": SourceConfig,
+    "run": RunConfig,
+    "monitor": MonitorConfig,
+    "metrics": MetricsConfig,
+    "dashboard": DashboardConfig,
+}
+
+
+def _build_section(cls: type, name: str, table: Mapping[str, Any], base: Path, where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key [{name}] {unknown[0]!r}; known keys are: {', '.join(sorted(fields))}"
+        )
+    values = {}
+    for key, raw in table.items():
+        values[key] = _reader(fields[key])(raw, f"[{name}] {key}", base)
+    for fname, f in fields.items():
+        if f.default is None and f.default_factory is dataclasses.MISSING and fname not in values:  # type: ignore[misc]
+            if cls is WatchConfig and fname in ("root", "max_size"):
+                raise ConfigError(f"{where}: [[watch]] needs {fname}; add e.g. {fname} = " + ("'/data/cache'" if fname == "root" else "'100GB'"))
+    return cls(**values)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        for section in _SECTIONS:
+            if rest.startswith(section + "_"):
+                out.setdefault(section, {})[rest[len(section) + 1 :]] = value
+                break
+    return out
+
+
+def find_config_file(explicit: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The config file to use, or None when there is none (defaults apply)."""
+    env = os.environ if env is None else env
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"--config {str(explicit)!r}: no such file; give the path of a cachewatch.toml")
+        return p.resolve()
+    if env.get(ENV_PREFIX + "CONFIG"):
+        p = Path(env[ENV_PREFIX + "CONFIG"]).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"CACHEWATCH_CONFIG={str(p)!r}: no such file; unset it or point it at a cachewatch.toml")
+        return p.resolve()
+    p = Path.cwd() / CONFIG_FILENAME
+    return p.resolve() if p.is_file() else None
+
+
+def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, override and validate the configuration. See the module docstring for the order."""
+    env = os.environ if env is None else env
+    file = find_config_file(path, env)
+    data: dict[str, Any] = {}
+    where = str(file) if file else "defaults"
+    if file is not None:
+        try:
+            with open(file, "rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML ({exc}); fix the syntax at that line") from None
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot be read ({exc.strerror})") from None
+    base = file.parent if file else Path.cwd()
+
+    known = set(_SECTIONS) | {"watch"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown section [{unknown[0]}]; known sections are: {', '.join(sorted(known))}")
+
+    sections: dict[str, Any] = {}
+    overrides = _env_overrides(env)
+    for name, cls in _SECTIONS.items():
+        table = data.get(name, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: {name} must be a table [{name}], not {type(table).__name__}")
+        section = _build_section(cls, name, table, base, where)
+        if name in overrides:
+            env_table = {k: v for k, v in overrides[name].items()}
+            fields = {f.name: f for f in dataclasses.fields(cls)}
+            changes = {}
+            for key, raw in env_table.items():
+                if key not in fields:
+                    raise ConfigError(
+                        f"{ENV_PREFIX}{name.upper()}_{key.upper()}: no such setting [{name}] {key}; "
+                        f"known keys are: {', '.join(sorted(fields))}"
+                    )
+                changes[key] = _reader(fields[key])(raw, f"{ENV_PREFIX}{name.upper()}_{key.upper()}", Path.cwd())
+            section = dataclasses.replace(section, **changes)
+        sections[name] = section
+
+    watches = data.get("watch", [])
+    if isinstance(watches, Mapping):
+        watches = [watches]
+    if not isinstance(watches, list):
+        raise ConfigError(f"{where}: watch must be written [[watch]], a list of tables")
+    sections["watch"] = tuple(_build_section(WatchConfig, "watch", w, base, where) for w in watches)
+
+    cfg = Config(**sections, path=file)
+    _validate(cfg, where)
+    return cfg
+
+
+def _validate(cfg: Config, where: str) -> None:
+    c = cfg.cache
+    if c.root is not None and c.root.exists() and not c.root.is_dir():
+        raise ConfigError(f"[cache] root = '{c.root}' is a file, not a directory; point it at a directory")
+    if c.max_size is not None and c.max_size == 0:
+        raise ConfigError("[cache] max_size = 0 leaves no room for any entry; give a positive size like '100GB'")
+    if c.target_size is not None:
+        if c.max_size is None:
+            raise ConfigError(f"[cache] target_size = {c.target_size} needs max_size; add max_size = '...' to [cache]")
+        if c.target_size > c.max_size:
+            raise ConfigError(
+                f"[cache] target_size = {c.target_size} is above max_size = {c.max_size}; the target must be at most the max"
+            )
+    if c.index != "sqlite" and not c.index.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"[cache] index = {c.index!r} is not 'sqlite' or a redis:// URL")
+    if cfg.source.transform is not None and ":" not in cfg.source.transform:
+        raise ConfigError(
+            f"[source] transform = {cfg.source.transform!r} must be 'module:function', e.g. 'mypkg.prep:process_file'"
+        )
+    if cfg.run.backoff_max < cfg.run.backoff:
+        raise ConfigError(
+            f"[run] backoff_max = {cfg.run.backoff_max:g}s is below backoff = {cfg.run.backoff:g}s; raise backoff_max"
+        )
+    for w in cfg.watch:
+        if w.root.exists() and not w.root.is_dir():
+            raise ConfigError(f"[[watch]] root = '{w.root}' is a file, not a directory; point it at a directory")
+        if w.target_size is not None and w.target_size > w.max_size:
+            raise ConfigError(
+                f"[[watch]] target_size = {w.target_size} is above max_size = {w.max_size} for '{w.root}'; the target must be at most the max"
+            )
+        if w.max_size == 0:
+            raise ConfigError(f"[[watch]] max_size = 0 for '{w.root}'; give a positive size like '100GB'")
+
+
+def target_bytes(max_bytes: int, target_ratio: float, target_size: int | None = None) -> int:
+    """The size eviction brings a cache down to."""
+    return target_size if target_size is not None else int(max_bytes * target_ratio)

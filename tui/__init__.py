@@ -1,0 +1,1 @@
+"""cachewatch's dashboard (Textual). The engine (``cachewatch.engine``) never imports this package."""

@@ -1,0 +1,5 @@
+import sys
+
+from cachewatch.tui.cli import main
+
+sys.exit(main())
