@@ -69,11 +69,15 @@ class EvictionReport:
 
     def describe(self, root: str = "") -> str:
         """The human line, in the form seed 000 grepped for."""
+        from ..sizes import format_size
+
         verb = "Would evict" if self.dry_run else "Evicted"
         where = f" {root}" if root else ""
+        noun = "file" if self.files == 1 else "files"
         return (
-            f"{verb} {self.files} files ({self.bytes / 1e6:.1f} MB) from cache{where} "
-            f"(reason: {self.reason}, {self.size_before / 1e6:.1f} MB -> {self.size_after / 1e6:.1f} MB)"
+            f"{verb} {self.files} {noun} ({format_size(self.bytes, binary=False)}) from cache{where} "
+            f"(reason: {self.reason}, {format_size(self.size_before, binary=False)} -> "
+            f"{format_size(self.size_after, binary=False)})"
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -1,1 +1,147 @@
 """``cachewatch cache stats|ls|log|evict``: look at and trim a managed cache."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import sys
+from pathlib import Path
+
+from ..cache import Cache
+from ..config import load_config
+from ..errors import CacheRootError, ConfigError
+from ..sizes import format_size
+from . import print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="inspect and trim a managed cache", description=__doc__)
+    csub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+
+    def root_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("root", nargs="?", metavar="ROOT", help="cache directory (default: [cache] root of the config)")
+
+    sp = csub.add_parser("stats", help="size against target and max, entries, hits and evictions")
+    root_arg(sp)
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(func=cmd_stats)
+
+    sp = csub.add_parser("ls", help="list entries, least recently used first")
+    root_arg(sp)
+    sp.add_argument("--sort", choices=("lru", "key", "size", "created"), default="lru")
+    sp.add_argument("--limit", type=int, default=None, metavar="N", help="show at most N entries")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(func=cmd_ls)
+
+    sp = csub.add_parser("log", help="the eviction log, newest first")
+    root_arg(sp)
+    sp.add_argument("--limit", type=int, default=20, metavar="N", help="show the N newest evictions (default 20)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(func=cmd_log)
+
+    sp = csub.add_parser("evict", help="evict least recently used entries down to a size")
+    root_arg(sp)
+    sp.add_argument("--to", metavar="SIZE", help="size to bring the cache down to (default: the target)")
+    sp.add_argument("--dry-run", action="store_true", help="only report what would be evicted")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(func=cmd_evict)
+
+
+def open_cache_from_args(args: argparse.Namespace) -> Cache:
+    """The cache named by ROOT or by the config; it must already exist (these commands never create one)."""
+    cfg = load_config(getattr(args, "config", None))
+    root_arg = getattr(args, "root", None)
+    root = Path(root_arg).expanduser().absolute() if root_arg else cfg.cache.root
+    if root is None:
+        raise ConfigError("no cache given: pass ROOT or set [cache] root in cachewatch.toml")
+    root = Path(os.path.abspath(root))
+    if root.exists() and not root.is_dir():
+        raise CacheRootError(f"cache root '{root}' is a file, not a directory; give the cache directory")
+    if not (root / ".cachewatch" / "index.sqlite").is_file():
+        raise CacheRootError(
+            f"'{root}' is not a cachewatch cache (no .cachewatch/index.sqlite); check the path or [cache] root"
+        )
+    same = cfg.cache.root is not None and Path(os.path.abspath(cfg.cache.root)) == root
+    if same and cfg.cache.max_size is not None:
+        return Cache(
+            root,
+            max_size=cfg.cache.max_size,
+            target_ratio=cfg.cache.target_ratio,
+            target_size=cfg.cache.target_size,
+            ttl=cfg.cache.ttl,
+            sweep=False,
+        )
+    return Cache(root, sweep=False)
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f} %" if whole else "-"
+
+
+def _when(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with open_cache_from_args(args) as cache:
+        s = cache.stats()
+    if args.json:
+        print_json(s.to_json())
+        return 0
+    rate = "-" if s.hit_rate is None else f"{100 * s.hit_rate:.1f} %"
+    lines = [
+        ("cache", s.root),
+        ("size", f"{format_size(s.size_bytes)} of {format_size(s.max_bytes)} max ({_pct(s.size_bytes, s.max_bytes)}), "
+                 f"target {format_size(s.target_bytes)}"),
+        ("entries", f"{s.entries} ({format_size(s.data_bytes)} of data)"),
+        ("in flight", f"{format_size(s.reserved_bytes)} reserved by {s.writers} writers"),
+        ("reads", f"{s.hits} hits, {s.misses} misses, hit rate {rate}"),
+        ("evicted", f"{s.evicted_files} files, {format_size(s.evicted_bytes)}"
+                    + (f" ({s.expired_files} expired)" if s.expired_files else "")),
+    ]
+    if s.replaced_pinned_bytes:
+        lines.append(("pinned old", f"{format_size(s.replaced_pinned_bytes)} of replaced entries still being read"))
+    width = max(len(k) for k, _ in lines)
+    for k, v in lines:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    with open_cache_from_args(args) as cache:
+        entries = cache.entries(order=args.sort)
+    if args.limit is not None:
+        entries = entries[: max(0, args.limit)]
+    if args.json:
+        print_json([e.to_json() for e in entries])
+        return 0
+    out = sys.stdout
+    for e in entries:
+        out.write(f"{format_size(e.size_bytes):>10}  {_when(e.accessed)}  {e.checksum or '-':16}  {e.key}\n")
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    with open_cache_from_args(args) as cache:
+        reports = cache.eviction_log(limit=args.limit)
+    if args.json:
+        print_json([r.to_json() for r in reports])
+        return 0
+    if not reports:
+        print("no evictions yet")
+    for r in reports:
+        print(f"{_when(r.time)}  {r.describe()}")
+    return 0
+
+
+def cmd_evict(args: argparse.Namespace) -> int:
+    with open_cache_from_args(args) as cache:
+        report = cache.evict(to=args.to, dry_run=args.dry_run)
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    print(report.describe(str(cache.root)))
+    if report.pinned_skipped:
+        print(f"skipped {report.pinned_skipped} pinned entries (being read)")
+    return 0

@@ -1,0 +1,1 @@
+"""The headless engine process: Unix-socket server, versioned protocol, clients, snapshots."""

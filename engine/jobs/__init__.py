@@ -1,0 +1,1 @@
+"""Maintenance jobs: verify, build and split; each cancellable and reporting progress."""

@@ -1,0 +1,1 @@
+"""The supervised training: launching, progress, ETA, OOM recognition, the reporting API."""

@@ -1,0 +1,1 @@
+"""Watched directories: caches written by other code, kept under their limit from outside."""
