@@ -1,0 +1,118 @@
+"""Looking at a managed cache without changing it (what verify needs beyond ``Cache``).
+
+Opening a :class:`~cachewatch.engine.cache.Cache` reclaims what dead writers left
+behind (stale ``.part`` files, reservations) and evicts a cache found over its limit.
+That is right for users of the cache and wrong for ``verify`` without ``--repair``: it
+must *report* those faults and change nothing. So verify reads the index directly
+(the lead's :class:`SQLiteIndex`, same locking) and tests owners' liveness without
+removing their token files. ``--repair`` then opens a real ``Cache``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from ..cache.cache import META_DIR
+from ..cache.index import SQLiteIndex
+from ..cache.locks import ProcessMutex
+from ..errors import CacheRootError
+from .base import CancelToken
+
+__all__ = ["CachePaths", "cache_paths", "open_index", "owner_alive_readonly", "hash_file", "HASH_CHUNK_BYTES"]
+
+HASH_CHUNK_BYTES = 4 << 20  # big reads: fewer syscalls, and xxhash drops the GIL for the whole chunk
+
+
+@dataclass(frozen=True)
+class CachePaths:
+    root: Path
+    meta: Path
+    tmp: Path
+    owners: Path
+    replaced: Path
+    index_db: Path
+    lock: Path
+
+
+def cache_paths(root: str | os.PathLike) -> CachePaths:
+    """The cache's layout; :class:`CacheRootError` when ``root`` is not a cachewatch cache."""
+    r = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+    if r.exists() and not r.is_dir():
+        raise CacheRootError(f"cache root '{r}' is a file, not a directory; give the cache directory")
+    if not r.exists():
+        raise CacheRootError(f"cache root '{r}' does not exist; check the path or [cache] root in cachewatch.toml")
+    meta = r / META_DIR
+    if not (meta / "index.sqlite").is_file():
+        raise CacheRootError(f"'{r}' is not a cachewatch cache (no {META_DIR}/index.sqlite); check the path or [cache] root")
+    return CachePaths(r, meta, meta / "tmp", meta / "owners", meta / "replaced", meta / "index.sqlite", meta / "lock")
+
+
+def open_index(paths: CachePaths) -> SQLiteIndex:
+    try:
+        return SQLiteIndex(paths.index_db, ProcessMutex(paths.lock))
+    except sqlite3.DatabaseError as exc:
+        raise CacheRootError(
+            f"cache index {paths.index_db} cannot be read ({exc}); move it aside and run "
+            f"`cachewatch verify {paths.root} --repair` to re-index the files"
+        ) from None
+
+
+def owner_alive_readonly(owners_dir: Path, token: str | None) -> bool:
+    """Like the cache's ``owner_alive`` but leaves a dead owner's token file in place."""
+    if not token:
+        return False
+    try:
+        fd = os.open(owners_dir / f"{token}.lock", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: assume alive, never report a live writer's file as stale
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError as exc:
+        return exc.errno != errno.ENOLCK
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def hash_file(path: Path, buf: bytearray, token: CancelToken | None = None, on_bytes=None) -> tuple[int, int, str]:
+    """``(inode, bytes read, xxh3_64 hex)`` of a file, read in chunks into ``buf``.
+
+    Raises ``FileNotFoundError`` (gone) and other ``OSError`` (unreadable) to the caller.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        ino = os.fstat(fd).st_ino
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except (AttributeError, OSError):
+            pass
+        h = xxhash.xxh3_64()
+        view = memoryview(buf)
+        total = 0
+        with open(fd, "rb", buffering=0, closefd=False) as fh:
+            while True:
+                n = fh.readinto(buf)
+                if not n:
+                    break
+                h.update(view[:n])
+                total += n
+                if on_bytes is not None:
+                    on_bytes(n)
+                if token is not None:
+                    token.raise_if_cancelled()
+        return ino, total, h.hexdigest()
+    finally:
+        os.close(fd)
