@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Mapping, Protocol, Union
 
@@ -181,7 +181,7 @@ class JobFinished:
         object.__setattr__(self, "report", MappingProxyType(dict(self.report)))
 
     def to_json(self) -> dict[str, Any]:
-        out = {"type": self.type, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
+        out = {"type": self.type, **{f.name: getattr(self, f.name) for f in fields(self)}}
         out["report"] = dict(self.report)
         return out
 
@@ -202,7 +202,7 @@ def event_from_json(data: Mapping[str, Any]) -> JobEvent:
     cls = _EVENT_TYPES.get(str(data.get("type", "")))
     if cls is None:
         raise ValueError(f"not a job event: type {data.get('type')!r}")
-    names = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
@@ -499,22 +499,26 @@ class JobRunner:
     def _pump(self, handle: JobHandle, proc: Any, events: Any) -> None:
         finished: JobFinished | None = None
         reader = _QueueReader(events)
-        while finished is None:
-            item = reader.get(0.2)
-            if item is not None:
-                event = event_from_json(item)
+        try:
+            while finished is None:
+                item = reader.get(0.2)
+                if item is None and not proc.is_alive():
+                    item = reader.get(0.5)  # the last events may still be in the pipe
+                    if item is None:
+                        break
+                if item is None:
+                    continue
+                try:
+                    event = event_from_json(item)
+                except (TypeError, ValueError):
+                    log.debug("unreadable job event %r", item)
+                    continue
                 self._dispatch(handle, event)
                 if isinstance(event, JobFinished):
                     finished = event
-                continue
-            if not proc.is_alive():
-                item = reader.get(0.5)  # the last events may still be in the pipe
-                if item is not None:
-                    event = event_from_json(item)
-                    self._dispatch(handle, event)
-                    if isinstance(event, JobFinished):
-                        finished = event
-                    continue
+        finally:
+            if finished is None:
+                proc.join(5.0)
                 code = proc.exitcode
                 why = (
                     f"killed by signal {-code}" + (" (probably out of memory)" if code == -9 else "")
@@ -525,8 +529,8 @@ class JobRunner:
                     handle.job_id, handle.kind, STATUS_FAILED, f"job process {why}", 0.0, error=f"job process {why}"
                 )
                 self._dispatch(handle, finished)
-        proc.join(5.0)
-        self._finish(handle, finished)
+            proc.join(5.0)
+            self._finish(handle, finished)
 
     def get(self, job_id: str) -> JobHandle | None:
         with self._lock:
@@ -605,18 +609,24 @@ def run_job(
     result: dict[str, Any] = {}
     ctx = JobContext(_new_id(job.kind), job.kind, handle_token, on_event)
 
+    done = threading.Event()
+
     def target() -> None:
         try:
             result["out"] = _execute(job, ctx)
         except BaseException as exc:  # pragma: no cover - only KeyboardInterrupt/SystemExit reach here
             result["exc"] = exc
+        finally:
+            done.set()
 
     thread = threading.Thread(target=target, name=f"job-{ctx.job_id}", daemon=True)
     thread.start()
     interrupted = False
-    while thread.is_alive():
+    # Wait on an Event, not Thread.join: a KeyboardInterrupt inside join() can leave the
+    # thread looking finished while it still runs.
+    while not done.is_set():
         try:
-            thread.join(poll_s)
+            done.wait(poll_s)
         except KeyboardInterrupt:
             if interrupted:
                 continue  # keep waiting: stopping mid-write is what we are avoiding

@@ -203,7 +203,7 @@ def build_cache(
 
     built = failed = bytes_built = done_bytes = 0
     failures: list[BuildFailure] = []
-    crashes: dict[str, int] = {}
+    suspects: set[str] = set()
     queue: deque[SourceItem] = deque(todo)
     cancelled = False
 
@@ -231,12 +231,18 @@ def build_cache(
                     cancelled = True
                     break
                 while queue and len(pending) < window:
+                    # A suspect (in flight when a worker died) runs alone, so a second death names the culprit.
+                    alone = queue[0].key in suspects
+                    if pending and (alone or any(p.key in suspects for p in pending.values())):
+                        break
                     it = queue.popleft()
                     try:
                         pending[pool.submit(_build_item, it.key, str(it.path))] = it
                     except BrokenProcessPool:
                         queue.appendleft(it)
                         broken = True
+                        break
+                    if alone:
                         break
                 if not pending:
                     break
@@ -247,12 +253,7 @@ def build_cache(
                         out: _Outcome = fut.result()
                     except BrokenProcessPool:
                         broken = True
-                        crashes[it.key] = crashes.get(it.key, 0) + 1
-                        if crashes[it.key] >= 2:
-                            done_bytes += it.size_bytes
-                            fail(it, "the worker process died while building this item (a crash or an out-of-memory kill)")
-                        else:
-                            queue.appendleft(it)
+                        pending[fut] = it  # judged below with the others in flight
                         continue
                     done_bytes += it.size_bytes
                     if out.ok:
@@ -265,15 +266,15 @@ def build_cache(
                     message=f"{built} built, {failed} failed",
                 )
             if broken:
-                # Items still marked pending when the pool broke may or may not have been the culprit.
-                for fut, it in pending.items():
-                    crashes[it.key] = crashes.get(it.key, 0) + 1
-                    if crashes[it.key] >= 2:
-                        done_bytes += it.size_bytes
-                        fail(it, "the worker process died while building this item (a crash or an out-of-memory kill)")
-                    else:
-                        queue.appendleft(it)
+                in_flight = list(pending.values())
                 pending.clear()
+                if len(in_flight) == 1:  # it ran alone: it is the culprit
+                    done_bytes += in_flight[0].size_bytes
+                    fail(in_flight[0], "the worker process died while building this item (a crash or an out-of-memory kill)")
+                else:  # one of these killed the worker; retry each alone
+                    for it in reversed(in_flight):
+                        suspects.add(it.key)
+                        queue.appendleft(it)
         finally:
             if cancelled or not broken:
                 pool.shutdown(wait=False, cancel_futures=True)

@@ -441,12 +441,15 @@ def _split_one(plan: InputPlan, opts: SplitOptions, ctx: JobContext, pool: Threa
                 out_dir.rmdir()  # only if still empty: leave no trace of a failed split
             except OSError:
                 pass
-        if isinstance(exc, _Aborted):
-            raise SplitError(f"'{plan.path.name}' was not split") from None
+        if isinstance(exc, _Aborted):  # the job's thread noticed a worker's failure: report that failure
+            errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+            exc = next((e for e in errors if not isinstance(e, _Aborted)), None)  # type: ignore[assignment]
+            if exc is None:
+                raise SplitError(f"'{plan.path.name}' was not split") from None
         if isinstance(exc, OSError) and not isinstance(exc, SplitError):
             raise SplitError(f"writing sub-batches of '{plan.path.name}' to '{out_dir}' failed ({exc.strerror or exc}); "
                              f"partial outputs were removed and the input is untouched") from None
-        raise
+        raise exc
     finally:
         if splitter is not None:
             splitter.close()

@@ -16,6 +16,7 @@ Formats register themselves in :data:`FORMATS` by file suffix.
 from __future__ import annotations
 
 import io
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "detect_format",
     "CountingRaw",
     "Check",
+    "shown_name",
 ]
 
 Check = Callable[[], None]  # raises JobCancelled (or another error) when the work should stop
@@ -44,7 +46,14 @@ class SplitError(CachewatchError):
 
 
 class SplitInputError(SplitError):
-    """An input that cannot be split (corrupt, truncated, wrong content); it is left as it was."""
+    """An input that cannot be split (corrupt, truncated, wrong content); it is left as it was.
+
+    ``reason`` is the middle of the message (what is wrong), without the file name and advice.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class SplitValidationError(SplitError):
@@ -71,6 +80,11 @@ FORMATS: tuple[FormatInfo, ...] = (
     FormatInfo("torch", (".pt", ".pth")),
 )
 SUPPORTED = ".pkl, .pkl.gz, .npy, .npz, .pt"
+
+
+def shown_name(path: Path) -> str:
+    """A ``.part`` file's final name, for messages."""
+    return re.sub(r"\.\d+\.part$", "", path.name)
 
 
 def detect_format(path: Path) -> FormatInfo:

@@ -27,7 +27,7 @@ import numpy as np
 
 from .base import JobContext
 from .equality import arrays_equal
-from .split_formats import Check, SplitInputError, SplitValidationError, Splitter
+from .split_formats import Check, SplitInputError, SplitValidationError, Splitter, shown_name
 
 __all__ = ["NpySplitter", "NpzSplitter"]
 
@@ -111,13 +111,13 @@ class NpySplitter(Splitter):
             try:
                 out = np.load(path, mmap_mode="r", allow_pickle=False)
             except (ValueError, OSError) as exc:
-                raise SplitValidationError(f"sub-batch '{path.name}' does not load back ({exc})") from None
+                raise SplitValidationError(f"sub-batch '{shown_name(path)}' does not load back ({exc})") from None
             if out.dtype != orig.dtype or out.shape != (e - s,) + orig.shape[1:]:
                 raise SplitValidationError(
-                    f"sub-batch '{path.name}' loads back as {out.dtype}{out.shape}, expected {orig.dtype}{(e - s,) + orig.shape[1:]}"
+                    f"sub-batch '{shown_name(path)}' loads back as {out.dtype}{out.shape}, expected {orig.dtype}{(e - s,) + orig.shape[1:]}"
                 )
             if not arrays_equal(orig[s:e], out):
-                raise SplitValidationError(f"rows {s}..{e - 1} of '{self.path.name}' differ in '{path.name}'")
+                raise SplitValidationError(f"rows {s}..{e - 1} of '{self.path.name}' differ in '{shown_name(path)}'")
             del out
         finally:
             del orig
@@ -298,16 +298,16 @@ class NpzSplitter(Splitter):
         try:
             zf, members = _open_members(path)
         except SplitInputError as exc:
-            raise SplitValidationError(f"sub-batch '{path.name}' does not load back: {exc}") from None
+            raise SplitValidationError(f"sub-batch '{shown_name(path)}' does not load back: {exc}") from None
         try:
             got = {m.name: m for m in members}
             if set(got) != {m.name for m in self.members}:
-                raise SplitValidationError(f"sub-batch '{path.name}' has arrays {sorted(got)}, expected {sorted(m.name for m in self.members)}")
+                raise SplitValidationError(f"sub-batch '{shown_name(path)}' has arrays {sorted(got)}, expected {sorted(m.name for m in self.members)}")
             for m in self.members:
                 orig = self._rows(m, payload[m.name])
                 om = got[m.name]
                 if om.dtype != m.dtype or om.shape != orig.shape:
-                    raise SplitValidationError(f"array {m.name!r} of '{path.name}' is {om.dtype}{om.shape}, expected {m.dtype}{orig.shape}")
+                    raise SplitValidationError(f"array {m.name!r} of '{shown_name(path)}' is {om.dtype}{om.shape}, expected {m.dtype}{orig.shape}")
                 if om.data_offset is not None:
                     same = arrays_equal(orig, np.memmap(path, dtype=om.dtype, mode="r", offset=om.data_offset, shape=om.shape,
                                                         order="F" if om.fortran else "C"))
@@ -325,7 +325,7 @@ class NpzSplitter(Splitter):
                     finally:
                         stream.close()
                 if not same:
-                    raise SplitValidationError(f"array {m.name!r} rows {start}.. of '{self.path.name}' differ in '{path.name}'")
+                    raise SplitValidationError(f"array {m.name!r} rows {start}.. of '{self.path.name}' differ in '{shown_name(path)}'")
         finally:
             zf.close()
 

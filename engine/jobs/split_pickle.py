@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from .base import JobCancelled, JobContext
 from .equality import items_equal
-from .split_formats import Check, CountingRaw, SplitInputError, SplitValidationError, Splitter
+from .split_formats import Check, CountingRaw, SplitInputError, SplitValidationError, Splitter, shown_name
 
 __all__ = ["PickleSplitter", "load_pickle", "GZIP_MAGIC"]
 
@@ -64,17 +64,15 @@ def load_pickle(path: Path, *, on_bytes: Callable[[int], None] | None = None, ct
             raise
         except EOFError as exc:
             if compressed and "end-of-stream" in str(exc):
-                raise SplitInputError(
-                    f"'{path}' is truncated: the gzip stream ends early ({format(size, ',')} bytes on disk); "
-                    f"the file is left as it was — copy or re-create it completely"
-                ) from None
-            raise SplitInputError(f"'{path}' is truncated: the pickle ends early; the file is left as it was — re-create it") from None
+                raise _bad(path, f"is truncated: the gzip stream ends early ({format(size, ',')} bytes on disk)",
+                           "copy or re-create it completely") from None
+            raise _bad(path, "is truncated: the pickle ends early", "re-create it") from None
         except gzip.BadGzipFile as exc:
-            raise SplitInputError(f"'{path}' is not a valid gzip file ({exc}); the file is left as it was") from None
+            raise _bad(path, f"is not a valid gzip file ({exc})") from None
         except zlib.error as exc:
-            raise SplitInputError(f"'{path}' has corrupt compressed data ({exc}); the file is left as it was") from None
+            raise _bad(path, f"has corrupt compressed data ({exc})") from None
         except pickle.UnpicklingError as exc:
-            raise SplitInputError(f"'{path}' is not a valid pickle ({exc}); the file is left as it was") from None
+            raise _bad(path, f"is not a valid pickle ({exc})") from None
         except (ModuleNotFoundError, ImportError, AttributeError) as exc:
             raise SplitInputError(
                 f"'{path}' needs code that is not importable here to load ({type(exc).__name__}: {exc}); "
@@ -85,7 +83,12 @@ def load_pickle(path: Path, *, on_bytes: Callable[[int], None] | None = None, ct
                 f"not enough memory to load '{path}'; free memory or split on a machine with more (see --recommend)"
             ) from None
         except Exception as exc:
-            raise SplitInputError(f"'{path}' cannot be loaded ({type(exc).__name__}: {exc}); the file is left as it was") from None
+            raise _bad(path, f"cannot be loaded ({type(exc).__name__}: {exc})") from None
+
+
+def _bad(path: Path, reason: str, advice: str = "") -> SplitInputError:
+    tail = f"the file is left as it was — {advice}" if advice else "the file is left as it was"
+    return SplitInputError(f"'{path}' {reason}; {tail}", reason)
 
 
 class _CheckedWriter:
@@ -158,16 +161,16 @@ class PickleSplitter(Splitter):
         try:
             loaded = load_pickle(path)
         except SplitInputError as exc:
-            raise SplitValidationError(f"sub-batch '{path.name}' does not load back: {exc}") from None
+            raise SplitValidationError(f"sub-batch '{shown_name(path)}' does not load back: it {exc.reason}") from None
         if type(loaded) is not type(payload) or len(loaded) != len(payload):
             raise SplitValidationError(
-                f"sub-batch '{path.name}' loads back as {type(loaded).__name__} of {len(loaded)} items, "
+                f"sub-batch '{shown_name(path)}' loads back as {type(loaded).__name__} of {len(loaded)} items, "
                 f"expected {type(payload).__name__} of {len(payload)}"
             )
         for i, (a, b) in enumerate(zip(payload, loaded)):
             if not items_equal(a, b):
                 raise SplitValidationError(
-                    f"item {start + i} of '{self.path.name}' differs after writing and reloading '{path.name}'"
+                    f"item {start + i} of '{self.path.name}' differs after writing and reloading '{shown_name(path)}'"
                 )
             if i % 16 == 0:
                 check()

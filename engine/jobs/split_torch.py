@@ -19,7 +19,7 @@ from typing import Any
 
 from .base import JobContext
 from .equality import deep_equal
-from .split_formats import Check, SplitInputError, SplitValidationError, Splitter
+from .split_formats import Check, SplitInputError, SplitValidationError, Splitter, shown_name
 
 __all__ = ["TorchSplitter", "load_torch"]
 
@@ -65,7 +65,7 @@ def load_torch(path: Path, ctx: JobContext | None = None) -> tuple[Any, bool]:
                     f"'{path}' needs code that is not importable here ({type(exc).__name__}: {exc}); run split where it was written"
                 ) from None
         if weights_only and ctx is not None:
-            ctx.warn(f"'{path.name}' holds more than tensors; loading it as a full pickle (trusted files only)")
+            ctx.warn(f"'{shown_name(path)}' holds more than tensors; loading it as a full pickle (trusted files only)")
     raise SplitInputError(f"'{path}' cannot be loaded ({last}); the file is left as it was")
 
 
@@ -137,22 +137,22 @@ class TorchSplitter(Splitter):
         try:
             loaded = torch.load(path, map_location="cpu", mmap=True, weights_only=self.weights_only)
         except Exception as exc:
-            raise SplitValidationError(f"sub-batch '{path.name}' does not load back ({type(exc).__name__}: {exc})") from None
+            raise SplitValidationError(f"sub-batch '{shown_name(path)}' does not load back ({type(exc).__name__}: {exc})") from None
         orig = self._slice(s, e)
         if type(loaded) is not type(orig) or len(loaded) != len(orig):
             raise SplitValidationError(
-                f"sub-batch '{path.name}' loads back as {type(loaded).__name__} of {len(loaded)}, expected {e - s} items"
+                f"sub-batch '{shown_name(path)}' loads back as {type(loaded).__name__} of {len(loaded)}, expected {e - s} items"
             )
         if isinstance(orig, torch.Tensor):
             step = max(1, (16 << 20) // max(1, int(orig[:1].nbytes)))
             for i in range(0, e - s, step):
                 if not deep_equal(orig[i : i + step], loaded[i : i + step]):
-                    raise SplitValidationError(f"rows {s + i}.. of '{self.path.name}' differ in '{path.name}'")
+                    raise SplitValidationError(f"rows {s + i}.. of '{self.path.name}' differ in '{shown_name(path)}'")
                 check()
             return
         for i, (a, b) in enumerate(zip(orig, loaded)):
             if not deep_equal(a, b):
-                raise SplitValidationError(f"item {s + i} of '{self.path.name}' differs in '{path.name}'")
+                raise SplitValidationError(f"item {s + i} of '{self.path.name}' differs in '{shown_name(path)}'")
             check()
 
     def close(self) -> None:
