@@ -136,6 +136,8 @@ class Cache:
             raise CacheError(f"target_size = {target_size!r} is above max_size = {max_size!r}; the target must be at most the max")
 
         self._meta = self.root / META_DIR
+        if max_bytes is None and not (self._meta / "index.sqlite").is_file():
+            self._no_max_size()
         self._prepare_root()
         self._tmp = self._meta / "tmp"
         self._owners = self._meta / "owners"
@@ -155,46 +157,49 @@ class Cache:
         self._owner: OwnerLock | None = None  # made on the first write: readers need no token
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
         self._deferred_aborts: list[tuple[int, int]] = []
+        self._sweeper: threading.Thread | None = None
+        self._stop_sweep = threading.Event()
         self._closed = False
 
-        with self._index.transaction():
-            stored_block = self._index.get_meta("block_bytes")
-            if stored_block is None:
-                stored_block = str(_block_size(self.root))
-                self._index.set_meta("block_bytes", stored_block)
-                self._index.set_meta("created", repr(time.time()))
-            self.block_bytes = int(stored_block)
-            if max_bytes is None:
-                stored = self._index.get_meta("max_bytes")
-                if stored is None:
-                    self._close_handles()
-                    raise CacheError(
-                        f"cache {self.root} has no max_size yet; pass max_size (e.g. '100GB') or set [cache] max_size"
+        try:
+            with self._index.transaction():
+                stored_block = self._index.get_meta("block_bytes")
+                if stored_block is None:
+                    stored_block = str(_block_size(self.root))
+                    self._index.set_meta("block_bytes", stored_block)
+                    self._index.set_meta("created", repr(time.time()))
+                self.block_bytes = int(stored_block)
+                if max_bytes is None:
+                    max_bytes = int(self._index.get_meta("max_bytes") or 0) or self._no_max_size()
+                    if target is None and ttl is None:
+                        target = int(self._index.get_meta("target_bytes") or _target_from_ratio(max_bytes, target_ratio))
+                        stored_ttl = self._index.get_meta("ttl_s")
+                        self.ttl_s = float(stored_ttl) if stored_ttl else None
+                self.max_bytes = max_bytes
+                self.target_bytes = target if target is not None else _target_from_ratio(max_bytes, target_ratio)
+                # Eviction goes this far below the target so that it runs in batches, not on every put.
+                self.evict_batch_bytes = min(self.target_bytes, self.max_bytes // 100)
+                self._index.set_meta("max_bytes", str(self.max_bytes))
+                self._index.set_meta("target_bytes", str(self.target_bytes))
+                self._index.set_meta("ttl_s", "" if self.ttl_s is None else repr(self.ttl_s))
+                self._recover_locked(startup=True)
+                counters = self._index.counters()
+                if counters.used_bytes > self.max_bytes:
+                    log.warning(
+                        "Cache %s is over its limit at start-up (%s > %s), evicting to target",
+                        self.root, format_size(counters.used_bytes), format_size(self.max_bytes),
                     )
-                max_bytes = int(stored)
-                if target is None and ttl is None:
-                    target = int(self._index.get_meta("target_bytes") or _target_from_ratio(max_bytes, target_ratio))
-                    stored_ttl = self._index.get_meta("ttl_s")
-                    self.ttl_s = float(stored_ttl) if stored_ttl else None
-            self.max_bytes = max_bytes
-            self.target_bytes = target if target is not None else _target_from_ratio(max_bytes, target_ratio)
-            # Eviction goes this far below the target so that it runs in batches, not on every put.
-            self.evict_batch_bytes = min(self.target_bytes, self.max_bytes // 100)
-            self._index.set_meta("max_bytes", str(self.max_bytes))
-            self._index.set_meta("target_bytes", str(self.target_bytes))
-            self._index.set_meta("ttl_s", "" if self.ttl_s is None else repr(self.ttl_s))
-            self._recover_locked(startup=True)
-            counters = self._index.counters()
-            if counters.used_bytes > self.max_bytes:
-                log.warning(
-                    "Cache %s is over its limit at start-up (%s > %s), evicting to target",
-                    self.root, format_size(counters.used_bytes), format_size(self.max_bytes),
-                )
-                self._evict_locked(self.target_bytes, "startup", time.time())
+                    self._evict_locked(self.target_bytes, "startup", time.time())
+        except BaseException:
+            self._close_handles()
+            raise
         if sweep:
             self._maybe_start_sweep()
 
     # ----------------------------------------------------------------------------------- setup
+    def _no_max_size(self) -> int:
+        raise CacheError(f"cache {self.root} has no max_size yet; pass max_size (e.g. '100GB') or set [cache] max_size")
+
     def _prepare_root(self) -> None:
         root = self.root
         if root.exists() and not root.is_dir():
@@ -251,6 +256,7 @@ class Cache:
         self._owner = None
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
         self._deferred_aborts = []
+        self._sweeper = None  # threads do not survive fork
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -275,6 +281,9 @@ class Cache:
         """Flush buffered access times and statistics and release this process's handles."""
         if self._closed:
             return
+        if self._sweeper is not None and self._pid == os.getpid():
+            self._stop_sweep.set()
+            self._sweeper.join()
         if self._pid == os.getpid():
             try:
                 with self._index.transaction():
@@ -885,7 +894,8 @@ class Cache:
         last = self._index.get_meta("last_sweep")
         if last and time.time() - float(last) < _SWEEP_EVERY_S:
             return
-        threading.Thread(target=self._sweep_quietly, name="cachewatch-sweep", daemon=True).start()
+        self._sweeper = threading.Thread(target=self._sweep_quietly, name="cachewatch-sweep", daemon=True)
+        self._sweeper.start()
 
     def _sweep_quietly(self) -> None:
         try:
@@ -908,6 +918,8 @@ class Cache:
                 return (0, 0)
             on_disk: list[str] = []
             for shard in os.scandir(self.root):
+                if self._stop_sweep.is_set():
+                    return (0, 0)
                 if not (SHARD_RE.match(shard.name) and shard.is_dir(follow_symlinks=False)):
                     continue
                 for entry in os.scandir(shard.path):
@@ -918,6 +930,8 @@ class Cache:
             for name in on_disk:
                 if name in known:
                     continue
+                if self._stop_sweep.is_set():
+                    return (files, freed)
                 with self._index.transaction():
                     if self._index.row_for_name(name) is not None:
                         continue
