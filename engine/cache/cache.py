@@ -42,7 +42,7 @@ from ..errors import CacheBusy, CacheDiskFull, CacheError, CacheFull, CacheRootE
 from ..events import EventLog
 from ..sizes import SizeError, format_size, parse_duration, parse_size
 from .index import LIVE, REPLACED, WRITING, Counters, Row, SQLiteIndex
-from .keys import SHARD_RE, key_to_name, validate_key
+from .keys import SHARD_RE, key_to_name, validate_key, versioned_name
 from .locks import OwnerLock, ProcessMutex, owner_alive, try_exclusive
 from .types import CacheStats, EntryInfo, EvictionReport
 
@@ -141,8 +141,7 @@ class Cache:
         self._prepare_root()
         self._tmp = self._meta / "tmp"
         self._owners = self._meta / "owners"
-        self._replaced = self._meta / "replaced"
-        for d in (self._tmp, self._owners, self._replaced):
+        for d in (self._tmp, self._owners):
             d.mkdir(exist_ok=True)
         self._mutex = ProcessMutex(self._meta / "lock")
         try:
@@ -452,49 +451,55 @@ class Cache:
         return CacheError(f"cannot write key {key!r} under {self.root}: {exc.strerror or exc}; nothing was stored")
 
     def _commit(self, row_id: int, key: str, name: str, source: Path, size: int, charge: int, checksum: str, ino: int) -> Path:
-        final = self.root / name
+        """Make the written file the key's entry, atomically, in one exclusive section.
+
+        A pinned file never moves or disappears while pinned: if a reader pins the old
+        version, it stays where it is (counted as *replaced* until released) and the new
+        version takes a versioned name ``<name>%%v<row id>``. Otherwise the new file is
+        renamed over the old one, which no reader can see half-done.
+        """
+        final_name = name
         renamed = False
         try:
             with self._index.transaction():
                 old = self._index.live_row(key)
-                moved_aside: Path | None = None
                 old_fd = -1
+                old_pinned = False
                 try:
                     if old is not None:
-                        old_path = self.root / old.name
                         try:
-                            old_fd = os.open(old_path, os.O_RDONLY | os.O_CLOEXEC)
+                            old_fd = os.open(self.root / old.name, os.O_RDONLY | os.O_CLOEXEC)
                         except FileNotFoundError:
                             old_fd = -1
-                        if old_fd >= 0 and not try_exclusive(old_fd):
-                            # A reader pins the old version: move it aside, still counted, until released.
-                            moved_aside = self._replaced / str(old.id)
-                            os.rename(old_path, moved_aside)
-                            self._index.mark_replaced(old.id, moved_aside.name)
+                        # Holding this exclusive lock until the end keeps new readers off the old file.
+                        old_pinned = old_fd >= 0 and not try_exclusive(old_fd)
+                    replaces_in_place = old is not None and not old_pinned and old.name == name
+                    if not replaces_in_place and self._name_taken_locked(name):
+                        final_name = versioned_name(name, row_id)
+                    if old is not None:
+                        if old_pinned:
+                            self._index.mark_replaced(old.id)
                             self._index.add_counters(
                                 live_bytes=-old.charge, live_data_bytes=-old.size, entries=-1, replaced_bytes=old.charge
                             )
                         else:
                             self._index.delete_rows([old.id])
                             self._index.add_counters(live_bytes=-old.charge, live_data_bytes=-old.size, entries=-1)
-                    self._index.promote(row_id, checksum, ino, size, charge, time.time())
+                    self._index.promote(row_id, final_name, checksum, ino, size, charge, time.time())
                     self._index.add_counters(
                         live_bytes=charge, live_data_bytes=size, entries=1, reserved_bytes=-charge, writers=-1
                     )
-                    try:
-                        _rename_into_place(source, final)
-                    except BaseException:
-                        if moved_aside is not None:
-                            os.rename(moved_aside, self.root / old.name)  # type: ignore[union-attr]
-                        raise
+                    _rename_into_place(source, self.root / final_name)
                     renamed = True
+                    if old is not None and not old_pinned and old.name != final_name and old_fd >= 0:
+                        _unlink_quiet(self.root / old.name)  # an older versioned name, unpinned: gone with its row
                 finally:
                     if old_fd >= 0:
                         os.close(old_fd)
         except BaseException as exc:
             # Nothing of ours may stay visible: drop our file, then make the index agree with the disk.
             if renamed:
-                _unlink_if_inode(final, ino)
+                _unlink_if_inode(self.root / final_name, ino)
             else:
                 _unlink_quiet(source)
             try:
@@ -502,11 +507,15 @@ class Cache:
                     if self._index.state_of(row_id) == WRITING:
                         self._index.delete_rows([row_id])
                         self._index.add_counters(reserved_bytes=-charge, writers=-1)
-                    self._repair_key_locked(key, name)
+                    self._repair_name_locked(name)
+                    self._repair_name_locked(final_name)
             except sqlite3.Error:
                 self._deferred_aborts.append((row_id, charge))
             raise self._write_error(exc, key, size) from None
-        return final
+        return self.root / final_name
+
+    def _name_taken_locked(self, name: str) -> bool:
+        return os.path.lexists(self.root / name) or bool(self._index.rows_with_name(name, states=(LIVE, REPLACED)))
 
     # ----------------------------------------------------------------------------------- reads
     def _lookup(self, key: str) -> Row | None:
@@ -519,8 +528,8 @@ class Cache:
         p = self._pending
         if row is None or missing_file:
             p.misses += 1
-            if missing_file:
-                p.repairs.add(key)  # type: ignore[union-attr]
+            if missing_file and row is not None:
+                p.repairs.add(row.name)  # type: ignore[union-attr]
         else:
             p.hits += 1
             p.touches[row.id] = time.time()
@@ -592,8 +601,10 @@ class Cache:
                 return
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH)
-                if os.fstat(fd).st_nlink == 0:
-                    continue  # evicted or replaced between lookup and lock: look again
+                # Between lookup and lock the file may have been evicted or replaced. Once we hold
+                # the shared lock nobody can unlink or rename this name, so check it names our inode.
+                if not _same_file(path, os.fstat(fd)):
+                    continue
                 self._record(row, key)
                 yield fd, path
                 return
@@ -614,7 +625,11 @@ class Cache:
         return self._index.counters().entries
 
     def delete(self, key: str) -> bool:
-        """Remove an entry; True if it existed. A pinned entry disappears now and frees its space on release."""
+        """Remove an entry; True if it existed.
+
+        The key is gone at once. A file someone has pinned stays readable at its path until the
+        pin is released, and its bytes stay counted until then.
+        """
         self._ensure_open()
         key = validate_key(key)
         with self._index.transaction():
@@ -628,9 +643,7 @@ class Cache:
                 fd = -1
             try:
                 if fd >= 0 and not try_exclusive(fd):
-                    aside = self._replaced / str(row.id)
-                    os.rename(path, aside)
-                    self._index.mark_replaced(row.id, aside.name)
+                    self._index.mark_replaced(row.id)
                     self._index.add_counters(
                         live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1, replaced_bytes=row.charge
                     )
@@ -661,8 +674,8 @@ class Cache:
             p.hits = p.misses = 0
         if p.repairs:
             repairs, p.repairs = p.repairs, set()
-            for key in repairs:
-                self._repair_key_locked(key, key_to_name(key))
+            for name in repairs:
+                self._repair_name_locked(name)
         p.last_flush = time.monotonic()
 
     def flush(self) -> None:
@@ -671,20 +684,30 @@ class Cache:
         with self._index.transaction():
             self._flush_locked()
 
-    def _repair_key_locked(self, key: str, name: str) -> None:
-        """Make the index and the disk agree about one key (inside a transaction)."""
-        final = self.root / name
+    def _repair_name_locked(self, name: str) -> None:
+        """Make the index and the disk agree about one file name (inside a transaction).
+
+        Rows whose file is gone or is another inode are dropped; a file that no row owns is
+        content nobody committed (a writer died between rename and commit) and is removed.
+        Reservations (``WRITING`` rows) are left alone: their file is not in place yet.
+        """
+        path = self.root / name
         try:
-            st: os.stat_result | None = os.lstat(final)
+            st: os.stat_result | None = os.lstat(path)
         except FileNotFoundError:
             st = None
-        row = self._index.live_row(key)
-        if row is not None and (st is None or st.st_ino != row.ino):
+        owned = False
+        for row in self._index.rows_with_name(name, states=(LIVE, REPLACED)):
+            if st is not None and st.st_ino == row.ino:
+                owned = True
+                continue
             self._index.delete_rows([row.id])
-            self._index.add_counters(live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1)
-            row = None
-        if row is None and st is not None:
-            _unlink_quiet(final)  # content nobody committed (a writer died between rename and commit)
+            if row.state == LIVE:
+                self._index.add_counters(live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1)
+            else:
+                self._index.add_counters(replaced_bytes=-row.charge)
+        if st is not None and not owned:
+            _unlink_quiet(path)
 
     def _recover_locked(self, *, startup: bool = False) -> int:
         """Reclaim what dead processes left: reservations, their ``.part`` files, released old versions.
@@ -708,7 +731,9 @@ class Cache:
                 _unlink_quiet(self._tmp / row.part)
             self._index.delete_rows([row.id])
             self._index.add_counters(reserved_bytes=-row.charge, writers=-1)
-            self._repair_key_locked(row.key, row.name)
+            # If it died after renaming but before committing, its file sits at one of these names.
+            self._repair_name_locked(row.name)
+            self._repair_name_locked(versioned_name(row.name, row.id))
             recovered += 1
         recovered += self._reap_replaced_locked()
         try:
@@ -728,9 +753,10 @@ class Cache:
         return recovered
 
     def _reap_replaced_locked(self) -> int:
+        """Remove old versions (overwritten or deleted while pinned) whose readers are gone."""
         reaped = 0
         for row in self._index.rows_in_state(REPLACED):
-            path = self._replaced / (row.part or str(row.id))
+            path = self.root / row.name
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
@@ -739,7 +765,8 @@ class Cache:
                 if fd >= 0:
                     if not try_exclusive(fd):
                         continue
-                    os.unlink(path)
+                    if _same_file(path, os.fstat(fd)):
+                        os.unlink(path)
             finally:
                 if fd >= 0:
                     os.close(fd)
@@ -925,7 +952,7 @@ class Cache:
                 for entry in os.scandir(shard.path):
                     if not entry.is_dir(follow_symlinks=False):
                         on_disk.append(f"{shard.name}/{entry.name}")
-            known = self._index.live_names()
+            known = self._index.known_names()
             files = freed = 0
             for name in on_disk:
                 if name in known:
@@ -1026,6 +1053,14 @@ def _block_size(path: Path) -> int:
     except OSError:
         return 4096
     return frsize if 512 <= frsize <= 1 << 20 else 4096
+
+
+def _same_file(path: Path, st: os.stat_result) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return now.st_ino == st.st_ino and now.st_dev == st.st_dev
 
 
 def _rename_into_place(source: Path, final: Path) -> None:

@@ -12,8 +12,8 @@ Rows have three states:
     a reservation: a writer (``owner``) is filling ``part``; its ``charge``
     counts against the bound from the moment it is inserted.
 ``REPLACED``
-    an old version overwritten while a reader had it pinned; it was renamed to
-    ``part`` (under ``.cachewatch/replaced/``) and stays counted until the pin is gone.
+    an old version overwritten or deleted while a reader had it pinned; its file stays
+    at ``name``, untouched, and counted until the pin is gone.
 
 Totals live in one ``counters`` row updated in the same transactions, so reading
 the cache size never sums the table.
@@ -87,8 +87,9 @@ class IndexBackend(Protocol):
     def live_row(self, key: str) -> Row | None: ...
     def insert_reservation(self, key: str, name: str, size: int, charge: int, owner: str, now: float) -> int: ...  # (write)
     def set_part(self, row_id: int, part: str) -> None: ...  # (write)
-    def promote(self, row_id: int, checksum: str, ino: int, size: int, charge: int, now: float) -> None: ...  # (write)
-    def mark_replaced(self, row_id: int, part: str) -> None: ...  # (write)
+    def promote(self, row_id: int, name: str, checksum: str, ino: int, size: int, charge: int, now: float) -> None: ...  # (write)
+    def mark_replaced(self, row_id: int) -> None: ...  # (write)
+    def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]: ...
     def delete_rows(self, row_ids: Sequence[int]) -> None: ...  # (write)
     def lru_candidates(self, limit: int, offset: int) -> list[Row]: ...
     def expired_candidates(self, created_before: float, limit: int, offset: int) -> list[Row]: ...
@@ -96,7 +97,7 @@ class IndexBackend(Protocol):
     def state_of(self, row_id: int) -> int | None: ...
     def touch(self, accesses: Sequence[tuple[float, int]]) -> None: ...  # (write)
     def iter_live(self, order: str) -> Iterator[Row]: ...
-    def live_names(self) -> set[str]: ...
+    def known_names(self) -> set[str]: ...
     def row_for_name(self, name: str) -> Row | None: ...
     def get_meta(self, name: str) -> str | None: ...
     def set_meta(self, name: str, value: str) -> None: ...  # (write)
@@ -280,16 +281,26 @@ class SQLiteIndex:
         self._db.execute("UPDATE entries SET part = ? WHERE id = ?", (part, row_id))
 
     @_locked
-    def promote(self, row_id: int, checksum: str, ino: int, size: int, charge: int, now: float) -> None:
+    def promote(self, row_id: int, name: str, checksum: str, ino: int, size: int, charge: int, now: float) -> None:
         self._db.execute(
-            "UPDATE entries SET state = 0, owner = NULL, part = NULL, checksum = ?, ino = ?, size = ?, charge = ?, "
-            "created = ?, accessed = ? WHERE id = ?",
-            (checksum, ino, size, charge, now, now, row_id),
+            "UPDATE entries SET state = 0, name = ?, owner = NULL, part = NULL, checksum = ?, ino = ?, size = ?, "
+            "charge = ?, created = ?, accessed = ? WHERE id = ?",
+            (name, checksum, ino, size, charge, now, now, row_id),
         )
 
     @_locked
-    def mark_replaced(self, row_id: int, part: str) -> None:
-        self._db.execute("UPDATE entries SET state = 2, part = ? WHERE id = ?", (part, row_id))
+    def mark_replaced(self, row_id: int) -> None:
+        self._db.execute("UPDATE entries SET state = 2 WHERE id = ?", (row_id,))
+
+    @_locked
+    def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]:
+        marks = ", ".join("?" for _ in states)
+        return [
+            Row(*r)
+            for r in self._db.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE name = ? AND state IN ({marks})", (name, *states)
+            )
+        ]
 
     @_locked
     def delete_rows(self, row_ids: Sequence[int]) -> None:
@@ -339,8 +350,9 @@ class SQLiteIndex:
         return None if r is None else int(r[0])
 
     @_locked
-    def live_names(self) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT name FROM entries WHERE state IN (0, 1)")}
+    def known_names(self) -> set[str]:
+        """Names of every row: entries, reservations (their tentative name) and replaced versions."""
+        return {r[0] for r in self._db.execute("SELECT name FROM entries")}
 
     @_locked
     def get_meta(self, name: str) -> str | None:
