@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
@@ -33,7 +34,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import xxhash
 
@@ -41,7 +42,7 @@ from ..config import Config, load_config, target_bytes as _target_from_ratio
 from ..errors import CacheBusy, CacheDiskFull, CacheError, CacheFull, CacheRootError, ConfigError
 from ..events import EventLog
 from ..sizes import SizeError, format_size, parse_duration, parse_size
-from .index import LIVE, REPLACED, WRITING, Counters, Row, SQLiteIndex
+from .index import LIVE, REPLACED, WRITING, Counters, IndexFull, Row, SQLiteIndex
 from .keys import SHARD_RE, key_to_name, validate_key, versioned_name
 from .locks import OwnerLock, ProcessMutex, owner_alive, try_exclusive
 from .types import CacheStats, EntryInfo, EvictionReport
@@ -76,8 +77,20 @@ class _Pending:
     last_flush: float = 0.0
 
 
+def _retry_when_index_full(method: Any) -> Any:
+    """Run a public method that writes the index once more if the index gave up its disk reserve."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Cache", *args: Any, **kwargs: Any) -> Any:
+        return self._retrying(lambda: method(self, *args, **kwargs))
+
+    return wrapper
+
+
 def _is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, IndexFull):
         return True
     return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
@@ -144,8 +157,9 @@ class Cache:
         for d in (self._tmp, self._owners):
             d.mkdir(exist_ok=True)
         self._mutex = ProcessMutex(self._meta / "lock")
+        self._reserve_path = self._meta / "reserve"
         try:
-            self._index = SQLiteIndex(self._meta / "index.sqlite", self._mutex)
+            self._index = SQLiteIndex(self._meta / "index.sqlite", self._mutex, self._release_disk_reserve)
         except sqlite3.DatabaseError as exc:
             raise CacheRootError(
                 f"cache index {self._meta / 'index.sqlite'} cannot be opened ({exc}); "
@@ -158,6 +172,7 @@ class Cache:
         self._deferred_aborts: list[tuple[int, int]] = []
         self._sweeper: threading.Thread | None = None
         self._stop_sweep = threading.Event()
+        self._restore_reserve = False
         self._closed = False
 
         try:
@@ -182,6 +197,7 @@ class Cache:
                 self._index.set_meta("target_bytes", str(self.target_bytes))
                 self._index.set_meta("ttl_s", "" if self.ttl_s is None else repr(self.ttl_s))
                 self._recover_locked(startup=True)
+                self._ensure_disk_reserve()
                 counters = self._index.counters()
                 if counters.used_bytes > self.max_bytes:
                     log.warning(
@@ -194,6 +210,66 @@ class Cache:
             raise
         if sweep:
             self._maybe_start_sweep()
+
+    # ------------------------------------------------------------------------ disk reserve
+    # A full disk must not lock the cache up: the transaction that evicts (and so frees space)
+    # itself needs a little room in the SQLite WAL. A small preallocated file is kept aside and
+    # given up the moment SQLite reports the disk full; it is made again after evictions.
+    def _reserve_size(self) -> int:
+        return max(64 * 1024, min(1 << 20, self.max_bytes // 128))
+
+    def _release_disk_reserve(self) -> bool:
+        try:
+            os.unlink(self._reserve_path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def _ensure_disk_reserve(self) -> None:
+        if os.path.exists(self._reserve_path):
+            return
+        tmp = self._meta / f"reserve.{os.getpid()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, self._reserve_size())
+            finally:
+                os.close(fd)
+            os.rename(tmp, self._reserve_path)
+        except OSError:
+            _unlink_quiet(tmp)  # no room yet: try again after the next eviction
+
+    def _retrying(self, fn: "Callable[[], Any]") -> Any:
+        """Run ``fn`` (which opens its own transaction) again once if the index gave up its reserve."""
+        try:
+            result = fn()
+        except IndexFull as exc:
+            if not exc.retryable:
+                raise self._index_full_error() from None
+            try:
+                result = fn()
+            except IndexFull:
+                raise self._index_full_error() from None
+        self._after_commit()
+        return result
+
+    def _after_commit(self) -> None:
+        if self._restore_reserve:
+            self._restore_reserve = False
+            self._ensure_disk_reserve()
+
+    def _index_full_error(self) -> CacheDiskFull:
+        return CacheDiskFull(
+            f"disk full under {self.root}: even the cache index cannot be written; "
+            f"free space on that filesystem (the cache holds {format_size(self._index.counters().used_bytes)})"
+        )
+
+    def _log_event(self, kind: str, **fields: Any) -> None:
+        # The event is the record, not the eviction: a full disk must not undo the eviction.
+        try:
+            self.events.append(kind, **fields)
+        except OSError as exc:
+            log.warning("could not append a %s event to %s (%s)", kind, self.events.path, exc.strerror)
 
     # ----------------------------------------------------------------------------------- setup
     def _no_max_size(self) -> int:
@@ -287,7 +363,7 @@ class Cache:
             try:
                 with self._index.transaction():
                     self._flush_locked()
-            except (sqlite3.Error, OSError):
+            except (sqlite3.Error, OSError, IndexFull):
                 pass
         self._close_handles()
 
@@ -321,6 +397,21 @@ class Cache:
         deadline = time.monotonic() + self.wait_timeout
         delay = 0.0005
         while True:
+            try:
+                granted = self._try_reserve(key, name, size, charge, deadline)
+            except IndexFull as exc:
+                if exc.retryable:
+                    continue  # the reserve was given up: now the eviction can commit
+                raise self._index_full_error() from None
+            if granted is not None:
+                self._after_commit()
+                return granted
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _try_reserve(self, key: str, name: str, size: int, charge: int, deadline: float) -> tuple[int, str] | None:
+        """One attempt: evict as needed and reserve; None when others' writes must finish first."""
+        while True:
             with self._index.transaction():
                 now = time.time()
                 self._flush_locked()
@@ -351,8 +442,7 @@ class Cache:
                     f"{format_size(c.reserved_bytes)} in flight by {c.writers} writers and {format_size(pinned)} pinned; "
                     f"raise max_size or use fewer concurrent writers"
                 )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            return None
 
     def _abort(self, row_id: int, part: str | None, charge: int) -> None:
         if part:
@@ -360,12 +450,16 @@ class Cache:
                 os.unlink(self._tmp / part)
             except FileNotFoundError:
                 pass
-        try:
+        def drop() -> None:
             with self._index.transaction():
-                self._index.delete_rows([row_id])
-                self._index.add_counters(reserved_bytes=-charge, writers=-1)
-        except sqlite3.Error:
-            # The index itself could not be written (disk full): retry at the next transaction.
+                if self._index.state_of(row_id) == WRITING:
+                    self._index.delete_rows([row_id])
+                    self._index.add_counters(reserved_bytes=-charge, writers=-1)
+
+        try:
+            self._retrying(drop)
+        except (sqlite3.Error, CacheDiskFull):
+            # The index itself could not be written: retry at this process's next transaction.
             self._deferred_aborts.append((row_id, charge))
 
     # ------------------------------------------------------------------------------------ put
@@ -502,14 +596,17 @@ class Cache:
                 _unlink_if_inode(self.root / final_name, ino)
             else:
                 _unlink_quiet(source)
-            try:
+            def undo() -> None:
                 with self._index.transaction():
                     if self._index.state_of(row_id) == WRITING:
                         self._index.delete_rows([row_id])
                         self._index.add_counters(reserved_bytes=-charge, writers=-1)
                     self._repair_name_locked(name)
                     self._repair_name_locked(final_name)
-            except sqlite3.Error:
+
+            try:
+                self._retrying(undo)
+            except (sqlite3.Error, CacheDiskFull):
                 self._deferred_aborts.append((row_id, charge))
             raise self._write_error(exc, key, size) from None
         return self.root / final_name
@@ -537,7 +634,7 @@ class Cache:
             try:
                 with self._index.transaction():
                     self._flush_locked()
-            except sqlite3.Error:
+            except (sqlite3.Error, IndexFull):
                 pass  # access times are advisory; try again at the next flush
 
     def get(self, key: str) -> Path | None:
@@ -624,6 +721,7 @@ class Cache:
         self._ensure_open()
         return self._index.counters().entries
 
+    @_retry_when_index_full
     def delete(self, key: str) -> bool:
         """Remove an entry; True if it existed.
 
@@ -678,6 +776,7 @@ class Cache:
                 self._repair_name_locked(name)
         p.last_flush = time.monotonic()
 
+    @_retry_when_index_full
     def flush(self) -> None:
         """Write buffered access times and hit/miss counts to the index now."""
         self._ensure_open()
@@ -861,7 +960,7 @@ class Cache:
             duration_s=time.perf_counter() - t0,
         )
         if files and not dry_run:
-            self.events.append(
+            self._log_event(
                 "eviction",
                 time_s=now,
                 reason=reason,
@@ -877,8 +976,10 @@ class Cache:
                 pid=os.getpid(),
             )
             log.info(report.describe(str(self.root)))
+            self._restore_reserve = True  # after the commit: the WAL may need this room first
         return report
 
+    @_retry_when_index_full
     def evict(self, to: int | str | None = None, *, dry_run: bool = False) -> EvictionReport:
         """Evict least recently used entries until the cache holds at most ``to`` (default: the target).
 
@@ -898,6 +999,7 @@ class Cache:
             # `to` is about entries on disk; writes in flight are not the caller's to evict.
             return self._evict_locked(goal + c.reserved_bytes, "manual", now, dry_run=dry_run)
 
+    @_retry_when_index_full
     def expire(self) -> EvictionReport:
         """Remove entries older than ``ttl`` now (also done by every eviction)."""
         self._ensure_open()
@@ -910,6 +1012,7 @@ class Cache:
                 None, "ttl", now, dry_run=False,
             )
 
+    @_retry_when_index_full
     def recover(self) -> int:
         """Reclaim reservations and files left by dead processes now; returns how many."""
         self._ensure_open()
@@ -973,7 +1076,7 @@ class Cache:
             with self._index.transaction():
                 self._index.set_meta("last_sweep", repr(time.time()))
                 if files:
-                    self.events.append("sweep", orphans=files, bytes=freed, pid=os.getpid())
+                    self._log_event("sweep", orphans=files, bytes=freed, pid=os.getpid())
                     log.info("Swept %d orphan files (%.1f MB) from cache %s", files, freed / 1e6, self.root)
             return files, freed
         finally:

@@ -26,16 +26,42 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ContextManager, Iterator, NamedTuple, Protocol, Sequence
+from typing import Callable, ContextManager, Iterator, NamedTuple, Protocol, Sequence
 
 from .locks import ProcessMutex
 
-__all__ = ["Row", "Counters", "IndexBackend", "SQLiteIndex", "LIVE", "WRITING", "REPLACED", "SCHEMA_VERSION"]
+__all__ = [
+    "Row",
+    "Counters",
+    "IndexBackend",
+    "SQLiteIndex",
+    "IndexFull",
+    "LIVE",
+    "WRITING",
+    "REPLACED",
+    "SCHEMA_VERSION",
+]
 
 LIVE, WRITING, REPLACED = 0, 1, 2
 SCHEMA_VERSION = 1
 
 _COLUMNS = "id, key, name, size, charge, state, owner, part, checksum, ino, created, accessed"
+
+
+class IndexFull(Exception):
+    """The index could not be written because the filesystem is full.
+
+    ``retryable`` is True when the index freed its reserve of disk space to get out of
+    it: the same operation, tried once more, can commit (and an eviction then frees more).
+    """
+
+    def __init__(self, retryable: bool) -> None:
+        super().__init__("the filesystem holding the cache index is full")
+        self.retryable = retryable
+
+
+def _is_full(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
 
 class Row(NamedTuple):
@@ -119,9 +145,10 @@ def _locked(method):  # type: ignore[no-untyped-def]
 class SQLiteIndex:
     """SQLite in WAL mode; writers are serialised by a :class:`ProcessMutex` flock."""
 
-    def __init__(self, db_path: Path, mutex: ProcessMutex) -> None:
+    def __init__(self, db_path: Path, mutex: ProcessMutex, release_reserve: "Callable[[], bool] | None" = None) -> None:
         self.db_path = db_path
         self.mutex = mutex
+        self._release_reserve = release_reserve or (lambda: False)
         self._lock = threading.RLock()
         self._db = self._connect()
         self._in_txn = False
@@ -207,27 +234,32 @@ class SQLiteIndex:
             if self._in_txn:
                 yield
                 return
-            self._db.execute("BEGIN IMMEDIATE")
-            self._in_txn = True
             try:
-                yield
-            except BaseException:
-                self._in_txn = False
+                self._db.execute("BEGIN IMMEDIATE")
+                self._in_txn = True
                 try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                raise
-            else:
-                self._in_txn = False
-                try:
-                    self._db.execute("COMMIT")
+                    yield
                 except BaseException:
-                    try:
-                        self._db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
+                    self._in_txn = False
+                    self._rollback()
                     raise
+                else:
+                    self._in_txn = False
+                    try:
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._rollback()
+                        raise
+            except sqlite3.OperationalError as exc:
+                if _is_full(exc):
+                    raise IndexFull(retryable=self._release_reserve()) from exc
+                raise
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     # --- counters ---------------------------------------------------------------------------
     @_locked

@@ -185,3 +185,52 @@ class FrozenSampler:
                     except ProcessLookupError:
                         pass
             self._stop.wait(self.interval_s)
+
+
+def torn_entry_checker(root: str, stop_file: str, out: str) -> None:
+    """Until stop_file appears: every entry file visible under the shard directories, and every
+    value read through the cache, must be a complete value."""
+    problems: list[str] = []
+    cache = Cache(root, sweep=False)
+    rootp = Path(root)
+    checked = 0
+    while not os.path.exists(stop_file):
+        for shard in list(rootp.iterdir()):
+            if shard.name == ".cachewatch":
+                continue
+            for f in list(shard.iterdir()) if shard.is_dir() else []:
+                try:
+                    data = f.read_bytes()
+                except FileNotFoundError:
+                    continue  # evicted meanwhile: fine
+                checked += 1
+                if not value_ok(data):
+                    problems.append(f"torn file visible: {f.name} ({len(data)} bytes)")
+        for i in range(20):
+            data = cache.read(f"k{i}")
+            if data is not None and not value_ok(data):
+                problems.append(f"read(k{i}) returned a torn value")
+    cache.close()
+    Path(out).write_text("\n".join(problems) + ("" if checked else "nothing checked"))
+
+
+def die_at(root: str, key: str, point: str) -> None:
+    """Stop a put at a chosen point with SIGKILL (uses the private steps of Cache.put)."""
+    from cachewatch.engine.cache.keys import key_to_name
+
+    cache = Cache(root, sweep=False)
+    name = key_to_name(key)
+    data = b"N" * 10_000
+    row_id, part = cache._reserve(key, name, len(data), cache._charge(len(data)))
+    part_path = cache._tmp / part
+    if point == "after_reserve":
+        os.kill(os.getpid(), signal.SIGKILL)
+    part_path.write_bytes(data[:3000])
+    if point == "mid_write":
+        os.kill(os.getpid(), signal.SIGKILL)
+    with open(part_path, "ab") as fh:
+        fh.write(data[3000:])
+    from cachewatch.engine.cache.cache import _rename_into_place
+
+    _rename_into_place(part_path, cache.root / name)  # the commit's rename, without its COMMIT
+    os.kill(os.getpid(), signal.SIGKILL)
