@@ -36,7 +36,6 @@ class CachePaths:
     meta: Path
     tmp: Path
     owners: Path
-    replaced: Path
     index_db: Path
     lock: Path
 
@@ -51,7 +50,7 @@ def cache_paths(root: str | os.PathLike) -> CachePaths:
     meta = r / META_DIR
     if not (meta / "index.sqlite").is_file():
         raise CacheRootError(f"'{r}' is not a cachewatch cache (no {META_DIR}/index.sqlite); check the path or [cache] root")
-    return CachePaths(r, meta, meta / "tmp", meta / "owners", meta / "replaced", meta / "index.sqlite", meta / "lock")
+    return CachePaths(r, meta, meta / "tmp", meta / "owners", meta / "index.sqlite", meta / "lock")
 
 
 def open_index(paths: CachePaths) -> SQLiteIndex:

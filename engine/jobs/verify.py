@@ -397,8 +397,8 @@ def verify_cache(
             ctx.progress("confirm", i + 1, len(suspects))
 
         # ------------------------------------------------ orphans
-        live_names = {r.name for r in snap.live}
-        candidates = [n for n in snap.disk_names if n not in live_names]
+        known = {r.name for r in snap.live} | {r.name for r in snap.replaced}
+        candidates = [n for n in snap.disk_names if n not in known]
         ctx.progress("orphans", 0, len(candidates))
         hash_buf = bytearray(HASH_CHUNK_BYTES)
         for i, name in enumerate(candidates):
@@ -513,7 +513,7 @@ def _confirm_entry(root: Path, idx: SQLiteIndex, cache: Cache | None, s: _Checke
             prob = VerifyProblem("inode_mismatch", row.key, str(path), f"index inode {row.ino}, file inode {st.st_ino}; content matches", row.size)
             if cache is not None:
                 digest = s.digest if s.digest is not None else row.checksum
-                idx.promote(row.id, digest or "", st.st_ino, row.size, row.charge, time.time())
+                idx.promote(row.id, row.name, digest or "", st.st_ino, row.size, row.charge, time.time())
                 prob = _with_action(prob, "re-indexed")
             return prob, 0
         else:  # pragma: no cover
@@ -547,9 +547,8 @@ def _confirm_orphan(
         except OSError:
             digest = None
     with idx.transaction():
-        row = idx.row_for_name(name)
-        if row is not None and row.state == LIVE:
-            return None  # committed since the snapshot
+        if idx.rows_with_name(name, states=(LIVE, REPLACED)):
+            return None  # committed since the snapshot, or an old version a reader still pins
         try:
             st2 = os.lstat(path)
         except FileNotFoundError:
@@ -571,7 +570,7 @@ def _confirm_orphan(
             return _with_action(prob, "deleted (no room under max_size)")
         now = time.time()
         rid = idx.insert_reservation(key, name, st.st_size, charge, "verify-reindex", now)
-        idx.promote(rid, digest, ino, st.st_size, charge, now)
+        idx.promote(rid, name, digest, ino, st.st_size, charge, now)
         idx.add_counters(live_bytes=charge, live_data_bytes=st.st_size, entries=1)
         return _with_action(prob, "re-indexed")
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -233,7 +234,10 @@ def test_no_false_faults_while_other_processes_write_and_evict(tmp_path: Path) -
     try:
         for w in writers:
             assert w.stdout.readline().strip() == "started"  # type: ignore[union-attr]
-        reports = [verify_cache(root, workers=2) for _ in range(4)]
+        reports = []
+        until = time.monotonic() + 3.0  # long enough for the writers to wrap around their keys several times
+        while len(reports) < 4 or time.monotonic() < until:
+            reports.append(verify_cache(root, workers=2))
     finally:
         stop.touch()
         outs = [w.communicate(timeout=60)[0].split()[-1] for w in writers]
@@ -269,3 +273,17 @@ def test_a_directory_that_is_not_a_cache_is_refused_with_the_fix(tmp_path: Path)
     out = run_cli("verify", str(tmp_path / "plain"))
     assert out.returncode == 2
     assert "not a cachewatch cache" in out.stderr
+
+
+def test_an_old_version_still_pinned_by_a_reader_is_not_a_fault(setup: tuple[Path, SourceSpec]) -> None:
+    root, spec = setup
+    key = spec.items()[0].key
+    with Cache(root, sweep=False) as c:
+        with c.pin(key) as old_path:
+            c.put(key, b"a newer version")  # the pinned old file stays put; the new one takes another name
+            report = verify_cache(root, source=spec)
+            assert report.ok, report.summary()
+            repaired = verify_cache(root, source=spec, repair=True)
+            assert repaired.problems == () and old_path.exists()
+        assert c.read(key) == b"a newer version"
+    assert verify_cache(root, source=spec).ok
