@@ -12,10 +12,14 @@ Memory, for an input whose items take U bytes once loaded:
 * ``--workers`` threads compress sub-batches in parallel: zlib releases the GIL while it
   deflates, so threads use several cores without copying the items to other processes
   (which would cost a pickled copy per sub-batch);
-* validation loads one sub-batch back at a time (at most n/N x U more), compares it
-  item by item with the original, and then drops both that sub-batch and the original
-  items it replaced; the peak is therefore about U x (1 + n/N), and the memory in use
-  falls as the split goes on.
+* validation loads each sub-batch back and compares it item by item with the original.
+  Just before, every original item of that sub-batch whose pickle is stable (pickled,
+  unpickled and pickled again, it gives the same bytes: true of lists, dicts, strings,
+  numbers, contiguous arrays...) is reduced to the 128-bit xxh3 digest of its pickle
+  and dropped; the reloaded item must pickle to the same digest. Items whose pickle is
+  not stable (a set, an array view) are kept and compared structurally. So an item and
+  its reloaded copy are never both held, and memory *falls* as the split goes on: the
+  peak is about U plus the unstable items plus one item in flight per worker.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .base import JobCancelled, JobContext
-from .equality import items_equal
+from .equality import items_equal, pickle_digest
 from .split_formats import Check, CountingRaw, SplitInputError, SplitValidationError, Splitter, shown_name
 
 __all__ = ["PickleSplitter", "load_pickle", "GZIP_MAGIC"]
@@ -91,6 +95,36 @@ def _bad(path: Path, reason: str, advice: str = "") -> SplitInputError:
     return SplitInputError(f"'{path}' {reason}; {tail}", reason)
 
 
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+
+
+def _return_freed_memory() -> None:
+    """Give freed items back to the OS now.
+
+    Sub-batches are loaded back on worker threads, each with its own glibc malloc arena;
+    memory freed in one arena (the original items, a validated sub-batch) is not reused by
+    another, so without this the process keeps holding what it already freed.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _round_trip_digest(item: Any) -> str | None:
+    try:
+        return pickle_digest(pickle.loads(pickle.dumps(item, protocol=5)))
+    except Exception:
+        return None
+
+
 class _CheckedWriter:
     """File writes that stop promptly when the job is cancelled or another sub-batch failed."""
 
@@ -144,39 +178,76 @@ class PickleSplitter(Splitter):
         return ".pkl.gz" if compress else ".pkl"
 
     def take(self, start: int, stop: int) -> Any:
-        sub = self.items[start:stop]
-        return sub if self.container is list else self.container(sub)
+        # Only the range: a list of the items would keep them alive past their validation.
+        return (start, stop)
 
     def write(self, payload: Any, part: Path, *, compress: bool, level: int, header_name: str, check: Check) -> None:
+        s, e = payload
+        sub = self.items[s:e]
+        if self.container is not list:
+            sub = self.container(sub)
         with open(part, "xb") as raw:
             sink = _CheckedWriter(raw, check)
             if compress:
                 # mtime=0: the same input gives byte-identical outputs
                 with gzip.GzipFile(filename=header_name, mode="wb", compresslevel=level, fileobj=sink, mtime=0) as gz:
-                    pickle.Pickler(gz, protocol=5).dump(payload)
+                    pickle.Pickler(gz, protocol=5).dump(sub)
             else:
-                pickle.Pickler(sink, protocol=5).dump(payload)
+                pickle.Pickler(sink, protocol=5).dump(sub)
 
     def validate(self, payload: Any, path: Path, *, start: int, check: Check) -> None:
+        """Load the sub-batch back and compare every item with the original, in bounded memory.
+
+        Before loading it back, each original item is reduced to the xxh3-128 digest of its
+        pickle when that pickle is stable (an in-memory round trip pickles to the same
+        bytes), and the item is dropped; the others are kept whole. Then the reloaded items
+        must match the digests (same bytes as the original's pickle) or, for kept items,
+        compare equal structurally. So the originals and their reloaded copies are never
+        both in memory, and the peak stays near the size of the input.
+        """
+        s, e = payload
+        digests: dict[int, str] = {}
+        kept: dict[int, Any] = {}
+        for i in range(s, e):
+            item = self.items[i]
+            d = pickle_digest(item)
+            if d is not None and d == _round_trip_digest(item):
+                digests[i] = d
+                self.items[i] = None
+            else:
+                kept[i] = item
+            del item
+            if (i - s) % 16 == 0:
+                check()
+        _return_freed_memory()
         try:
             loaded = load_pickle(path)
         except SplitInputError as exc:
             raise SplitValidationError(f"sub-batch '{shown_name(path)}' does not load back: it {exc.reason}") from None
-        if type(loaded) is not type(payload) or len(loaded) != len(payload):
+        if type(loaded) is not self.container or len(loaded) != e - s:
+            got = len(loaded) if hasattr(loaded, "__len__") else "?"
             raise SplitValidationError(
-                f"sub-batch '{shown_name(path)}' loads back as {type(loaded).__name__} of {len(loaded)} items, "
-                f"expected {type(payload).__name__} of {len(payload)}"
+                f"sub-batch '{shown_name(path)}' loads back as {type(loaded).__name__} of {got} items, "
+                f"expected {self.container.__name__} of {e - s}"
             )
-        for i, (a, b) in enumerate(zip(payload, loaded)):
-            if not items_equal(a, b):
+        if not isinstance(loaded, list):
+            loaded = list(loaded)
+        for j in range(e - s):
+            i = s + j
+            obj = loaded[j]
+            loaded[j] = None
+            same = pickle_digest(obj) == digests[i] if i in digests else items_equal(kept.pop(i), obj)
+            del obj
+            if not same:
                 raise SplitValidationError(
-                    f"item {start + i} of '{self.path.name}' differs after writing and reloading '{shown_name(path)}'"
+                    f"item {i} of '{self.path.name}' differs after writing and reloading '{shown_name(path)}'"
                 )
-            if i % 16 == 0:
+            if j % 16 == 0:
                 check()
 
     def release(self, start: int, stop: int) -> None:
         self.items[start:stop] = [None] * (stop - start)
+        _return_freed_memory()
 
     def close(self) -> None:
         self.items = []
