@@ -12,6 +12,10 @@ from cachewatch.engine import Cache
 
 TRANSFORM = '''
 import hashlib, os, time
+from pathlib import Path
+
+_DELAY_FILE = Path(__file__).with_name("delay.txt")  # read per item: in-process pools start from a
+                                                     # forkserver whose environment is that of its start
 
 def process(path):
     data = path.read_bytes()
@@ -20,6 +24,8 @@ def process(path):
     if path.name.startswith("crash"):
         os.kill(os.getpid(), 9)  # a worker killed mid-item (a segfault, the OOM killer)
     delay = float(os.environ.get("TEST_TRANSFORM_DELAY", "0"))
+    if _DELAY_FILE.exists():
+        delay = float(_DELAY_FILE.read_text())
     if delay:
         time.sleep(delay)
     return hashlib.sha256(data).digest() + data[::-1]

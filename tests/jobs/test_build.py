@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from cachewatch.engine import Cache, load_config
-from cachewatch.engine.jobs import BuildJob, JobRunner, JobProgress, SourceSpec, verify_cache
+from cachewatch.engine.jobs import BuildJob, JobContext, JobProgress, JobRunner, SourceSpec, verify_cache
 from cachewatch.engine.jobs.base import STATUS_CANCELLED
 
 from ..helpers import REPO, run_cli, wait_for
@@ -143,14 +143,14 @@ def test_a_worker_that_dies_fails_its_item_and_the_build_goes_on(tmp_path: Path,
     assert verify_cache(tmp_path / "cache").ok
 
 
-def test_cancelling_a_build_leaves_a_consistent_cache_that_resumes(tmp_path: Path, transform_dir: Path, monkeypatch) -> None:
-    monkeypatch.setenv("TEST_TRANSFORM_DELAY", "0.05")
+def test_cancelling_a_build_leaves_a_consistent_cache_that_resumes(tmp_path: Path, transform_dir: Path) -> None:
+    (transform_dir / "delay.txt").write_text("0.2")  # 40 items x 0.2 s over 2 workers: seconds of build to cancel
     make_source(tmp_path, 40)
     cfg = load_config(write_config(tmp_path))
     job = BuildJob.from_config(cfg, workers=2)
 
     def on_event(e) -> None:
-        if isinstance(e, JobProgress) and e.phase == "build" and e.done >= 3:
+        if isinstance(e, JobProgress) and e.phase == "build" and e.done >= 1:
             handle.cancel()
 
     runner = JobRunner(on_event)
@@ -160,6 +160,6 @@ def test_cancelling_a_build_leaves_a_consistent_cache_that_resumes(tmp_path: Pat
     assert finished.report["cancelled"] is True and finished.report["built"] < 40
     check = verify_cache(tmp_path / "cache")
     assert check.ok, check.summary()  # no stale reservation, no .part, counters agree
-    monkeypatch.delenv("TEST_TRANSFORM_DELAY")
-    report = BuildJob.from_config(cfg, workers=2).run(__import__("cachewatch.engine.jobs", fromlist=["JobContext"]).JobContext("b", "build"))
+    (transform_dir / "delay.txt").unlink()
+    report = BuildJob.from_config(cfg, workers=2).run(JobContext("b", "build"))
     assert report.ok and report.complete_items == 40

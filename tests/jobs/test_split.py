@@ -369,7 +369,7 @@ def test_cancel_mid_split_leaves_no_outputs_and_the_input_intact(tmp_path: Path)
     before = sha(src)
 
     def on_event(e: Any) -> None:
-        if isinstance(e, JobProgress) and e.phase == "split" and e.done >= 2:
+        if isinstance(e, JobProgress) and e.phase == "split" and e.done >= 1:
             handle.cancel()
 
     runner = JobRunner(on_event)
