@@ -213,11 +213,22 @@ def _open_members(path: Path) -> tuple[zipfile.ZipFile, list[_Member]]:
             if dtype.hasobject:
                 raise SplitInputError(f"'{path}' member {info.filename!r} holds Python objects (dtype=object); save it with a numeric dtype")
             offset = None
+            declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             if info.compress_type == zipfile.ZIP_STORED:
                 with zf.open(info) as fp:
                     _read_npy_header(fp)
                     header_len = fp.tell()
+                if header_len + declared != info.file_size:
+                    raise SplitInputError(
+                        f"'{path}' member {info.filename!r} declares {declared} bytes of data but holds "
+                        f"{info.file_size - header_len}; the file is corrupt and was left as it was"
+                    )
                 offset = info.header_offset + _local_header_size(path, info) + header_len
+            elif declared > info.compress_size * 1100 + (1 << 20):  # deflate cannot expand more than ~1032:1
+                raise SplitInputError(
+                    f"'{path}' member {info.filename!r} declares {declared} bytes, more than its "
+                    f"{info.compress_size} compressed bytes can hold; the file is corrupt or hostile and was left as it was"
+                )
             elif fortran and len(shape) > 1:
                 raise SplitInputError(
                     f"'{path}' member {info.filename!r} is Fortran-ordered and compressed, so its rows cannot be "

@@ -58,8 +58,9 @@ PROBLEM_KINDS: dict[str, str] = {
     "stale_part": ".part file left by a dead writer",
     "stale_reservation": "space still reserved by a dead writer",
     "counter_mismatch": "size counters disagree with the entries",
+    "bad_row": "index row naming a file outside the shard directories",
 }
-_UNSOUND = ("missing_file", "size_mismatch", "checksum_mismatch", "unreadable")
+_UNSOUND = ("missing_file", "size_mismatch", "checksum_mismatch", "unreadable", "bad_row")
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,15 @@ class _Checked:
     error: str = ""
 
 
+def _safe_name(name: str) -> bool:
+    """A row's file must be ``<shard>/<file>`` inside the root; anything else is never opened."""
+    parts = name.split("/")
+    return len(parts) == 2 and bool(SHARD_RE.match(parts[0])) and parts[1] not in ("", ".", "..") and "\x00" not in name
+
+
 def _check_row(root: Path, row: Row, checksums: bool, local: threading.local, token: CancelToken, on_bytes) -> _Checked:
+    if not _safe_name(row.name):
+        return _Checked(row, "bad_row")
     path = root / row.name
     if not checksums:
         try:
@@ -488,6 +497,13 @@ def _confirm_entry(root: Path, idx: SQLiteIndex, cache: Cache | None, s: _Checke
         cur = idx.live_row(row.key)
         if cur is None or cur.id != row.id:
             return None, 1  # evicted, deleted or rewritten since the snapshot: not a fault
+        if s.status == "bad_row":
+            prob = VerifyProblem("bad_row", row.key, None, f"name {row.name!r} is not inside a shard directory", row.size)
+            if cache is not None:  # the row goes; whatever file it names is not touched
+                idx.delete_rows([row.id])
+                idx.add_counters(live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1)
+                prob = _with_action(prob, "row removed")
+            return prob, 0
         try:
             st: os.stat_result | None = os.lstat(path)
         except FileNotFoundError:

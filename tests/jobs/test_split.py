@@ -196,6 +196,19 @@ def _ragged_npz(d: Path) -> Path:
     return p
 
 
+def _lying_npz(d: Path) -> Path:
+    """A hostile .npz: its member's header claims 8 TB of rows that are not there."""
+    import io
+    import zipfile
+
+    p = d / "lying.npz"
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("x.npy", head.getvalue() + b"\0" * 800)
+    return p
+
+
 def _garbage_pt(d: Path) -> Path:
     p = d / "junk.pt"
     p.write_bytes(b"PK\x03\x04 this is not a torch file")
@@ -217,6 +230,7 @@ BAD: dict[str, tuple[Callable[[Path], Path], str]] = {
     "object npy": (_object_npy, "holds Python objects"),
     "npz arrays of different lengths": (_ragged_npz, "different first-axis lengths"),
     "garbage .pt": (_garbage_pt, "not a valid torch file"),
+    "npz declaring data it does not hold": (_lying_npz, "more than its"),
     "named .gz but not gzip": (_not_gzip, "is not gzip-compressed"),
 }
 

@@ -287,3 +287,19 @@ def test_an_old_version_still_pinned_by_a_reader_is_not_a_fault(setup: tuple[Pat
             assert repaired.problems == () and old_path.exists()
         assert c.read(key) == b"a newer version"
     assert verify_cache(root, source=spec).ok
+
+
+def test_a_row_naming_a_file_outside_the_cache_is_dropped_and_the_file_never_touched(setup: tuple[Path, SourceSpec], tmp_path: Path) -> None:
+    root, spec = setup
+    outside = tmp_path / "precious.txt"
+    outside.write_text("not the cache's")
+    with Cache(root, sweep=False) as c:
+        row = c.entries(order="key")[0]
+        with c.index.transaction():  # a hand-edited (or hostile) index
+            c.index._db.execute("UPDATE entries SET name = ? WHERE key = ?", ("../../precious.txt", row.key))
+    report = verify_cache(root)
+    assert sorted(p.kind for p in report.problems) == ["bad_row", "orphan_file"]  # its real file lost its row
+    fixed = verify_cache(root, repair=True)
+    assert {p.kind: p.action for p in fixed.problems} == {"bad_row": "row removed", "orphan_file": "re-indexed"}
+    assert outside.read_text() == "not the cache's"
+    assert verify_cache(root).ok
