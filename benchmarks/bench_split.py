@@ -36,6 +36,7 @@ import json
 import os
 import pickle
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,6 +174,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=250, help="traces per batch")
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
     ap.add_argument("--only", default=None, help="comma list of contenders to run")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each contender, interleaved; the median wall time is kept")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--_seed", nargs=3, metavar=("IN", "OUT", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--_loaded", metavar="IN", help=argparse.SUPPRESS)
@@ -212,20 +214,29 @@ def main() -> None:
     }
     if args.only:
         contenders = {k: v for k, v in contenders.items() if k in args.only.split(",")}
+    runs: dict[str, list[dict]] = {name: [] for name in contenders}
+    for rep in range(args.repeat):  # interleaved, so a burst of load on a shared machine hits every contender
+        for name, argv in contenders.items():
+            out = work / f"out-{name}"
+            shutil.rmtree(out, ignore_errors=True)
+            r = run_measured(argv(out), REPO)
+            r["output_bytes"] = sum(p.stat().st_size for p in out.iterdir())
+            r["outputs"] = len(list(out.iterdir()))
+            runs[name].append(r)
+            print(f"  run {rep + 1}: {name:<18} {r['wall_s']:7.1f}s  peak RSS {r['peak_rss'] / 1e6:7.0f} MB", flush=True)
+            shutil.rmtree(out, ignore_errors=True)
     results = {}
-    for name, argv in contenders.items():
-        out = work / f"out-{name}"
-        shutil.rmtree(out, ignore_errors=True)
-        r = run_measured(argv(out), REPO)
-        r["output_bytes"] = sum(p.stat().st_size for p in out.iterdir())
-        r["outputs"] = len(list(out.iterdir()))
+    for name, rs in runs.items():
+        r = dict(rs[0])
+        r["wall_s"] = statistics.median(x["wall_s"] for x in rs)
+        r["walls_s"] = [x["wall_s"] for x in rs]
+        r["peak_rss"] = max(x["peak_rss"] for x in rs)
         r["rss_over_u"] = (r["peak_rss"] - base) / u
         r["rss_over_loaded"] = r["peak_rss"] / loaded["rss"]
         results[name] = r
-        print(f"{name:<18} wall {r['wall_s']:7.1f}s  peak RSS {r['peak_rss'] / 1e6:7.0f} MB  "
+        print(f"{name:<18} wall {r['wall_s']:7.1f}s (median of {len(rs)})  peak RSS {r['peak_rss'] / 1e6:7.0f} MB  "
               f"(peak - base) / U = {r['rss_over_u']:.2f}  peak / RSS-after-load = {r['rss_over_loaded']:.2f}  "
               f"{r['outputs']} files, {r['output_bytes'] / 1e6:.0f} MB", flush=True)
-        shutil.rmtree(out, ignore_errors=True)
 
     print()
     if "seed" in results:
