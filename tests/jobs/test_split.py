@@ -439,3 +439,27 @@ def test_recommend_follows_the_seed_table_and_uses_the_item_size_when_known(tmp_
     out = run_cli("split", "--recommend", "-i", str(tmp_path / "x.npy"), "--json")
     data = json.loads(out.stdout)
     assert out.returncode == 0 and data["item_bytes"] == 4000 and data["traces_per_batch"] >= 1
+
+
+def test_gzip_outputs_use_run_length_coding_only_where_it_costs_nothing() -> None:
+    import io
+    import zlib
+
+    from cachewatch.engine.jobs.split_pickle import AdaptiveGzipWriter
+
+    def write(obj: Any) -> tuple[bytes, int | None]:
+        buf = io.BytesIO()
+        w = AdaptiveGzipWriter(buf, 6)
+        pickle.Pickler(w, protocol=5).dump(obj)
+        w.close()
+        return buf.getvalue(), w.strategy
+
+    noise = [np.random.default_rng(i).standard_normal(300_000).astype(np.float16) for i in range(8)]
+    text = [("the same sentence, again and again. " * 2000 + str(i)) for i in range(100)]
+    for obj, expected in ((noise, zlib.Z_RLE), (text, zlib.Z_DEFAULT_STRATEGY)):
+        data, strategy = write(obj)
+        assert strategy == expected
+        assert deep_equal(pickle.loads(gzip.decompress(data)), obj)
+        assert write(obj)[0] == data  # deterministic
+        level6 = len(gzip.compress(pickle.dumps(obj, protocol=5), 6))
+        assert len(data) <= level6 * 1.005
