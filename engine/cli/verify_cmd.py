@@ -18,6 +18,7 @@ from ..jobs.console import ProgressPrinter
 from ..jobs.preflight import MODES, run_preflight
 from ..jobs.source import SourceSpec
 from ..jobs.verify import VerifyJob, VerifyReport
+from ..sizes import SizeError, parse_size
 from . import EXIT_OK, EXIT_PROBLEMS, print_json
 
 
@@ -59,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-source", action="store_true", help="skip the completeness check even if a source is configured")
     p.add_argument("--repair", action="store_true", help="drop corrupt entries, re-index sound files, reclaim leftovers")
     p.add_argument("--quick", action="store_true", help="check sizes and presence only, do not hash the files")
+    p.add_argument("--max-size", metavar="SIZE", help="with --repair of a cache that lost its index: its size limit (default: [cache] max_size)")
     p.add_argument("--workers", type=int, metavar="N", help="hashing threads (default: one per core)")
     p.add_argument(
         "--preflight", nargs="?", const="", choices=("",) + MODES, metavar="MODE",
@@ -90,7 +92,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not args.no_source:
         spec = SourceSpec.from_config(cfg)
         source = spec if spec.configured else None
-    job = VerifyJob(str(cfg.cache.root), source=source, repair=args.repair, workers=args.workers, checksums=not args.quick)
+    max_size = cfg.cache.max_size
+    if args.max_size is not None:
+        try:
+            max_size = parse_size(args.max_size, what="--max-size")
+        except SizeError as exc:
+            raise ConfigError(str(exc)) from None
+    job = VerifyJob(str(cfg.cache.root), source=source, repair=args.repair, workers=args.workers,
+                    checksums=not args.quick, max_size=max_size)
     finished, report = run_job(job, on_event=printer)
     assert isinstance(report, VerifyReport)
     if args.json:

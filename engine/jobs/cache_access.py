@@ -40,15 +40,19 @@ class CachePaths:
     lock: Path
 
 
-def cache_paths(root: str | os.PathLike) -> CachePaths:
-    """The cache's layout; :class:`CacheRootError` when ``root`` is not a cachewatch cache."""
+def cache_paths(root: str | os.PathLike, *, index_may_be_missing: bool = False) -> CachePaths:
+    """The cache's layout; :class:`CacheRootError` when ``root`` is not a cachewatch cache.
+
+    With ``index_may_be_missing`` a root that has ``.cachewatch/`` but lost its index is
+    accepted (``verify --repair`` rebuilds the index from the files).
+    """
     r = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
     if r.exists() and not r.is_dir():
         raise CacheRootError(f"cache root '{r}' is a file, not a directory; give the cache directory")
     if not r.exists():
         raise CacheRootError(f"cache root '{r}' does not exist; check the path or [cache] root in cachewatch.toml")
     meta = r / META_DIR
-    if not (meta / "index.sqlite").is_file():
+    if not (meta / "index.sqlite").is_file() and not (index_may_be_missing and meta.is_dir()):
         raise CacheRootError(f"'{r}' is not a cachewatch cache (no {META_DIR}/index.sqlite); check the path or [cache] root")
     return CachePaths(r, meta, meta / "tmp", meta / "owners", meta / "index.sqlite", meta / "lock")
 
@@ -59,7 +63,7 @@ def open_index(paths: CachePaths) -> SQLiteIndex:
     except sqlite3.DatabaseError as exc:
         raise CacheRootError(
             f"cache index {paths.index_db} cannot be read ({exc}); move it aside and run "
-            f"`cachewatch verify {paths.root} --repair` to re-index the files"
+            f"`cachewatch verify {paths.root} --repair --max-size SIZE` to re-index the files"
         ) from None
 
 

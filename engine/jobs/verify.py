@@ -40,6 +40,7 @@ from typing import Any, Iterable
 from ..cache import Cache
 from ..cache.index import LIVE, REPLACED, WRITING, Row, SQLiteIndex
 from ..cache.keys import SHARD_RE, name_to_key
+from ..errors import CacheRootError
 from ..sizes import format_duration, format_size
 from .base import CancelToken, Job, JobCancelled, JobContext
 from .cache_access import HASH_CHUNK_BYTES, CachePaths, cache_paths, hash_file, open_index, owner_alive_readonly
@@ -349,14 +350,26 @@ def verify_cache(
     repair: bool = False,
     workers: int | None = None,
     checksums: bool = True,
+    max_size: int | None = None,
     ctx: JobContext | None = None,
 ) -> VerifyReport:
-    """Check (and with ``repair`` fix) the cache at ``root``. See the module docstring."""
+    """Check (and with ``repair`` fix) the cache at ``root``. See the module docstring.
+
+    A cache whose index was lost (deleted, or moved aside because it was corrupt) is
+    re-indexed from its files by ``repair=True``; ``max_size`` is then needed, since the
+    limits lived in the index.
+    """
     ctx = ctx or JobContext("verify", "verify")
     t_start = time.perf_counter()
     workers = max(1, workers or os.cpu_count() or 1)
-    paths = cache_paths(root)
-    ctx.progress("scan", 0, None, message=f"reading the index of {paths.root}")
+    paths = cache_paths(root, index_may_be_missing=repair)
+    if not paths.index_db.is_file():
+        if max_size is None:
+            raise CacheRootError(
+                f"cache '{paths.root}' has no index; pass --max-size (e.g. 100GB) with --repair to re-index its files"
+            )
+        Cache(paths.root, max_size=max_size, sweep=False).close()  # a fresh index; every file is then an orphan
+        ctx.warn(f"cache '{paths.root}' had no index: a new one was made and every sound file will be re-indexed")
     items = source.require().items() if source is not None else None
     problems: list[VerifyProblem] = []
     changed = 0
@@ -632,6 +645,7 @@ class VerifyJob(Job):
     repair: bool = False
     workers: int | None = None
     checksums: bool = True
+    max_size: int | None = None
     kind = "verify"
 
     def describe(self) -> str:
@@ -639,5 +653,6 @@ class VerifyJob(Job):
 
     def run(self, ctx: JobContext) -> VerifyReport:
         return verify_cache(
-            self.root, source=self.source, repair=self.repair, workers=self.workers, checksums=self.checksums, ctx=ctx
+            self.root, source=self.source, repair=self.repair, workers=self.workers, checksums=self.checksums,
+            max_size=self.max_size, ctx=ctx,
         )

@@ -303,3 +303,20 @@ def test_a_row_naming_a_file_outside_the_cache_is_dropped_and_the_file_never_tou
     assert {p.kind: p.action for p in fixed.problems} == {"bad_row": "row removed", "orphan_file": "re-indexed"}
     assert outside.read_text() == "not the cache's"
     assert verify_cache(root).ok
+
+
+def test_a_lost_index_is_rebuilt_from_the_files_by_repair(setup: tuple[Path, SourceSpec]) -> None:
+    root, spec = setup
+    with Cache(root, sweep=False) as c:
+        before = {e.key: (e.checksum, e.size_bytes) for e in c.entries(order="key")}
+    for p in (root / ".cachewatch").glob("index.sqlite*"):
+        p.unlink()
+    refused = run_cli("verify", str(root), "--repair")
+    assert refused.returncode == 2 and "pass --max-size" in refused.stderr
+    out = run_cli("verify", str(root), "--repair", "--max-size", "50MB", "--json", "-q")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["counts"] == {"orphan_file": 10}
+    with Cache(root, sweep=False) as c:
+        after = {e.key: (e.checksum, e.size_bytes) for e in c.entries(order="key")}
+    assert after == before
+    assert verify_cache(root, source=spec).ok
