@@ -48,6 +48,34 @@ SCHEMA_VERSION = 1
 _COLUMNS = "id, key, name, size, charge, state, owner, part, checksum, ino, created, accessed"
 
 
+def _contribution(sign: str, row: str) -> str:
+    """SET clause adding (sign=+) or removing (sign=-) one row's bytes from the totals of its state."""
+    return (
+        f"live_bytes = live_bytes {sign} (CASE WHEN {row}.state = 0 THEN {row}.charge ELSE 0 END), "
+        f"live_data_bytes = live_data_bytes {sign} (CASE WHEN {row}.state = 0 THEN {row}.size ELSE 0 END), "
+        f"entries = entries {sign} ({row}.state = 0), "
+        f"reserved_bytes = reserved_bytes {sign} (CASE WHEN {row}.state = 1 THEN {row}.charge ELSE 0 END), "
+        f"writers = writers {sign} ({row}.state = 1), "
+        f"replaced_bytes = replaced_bytes {sign} (CASE WHEN {row}.state = 2 THEN {row}.charge ELSE 0 END)"
+    )
+
+
+# The size totals follow every row change inside SQLite itself: they can never drift from the
+# rows, and the hot path saves a Python round-trip per statement.
+_COUNTER_TRIGGERS = f"""
+    CREATE TRIGGER IF NOT EXISTS entries_counted_insert AFTER INSERT ON entries BEGIN
+        UPDATE counters SET {_contribution("+", "NEW")} WHERE id = 1;
+    END;
+    CREATE TRIGGER IF NOT EXISTS entries_counted_delete AFTER DELETE ON entries BEGIN
+        UPDATE counters SET {_contribution("-", "OLD")} WHERE id = 1;
+    END;
+    CREATE TRIGGER IF NOT EXISTS entries_counted_update AFTER UPDATE OF state, size, charge ON entries BEGIN
+        UPDATE counters SET {_contribution("-", "OLD")} WHERE id = 1;
+        UPDATE counters SET {_contribution("+", "NEW")} WHERE id = 1;
+    END;
+"""
+
+
 class IndexFull(Exception):
     """The index could not be written because the filesystem is full.
 
@@ -111,9 +139,7 @@ class IndexBackend(Protocol):
     def counters(self) -> Counters: ...
     def add_counters(self, **deltas: int) -> None: ...  # (write)
     def live_row(self, key: str) -> Row | None: ...
-    def insert_reservation(self, key: str, name: str, size: int, charge: int, owner: str, now: float) -> int: ...  # (write)
-    def set_part(self, row_id: int, part: str) -> None: ...  # (write)
-    def promote(self, row_id: int, name: str, checksum: str, ino: int, size: int, charge: int, now: float) -> None: ...  # (write)
+    def insert_live(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int: ...  # (write)
     def mark_replaced(self, row_id: int) -> None: ...  # (write)
     def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]: ...
     def delete_rows(self, row_ids: Sequence[int]) -> None: ...  # (write)
@@ -210,20 +236,25 @@ class SQLiteIndex:
             );
             CREATE UNIQUE INDEX IF NOT EXISTS entries_live_key ON entries(key) WHERE state = 0;
             CREATE INDEX IF NOT EXISTS entries_lru ON entries(accessed) WHERE state = 0;
-            CREATE INDEX IF NOT EXISTS entries_created ON entries(created) WHERE state = 0;
-            CREATE INDEX IF NOT EXISTS entries_pending ON entries(state) WHERE state <> 0;
-            CREATE INDEX IF NOT EXISTS entries_name ON entries(name);
+            CREATE INDEX IF NOT EXISTS entries_writing ON entries(id) WHERE state = 1;
+            CREATE INDEX IF NOT EXISTS entries_replaced ON entries(id) WHERE state = 2;
             CREATE TABLE IF NOT EXISTS counters (id INTEGER PRIMARY KEY CHECK (id = 1), """
             + ", ".join(f"{n} INTEGER NOT NULL DEFAULT 0" for n in _COUNTER_NAMES)
             + """);
             INSERT OR IGNORE INTO counters (id) VALUES (1);
             CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
             """
+            + _COUNTER_TRIGGERS
         )
         # Not executescript(): it would COMMIT the surrounding BEGIN IMMEDIATE first.
-        for statement in script.split(";"):
-            if statement.strip():
-                self._db.execute(statement)
+        # complete_statement() knows that a trigger's body (BEGIN ... END) holds semicolons.
+        buf = ""
+        for piece in script.split(";"):
+            buf += piece + ";"
+            if sqlite3.complete_statement(buf):
+                if buf.strip(" \n\t;"):
+                    self._db.execute(buf)
+                buf = ""
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # --- transactions -----------------------------------------------------------------------
@@ -293,32 +324,18 @@ class SQLiteIndex:
         r = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE key = ? AND state = 0", (key,)).fetchone()
         return Row(*r) if r else None
 
-    @_locked
     def row_for_name(self, name: str) -> Row | None:
-        r = self._db.execute(
-            f"SELECT {_COLUMNS} FROM entries WHERE name = ? ORDER BY state LIMIT 1", (name,)
-        ).fetchone()
-        return Row(*r) if r else None
+        rows = self.rows_with_name(name)
+        return min(rows, key=lambda r: r.state) if rows else None
 
     @_locked
-    def insert_reservation(self, key: str, name: str, size: int, charge: int, owner: str, now: float) -> int:
+    def insert_live(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int:
         cur = self._db.execute(
-            "INSERT INTO entries (key, name, size, charge, state, owner, created, accessed) VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
-            (key, name, size, charge, owner, now, now),
+            "INSERT INTO entries (key, name, size, charge, state, checksum, ino, created, accessed) "
+            "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
+            (key, name, size, charge, checksum, ino, now, now),
         )
         return int(cur.lastrowid)
-
-    @_locked
-    def set_part(self, row_id: int, part: str) -> None:
-        self._db.execute("UPDATE entries SET part = ? WHERE id = ?", (part, row_id))
-
-    @_locked
-    def promote(self, row_id: int, name: str, checksum: str, ino: int, size: int, charge: int, now: float) -> None:
-        self._db.execute(
-            "UPDATE entries SET state = 0, name = ?, owner = NULL, part = NULL, checksum = ?, ino = ?, size = ?, "
-            "charge = ?, created = ?, accessed = ? WHERE id = ?",
-            (name, checksum, ino, size, charge, now, now, row_id),
-        )
 
     @_locked
     def mark_replaced(self, row_id: int) -> None:
@@ -326,13 +343,23 @@ class SQLiteIndex:
 
     @_locked
     def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]:
-        marks = ", ".join("?" for _ in states)
-        return [
-            Row(*r)
-            for r in self._db.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE name = ? AND state IN ({marks})", (name, *states)
-            )
-        ]
+        # No index on name (one less page per write): go through the key the name encodes,
+        # and scan only where that is impossible (hashed long keys) -- a rare repair path.
+        from .keys import name_to_key
+
+        key = name_to_key(name)
+        if key is None:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE name = ?", (name,)).fetchall()
+        else:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE key = ? AND state = 0 AND name = ?", (key, name)).fetchall()
+            rows += self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE state = 1 AND name = ?", (name,)).fetchall()
+            rows += self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE state = 2 AND name = ?", (name,)).fetchall()
+        return [Row(*r) for r in rows if r[5] in states]
+
+    @_locked
+    def ensure_ttl_index(self) -> None:
+        """The created-time index only pays for itself when a TTL is set."""
+        self._db.execute("CREATE INDEX IF NOT EXISTS entries_created ON entries(created) WHERE state = 0")
 
     @_locked
     def delete_rows(self, row_ids: Sequence[int]) -> None:
@@ -360,7 +387,8 @@ class SQLiteIndex:
 
     @_locked
     def rows_in_state(self, state: int) -> list[Row]:
-        return [Row(*r) for r in self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE state = ?", (state,))]
+        # A literal state (not a parameter) lets SQLite use the partial index for that state.
+        return [Row(*r) for r in self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE state = {int(state)}")]
 
     @_locked
     def touch(self, accesses: Sequence[tuple[float, int]]) -> None:
