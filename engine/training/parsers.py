@@ -253,10 +253,16 @@ def _rate(text: str | None) -> float | None:
     return None
 
 
+_TQDM_MAX_CHARS = 1024
+
+
 def parse_tqdm(line: str) -> ParsedProgress | None:
     """A tqdm bar: ``Epoch 3:  45%|████▌     | 45/100 [00:12<00:15,  3.61it/s, loss=0.3]`` or ``45it [00:12, 3.61it/s]``."""
     if "[" not in line or "]" not in line:
         return None
+    if len(line) > _TQDM_MAX_CHARS:
+        # A bar is a terminal line wide; the cut keeps the regex linear on pathological input.
+        line = line[-_TQDM_MAX_CHARS:]
     m = _TQDM_KNOWN.match(line)
     known = m is not None
     if m is None:
