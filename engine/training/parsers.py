@@ -380,7 +380,7 @@ _HF_PAIR = re.compile(
     r"""['"]([A-Za-z_][\w./-]*)['"]\s*:\s*(?:np\.float\d*\(|np\.int\d*\(|tensor\()?\s*(""" + _FLOAT + r")",
     re.IGNORECASE,
 )
-_HF_KEYS = re.compile(r"^(?:epoch|loss|eval_|train_|grad_norm|learning_rate)")
+_HF_KEYS = re.compile(r"^(?:epoch$|loss$|eval_|train_)")
 
 
 def parse_hf_log(line: str) -> ParsedProgress | None:
