@@ -288,6 +288,8 @@ class EtaEstimator:
             cur_remaining = max(0.0, avg_epoch - max(0.0, elapsed))
             method = "epochs"
 
+        if done is not None and total_epochs is not None and done >= total_epochs:
+            cur_remaining = 0.0  # the last epoch has ended: the run is finishing, not training
         remaining = epochs_left = fraction = None
         if done is not None and total_epochs is not None:
             epochs_left = max(0, total_epochs - done)
