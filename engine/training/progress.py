@@ -212,8 +212,11 @@ class ProgressTracker:
                     self._step = 0
                 self._epoch, epoch_index, changed = running, running - 1, True
             elif obs.epochs_done is not None and math.isfinite(obs.epochs_done):
-                done = int(obs.epochs_done)
-                running = done + 1
+                if obs.format == "hf":
+                    # Trainer's 'epoch': 1.5 is epochs elapsed; 2.0 at the very end means epoch 2 just ended.
+                    running = max(1, math.ceil(obs.epochs_done))
+                else:
+                    running = int(obs.epochs_done) + 1
                 if self._total_epochs is not None:
                     running = min(running, self._total_epochs)
                 self._epoch, changed = running, True

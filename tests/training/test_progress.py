@@ -163,3 +163,10 @@ def test_any_output_gives_a_snapshot_in_strict_json(chunks: list[tuple[str, floa
     eta = snap.eta
     assert eta.remaining_s is None or eta.remaining_s >= 0
     assert eta.fraction_done is None or 0 <= eta.fraction_done <= 1
+
+
+def test_hugging_face_fractional_epochs() -> None:
+    tr = ProgressTracker()
+    for t, epoch in enumerate((0.25, 1.0, 1.5, 2.0)):
+        tr.add_parsed(parse_line(f"{{'loss': 0.5, 'learning_rate': 1e-05, 'epoch': {epoch}}}"), float(t))  # type: ignore[arg-type]
+        assert tr.snapshot(float(t)).epoch == {0.25: 1, 1.0: 1, 1.5: 2, 2.0: 2}[epoch]
