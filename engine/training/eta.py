@@ -279,6 +279,8 @@ class EtaEstimator:
             end_gap = statistics.median(gaps) if gaps else 0.0
             epoch_pred = start_excess + steps_per_epoch * step_s + end_gap
             cur_remaining = max(0, steps_per_epoch - step) * step_s + end_gap
+            if step == 0 and self._warmup is None:
+                cur_remaining += start_excess  # this epoch's own start-up is still ahead
             since = now - self._step_time if self._step_time is not None else 0.0
             cur_remaining = max(0.0, cur_remaining - max(0.0, since))
             method = "steps"
