@@ -22,8 +22,10 @@ the cache size never sums the table.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator, NamedTuple, Protocol, Sequence
@@ -176,6 +178,7 @@ class SQLiteIndex:
         self.mutex = mutex
         self._release_reserve = release_reserve or (lambda: False)
         self._lock = threading.RLock()
+        _OPEN_INDEXES.add(self)
         self._db = self._connect()
         self._in_txn = False
         if self._read_user_version() != SCHEMA_VERSION:
@@ -425,3 +428,27 @@ class SQLiteIndex:
 
 
 _ABANDONED: list[sqlite3.Connection] = []
+_OPEN_INDEXES: "weakref.WeakSet[SQLiteIndex]" = weakref.WeakSet()
+_HELD_FOR_FORK: list[SQLiteIndex] = []
+
+
+# A fork while another thread (the orphan sweep, a daemon's sampler) is inside SQLite would
+# hand the child SQLite's internal mutexes in a locked state: the child's first call hangs.
+# So a fork waits until no thread of this process is using an index.
+def _before_fork() -> None:
+    for index in list(_OPEN_INDEXES):
+        index._lock.acquire()
+        _HELD_FOR_FORK.append(index)
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD_FOR_FORK:
+        _HELD_FOR_FORK.pop()._lock.release()
+
+
+def _after_fork_in_child() -> None:
+    while _HELD_FOR_FORK:
+        _HELD_FOR_FORK.pop()._lock = threading.RLock()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
