@@ -219,7 +219,7 @@ class GpuSampler(BackgroundSampler[GpuSnapshot]):
         self.enabled = enabled
         self.retry_s = float(retry_s)
         self._start: NvmlStart | None = None
-        self._reopen_at = 0.0
+        self._failed_at = 0.0  # monotonic time NVML last failed to open or was dropped
         self._handles: dict[int, Any] = {}
         self._names: dict[int, str] = {}
 
@@ -232,7 +232,7 @@ class GpuSampler(BackgroundSampler[GpuSnapshot]):
         self._nvml.close()
         self._handles.clear()
         self._start = NvmlStart(state, reason, 0)
-        self._reopen_at = time.monotonic() + self.retry_s
+        self._failed_at = time.monotonic()
 
     def _close(self) -> None:
         self._nvml.close()
@@ -245,11 +245,11 @@ class GpuSampler(BackgroundSampler[GpuSnapshot]):
         if not self.enabled:
             return self._not_now(STATE_DISABLED, "GPU sampling is off ([monitor] gpu = false)", now)
         if not self._nvml.is_open:
-            if self._start is not None and time.monotonic() < self._reopen_at:
+            if self._start is not None and time.monotonic() - self._failed_at < self.retry_s:
                 return self._not_now(self._start.state, self._start.reason, now)
             self._start = self._nvml.open()
             if not self._nvml.is_open:
-                self._reopen_at = time.monotonic() + self.retry_s
+                self._failed_at = time.monotonic()
                 return self._not_now(self._start.state, self._start.reason, now)
         count = self._nvml.device_count()
         if isinstance(count, NotAvailable):

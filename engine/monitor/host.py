@@ -188,11 +188,12 @@ def _nearest_existing(path: Path) -> Path:
 def read_disk(path: str | os.PathLike[str]) -> tuple[DiskFigures | None, str | None]:
     """Disk figures of the filesystem holding ``path``, or (None, reason)."""
     asked = Path(os.path.abspath(os.fspath(path)))
-    measured = _nearest_existing(asked)
     try:
+        measured = _nearest_existing(asked)
         usage = shutil.disk_usage(measured)
-    except OSError as exc:
-        return None, f"cannot read the disk of '{asked}': {exc.strerror or exc}"
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        detail = getattr(exc, "strerror", None) or str(exc)
+        return None, f"cannot read the disk of {str(asked)!r}: {detail}"
     return DiskFigures(str(asked), str(measured), usage.total, usage.used, usage.free), None
 
 

@@ -9,8 +9,8 @@ Rules, first match wins, and the snapshot says which one matched:
 2. ``thread_name``: some thread of the process is called ``pt_data_worker`` while the
    process itself was renamed later (``setproctitle`` in a ``worker_init_fn``).
 3. ``cmdline``: workers of ``multiprocessing`` without torch's name: spawn and
-   forkserver children run ``multiprocessing.spawn``; fork children keep their parent's
-   command line exactly. The resource tracker and the fork server are helpers, not workers.
+   children run ``multiprocessing.spawn``; fork children, and the children the fork
+   server forks, keep their parent's command line exactly. The resource tracker and the fork server are helpers, not workers.
 4. ``python_children``: any other Python process under the training.
 
 No match gives ``none`` and a count of 0.
@@ -62,8 +62,9 @@ def _is_python(c: WorkerCandidate) -> bool:
 
 
 def _is_mp_helper(c: WorkerCandidate) -> bool:
+    # The fork server's own children share its command line: they are the workers it forked, not helpers.
     joined = " ".join(c.cmdline)
-    return any(marker in joined for marker in _MP_HELPERS)
+    return any(marker in joined for marker in _MP_HELPERS) and c.cmdline != c.parent_cmdline
 
 
 def _is_mp_child(c: WorkerCandidate) -> bool:
