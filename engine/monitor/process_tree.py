@@ -42,7 +42,6 @@ class ProcessInfo:
     status: str  # psutil status: "running", "sleeping", "stopped", "zombie"...
     cpu_percent: float | None  # percent of one core since the previous sample (over 100 with several threads)
     rss_bytes: int | None
-    num_threads: int | None
     create_time: float
 
     def to_json(self) -> dict[str, Any]:
@@ -54,7 +53,6 @@ class ProcessInfo:
             "status": self.status,
             "cpu_percent": self.cpu_percent,
             "rss_bytes": self.rss_bytes,
-            "num_threads": self.num_threads,
             "create_time": self.create_time,
         }
 
@@ -68,7 +66,6 @@ class ProcessInfo:
             status=str(d["status"]),
             cpu_percent=None if d.get("cpu_percent") is None else float(d["cpu_percent"]),
             rss_bytes=None if d.get("rss_bytes") is None else int(d["rss_bytes"]),
-            num_threads=None if d.get("num_threads") is None else int(d["num_threads"]),
             create_time=float(d.get("create_time", 0.0)),
         )
 
@@ -143,10 +140,11 @@ class TreeSnapshot:
 class _Tracked:
     """A process followed across samples: its psutil object (CPU baseline) and its settled facts."""
 
-    __slots__ = ("proc", "sampled", "cmdline", "thread_names", "settled")
+    __slots__ = ("proc", "ppid", "sampled", "cmdline", "thread_names", "settled")
 
-    def __init__(self, proc: psutil.Process) -> None:
+    def __init__(self, proc: psutil.Process, ppid: int) -> None:
         self.proc = proc
+        self.ppid = ppid
         self.sampled = False
         self.cmdline: tuple[str, ...] | None = None
         self.thread_names: tuple[str, ...] | None = None
@@ -161,17 +159,53 @@ def _check_pid(pid: Any) -> int | None:
     return pid
 
 
+def _last_created_pid() -> int | None:
+    """The pid (or thread id) the kernel handed out last, from /proc/loadavg; None where unusable.
+
+    Pids are handed out in increasing order until they wrap around, so every process born
+    since the last look has a pid between the value then and the value now. That lets a
+    sample read only the new processes instead of the stat file of every process on the
+    machine (what a full walk, psutil's ``children(recursive=True)``, has to do).
+    """
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            value = int(f.read().split()[4])
+    except (OSError, ValueError, IndexError):
+        return None
+    return value if value > 0 else None  # some sandboxed kernels print 0: no shortcut there
+
+
 class ProcessTreeSampler(BackgroundSampler[TreeSnapshot]):
-    """Samples the process tree under ``root_pid``; :meth:`set_root` follows a restarted training."""
+    """Samples the process tree under ``root_pid``; :meth:`set_root` follows a restarted training.
+
+    The first sample walks every process on the machine to find the tree; later samples
+    only look at the processes born since the previous sample (see ``_last_created_pid``),
+    and at the parents of processes whose parent ended. A full walk is still done every
+    ``full_walk_every`` samples, as a safety net.
+    """
 
     thread_name = "cachewatch-tree"
 
-    def __init__(self, root_pid: int | None = None, *, interval_s: float = 1.0, history_len: int = DEFAULT_HISTORY_LEN) -> None:
+    def __init__(
+        self,
+        root_pid: int | None = None,
+        *,
+        interval_s: float = 1.0,
+        history_len: int = DEFAULT_HISTORY_LEN,
+        full_walk_every: int = 30,
+    ) -> None:
         super().__init__(interval_s=interval_s, history_len=history_len)
+        if isinstance(full_walk_every, bool) or not isinstance(full_walk_every, int) or full_walk_every < 1:
+            raise MonitorError(f"full_walk_every {full_walk_every!r} must be a whole number of samples, at least 1")
         self._root_pid = _check_pid(root_pid)
         self._root: psutil.Process | None = None
         self._root_gone_reason: str | None = None
         self._tracked: dict[int, _Tracked] = {}
+        self._seen_up_to_pid: int | None = None  # _last_created_pid() when the tree was last brought up to date
+        self.full_walk_every = full_walk_every
+        self._since_full_walk = 0
+        self.full_walks = 0  # counters the benchmark and the tests read
+        self.new_pids_read = 0
 
     @property
     def root_pid(self) -> int | None:
@@ -191,7 +225,7 @@ class ProcessTreeSampler(BackgroundSampler[TreeSnapshot]):
         snap = self.latest()
         return snap.pids if snap is not None else ()
 
-    # --- one sample -----------------------------------------------------------------------------
+    # --- finding the tree -----------------------------------------------------------------------
 
     def _root_process(self) -> psutil.Process | None:
         if self._root is None and self._root_gone_reason is None:
@@ -203,31 +237,108 @@ class ProcessTreeSampler(BackgroundSampler[TreeSnapshot]):
                 self._root_gone_reason = f"training process {self._root_pid} cannot be read (another user's process)"
         return self._root
 
+    def _gone(self, now: float, vanished: set[int]) -> TreeSnapshot:
+        self._root_gone_reason = f"training process {self._root_pid} has exited"
+        self._root = None
+        vanished.update(self._tracked)
+        self._tracked.clear()
+        return TreeSnapshot(now, self._root_pid, False, (), DETECT_NONE, tuple(sorted(vanished)), self._root_gone_reason)
+
+    def _track(self, proc: psutil.Process, ppid: int | None = None) -> _Tracked | None:
+        if ppid is None:
+            try:
+                ppid = proc.ppid()
+            except psutil.NoSuchProcess:
+                return None
+            except psutil.AccessDenied:
+                ppid = -1
+        return _Tracked(proc, ppid)
+
+    def _full_walk(self, root: psutil.Process) -> dict[int, _Tracked] | None:
+        """Every descendant of ``root``, keeping the known psutil objects; None if the root is gone."""
+        last_pid = _last_created_pid()  # before the walk: a process born during it is looked at next time
+        try:
+            children = root.children(recursive=True)  # also refuses a root whose pid was reused
+        except psutil.NoSuchProcess:
+            return None
+        self.full_walks += 1
+        self._since_full_walk = 0
+        self._seen_up_to_pid = last_pid
+        current: dict[int, _Tracked] = {}
+        for proc in [root, *children]:
+            known = self._tracked.get(proc.pid)
+            if known is not None and known.proc == proc:  # same pid and start time: same process
+                current[proc.pid] = known
+            else:
+                tracked = self._track(proc)
+                if tracked is not None:
+                    current[proc.pid] = tracked
+        return current
+
+    def _add_newborns(self, current: dict[int, _Tracked]) -> bool:
+        """Add the processes born since the last look whose parent is in the tree; False if a full walk is needed."""
+        last_pid = _last_created_pid()
+        low = self._seen_up_to_pid
+        if last_pid is None or low is None or last_pid < low:  # no figure, or pids wrapped around
+            return False
+        if last_pid == low:
+            return True
+        born = sorted(pid for pid in psutil.pids() if low < pid <= last_pid and pid not in current)
+        # Ascending pids are birth order within the window, so a parent born in it comes before its children.
+        for pid in born:
+            try:
+                proc = psutil.Process(pid)
+                ppid = proc.ppid()
+            except psutil.Error:  # gone already (most are: short-lived commands), or not ours to read
+                continue
+            self.new_pids_read += 1
+            if ppid in current:
+                current[pid] = _Tracked(proc, ppid)
+        self._seen_up_to_pid = last_pid
+        return True
+
+    @staticmethod
+    def _drop_orphans(current: dict[int, _Tracked], rows: dict[int, dict[str, Any]], root_pid: int) -> set[int]:
+        """Remove processes whose parent ended and who were handed to a reaper outside the tree."""
+        living = {pid for pid, r in rows.items() if r["status"] != psutil.STATUS_ZOMBIE}
+        left: set[int] = set()
+        changed = True
+        while changed:
+            changed = False
+            for pid, tracked in list(current.items()):
+                if pid == root_pid or pid in left or tracked.ppid in living - left:
+                    continue
+                try:
+                    tracked.ppid = tracked.proc.ppid()  # the parent ended: who adopted it?
+                except psutil.Error:
+                    pass
+                if tracked.ppid not in living - left:
+                    left.add(pid)
+                    changed = True
+        for pid in left:
+            current.pop(pid, None)
+            rows.pop(pid, None)
+        return left
+
+    # --- one sample -----------------------------------------------------------------------------
+
     def _take(self) -> TreeSnapshot:
         now = time.time()
         if self._root_pid is None:
             return TreeSnapshot(now, None, False, (), DETECT_NONE, reason="no training process to watch")
         root = self._root_process()
         vanished: set[int] = set()
-        children: list[psutil.Process] = []
-        if root is not None:
-            try:
-                if not root.is_running():  # also catches a pid reused by another process
-                    raise psutil.NoSuchProcess(root.pid)
-                children = root.children(recursive=True)
-            except psutil.NoSuchProcess:
-                self._root_gone_reason = f"training process {self._root_pid} has exited"
-                self._root = None
-                root = None
         if root is None:
-            gone = tuple(sorted(self._tracked))
-            self._tracked.clear()
-            return TreeSnapshot(now, self._root_pid, False, (), DETECT_NONE, gone, self._root_gone_reason)
+            return self._gone(now, vanished) if self._tracked else TreeSnapshot(
+                now, self._root_pid, False, (), DETECT_NONE, (), self._root_gone_reason)
 
-        current: dict[int, _Tracked] = {}
-        for proc in [root, *children]:
-            known = self._tracked.get(proc.pid)
-            current[proc.pid] = known if known is not None and known.proc == proc else _Tracked(proc)
+        current = dict(self._tracked)
+        self._since_full_walk += 1
+        if not current or self._since_full_walk >= self.full_walk_every or not self._add_newborns(current):
+            walked = self._full_walk(root)
+            if walked is None:
+                return self._gone(now, vanished)
+            current = walked
 
         rows: dict[int, dict[str, Any]] = {}
         for pid, tracked in current.items():
@@ -236,13 +347,15 @@ class ProcessTreeSampler(BackgroundSampler[TreeSnapshot]):
                 vanished.add(pid)
             else:
                 rows[pid] = row
+        if root.pid not in rows or rows[root.pid]["status"] == psutil.STATUS_ZOMBIE:  # the root has ended
+            self._tracked = {}
+            vanished.update(current)
+            return self._gone(now, vanished)
+        for pid in vanished:
+            current.pop(pid, None)
+        vanished.update(self._drop_orphans(current, rows, root.pid))
         vanished.update(pid for pid in self._tracked if pid not in current)
-        self._tracked = {pid: t for pid, t in current.items() if pid in rows}
-        if root.pid not in rows:  # the root ended during this very sample
-            self._root_gone_reason = f"training process {self._root_pid} has exited"
-            self._root = None
-            self._tracked.clear()
-            return TreeSnapshot(now, self._root_pid, False, (), DETECT_NONE, tuple(sorted(vanished)), self._root_gone_reason)
+        self._tracked = current
 
         worker_pids, detection = self._detect_workers(rows, now)
         workers = set(worker_pids)
@@ -250,7 +363,7 @@ class ProcessTreeSampler(BackgroundSampler[TreeSnapshot]):
         for pid in [root.pid, *sorted(p for p in rows if p != root.pid)]:
             row = rows[pid]
             role = ROLE_ROOT if pid == root.pid else ROLE_WORKER if pid in workers else ROLE_CHILD
-            infos.append(ProcessInfo(role=role, **row))
+            infos.append(ProcessInfo(ppid=current[pid].ppid, role=role, **row))
         return TreeSnapshot(now, self._root_pid, True, tuple(infos), detection, tuple(sorted(vanished)))
 
     @staticmethod
@@ -258,34 +371,31 @@ class ProcessTreeSampler(BackgroundSampler[TreeSnapshot]):
         """One process's figures, or None if it is gone (vanished mid-walk is normal)."""
         proc = tracked.proc
         try:
-            with proc.oneshot():
+            with proc.oneshot():  # one read of /proc/PID/stat for name, status and CPU times
                 name = proc.name()
-                ppid = proc.ppid()
                 status = proc.status()
                 create_time = proc.create_time()
                 if status == psutil.STATUS_ZOMBIE:
                     # Dead but not yet reaped by its parent: no CPU, no memory, not a worker.
-                    return dict(pid=proc.pid, ppid=ppid, name=name, status=status, cpu_percent=None,
-                                rss_bytes=None, num_threads=None, create_time=create_time)
+                    return dict(pid=proc.pid, name=name, status=status, cpu_percent=None,
+                                rss_bytes=None, create_time=create_time)
                 try:
                     cpu = proc.cpu_percent(interval=None)
                     rss = proc.memory_info().rss
-                    threads = proc.num_threads()
                 except psutil.AccessDenied:
-                    cpu, rss, threads = None, None, None
+                    cpu, rss = None, None
         except psutil.NoSuchProcess:  # ZombieProcess included: it died between the listing and now
             return None
         except psutil.AccessDenied:  # a setuid child: it is there, its figures are not ours to read
-            return dict(pid=proc.pid, ppid=-1, name="?", status="unknown", cpu_percent=None,
-                        rss_bytes=None, num_threads=None, create_time=0.0)
+            return dict(pid=proc.pid, name="?", status="unknown", cpu_percent=None, rss_bytes=None, create_time=0.0)
         first = not tracked.sampled
         tracked.sampled = True
         if not tracked.settled and now - create_time > _SETTLE_S:
             tracked.settled = True
             tracked.cmdline = None  # read once more, then keep
             tracked.thread_names = None
-        return dict(pid=proc.pid, ppid=ppid, name=name, status=status, cpu_percent=None if first else cpu,
-                    rss_bytes=rss, num_threads=threads, create_time=create_time)
+        return dict(pid=proc.pid, name=name, status=status, cpu_percent=None if first else cpu,
+                    rss_bytes=rss, create_time=create_time)
 
     def _cmdline(self, pid: int) -> tuple[str, ...]:
         tracked = self._tracked.get(pid)
@@ -308,7 +418,8 @@ class ProcessTreeSampler(BackgroundSampler[TreeSnapshot]):
 
     def _detect_workers(self, rows: dict[int, dict[str, Any]], now: float) -> tuple[tuple[int, ...], str]:
         root_pid = self._root_pid
-        live = [r for pid, r in rows.items() if pid != root_pid and r["status"] != psutil.STATUS_ZOMBIE]
+        live = [dict(r, ppid=self._tracked[pid].ppid) for pid, r in rows.items()
+                if pid != root_pid and r["status"] != psutil.STATUS_ZOMBIE]
         # Cheap rule first: process names are already read; command lines only if it finds nothing.
         if any(r["name"] == WORKER_PROCESS_NAME for r in live):
             candidates = [WorkerCandidate(r["pid"], r["name"], (), ()) for r in live]
