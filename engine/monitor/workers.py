@@ -8,9 +8,10 @@ Rules, first match wins, and the snapshot says which one matched:
    spawn and forkserver workers alike (checked with torch 2.13).
 2. ``thread_name``: some thread of the process is called ``pt_data_worker`` while the
    process itself was renamed later (``setproctitle`` in a ``worker_init_fn``).
-3. ``cmdline``: workers of ``multiprocessing`` without torch's name: spawn and
-   children run ``multiprocessing.spawn``; fork children, and the children the fork
-   server forks, keep their parent's command line exactly. The resource tracker and the fork server are helpers, not workers.
+3. ``cmdline``: workers of ``multiprocessing`` without torch's name: spawn children
+   run ``multiprocessing.spawn``; fork children, and the children the fork server
+   forks, keep their parent's command line exactly. The resource tracker and the fork
+   server themselves are helpers, not workers.
 4. ``python_children``: any other Python process under the training.
 
 No match gives ``none`` and a count of 0.
