@@ -86,3 +86,18 @@ def test_bad_thresholds_name_the_value(bad) -> None:
         HostSampler(memory_alert=bad)
     with pytest.raises(MonitorError, match=r"disk_alert = "):
         HostSampler(disk_alert=bad)
+
+
+def test_disk_alert_at_the_default_threshold_on_a_nearly_full_filesystem(tmpfs) -> None:
+    fs = tmpfs("4MiB")
+    sampler = HostSampler(fs / "cache")  # default disk_alert 0.95
+    assert sampler.sample().alert(ALERT_DISK) is None
+    (fs / "filler").write_bytes(b"\0" * (4 * 1024 * 1024 - 64 * 1024))
+    snap = sampler.sample()
+    usage = shutil.disk_usage(fs)
+    assert (snap.disk.total_bytes, snap.disk.used_bytes, snap.disk.free_bytes) == (usage.total, usage.used, usage.free)
+    alert = snap.alert(ALERT_DISK)
+    assert alert is not None and alert.threshold == 0.95 and alert.used_fraction > 0.95
+    assert alert.message.startswith(f"disk of '{fs / 'cache'}' ") and "KiB free" in alert.message
+    (fs / "filler").unlink()
+    assert sampler.sample().alert(ALERT_DISK) is None  # the alert clears with the condition
