@@ -126,19 +126,25 @@ import ctypes, multiprocessing as mp, sys, threading, time
 libc = ctypes.CDLL(None)
 PR_SET_NAME = 15
 
-def worker():
+def worker(ready):
     # torch names the worker's thread, then user code renames the process (setproctitle does this).
-    def named():
+    named = threading.Event()
+    def torch_named_thread():
         libc.prctl(PR_SET_NAME, b"pt_data_worker", 0, 0, 0)
+        named.set()
         time.sleep(300)
-    threading.Thread(target=named, daemon=True).start()
+    threading.Thread(target=torch_named_thread, daemon=True).start()
+    named.wait()
     libc.prctl(PR_SET_NAME, b"my-loader", 0, 0, 0)
+    ready.set()
     time.sleep(300)
 
 if __name__ == "__main__":
     ctx = mp.get_context("fork")
-    worker_proc = ctx.Process(target=worker)
+    ready = ctx.Event()
+    worker_proc = ctx.Process(target=worker, args=(ready,))
     worker_proc.start()
+    ready.wait(60)
     print("children", worker_proc.pid, flush=True)
     sys.stdin.read()
 """
