@@ -40,9 +40,11 @@ def test_default_thresholds_come_from_the_seed() -> None:
     assert sampler.memory_alert == 0.85 and sampler.disk_alert == 0.95
 
 
-def test_disk_figures_equal_shutil_disk_usage(tmp_path: Path) -> None:
+def test_disk_figures_equal_shutil_disk_usage(tmpfs) -> None:
+    # A private file system, so nothing else changes it between the two readings.
+    tmp_path = tmpfs("8MiB")
+    (tmp_path / "some-data").write_bytes(b"x" * 100_000)
     sampler = HostSampler(tmp_path)
-    # Other processes write to this disk too: compare on a reading with no change around it.
     for _ in range(50):
         before = shutil.disk_usage(tmp_path)
         disk = sampler.sample().disk
