@@ -19,6 +19,7 @@ from .errors import (
 )
 from .events import Event, EventLog
 from .sizes import format_duration, format_size, parse_duration, parse_size
+from .watch import WatchedDirectory, WatchError, WatchStats
 
 __all__ = [
     "__version__",
@@ -43,4 +44,7 @@ __all__ = [
     "format_size",
     "parse_duration",
     "format_duration",
+    "WatchedDirectory",
+    "WatchStats",
+    "WatchError",
 ]

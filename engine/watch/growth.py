@@ -101,6 +101,7 @@ def alerts_for(
     blocked_files: int,
     events_ok: bool,
     root_ok: bool,
+    watching: bool = True,
 ) -> tuple[WatchAlert, ...]:
     from ..sizes import format_duration, format_size
 
@@ -109,16 +110,16 @@ def alerts_for(
         out.append(WatchAlert("root_gone", "critical", "the watched directory was removed or replaced; nothing is evicted"))
     if size_bytes > max_bytes:
         if dry_run:
-            out.append(WatchAlert("over_max", "warning", f"{format_size(size_bytes)} is over max {format_size(max_bytes)} (dry run: nothing is evicted)"))
+            out.append(WatchAlert("over_max", "warning", f"{format_size(size_bytes, binary=False)} is over max {format_size(max_bytes, binary=False)} (dry run: nothing is evicted)"))
         elif blocked_files:
             out.append(WatchAlert("eviction_blocked", "warning",
                                   f"over max, and {blocked_files} least recently used files are too new or open for writing"))
         else:
-            out.append(WatchAlert("over_max", "info", f"{format_size(size_bytes)} is over max {format_size(max_bytes)}; evicting"))
+            out.append(WatchAlert("over_max", "info", f"{format_size(size_bytes, binary=False)} is over max {format_size(max_bytes, binary=False)}; evicting"))
     elif growth.time_to_max_s is not None and growth.time_to_max_s < horizon_s:
         out.append(WatchAlert("max_soon", "info", f"max reached in {format_duration(growth.time_to_max_s)} at the current growth rate"))
     if growth.time_to_disk_full_s is not None and growth.time_to_disk_full_s < horizon_s:
         out.append(WatchAlert("disk_full_soon", "critical", f"disk full in {format_duration(growth.time_to_disk_full_s)} at the current growth rate"))
-    if not events_ok:
+    if watching and not events_ok:
         out.append(WatchAlert("events_lost", "warning", "filesystem events are not being received; sizes are corrected by periodic scans only"))
     return tuple(out)

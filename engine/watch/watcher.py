@@ -422,6 +422,22 @@ class WatchedDirectory:
                 self._tree.upsert(d, names[i], chunk.sizes[i], chunk.access[i])
                 i += 1
 
+    def check_once(self) -> tuple[ScanReport, EvictionReport | None]:
+        """Without starting: scan, and if over max evict down to the target (or with dry_run say what would go)."""
+        if self._running:
+            raise WatchError(f"watch of '{self.root.path}' is running; check_once() is for a watch that is not started")
+        self.state_dir = prepare_state_dir(self.state_dir, self.root.path)
+        report = self._reconcile()
+        self._sample()
+        if self._tree.size_bytes <= self.max_bytes:
+            return report, None
+        try:
+            r = self._pass(self.target_bytes, "max", self.dry_run).report
+            self._sample()
+            return report, r
+        except RootChanged as exc:
+            raise WatchError(f"watch root '{self.root.path}' changed ({exc.strerror}); nothing was evicted") from None
+
     def scan(self) -> ScanReport:
         """Run a reconciling scan now and return what it found."""
         if not self._running:
@@ -573,6 +589,7 @@ class WatchedDirectory:
             blocked_files=self._young + self._open,
             events_ok=self._events_ok,
             root_ok=self._root_ok,
+            watching=self._running,
         )
         old = {a.kind for a in self._alerts}
         new = {a.kind for a in alerts}
