@@ -19,7 +19,6 @@ from __future__ import annotations
 import array
 import json
 import os
-import re
 import stat
 import struct
 import sys
@@ -115,7 +114,11 @@ class Walker:
         self.has_include = has_include
         # Called with each directory's relative path after it is listed (progress, tests).
         self.on_dir = None
+        # fchdir into each directory: only in a worker process, where nothing else uses the cwd.
+        self.chdir = False
         if regexes:
+            import re  # only filtered scans pay for it
+
             (inc_n, inc_p), (exc_n, exc_p) = regexes
             c = lambda r: re.compile(r, re.DOTALL).fullmatch if r else None  # noqa: E731
             self.inc_name, self.inc_path, self.exc_name, self.exc_path = c(inc_n), c(inc_p), c(exc_n), c(exc_p)
@@ -139,7 +142,13 @@ class Walker:
         """Record the regular files of one open directory; return its subdirectory names."""
         c = self.chunk
         try:
-            names = os.listdir(fd)
+            if self.chdir:
+                # In a worker process (one thread) the cheapest stat is a bare lstat of a bytes
+                # name relative to the working directory: no keyword dict, no name encoding.
+                os.fchdir(fd)
+                names = os.listdir(b".")
+            else:
+                names = list(map(str.encode, os.listdir(fd), repeat("utf-8"), repeat("surrogateescape")))
         except OSError:
             c.errors += 1
             return []
@@ -148,42 +157,43 @@ class Walker:
         # filter) runs as C-level map() loops: per-file bytecode is what makes a Python
         # scan slower than du, not the stat calls.
         try:
-            sts = list(map(partial(os.stat, dir_fd=fd, follow_symlinks=False), names))
+            if self.chdir:
+                sts = list(map(os.lstat, names))
+            else:
+                sts = list(map(partial(os.stat, dir_fd=fd, follow_symlinks=False), names))
         except OSError:
             return self._scan_dir_slow(fd, rel, names, seed)
-        modes = list(map(_MODE, sts))
-        if self.filtered or not all(map(stat.S_ISREG, modes)):
+        if self.filtered or not all(map(stat.S_ISREG, map(_MODE, sts))):
             return self._scan_dir_slow(fd, rel, names, seed, sts)
         self._record(rel, names, sts, seed)
         return []
 
-    def _record(self, rel: str, names: list[str], sts: list, seed: int) -> None:
+    def _record(self, rel: str, names: list[bytes], sts: list, seed: int) -> None:
         c = self.chunk
         c.sizes.extend(map(_SIZE, sts))
         if self.use_atime:
             c.access.extend(map(max, map(_ATIME, sts), map(_MTIME, sts)))
         else:
             c.access.extend(map(_MTIME, sts))
-        encoded = list(map(str.encode, names, repeat("utf-8"), repeat("surrogateescape")))
-        c.keys.extend(map(xxhash.xxh3_64_intdigest, encoded, repeat(seed)))
+        c.keys.extend(map(xxhash.xxh3_64_intdigest, names, repeat(seed)))
         c.dirs.append(rel)
         c.counts.append(len(names))
         if names:
-            c.names += b"\0".join(encoded)
+            c.names += b"\0".join(names)
             c.names += b"\0"
 
-    def _scan_dir_slow(self, fd: int, rel: str, names: list[str], seed: int, sts: list | None = None) -> list[str]:
+    def _scan_dir_slow(self, fd: int, rel: str, names: list[bytes], seed: int, sts: list | None = None) -> list[str]:
         c = self.chunk
         isreg, isdir, islnk = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK
-        kept: list[str] = []
+        kept: list[bytes] = []
         kept_st: list = []
         subdirs: list[str] = []
-        for i, name in enumerate(names):
+        for i, nb in enumerate(names):
             if sts is not None:
                 st = sts[i]
             else:
                 try:
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    st = os.stat(nb, dir_fd=fd, follow_symlinks=False)
                 except FileNotFoundError:
                     c.vanished += 1
                     continue
@@ -192,16 +202,16 @@ class Walker:
                     continue
             mode = st.st_mode
             if isreg(mode):
-                if self.filtered and not self._counts(rel, name):
+                if self.filtered and not self._counts(rel, nb.decode("utf-8", "surrogateescape")):
                     c.excluded += 1
                     continue
-                kept.append(name)
+                kept.append(nb)
                 kept_st.append(st)
             elif isdir(mode):
                 if st.st_dev != self.root_dev:
                     c.other_fs += 1
                 else:
-                    subdirs.append(name)
+                    subdirs.append(nb.decode("utf-8", "surrogateescape"))
             elif islnk(mode):
                 c.symlinks += 1
             else:
@@ -288,17 +298,28 @@ def open_root(path: str, dev: int, ino: int) -> int:
 
 
 def main() -> int:
+    """Scan the subtrees named on stdin (NUL-terminated), one length-prefixed chunk per subtree on stdout.
+
+    Subtrees come one at a time as the parent hands them out, so a fast worker takes more.
+    """
     spec = json.loads(sys.argv[1])
-    rels = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
-    rel_list = [r for r in rels.split("\0") if r]
-    w = Walker(spec["dev"], spec["use_atime"], spec.get("regexes"), spec.get("has_include", False))
     root_fd = open_root(spec["root"], spec["dev"], spec["ino"])
-    try:
-        w.walk_rels(root_fd, rel_list)
-    finally:
-        os.close(root_fd)
-    sys.stdout.buffer.write(w.chunk.to_bytes())
-    sys.stdout.buffer.flush()
+    out = sys.stdout.buffer
+    pending = b""
+    while True:
+        data = os.read(0, 1 << 16)
+        if not data:
+            break
+        pending += data
+        while b"\0" in pending:
+            raw, pending = pending.split(b"\0", 1)
+            w = Walker(spec["dev"], spec["use_atime"], spec.get("regexes"), spec.get("has_include", False))
+            w.chdir = True
+            w.walk_rels(root_fd, [raw.decode("utf-8", "surrogateescape")])
+            frame = w.chunk.to_bytes()
+            out.write(struct.pack("<Q", len(frame)) + frame)
+            out.flush()
+    os.close(root_fd)
     return 0
 
 

@@ -36,6 +36,9 @@ from .scanner import RootIdentity
 __all__ = ["Enforcer", "EvictionSource", "PassOutcome", "KEYS_IN_EVENT"]
 
 KEYS_IN_EVENT = 100
+# Candidates are fetched in growing batches: the first unlink should not wait for the whole plan.
+_FIRST_BATCH = 256
+_MAX_BATCH = 8192
 
 
 class RootChanged(OSError):
@@ -46,7 +49,7 @@ class EvictionSource(Protocol):
     """What the enforcer needs from the watcher's index (each call takes the watcher's lock)."""
 
     def size_bytes(self) -> int: ...
-    def candidates(self, need_bytes: int, extra: int) -> list[tuple[str, bytes, int, float]]: ...
+    def candidates(self, count: int) -> list[tuple[str, bytes, int, float]]: ...
     def after_unlink(self, rel_dir: str, name: bytes, dir_fd: int) -> None: ...
 
 
@@ -58,6 +61,7 @@ class PassOutcome:
     skipped_other: int
     vanished: int
     writers: OpenWriters | None
+    first_unlink_time: float | None = None
 
 
 class Enforcer:
@@ -128,6 +132,7 @@ class Enforcer:
         need = size_before - goal_bytes
         files = freed = young = open_ = other = vanished = 0
         progress_bytes = 0  # evicted plus counted files found already gone: what brings the index down
+        first_unlink: float | None = None
         keys: list[str] = []
         writers: OpenWriters | None = None
         if need > 0:
@@ -135,11 +140,16 @@ class Enforcer:
             root_fd = self._open_root()
             dir_fds: dict[str, int] = {}
             tried: set[tuple[str, bytes]] = set()
+            batch_size = _FIRST_BATCH
             try:
                 progress = True
                 while progress_bytes < need and progress:
                     progress = False
-                    batch = source.candidates(need - progress_bytes, extra=64 + len(tried))
+                    # Files kept back (and, in a dry run, everything seen) stay at the front of the
+                    # LRU order, so ask for that many more than the batch.
+                    still_indexed = len(tried) if dry_run else young + open_ + other
+                    batch = source.candidates(still_indexed + batch_size)
+                    batch_size = min(_MAX_BATCH, batch_size * 4)
                     for rel_dir, nb, size, _acc in batch:
                         if progress_bytes >= need:
                             break
@@ -195,6 +205,8 @@ class Enforcer:
                                 other += 1
                                 continue
                             source.after_unlink(rel_dir, nb, dfd)
+                            if first_unlink is None:
+                                first_unlink = time.time()
                         files += 1
                         freed += st.st_size
                         progress_bytes += st.st_size
@@ -218,7 +230,7 @@ class Enforcer:
             time=now,
             duration_s=time.perf_counter() - t0,
         )
-        return PassOutcome(report, young, open_, other, vanished, writers)
+        return PassOutcome(report, young, open_, other, vanished, writers, first_unlink)
 
 
 def _valid_name(name: str) -> bool:

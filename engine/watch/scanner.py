@@ -1,12 +1,15 @@
-"""The reconciling scan: list and stat every file under the root, in parallel processes.
+"""The reconciling scan: list and stat every file under the root, shared with worker processes.
 
 Events can be lost (an overflowed inotify queue, directories created before their
 watch was added, an observer that was not running), so the index is rebuilt from
 a full scan at start and every ``scan_interval``. The scan has to keep pace with
-``du -sb`` on hundreds of thousands of files: the parent lists the top of the tree,
-then hands whole subtrees to worker processes (``_scan_worker.py``, started with
-``python -I``) that stat in parallel and send back flat arrays. Small trees, or
-a machine with one CPU, are scanned in-process with the same code.
+``du -sb`` on hundreds of thousands of files, and per-file Python work is what
+costs (a stat call is about the same in C and in Python), so the parent lists the
+top of the tree and then hands subtrees, one at a time, to worker processes
+(``_scan_worker.py`` started with ``python -I``) while scanning subtrees itself.
+The parent never waits for a worker to start, so a small tree is done before any
+worker is up and a big one is shared by all. With ``workers=0`` everything runs
+in-process.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import struct
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,10 +29,10 @@ from typing import Callable
 from ._scan_worker import ScanChunk, Walker, open_root
 from .filters import PathFilter
 
-__all__ = ["Scanner", "ScanReport", "RootIdentity", "default_scan_workers"]
+__all__ = ["Scanner", "ScanReport", "RootIdentity", "default_scan_workers", "merge_chunks"]
 
 _WORKER = str(Path(__file__).with_name("_scan_worker.py"))
-# Below this many files (as of the previous scan) worker start-up costs more than it saves.
+# Below this many files (as of the previous scan) starting workers costs more than it saves.
 _WORKERS_FROM_FILES = 20_000
 _FRONTIER_DEPTH = 4
 
@@ -84,6 +89,48 @@ def merge_chunks(chunks: list[ScanChunk]) -> ScanChunk:
     return out
 
 
+class _Worker:
+    """One scan worker process and the subtree it is on."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.current: str | None = None
+        self.buf = bytearray()
+
+    def give(self, rel: str) -> None:
+        self.current = rel
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(rel.encode("utf-8", "surrogateescape") + b"\0")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it died; its EOF on stdout hands the subtree back
+
+    def frames(self) -> list[bytes]:
+        out = []
+        while len(self.buf) >= 8:
+            (n,) = struct.unpack_from("<Q", self.buf, 0)
+            if len(self.buf) < 8 + n:
+                break
+            out.append(bytes(self.buf[8 : 8 + n]))
+            del self.buf[: 8 + n]
+        return out
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
 class Scanner:
     """Full scans of one root with one filter. ``workers`` None: one per CPU (up to 8); 0: in-process."""
 
@@ -117,7 +164,7 @@ class Scanner:
         try:
             top = self._walker()
             top.on_dir = on_dir
-            use_workers = self.workers >= 2 and on_dir is None and (
+            use_workers = self.workers >= 1 and on_dir is None and (
                 self.last_files is None or self.last_files >= _WORKERS_FROM_FILES
             )
             if not use_workers:
@@ -125,13 +172,8 @@ class Scanner:
                 chunk, n_workers = top.chunk, 0
             else:
                 frontier = self._expand(top, root_fd)
-                if len(frontier) < 2:
-                    top.walk_rels(root_fd, frontier)
-                    chunk, n_workers = top.chunk, 0
-                else:
-                    shares = [frontier[i :: self.workers] for i in range(min(self.workers, len(frontier)))]
-                    chunks = self._run_workers(root_fd, shares)
-                    chunk, n_workers = merge_chunks([top.chunk, *chunks]), len(shares)
+                chunks, n_workers = self._share(root_fd, top, frontier)
+                chunk = merge_chunks([top.chunk, *chunks])
         finally:
             os.close(root_fd)
         self.last_files = len(chunk.sizes)
@@ -148,9 +190,9 @@ class Scanner:
 
     def _expand(self, top: Walker, root_fd: int) -> list[str]:
         """Scan the top levels in-process until there are enough subtrees to share out."""
-        frontier = [n for n in top.scan_dir(root_fd, "")]
+        frontier = list(top.scan_dir(root_fd, ""))
         depth = 1
-        while frontier and len(frontier) < 2 * self.workers and depth < _FRONTIER_DEPTH:
+        while frontier and len(frontier) < 4 * self.workers and depth < _FRONTIER_DEPTH:
             nxt: list[str] = []
             for rel in frontier:
                 fd = top.open_rel(root_fd, rel)
@@ -164,65 +206,61 @@ class Scanner:
             depth += 1
         return sorted(frontier)
 
-    def _run_workers(self, root_fd: int, shares: list[list[str]]) -> list[ScanChunk]:
+    def _share(self, root_fd: int, top: Walker, frontier: list[str]) -> tuple[list[ScanChunk], int]:
+        """Hand subtrees out one at a time to worker processes while scanning them here too.
+
+        Returns the workers' chunks and how many workers contributed.
+        """
+        queue = deque(frontier)
+        if len(queue) < 2:
+            top.walk_rels(root_fd, list(queue))
+            return [], 0
         spec = self._spec()
-        procs: list[tuple[subprocess.Popen, list[str]]] = []
-        failed: list[list[str]] = []
-        for share in shares:
-            try:
-                p = subprocess.Popen(
-                    [sys.executable, "-I", _WORKER, spec],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    close_fds=True,
-                )
-            except OSError:
-                failed.append(share)
-                continue
-            procs.append((p, share))
-        outs: dict[int, bytearray] = {}
+        workers: list[_Worker] = []
         sel = selectors.DefaultSelector()
+        chunks: list[ScanChunk] = []
+        used: set[int] = set()
         try:
-            for p, share in procs:
+            for _ in range(min(self.workers, len(queue) - 1)):
                 try:
-                    assert p.stdin is not None
-                    p.stdin.write("\0".join(share).encode("utf-8", "surrogateescape"))
-                    p.stdin.close()
+                    p = subprocess.Popen(
+                        [sys.executable, "-I", _WORKER, spec],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
+                    )
                 except OSError:
-                    pass
-                outs[p.pid] = bytearray()
-                sel.register(p.stdout, selectors.EVENT_READ, (p.pid, "out"))  # type: ignore[arg-type]
-                sel.register(p.stderr, selectors.EVENT_READ, (p.pid, "err"))  # type: ignore[arg-type]
-            open_streams = 2 * len(procs)
-            errs: dict[int, bytearray] = {p.pid: bytearray() for p, _ in procs}
-            while open_streams:
-                for key, _ in sel.select():
-                    pid, which = key.data
+                    break
+                w = _Worker(p)
+                workers.append(w)
+                sel.register(p.stdout, selectors.EVENT_READ, w)  # type: ignore[arg-type]
+                w.give(queue.popleft())
+            while queue or any(w.current is not None for w in workers):
+                for key, _ in sel.select(timeout=0 if queue else None):
+                    w = key.data
                     data = os.read(key.fd, 1 << 20)
-                    if not data:
+                    if not data:  # the worker died: its subtree is scanned here
                         sel.unregister(key.fileobj)
-                        open_streams -= 1
+                        if w.current is not None:
+                            queue.append(w.current)
+                            w.current = None
                         continue
-                    (outs if which == "out" else errs)[pid] += data
+                    w.buf += data
+                    for frame in w.frames():
+                        try:
+                            chunks.append(ScanChunk.from_bytes(frame))
+                            used.add(w.proc.pid)
+                        except ValueError:
+                            if w.current is not None:
+                                queue.append(w.current)
+                        w.current = None
+                        if queue:
+                            w.give(queue.popleft())
+                if queue:
+                    top.walk_rels(root_fd, [queue.popleft()])
         finally:
             sel.close()
-        chunks: list[ScanChunk] = []
-        for p, share in procs:
-            rc = p.wait()
-            p.stdout.close()  # type: ignore[union-attr]
-            p.stderr.close()  # type: ignore[union-attr]
-            try:
-                if rc != 0:
-                    raise ValueError(f"scan worker exited with {rc}")
-                chunks.append(ScanChunk.from_bytes(bytes(outs[p.pid])))
-            except ValueError:
-                failed.append(share)
-        for share in failed:  # a worker that could not run: do its part here
-            w = self._walker()
-            w.walk_rels(root_fd, share)
-            chunks.append(w.chunk)
-        return chunks
+            for w in workers:
+                w.close()
+        return chunks, len(used)
 
     def scan_subtree(self, rel: str) -> ScanChunk:
         """Scan one directory and everything below it, in-process (a directory touched during a full scan)."""

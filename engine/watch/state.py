@@ -8,6 +8,7 @@ the watched directory, so a person or the daemon can tell which is which.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import xxhash
 
 from .errors import WatchError
 
-__all__ = ["default_state_dir", "prepare_state_dir", "EVENTS_FILE"]
+__all__ = ["default_state_dir", "prepare_state_dir", "lock_state_dir", "EVENTS_FILE"]
 
 EVENTS_FILE = "events.jsonl"
 
@@ -45,3 +46,21 @@ def prepare_state_dir(state_dir: str | os.PathLike, root: str) -> Path:
     except OSError as exc:
         raise WatchError(f"state directory '{path}' cannot be used ({exc.strerror}); give a writable --state-dir") from None
     return path
+
+
+def lock_state_dir(path: Path, root: str) -> int:
+    """Hold ``path/lock`` so two enforcers never run on one root; returns the fd to close on stop."""
+    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        finally:
+            os.close(fd)
+        raise WatchError(
+            f"'{root}' is already watched (pid {holder}, state in '{path}'); stop that watch first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

@@ -375,28 +375,21 @@ class FileIndex:
         name = nb.decode("utf-8", "surrogateescape")
         return f"{dp}/{name}" if dp else name
 
-    def lru_candidates(self, need_bytes: int, extra: int = 64) -> list[tuple[int, bytes, int, float]]:
-        """Least recently used files first, ``(dir_id, name, size, access)``, covering ``need_bytes`` plus ``extra`` more files."""
+    def lru_candidates(self, count: int) -> list[tuple[int, bytes, int, float]]:
+        """The ``count`` least recently used files, oldest first: ``(dir_id, name, size, access)``."""
         n = self._n
-        if not self.entries or need_bytes <= 0:
+        k = min(self.entries, int(count))
+        if k <= 0:
             return []
         acc = self._acc[:n].copy()
         acc[self._dir[:n] < 0] = np.inf
-        k = min(self.entries, max(1, extra))
-        # Sort only as far as needed: grow the partition until it covers the bytes asked for.
-        while True:
-            if k >= self.entries:
-                order = np.argsort(acc, kind="stable")[: self.entries]
-            else:
-                part = np.argpartition(acc, k)[:k]
-                order = part[np.argsort(acc[part], kind="stable")]
-            sizes = self._size[order]
-            covered = int(np.searchsorted(np.cumsum(sizes), need_bytes)) + 1
-            if covered + extra <= len(order) or len(order) >= self.entries:
-                order = order[: covered + extra]
-                break
-            k = min(self.entries, k * 4 + covered)
-        return [(int(self._dir[s]), self.name_of(int(s)), int(self._size[s]), float(self._acc[s])) for s in order]
+        if k >= n:
+            order = np.argsort(acc, kind="stable")[:k]
+        else:
+            part = np.argpartition(acc, k - 1)[:k]
+            order = part[np.argsort(acc[part], kind="stable")]
+        dirs, sizes, accs = self._dir[order].tolist(), self._size[order].tolist(), self._acc[order].tolist()
+        return [(d, self.name_of(int(s)), z, a) for s, d, z, a in zip(order.tolist(), dirs, sizes, accs)]
 
     def iter_files(self, order: str = "lru") -> Iterator[IndexedFile]:
         n = self._n

@@ -36,7 +36,7 @@ from .errors import WatchError
 from .filters import PathFilter
 from .growth import GrowthTracker, WatchAlert, alerts_for
 from .scanner import RootIdentity, Scanner, ScanReport
-from .state import EVENTS_FILE, default_state_dir, prepare_state_dir
+from .state import EVENTS_FILE, default_state_dir, lock_state_dir, prepare_state_dir
 from .stats import WatchStats
 from .tree import FileIndex, IndexedFile
 
@@ -153,7 +153,9 @@ class WatchedDirectory:
         self._growth_est = self._growth.estimate(0, self.max_bytes, None, not self.dry_run)
         self._alerts: tuple[WatchAlert, ...] = ()
         self._last_dry_report = 0.0
+        self._over_since: float | None = None  # when the index first showed more than max (for the event log)
         self._listeners: list[Callable[[EvictionReport], None]] = []
+        self._lock_fd: int | None = None
 
     @classmethod
     def from_config(cls, cfg: WatchConfig, **kwargs: Any) -> "WatchedDirectory":
@@ -177,6 +179,7 @@ class WatchedDirectory:
         if self._running:
             return self
         self.state_dir = prepare_state_dir(self.state_dir, self.root.path)
+        self._lock_fd = lock_state_dir(self.state_dir, self.root.path)
         self._stopping.clear()
         # Events first, then the scan: a file written in between is seen by one or the other.
         try:
@@ -192,6 +195,7 @@ class WatchedDirectory:
             report = self._reconcile()
         except BaseException:
             self._stop_observer()
+            self._unlock()
             raise
         self._running = True
         self.events.append(
@@ -229,8 +233,14 @@ class WatchedDirectory:
             t.join(timeout)
         self._threads.clear()
         self._running = False
+        self._unlock()
         self.events.append("watch.stopped", root=self.root.path, size_bytes=self._tree.size_bytes,
                            evicted_files=self._evicted_files, evicted_bytes=self._evicted_bytes, pid=os.getpid())
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _stop_observer(self) -> None:
         obs, self._observer = self._observer, None
@@ -285,8 +295,11 @@ class WatchedDirectory:
             tree.remove(d, nb)
 
     def _after_event(self) -> None:
-        if self._tree.size_bytes > self.max_bytes and not self._wake.is_set():
-            self._wake.set()
+        if self._tree.size_bytes > self.max_bytes:
+            if self._over_since is None:
+                self._over_since = time.time()
+            if not self._wake.is_set():
+                self._wake.set()
 
     def file_changed(self, rel: str) -> None:
         with self._lock:
@@ -427,16 +440,19 @@ class WatchedDirectory:
         if self._running:
             raise WatchError(f"watch of '{self.root.path}' is running; check_once() is for a watch that is not started")
         self.state_dir = prepare_state_dir(self.state_dir, self.root.path)
-        report = self._reconcile()
-        self._sample()
-        if self._tree.size_bytes <= self.max_bytes:
-            return report, None
+        self._lock_fd = lock_state_dir(self.state_dir, self.root.path)
         try:
+            report = self._reconcile()
+            self._sample()
+            if self._tree.size_bytes <= self.max_bytes:
+                return report, None
             r = self._pass(self.target_bytes, "max", self.dry_run).report
             self._sample()
             return report, r
         except RootChanged as exc:
             raise WatchError(f"watch root '{self.root.path}' changed ({exc.strerror}); nothing was evicted") from None
+        finally:
+            self._unlock()
 
     def scan(self) -> ScanReport:
         """Run a reconciling scan now and return what it found."""
@@ -449,11 +465,11 @@ class WatchedDirectory:
     def size_bytes(self) -> int:
         return self._tree.size_bytes
 
-    def candidates(self, need_bytes: int, extra: int) -> list[tuple[str, bytes, int, float]]:
+    def candidates(self, count: int) -> list[tuple[str, bytes, int, float]]:
         # Directory paths, not ids: a scan may swap the index (and its ids) during a pass.
         with self._lock:
             tree = self._tree
-            return [(tree.dir_path(d) or "", nb, size, acc) for d, nb, size, acc in tree.lru_candidates(need_bytes, extra)]
+            return [(tree.dir_path(d) or "", nb, size, acc) for d, nb, size, acc in tree.lru_candidates(count)]
 
     def after_unlink(self, rel_dir: str, name: bytes, dir_fd: int) -> None:
         with self._lock:
@@ -506,6 +522,8 @@ class WatchedDirectory:
                 skipped_other=outcome.skipped_other,
                 vanished=outcome.vanished,
                 duration_s=round(r.duration_s, 4),
+                first_unlink_time=outcome.first_unlink_time,
+                over_max_since=self._over_since,
                 root=self.root.path,
                 pid=os.getpid(),
             )
@@ -538,6 +556,7 @@ class WatchedDirectory:
             if self._tree.size_bytes <= self.max_bytes or not self._root_ok:
                 reason = "max"
                 self._young = self._open = 0
+                self._over_since = None
                 continue
             try:
                 if self.dry_run:

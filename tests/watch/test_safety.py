@@ -39,8 +39,8 @@ class ListSource:
     def size_bytes(self) -> int:
         return sum(s for _, _, s, _ in self.items)
 
-    def candidates(self, need_bytes: int, extra: int):
-        return list(self.items)
+    def candidates(self, count: int):
+        return list(self.items)[:count]
 
     def after_unlink(self, rel_dir: str, name: bytes, dir_fd: int) -> None:
         self.unlinked.append((rel_dir, name))

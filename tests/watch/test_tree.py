@@ -92,16 +92,18 @@ def test_index_matches_a_plain_dict(ops: list) -> None:
     assert times == sorted(times)
 
 
-def test_lru_candidates_cover_the_bytes_needed_oldest_first() -> None:
+def test_lru_candidates_oldest_first() -> None:
     idx = FileIndex()
     d = idx.dir_id("s")
     for i in range(1000):
         idx.upsert(d, f"f{i:04d}".encode(), 100, float(1000 - i))  # f0999 is the oldest
-    c = idx.lru_candidates(250, extra=2)
+    c = idx.lru_candidates(5)
     assert [n for _, n, _, _ in c] == [b"f0999", b"f0998", b"f0997", b"f0996", b"f0995"]
-    assert all(size == 100 for _, _, size, _ in c)
+    assert all(size == 100 for _, _, size, _ in c) and [a for *_, a in c] == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert idx.lru_candidates(0) == []
-    assert len(idx.lru_candidates(10**9, extra=0)) == 1000
+    idx.remove(d, b"f0998")
+    assert [n for _, n, _, _ in idx.lru_candidates(2)] == [b"f0999", b"f0997"]
+    assert len(idx.lru_candidates(10**9)) == 999
 
 
 def test_colliding_seeds_stay_distinct_after_a_directory_moves() -> None:

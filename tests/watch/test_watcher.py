@@ -144,3 +144,14 @@ def test_bad_roots_are_refused(tmp_path: Path, root: Path) -> None:
     with pytest.raises(WatchError, match="inside the watched root"):
         w.start()
     assert not (root / ".state").exists()
+
+
+def test_one_enforcer_per_root(root: Path, state: Path) -> None:
+    with WatchedDirectory(root, "1MB", state_dir=state, scan_workers=0):
+        second = WatchedDirectory(root, "1MB", state_dir=state, scan_workers=0)
+        with pytest.raises(WatchError, match=f"already watched \\(pid {os.getpid()}"):
+            second.start()
+        with pytest.raises(WatchError, match="already watched"):
+            second.check_once()
+    with WatchedDirectory(root, "1MB", state_dir=state, scan_workers=0):  # free again once stopped
+        pass
