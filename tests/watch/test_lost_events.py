@@ -69,6 +69,27 @@ def test_scan_during_heavy_writes_loses_nothing(root: Path, state: Path) -> None
         wait_for(lambda: (w.stats().size_bytes, w.stats().entries) == tree_bytes(root), timeout=15, what="index to settle")
 
 
+def test_file_written_behind_the_scan_is_kept(root: Path, state: Path) -> None:
+    # A file created in a directory the scan has already listed is only known from its event;
+    # swapping in the scan's index must not lose it.
+    for d in range(3):
+        write(root / f"d{d}" / "old", 10)
+    with WatchedDirectory(root, "1GB", state_dir=state, scan_workers=0) as w:
+        scan = w._scanner.scan
+        done: list[str] = []
+
+        def write_behind(rel: str) -> None:
+            if not done:  # ``rel`` has just been listed: a file written there now is behind the scan
+                write(root / rel / "late", 777)
+                wait_for(lambda: w._tree.get(w._tree.dir_id(rel), b"late") is not None, what="event applied")
+                done.append(rel)
+
+        w._scanner.scan = lambda: scan(on_dir=write_behind)  # type: ignore[method-assign]
+        w.scan()
+        assert done
+        assert (w.stats().size_bytes, w.stats().entries) == (807, 4) == tree_bytes(root)
+
+
 def test_overflowed_inotify_queue_triggers_a_rescan(root: Path, state: Path) -> None:
     # A real overflow: freeze the watcher (SIGSTOP) while more events than the kernel queues
     # (fs.inotify.max_queued_events, 16384 by default) happen, then let it go.

@@ -82,6 +82,26 @@ def test_directory_swapped_for_a_symlink_before_the_unlink(root: Path, outside: 
     assert len(list((root / "a_old").iterdir())) == 5
 
 
+def test_directory_walk_refuses_symlinks_at_every_level(root: Path, outside: Path) -> None:
+    (outside / "x").mkdir()
+    (root / "real" / "deeper").mkdir(parents=True)
+    os.symlink(outside, root / "link")
+    os.symlink(outside / "x", root / "real" / "link")
+    e = Enforcer(_rid(root), min_age_s=0)
+    rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    cache: dict[str, int] = {}
+    try:
+        assert e._dir_fd(rfd, "link", cache) == -1
+        assert e._dir_fd(rfd, "link/x", cache) == -1
+        assert e._dir_fd(rfd, "real/link", cache) == -1
+        assert e._dir_fd(rfd, "real/deeper", cache) >= 0
+    finally:
+        for fd in cache.values():
+            if fd >= 0:
+                os.close(fd)
+        os.close(rfd)
+
+
 def test_directory_moved_out_of_the_root_mid_pass(root: Path, outside: Path) -> None:
     for i in range(6):
         write(root / "a" / f"f{i}", 100)

@@ -34,6 +34,9 @@ def _populate(root: Path, outside: Path) -> None:
     os.symlink(outside, root / "link_dir")
     os.symlink(outside / "big.bin", root / "link_file")
     os.mkfifo(root / "fifo")
+    for d in ("03", "07/sub1"):  # also deep down, where worker processes do the listing
+        os.symlink(outside, root / d / "link_dir")
+        os.symlink(outside / "big.bin", root / d / "link_file")
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -46,7 +49,7 @@ def test_scan_matches_the_tree_and_ignores_symlinks(root: Path, outside: Path, w
     assert (idx.size_bytes, idx.entries) == (truth_bytes, truth_files)
     assert (report.bytes, report.files) == (truth_bytes, truth_files)
     assert report.workers == (2 if workers else 0)
-    assert report.symlinks == 2 and report.other == 1
+    assert report.symlinks == 6 and report.other == 1
     assert not any(p.startswith("link_dir") for p in _files(idx))
     idx.check()
 
@@ -153,3 +156,48 @@ def test_other_filesystem_inside_the_root_is_skipped(root: Path, tmp_path: Path)
         assert report.other_fs == 1
     finally:
         os.system(f"umount {mnt}")
+
+
+def test_walker_never_opens_a_symlinked_directory(root: Path, outside: Path) -> None:
+    from cachewatch.engine.watch._scan_worker import Walker
+
+    write(outside / "o.bin", 1)
+    os.symlink(outside, root / "l")
+    (root / "d").mkdir()
+    w = Walker(os.stat(root).st_dev, True)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert w.open_child(fd, "l") == -1
+        assert w.open_rel(fd, "l") == -1
+        child = w.open_child(fd, "d")
+        assert child >= 0
+        os.close(child)
+    finally:
+        os.close(fd)
+
+
+def test_worker_process_protocol_and_symlinks(root: Path, outside: Path) -> None:
+    # The real worker script, as the scanner runs it: subtrees in on stdin, one chunk each out.
+    import json
+    import struct
+    import subprocess
+    import sys
+
+    from cachewatch.engine.watch import scanner as sc
+    from cachewatch.engine.watch._scan_worker import ScanChunk
+
+    _populate(root, outside)
+    spec = json.dumps({"root": os.path.realpath(root), "dev": os.stat(root).st_dev, "ino": os.stat(root).st_ino,
+                       "use_atime": True, "regexes": None, "has_include": False})
+    out = subprocess.run([sys.executable, "-I", sc._WORKER, spec], input=b"03\0" + b"07\0", capture_output=True, check=True).stdout
+    chunks, pos = [], 0
+    while pos < len(out):
+        (n,) = struct.unpack_from("<Q", out, pos)
+        chunks.append(ScanChunk.from_bytes(out[pos + 8 : pos + 8 + n]))
+        pos += 8 + n
+    assert len(chunks) == 2
+    idx = FileIndex.from_chunk(sc.merge_chunks(chunks))
+    want = {p: s for p, s in _files(FileIndex.from_chunk(Scanner(_rid(root), PathFilter(), True, workers=0).scan()[0])).items()
+            if p.startswith(("03/", "07/"))}
+    assert _files(idx) == want
+    assert sum(c.symlinks for c in chunks) == 4
