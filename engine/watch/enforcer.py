@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol
@@ -124,8 +125,13 @@ class Enforcer:
         return where.startswith(self.root.path.rstrip("/") + "/") and not where.endswith(" (deleted)")
 
     # ---------------------------------------------------------------- a pass
-    def run_pass(self, source: EvictionSource, goal_bytes: int, reason: str, *, dry_run: bool) -> PassOutcome:
-        """Evict (or with ``dry_run`` list) least recently used files until the index holds ``goal_bytes``."""
+    def run_pass(
+        self, source: EvictionSource, goal_bytes: int, reason: str, *, dry_run: bool, stop: threading.Event | None = None
+    ) -> PassOutcome:
+        """Evict (or with ``dry_run`` list) least recently used files until the index holds ``goal_bytes``.
+
+        ``stop``, once set, ends the pass after the current file.
+        """
         t0 = time.perf_counter()
         now = self.clock()
         size_before = source.size_bytes()
@@ -143,7 +149,7 @@ class Enforcer:
             batch_size = _FIRST_BATCH
             try:
                 progress = True
-                while progress_bytes < need and progress:
+                while progress_bytes < need and progress and not (stop is not None and stop.is_set()):
                     progress = False
                     # Files kept back (and, in a dry run, everything seen) stay at the front of the
                     # LRU order, so ask for that many more than the batch.
@@ -151,7 +157,7 @@ class Enforcer:
                     batch = source.candidates(still_indexed + batch_size)
                     batch_size = min(_MAX_BATCH, batch_size * 4)
                     for rel_dir, nb, size, _acc in batch:
-                        if progress_bytes >= need:
+                        if progress_bytes >= need or (stop is not None and stop.is_set()):
                             break
                         if (rel_dir, nb) in tried:
                             continue

@@ -131,6 +131,7 @@ class WatchedDirectory:
         self._growth = GrowthTracker(window_s=growth_window)
 
         self._lock = threading.RLock()
+        self._scan_lock = threading.Lock()
         self._tree = FileIndex()
         self._touched: set[str] | None = None  # paths with events during a scan
         self._touched_dirs: set[str] | None = None
@@ -181,6 +182,7 @@ class WatchedDirectory:
         self.state_dir = prepare_state_dir(self.state_dir, self.root.path)
         self._lock_fd = lock_state_dir(self.state_dir, self.root.path)
         self._stopping.clear()
+        self._growth.reset()
         # Events first, then the scan: a file written in between is seen by one or the other.
         try:
             from .observer import start_observer
@@ -366,6 +368,11 @@ class WatchedDirectory:
 
     # ------------------------------------------------------------------ scans
     def _reconcile(self, reason: str = "start") -> ScanReport:
+        # One scan at a time: a second one would reset the set of paths touched during the first.
+        with self._scan_lock:
+            return self._reconcile_locked(reason)
+
+    def _reconcile_locked(self, reason: str) -> ScanReport:
         with self._lock:
             self._touched = set()
             self._touched_dirs = set()
@@ -489,7 +496,7 @@ class WatchedDirectory:
                 tree.remove(d, name)
 
     def _pass(self, goal: int, reason: str, dry_run: bool) -> PassOutcome:
-        outcome = self._enforcer.run_pass(self, goal, reason, dry_run=dry_run)
+        outcome = self._enforcer.run_pass(self, goal, reason, dry_run=dry_run, stop=self._stopping)
         r = outcome.report
         self._young, self._open = outcome.skipped_young, outcome.skipped_open
         if dry_run:

@@ -84,7 +84,7 @@ def test_file_written_behind_the_scan_is_kept(root: Path, state: Path) -> None:
                 wait_for(lambda: w._tree.get(w._tree.dir_id(rel), b"late") is not None, what="event applied")
                 done.append(rel)
 
-        w._scanner.scan = lambda: scan(on_dir=write_behind)  # type: ignore[method-assign]
+        w._scanner.scan = lambda on_dir=None: scan(on_dir=write_behind)  # type: ignore[method-assign]
         w.scan()
         assert done
         assert (w.stats().size_bytes, w.stats().entries) == (807, 4) == tree_bytes(root)
@@ -134,3 +134,30 @@ def test_overflowed_inotify_queue_triggers_a_rescan(root: Path, state: Path) -> 
         reader.join(timeout=5)
     assert rc == 0
     assert lines[-1]["type"] == "stopped"
+
+
+def test_concurrent_scans_are_serialised(root: Path, state: Path) -> None:
+    # A scan asked for while another runs (an overflow during a periodic scan) must not
+    # reset the other's record of paths touched meanwhile.
+    for d in range(3):
+        write(root / f"d{d}" / "old", 10)
+    with WatchedDirectory(root, "1GB", state_dir=state, scan_workers=0) as w:
+        scan = w._scanner.scan
+        done: list[str] = []
+        second: list[threading.Thread] = []
+
+        def write_behind(rel: str) -> None:
+            if not done:
+                done.append(rel)
+                t = threading.Thread(target=w.scan)  # another scan starts now, and ends first if not serialised
+                t.start()
+                second.append(t)
+                t.join(0.5)
+                write(root / rel / "late", 777)
+                wait_for(lambda: w._tree.get(w._tree.dir_id(rel), b"late") is not None, what="event applied")
+
+        w._scanner.scan = lambda on_dir=None: scan(on_dir=write_behind)  # type: ignore[method-assign]
+        w.scan()
+        second[0].join()
+        assert (w.stats().size_bytes, w.stats().entries) == (807, 4) == tree_bytes(root)
+        w.check_index()
