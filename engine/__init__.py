@@ -19,7 +19,6 @@ from .errors import (
 )
 from .events import Event, EventLog
 from .sizes import format_duration, format_size, parse_duration, parse_size
-from .watch import WatchedDirectory, WatchError, WatchStats
 
 __all__ = [
     "__version__",
@@ -48,3 +47,14 @@ __all__ = [
     "WatchStats",
     "WatchError",
 ]
+
+
+_LAZY = {"WatchedDirectory", "WatchStats", "WatchError"}
+
+
+def __getattr__(name: str):  # watched directories pull in numpy: only on first use
+    if name in _LAZY:
+        from . import watch
+
+        return getattr(watch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,14 +21,16 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cache.types import EvictionReport
 from ..config import WatchConfig, load_config
 from ..errors import ConfigError
 from ..sizes import SizeError, format_duration, format_size, parse_duration, parse_size
-from ..watch import WatchedDirectory, WatchStats, process_tree
 from . import print_json
+
+if TYPE_CHECKING:  # the watch package pulls in numpy; a plain `cachewatch --help` should not pay for it
+    from ..watch import WatchedDirectory, WatchStats
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +81,7 @@ def _target(raw: str) -> dict[str, Any]:
 def _writer_pids(pids: list[int] | None) -> Any:
     if not pids:
         return None
+    from ..watch import process_tree
 
     def collect() -> list[int]:
         out: set[int] = set()
@@ -90,6 +93,8 @@ def _writer_pids(pids: list[int] | None) -> Any:
 
 
 def build_watchers(args: argparse.Namespace) -> list[WatchedDirectory]:
+    from ..watch import WatchedDirectory
+
     cfg = load_config(getattr(args, "config", None))
     overrides: dict[str, Any] = {}
     if args.target is not None:
