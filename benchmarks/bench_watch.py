@@ -48,13 +48,13 @@ DIRS = 256
 
 WRITER = r"""
 import os, sys, time, json
-root, n_bytes, file_bytes, log = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+root, n_bytes, file_bytes, log, prefix = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 payload = os.urandom(file_bytes)
 written, i = 0, 0
 out = []
 t0 = time.time()
 while written < n_bytes:
-    p = f"{root}/{i % 256:02x}/w_{i:08d}.jpg"
+    p = f"{root}/{i % 256:02x}/{prefix}_{i:08d}.jpg"  # new names: every write adds bytes
     with open(p, "wb") as f:
         f.write(payload)
     written += file_bytes
@@ -225,7 +225,7 @@ def main() -> int:
             sampler = threading.Thread(target=sample)
             sampler.start()
             log = base / "w1.json"
-            subprocess.run([sys.executable, "-c", WRITER, str(root), str(200 * 2**20), str(100_000), str(log)], check=True)
+            subprocess.run([sys.executable, "-c", WRITER, str(root), str(200 * 2**20), str(100_000), str(log), "a"], check=True)
             for p in list((root / "07").iterdir())[:200]:
                 p.unlink()
             t_stop = time.time()
@@ -267,7 +267,7 @@ def main() -> int:
         w.start()
         try:
             log = base / "w2.json"
-            subprocess.run([sys.executable, "-c", WRITER, str(root), str(args.write_mb * 2**20), str(args.file_kb * 1024), str(log)],
+            subprocess.run([sys.executable, "-c", WRITER, str(root), str(args.write_mb * 2**20), str(args.file_kb * 1024), str(log), "b"],
                            check=True)
             writes = json.loads(log.read_text())
             time.sleep(1.0)

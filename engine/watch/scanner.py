@@ -96,6 +96,7 @@ class _Worker:
         self.proc = proc
         self.current: str | None = None
         self.buf = bytearray()
+        self.results = 0
 
     def give(self, rel: str) -> None:
         self.current = rel
@@ -116,7 +117,9 @@ class _Worker:
             del self.buf[: 8 + n]
         return out
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
         try:
             if self.proc.stdin:
                 self.proc.stdin.close()
@@ -140,6 +143,8 @@ class Scanner:
         self.use_atime = use_atime
         self.workers = default_scan_workers() if workers is None else max(0, int(workers))
         self.last_files: int | None = None
+        # False: workers do all the subtrees and the parent only hands them out (tests of the worker path).
+        self.parent_scans = True
 
     def _walker(self) -> Walker:
         regexes = None if self.filter.is_trivial else self.filter.regexes()
@@ -234,7 +239,8 @@ class Scanner:
                 sel.register(p.stdout, selectors.EVENT_READ, w)  # type: ignore[arg-type]
                 w.give(queue.popleft())
             while queue or any(w.current is not None for w in workers):
-                for key, _ in sel.select(timeout=0 if queue else None):
+                parent_busy = bool(queue) and self.parent_scans
+                for key, _ in sel.select(timeout=0 if parent_busy else None):
                     w = key.data
                     data = os.read(key.fd, 1 << 20)
                     if not data:  # the worker died: its subtree is scanned here
@@ -248,14 +254,28 @@ class Scanner:
                         try:
                             chunks.append(ScanChunk.from_bytes(frame))
                             used.add(w.proc.pid)
+                            w.results += 1
                         except ValueError:
                             if w.current is not None:
                                 queue.append(w.current)
                         w.current = None
                         if queue:
                             w.give(queue.popleft())
+                if not self.parent_scans:
+                    if not any(w.current is not None for w in workers) and queue:
+                        raise OSError("no scan worker is running")
+                    continue
                 if queue:
                     top.walk_rels(root_fd, [queue.popleft()])
+                    continue
+                # Nothing left to hand out: rather than wait for a worker that has not even
+                # started (a small tree, a loaded machine), take its subtree back.
+                late = next((w for w in workers if w.current is not None and w.results == 0), None)
+                if late is not None:
+                    rel, late.current = late.current, None
+                    sel.unregister(late.proc.stdout)  # type: ignore[arg-type]
+                    late.close(kill=True)
+                    top.walk_rels(root_fd, [rel])
         finally:
             sel.close()
             for w in workers:
