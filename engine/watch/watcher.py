@@ -225,7 +225,7 @@ class WatchedDirectory:
             self._unlock()
             raise
         self._running = True
-        self.events.append(
+        self._event(
             "watch.started",
             root=self.root.path,
             max_bytes=self.max_bytes,
@@ -261,8 +261,41 @@ class WatchedDirectory:
         self._threads.clear()
         self._running = False
         self._unlock()
-        self.events.append("watch.stopped", root=self.root.path, size_bytes=self._tree.size_bytes,
+        self._event("watch.stopped", root=self.root.path, size_bytes=self._tree.size_bytes,
                            evicted_files=self._evicted_files, evicted_bytes=self._evicted_bytes, pid=os.getpid())
+
+    def _event(self, kind: str, /, **fields: Any) -> None:
+        # Best effort: a full disk or a removed state directory must not stop enforcement.
+        try:
+            self.events.append(kind, **fields)
+        except OSError as exc:
+            log.warning("watch %s: event %s not written (%s)", self.root.path, kind, exc)
+
+    def _observer_alive(self) -> bool:
+        obs = self._observer
+        if obs is None:
+            return False
+        threads = [obs, *obs.emitters]
+        reader = getattr(obs, "_inotify_fd", None)  # watchdog's inotify reader thread, where it has one
+        if isinstance(reader, threading.Thread):
+            threads.append(reader)
+        return all(t.is_alive() for t in threads)
+
+    def _check_observer(self) -> None:
+        """A dead observer (an exception inside watchdog) is replaced, and a scan covers the gap."""
+        if not self._running or self._stopping.is_set() or self._observer is None or self._observer_alive():
+            return
+        log.warning("watch %s: the filesystem observer stopped; restarting it", self.root.path)
+        self._stop_observer()
+        try:
+            from .observer import start_observer
+
+            self._observer = start_observer(self.root.path, self)
+            self._events_ok = True
+        except OSError as exc:
+            log.warning("watch %s: filesystem events unavailable (%s); relying on scans", self.root.path, exc)
+            return
+        self._rescan.set()
 
     def _unlock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
@@ -434,7 +467,7 @@ class WatchedDirectory:
         self._last_correction = correction if reason != "start" else 0
         self._root_ok = True
         if reason != "start":
-            self.events.append(
+            self._event(
                 "watch.scan",
                 reason=reason,
                 files=report.files,
@@ -529,7 +562,7 @@ class WatchedDirectory:
         if dry_run:
             self._would_files, self._would_bytes = r.files, r.bytes
             if r.files or outcome.skipped_young or outcome.skipped_open:
-                self.events.append(
+                self._event(
                     "watch.dry_run", time_s=r.time, reason=reason, files=r.files, bytes=r.bytes,
                     size_before=r.size_before, size_after=r.size_after, max_bytes=self.max_bytes,
                     target_bytes=self.target_bytes, keys=list(r.keys), keys_truncated=max(0, r.files - len(r.keys)),
@@ -538,7 +571,7 @@ class WatchedDirectory:
         elif r.files:
             self._evicted_files += r.files
             self._evicted_bytes += r.bytes
-            self.events.append(
+            self._event(
                 "eviction",
                 time_s=r.time,
                 reason=reason,
@@ -648,9 +681,9 @@ class WatchedDirectory:
         new = {a.kind for a in alerts}
         for a in alerts:
             if a.kind not in old:
-                self.events.append("alert", alert=a.kind, level=a.level, message=a.message, root=self.root.path)
+                self._event("alert", alert=a.kind, level=a.level, message=a.message, root=self.root.path)
         for kind in old - new:
-            self.events.append("alert.cleared", alert=kind, root=self.root.path)
+            self._event("alert.cleared", alert=kind, root=self.root.path)
         self._alerts = alerts
 
     def _monitor_loop(self) -> None:
@@ -667,6 +700,7 @@ class WatchedDirectory:
                 self._scan_quietly("interval")
                 next_scan = time.monotonic() + self._scan_period()
             try:
+                self._check_observer()
                 self._sample()
             except Exception:  # pragma: no cover - sampling must not end the watch
                 log.debug("sample failed", exc_info=True)

@@ -161,3 +161,16 @@ def test_concurrent_scans_are_serialised(root: Path, state: Path) -> None:
         second[0].join()
         assert (w.stats().size_bytes, w.stats().entries) == (807, 4) == tree_bytes(root)
         w.check_index()
+
+
+def test_a_dead_observer_is_replaced_and_the_gap_scanned(root: Path, state: Path) -> None:
+    with WatchedDirectory(root, "1GB", state_dir=state, scan_workers=0) as w:
+        old = w._observer
+        old.stop()  # as if watchdog's thread had died on an exception: the watcher was not told
+        old.join(5)
+        write(root / "while_dead", 4321)
+        wait_for(lambda: w._observer is not old and w._observer_alive(), timeout=15, what="a new observer")
+        wait_for(lambda: w.stats().size_bytes == 4321, timeout=15, what="the gap scanned")
+        write(root / "after", 1)
+        wait_for(lambda: w.stats().size_bytes == 4322, timeout=15, what="events flowing again")
+        assert w.stats().scans >= 2
