@@ -1,14 +1,14 @@
-"""``cachewatch watch ROOT --max 100GB``: keep a cache that other code writes under its limit.
+"""cachewatch watch ROOT --max 100GB: keep a cache that other code writes under its limit.
 
 Runs in the foreground until SIGINT or SIGTERM (both stop it cleanly, exit 0),
-printing a status line every ``--interval`` and a line per eviction, in the form
-seed 000 grepped for (``Evicted 1500 files (15.0 GB) from cache ...``). With
-``--json`` the same goes out as JSON lines (``{"type": "stats", ...}``,
-``{"type": "eviction", ...}``). ``--once`` scans, evicts if over max (or reports
-what would go with ``--dry-run``) and exits: for cron or a quick look.
+printing a status line every --interval and a line per eviction, in the form
+seed 000 grepped for (Evicted 1500 files (15.0 GB) from cache ...). With
+--json the same goes out as JSON lines ({"type": "stats", ...},
+{"type": "eviction", ...}). --once scans, evicts if over max (or reports
+what would go with --dry-run) and exits: for cron or a quick look.
 
-Without ROOT, every ``[[watch]]`` of the config is watched. With ROOT, a
-``[[watch]]`` for the same directory provides the defaults and flags override.
+Without ROOT, every [[watch]] of the config is watched. With ROOT, a
+[[watch]] for the same directory provides the defaults and flags override.
 """
 
 from __future__ import annotations

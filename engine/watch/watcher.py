@@ -143,7 +143,7 @@ class WatchedDirectory:
         if self.scan_interval_s <= 0:
             raise WatchError(f"scan_interval = {scan_interval!r} must be positive, e.g. '5m'")
         self.dry_run = bool(dry_run)
-        self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir(real)
+        self.state_dir = Path(os.path.abspath(os.path.expanduser(state_dir))) if state_dir is not None else default_state_dir(real)
         self.writer_pids = writer_pids
         self.sample_interval_s = float(sample_interval)
         self.alert_horizon_s = float(alert_horizon)
