@@ -25,7 +25,7 @@ from ..cache.locks import ProcessMutex
 from ..errors import CacheRootError
 from .base import CancelToken
 
-__all__ = ["CachePaths", "cache_paths", "open_index", "owner_alive_readonly", "hash_file", "HASH_CHUNK_BYTES"]
+__all__ = ["CachePaths", "LedgerSlot", "ledger_slots", "cache_paths", "open_index", "owner_alive_readonly", "hash_file", "HASH_CHUNK_BYTES"]
 
 HASH_CHUNK_BYTES = 4 << 20  # big reads: fewer syscalls, and xxhash drops the GIL for the whole chunk
 
@@ -38,6 +38,52 @@ class CachePaths:
     owners: Path
     index_db: Path
     lock: Path
+
+    @property
+    def trash(self) -> Path:
+        """Evicted files waiting to be unlinked by the process that evicted them."""
+        return self.meta / "trash"
+
+    @property
+    def ledger(self) -> Path:
+        return self.meta / "ledger"
+
+
+@dataclass(frozen=True)
+class LedgerSlot:
+    """A writer's slot in the cache's shared ledger: what it has reserved and is committing."""
+
+    index: int
+    token: str
+    reserved_bytes: int
+    writes: int
+    intent: str
+
+
+def ledger_slots(paths: CachePaths) -> list[LedgerSlot] | None:
+    """The used slots of the ledger, read without changing it; None when there is no readable ledger.
+
+    The ledger class would reset a file of another layout; this reads only a file that
+    already has the layout this version knows.
+    """
+    from ..cache import ledger as ledger_mod
+
+    magic = getattr(ledger_mod, "_MAGIC", None)
+    try:
+        fd = os.open(paths.ledger, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        head = os.pread(fd, len(magic or b""), 0) if magic else b""
+    finally:
+        os.close(fd)
+    if not magic or head != magic:
+        return None
+    led = ledger_mod.Ledger(paths.ledger)
+    try:
+        return [LedgerSlot(s.index, s.token, s.reserved_bytes, s.writes, s.intent) for s in led.used()]
+    finally:
+        led.close()
 
 
 def cache_paths(root: str | os.PathLike, *, index_may_be_missing: bool = False) -> CachePaths:

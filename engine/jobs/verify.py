@@ -43,7 +43,7 @@ from ..cache.keys import SHARD_RE, name_to_key
 from ..errors import CacheRootError
 from ..sizes import format_duration, format_size
 from .base import CancelToken, Job, JobCancelled, JobContext
-from .cache_access import HASH_CHUNK_BYTES, CachePaths, cache_paths, hash_file, open_index, owner_alive_readonly
+from .cache_access import HASH_CHUNK_BYTES, CachePaths, cache_paths, hash_file, ledger_slots, open_index, owner_alive_readonly
 from .source import SourceSpec
 
 __all__ = ["verify_cache", "VerifyJob", "VerifyReport", "VerifyProblem", "PROBLEM_KINDS"]
@@ -193,7 +193,7 @@ class _Snapshot:
     counters: Any
     disk_names: list[str]
     foreign: list[str]
-    parts: list[str]
+    parts: list[str]  # paths of .part files (tmp/) and evicted files not yet unlinked (trash/)
     block_bytes: int
     max_bytes: int | None
 
@@ -213,10 +213,12 @@ def _scan(paths: CachePaths, idx: SQLiteIndex) -> _Snapshot:
                 disk.append(f"{top.name}/{entry.name}")
         else:
             foreign.append(top.name)
-    try:
-        parts = sorted(e.name for e in os.scandir(paths.tmp) if e.is_file(follow_symlinks=False))
-    except FileNotFoundError:
-        parts = []
+    parts: list[str] = []
+    for d in (paths.tmp, paths.trash):
+        try:
+            parts += sorted(e.path for e in os.scandir(d) if e.is_file(follow_symlinks=False))
+        except FileNotFoundError:
+            pass
     block = int(idx.get_meta("block_bytes") or 4096)
     max_b = idx.get_meta("max_bytes")
     return _Snapshot(live, writing, replaced, counters, sorted(disk), sorted(foreign), parts, block, int(max_b) if max_b else None)
@@ -379,23 +381,30 @@ def verify_cache(
         snap = _scan(paths, idx)
         ctx.check()
         # Dead writers' leftovers, judged before anything opens a Cache (which would reclaim them).
-        stale_parts = [p for p in snap.parts if not owner_alive_readonly(paths.owners, p.split(".", 1)[0])]
-        stale_res = [r for r in snap.writing if not owner_alive_readonly(paths.owners, r.owner)]
+        stale_parts = [p for p in snap.parts if not owner_alive_readonly(paths.owners, Path(p).name.split(".", 1)[0])]
+        stale_rows = [r for r in snap.writing if not owner_alive_readonly(paths.owners, r.owner)]  # older caches
+        stale_slots = [
+            sl for sl in (ledger_slots(paths) or [])
+            if (sl.reserved_bytes or sl.writes or sl.intent) and not owner_alive_readonly(paths.owners, sl.token)
+        ]
     finally:
         idx.close()
-    dead_part_names = {r.part for r in stale_res if r.part}
-    for name in stale_parts:
+    for part in stale_parts:
         try:
-            size = os.lstat(paths.tmp / name).st_size
+            size = os.lstat(part).st_size
         except FileNotFoundError:
             continue
-        problems.append(VerifyProblem("stale_part", None, str(paths.tmp / name), "left by a writer that died", size))
-    for r in stale_res:
+        what = "an evicted file its writer died before unlinking" if Path(part).parent == paths.trash else "left by a writer that died"
+        problems.append(VerifyProblem("stale_part", None, part, what, size))
+    for r in stale_rows:
         problems.append(
-            VerifyProblem("stale_reservation", r.key, None,
-                          f"{format_size(r.charge)} reserved by dead writer {r.owner}"
-                          + (" (its .part is listed too)" if r.part in dead_part_names else ""), r.charge)
+            VerifyProblem("stale_reservation", r.key, None, f"{format_size(r.charge)} reserved by dead writer {r.owner}", r.charge)
         )
+    for sl in stale_slots:
+        detail = f"{format_size(sl.reserved_bytes)} reserved by dead writer {sl.token} (ledger slot {sl.index})"
+        if sl.intent:
+            detail += f", which was renaming a file to {sl.intent}"
+        problems.append(VerifyProblem("stale_reservation", None, f"ledger:{sl.index}:{sl.token}", detail, sl.reserved_bytes))
 
     cache: Cache | None = None
     if repair:
@@ -435,6 +444,7 @@ def verify_cache(
             if any(p.kind in ("stale_part", "stale_reservation") for p in problems):
                 cache.recover()
             fixed: list[VerifyProblem] = []
+            slots_now = {(sl.index, sl.token) for sl in (ledger_slots(paths) or [])}
             for p in problems:
                 if p.kind == "stale_part":
                     part = Path(p.path or "")
@@ -444,8 +454,12 @@ def verify_cache(
                         except FileNotFoundError:
                             pass
                     p = _with_action(p, "removed") if not part.exists() else p
+                elif p.kind == "stale_reservation" and p.path and p.path.startswith("ledger:"):
+                    _, index, token = p.path.split(":", 2)
+                    if (int(index), token) not in slots_now:
+                        p = _with_action(p, "released")
                 elif p.kind == "stale_reservation":
-                    row_id = next((r.id for r in stale_res if r.key == p.key), None)
+                    row_id = next((r.id for r in stale_rows if r.key == p.key), None)
                     if row_id is not None and idx.state_of(row_id) is None:
                         p = _with_action(p, "released")
                 fixed.append(p)
@@ -514,7 +528,6 @@ def _confirm_entry(root: Path, idx: SQLiteIndex, cache: Cache | None, s: _Checke
             prob = VerifyProblem("bad_row", row.key, None, f"name {row.name!r} is not inside a shard directory", row.size)
             if cache is not None:  # the row goes; whatever file it names is not touched
                 idx.delete_rows([row.id])
-                idx.add_counters(live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1)
                 prob = _with_action(prob, "row removed")
             return prob, 0
         try:
@@ -526,8 +539,7 @@ def _confirm_entry(root: Path, idx: SQLiteIndex, cache: Cache | None, s: _Checke
                 return None, 1
             prob = VerifyProblem("missing_file", row.key, str(path), "the index lists it but the file is gone", row.size)
             if cache is not None:
-                idx.delete_rows([row.id])
-                idx.add_counters(live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1)
+                idx.delete_rows([row.id])  # the index's own triggers keep its size totals
                 prob = _with_action(prob, "row removed")
             return prob, 0
         if s.ino is not None and st.st_ino != s.ino:
@@ -542,7 +554,9 @@ def _confirm_entry(root: Path, idx: SQLiteIndex, cache: Cache | None, s: _Checke
             prob = VerifyProblem("inode_mismatch", row.key, str(path), f"index inode {row.ino}, file inode {st.st_ino}; content matches", row.size)
             if cache is not None:
                 digest = s.digest if s.digest is not None else row.checksum
-                idx.promote(row.id, row.name, digest or "", st.st_ino, row.size, row.charge, time.time())
+                # the same entry, indexed again with the inode it has now (created/accessed restart)
+                idx.delete_rows([row.id])
+                idx.insert_live(row.key, row.name, row.size, row.charge, digest or "", st.st_ino, time.time())
                 prob = _with_action(prob, "re-indexed")
             return prob, 0
         else:  # pragma: no cover
@@ -598,9 +612,7 @@ def _confirm_orphan(
             os.unlink(path)
             return _with_action(prob, "deleted (no room under max_size)")
         now = time.time()
-        rid = idx.insert_reservation(key, name, st.st_size, charge, "verify-reindex", now)
-        idx.promote(rid, name, digest, ino, st.st_size, charge, now)
-        idx.add_counters(live_bytes=charge, live_data_bytes=st.st_size, entries=1)
+        idx.insert_live(key, name, st.st_size, charge, digest, ino, now)
         return _with_action(prob, "re-indexed")
 
 
