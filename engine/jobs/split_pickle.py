@@ -42,8 +42,14 @@ GZIP_MAGIC = b"\x1f\x8b"
 _READ_BUFFER = 1 << 20
 
 
-def load_pickle(path: Path, *, on_bytes: Callable[[int], None] | None = None, ctx: JobContext | None = None) -> Any:
-    """Load a pickle (gzip-compressed or not), with clear errors for every way it can be broken."""
+def load_pickle(
+    path: Path, *, on_bytes: Callable[[int], None] | None = None, ctx: JobContext | None = None, to_the_end: bool = False
+) -> Any:
+    """Load a pickle (gzip-compressed or not), with clear errors for every way it can be broken.
+
+    ``to_the_end`` also reads what follows the pickle: nothing may, and for gzip that read is
+    what checks the stream's CRC (``pickle.load`` stops at its STOP opcode, before the trailer).
+    """
     try:
         size = os.stat(path).st_size
     except OSError as exc:
@@ -63,8 +69,11 @@ def load_pickle(path: Path, *, on_bytes: Callable[[int], None] | None = None, ct
         elif path.name.lower().endswith(".gz"):
             raise SplitInputError(f"'{path}' is named .gz but is not gzip-compressed (no gzip header); rename it to .pkl if it is a plain pickle")
         try:
-            return pickle.load(stream)
-        except JobCancelled:
+            obj = pickle.load(stream)
+            if to_the_end and stream.read(1):
+                raise _bad(path, "has data after the end of its pickle")
+            return obj
+        except (JobCancelled, SplitInputError):
             raise
         except EOFError as exc:
             if compressed and "end-of-stream" in str(exc):
@@ -275,7 +284,7 @@ class PickleSplitter(Splitter):
                 check()
         _return_freed_memory()
         try:
-            loaded = load_pickle(path)
+            loaded = load_pickle(path, to_the_end=True)
         except SplitInputError as exc:
             raise SplitValidationError(f"sub-batch '{shown_name(path)}' does not load back: it {exc.reason}") from None
         if type(loaded) is not self.container or len(loaded) != e - s:

@@ -512,6 +512,12 @@ def verify_cache(
     )
 
 
+def _identity(row: Row) -> tuple:
+    # Not the id alone: SQLite hands a deleted row's id to the next insert, and a rewrite
+    # deletes the old row and inserts the new one in one transaction.
+    return (row.id, row.name, row.ino, row.size, row.checksum, row.created)
+
+
 def _with_action(p: VerifyProblem, action: str) -> VerifyProblem:
     return VerifyProblem(p.kind, p.key, p.path, p.detail, p.size_bytes, action)
 
@@ -522,7 +528,7 @@ def _confirm_entry(root: Path, idx: SQLiteIndex, cache: Cache | None, s: _Checke
     path = root / row.name
     with idx.transaction():
         cur = idx.live_row(row.key)
-        if cur is None or cur.id != row.id:
+        if cur is None or _identity(cur) != _identity(row):
             return None, 1  # evicted, deleted or rewritten since the snapshot: not a fault
         if s.status == "bad_row":
             prob = VerifyProblem("bad_row", row.key, None, f"name {row.name!r} is not inside a shard directory", row.size)

@@ -318,7 +318,7 @@ def test_a_corrupted_write_is_caught_by_validation(tmp_path: Path, monkeypatch: 
             part.write_bytes(bytes(data))
 
     monkeypatch.setattr(PickleSplitter, "write", flip_a_byte)
-    with pytest.raises(SplitValidationError, match=r"b_sub0001.pkl.gz' does not load back"):
+    with pytest.raises(SplitValidationError, match=r"b_sub0001\.pkl\.gz'"):  # fails to load back, or loads back different
         split_files(SplitOptions(str(src), str(tmp_path / "o"), traces_per_batch=3, delete_original=True))
     assert src.exists() and outputs(tmp_path / "o") == []
 
@@ -364,6 +364,23 @@ def _split_with_a_tiny_disk(tmp_path: Path, src: Path) -> subprocess.CompletedPr
         if mounted:
             subprocess.run(["umount", str(mnt)], check=True)
         assert leftovers == []
+
+
+def test_a_corrupted_gzip_trailer_is_caught_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "b.pkl.gz"
+    _pickle_gz(src, traces(9))
+    real_write = PickleSplitter.write
+
+    def bad_crc(self, payload, part, **kw):  # the pickle loads fine; only the gzip CRC is wrong
+        real_write(self, payload, part, **kw)
+        data = bytearray(part.read_bytes())
+        data[-8] ^= 0xFF
+        part.write_bytes(bytes(data))
+
+    monkeypatch.setattr(PickleSplitter, "write", bad_crc)
+    with pytest.raises(SplitValidationError, match=r"does not load back: it is not a valid gzip file \(CRC check failed"):
+        split_files(SplitOptions(str(src), str(tmp_path / "o"), traces_per_batch=3))
+    assert outputs(tmp_path / "o") == []
 
 
 def test_a_full_disk_removes_partial_outputs_and_keeps_the_original(tmp_path: Path) -> None:
