@@ -1,0 +1,704 @@
+"""The engine: owns the managed cache and the training, and publishes immutable snapshots.
+
+One :class:`Engine` composes the supervisor, the samplers (GPU, process tree, host), the
+progress tracker, the alerts, the maintenance jobs and the event log. It runs the same way
+inside a headless daemon (``cachewatch run --headless``), in the foreground, or inside a
+dashboard process; the socket server is a separate layer on top (``server.py``).
+
+Threads, and why:
+
+``engine-loop``
+    tails the training log, the progress file and the cache's event file (a few ``fstat``
+    calls every ``tail_interval_s``), checks thresholds once per sampling interval and
+    publishes a snapshot when something changed, at most every ``min_publish_s``. It never
+    blocks on the cache or on a sampler.
+``cache-sampler``
+    reads ``Cache.stats()`` once per interval (and at once after an eviction). SQLite can
+    wait on another process's transaction; that wait must not stall the log tail.
+samplers of ``engine/monitor``
+    each in its own thread; the loop only reads their ``latest()``.
+commands
+    run in the caller's thread (the server's executor); stop and restart wait up to the
+    grace period there, never in the loop.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import json
+import logging
+import os
+import shutil
+import socket as _socket
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .._version import __version__
+from ..cache import Cache
+from ..config import Config
+from ..errors import CachewatchError
+from ..events import Event, EventLog
+from ..sizes import format_size, parse_size
+from ..training.runstate import RestartPolicy, TrainingState
+from ..training.supervisor import ENGINE_ENV, PROGRESS_ENV, LaunchError, Supervisor, SupervisorError
+from . import runtime
+from .alerts import AlertBoard
+from .errors import CommandFailed
+from .jobrunner import JobRunner, RunningJob
+from .parts import EngineParts, Finding, NoGpu, NoProgress, PeriodicSampler, default_parts
+from .protocol import COMMANDS, PROTOCOL_VERSION, ErrorCode, LogChunk
+from .snapshot import CacheView, EngineInfo, EngineSnapshot, EvictionView, HostView, JobView
+from .tail import FileTail, read_chunk
+
+__all__ = ["Engine", "CONFIG_ENV"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV = "CACHEWATCH_CONFIG"
+_EVICTIONS_KEPT = 50
+
+SnapshotListener = Callable[[EngineSnapshot], None]
+EventListener = Callable[[Event], None]
+LogListener = Callable[[int, bytes], None]
+StopListener = Callable[[str], None]
+
+
+class Engine:
+    """See the module docstring. Use :meth:`start`, then :meth:`snapshot` / :meth:`execute`,
+    and :meth:`close` (which stops the training unless told otherwise)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        name: str,
+        command: Sequence[str] = (),
+        state_dir: str | os.PathLike | None = None,
+        cwd: str | os.PathLike | None = None,
+        parts: EngineParts | None = None,
+        exit_with_training: bool = False,
+        tail_interval_s: float = 0.05,
+        min_publish_s: float = 0.1,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.name = runtime.check_engine_name(name)
+        self.command = tuple(command) or tuple(config.run.command)
+        self.state_dir = Path(state_dir) if state_dir is not None else runtime.state_dir(name, config.run.log_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.cwd = str(config.run.cwd) if config.run.cwd is not None else (str(cwd) if cwd is not None else os.getcwd())
+        self.log_path = self.state_dir / "training.log"
+        self.progress_path = self.state_dir / "progress.jsonl"
+        self.events = EventLog(self.state_dir / "events.jsonl", source=f"engine:{name}")
+        self.interval_s = max(0.05, float(config.monitor.interval))
+        self.tail_interval_s = tail_interval_s
+        self.min_publish_s = min_publish_s
+        self.exit_with_training = exit_with_training
+        self.parts = parts if parts is not None else default_parts(config)
+        if self.parts.gpu is None:
+            self.parts.gpu = NoGpu("GPU sampling disabled")
+        if self.parts.progress is None:
+            self.parts.progress = NoProgress()
+        self.info = EngineInfo(
+            name=self.name,
+            pid=os.getpid(),
+            version=__version__,
+            protocol=PROTOCOL_VERSION,
+            started=time.time(),
+            hostname=_socket.gethostname(),
+            config_path=None if config.path is None else str(config.path),
+            state_dir=str(self.state_dir),
+            log_path=str(self.log_path),
+            events_path=str(self.events.path),
+            interval_s=self.interval_s,
+        )
+        self._env = dict(os.environ if env is None else env)
+        self.alerts = AlertBoard()
+        self.jobs = JobRunner(self._on_job)
+        self.cache: Cache | None = None
+        self._cache_error: str | None = None
+        self._cache_sampler: PeriodicSampler | None = None
+        self.supervisor: Supervisor | None = None
+
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._dirty = True
+        self._closing = False
+        self._started = False
+        self._thread: threading.Thread | None = None
+        self._seq = 0
+        self._snapshot: EngineSnapshot | None = None
+        self._last_publish = 0.0
+        self._snapshot_listeners: list[SnapshotListener] = []
+        self._event_listeners: list[EventListener] = []
+        self._log_listeners: list[LogListener] = []
+        self._stop_listeners: list[StopListener] = []
+        self.stop_reason: str | None = None
+        self.stopped = threading.Event()  # set by request_stop(); the owner then calls close()
+
+        self._log_tail = FileTail.at_end(self.log_path)
+        self._log_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._progress_tail = FileTail.at_end(self.progress_path)
+        self._cache_events_offset = 0
+        self._cache_events_ino: int | None = None
+        self._evictions: collections.deque[EvictionView] = collections.deque(maxlen=_EVICTIONS_KEPT)
+        self._exit_findings: dict[int, Finding] = {}
+
+    # ------------------------------------------------------------------------------ listeners
+    def _add(self, bucket: list, fn: Any) -> Callable[[], None]:
+        with self._lock:
+            bucket.append(fn)
+
+        def remove() -> None:
+            with self._lock:
+                if fn in bucket:
+                    bucket.remove(fn)
+
+        return remove
+
+    def add_snapshot_listener(self, fn: SnapshotListener) -> Callable[[], None]:
+        """``fn(snapshot)`` from the engine thread after each publish; keep it short."""
+        return self._add(self._snapshot_listeners, fn)
+
+    def add_event_listener(self, fn: EventListener) -> Callable[[], None]:
+        return self._add(self._event_listeners, fn)
+
+    def add_log_listener(self, fn: LogListener) -> Callable[[], None]:
+        """``fn(offset, data)`` for each new piece of training output, in order."""
+        return self._add(self._log_listeners, fn)
+
+    def add_stop_listener(self, fn: StopListener) -> Callable[[], None]:
+        return self._add(self._stop_listeners, fn)
+
+    def _call(self, bucket: list, *args: Any) -> None:
+        with self._lock:
+            fns = list(bucket)
+        for fn in fns:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("engine listener failed")
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def set_endpoints(self, *, socket_path: str | None = None, metrics_url: str | None = None) -> None:
+        with self._lock:
+            self.info = replace(
+                self.info,
+                socket_path=socket_path if socket_path is not None else self.info.socket_path,
+                metrics_url=metrics_url if metrics_url is not None else self.info.metrics_url,
+            )
+        self._changed()
+
+    def start(self) -> "Engine":
+        """Open the cache, start the samplers and the training. Raises on a bad cache or command."""
+        if self._started:
+            return self
+        self._started = True
+        self._open_cache()
+        for sampler in self.parts.samplers():
+            sampler.start()
+        self.record("engine.started", pid=os.getpid(), name=self.name, command=list(self.command),
+                    config=self.info.config_path)
+        if self.command:
+            run = self.config.run
+            env = dict(self._env)
+            env[PROGRESS_ENV] = str(self.progress_path)
+            env[ENGINE_ENV] = self.name
+            if self.config.path is not None:
+                env[CONFIG_ENV] = str(self.config.path)
+            self.supervisor = Supervisor(
+                self.command,
+                log_path=self.log_path,
+                cwd=self.cwd,
+                env=env,
+                policy=RestartPolicy(run.restart, run.max_restarts, run.backoff, run.backoff_max),
+                stop_grace_s=run.stop_grace,
+                on_event=self._on_training_event,
+            )
+            try:
+                self.supervisor.start()
+            except Exception:
+                self._shutdown_parts()
+                raise
+        self._thread = threading.Thread(target=self._loop, name="engine-loop", daemon=True)
+        self._thread.start()
+        return self
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the owner of this engine to close it (the daemon's main thread waits on this)."""
+        with self._lock:
+            if self.stop_reason is not None:
+                return
+            self.stop_reason = reason
+        self.stopped.set()
+        self._call(self._stop_listeners, reason)
+
+    def close(self, *, stop_training: bool = True) -> None:
+        """Stop the training (gracefully, unless told not to), the threads, and the cache."""
+        if self._closing:
+            return
+        if stop_training and self.supervisor is not None:
+            info = self.supervisor.info()
+            if info.state.live or info.state is TrainingState.RESTARTING:
+                self.supervisor.stop()
+        self.jobs.shutdown()
+        self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._publish(force=True)
+        self.record("engine.stopped", reason=self.stop_reason or "closed")
+        self._shutdown_parts()
+
+    def _shutdown_parts(self) -> None:
+        for sampler in self.parts.samplers():
+            try:
+                sampler.stop()
+            except Exception:
+                log.exception("sampler stop failed")
+        if self._cache_sampler is not None:
+            self._cache_sampler.stop()
+        if self.cache is not None:
+            try:
+                self.cache.close()
+            except Exception:
+                log.exception("cache close failed")
+
+    # ---------------------------------------------------------------------------------- cache
+    def _open_cache(self) -> None:
+        c = self.config.cache
+        if c.root is None:
+            return
+        index = Path(c.root) / ".cachewatch" / "index.sqlite"
+        if c.max_size is None and not index.is_file():
+            self._cache_error = "[cache] max_size is not set and the cache does not exist yet; set max_size"
+        else:
+            self.cache = Cache.from_config(self.config) if c.max_size is not None else Cache(c.root)
+            for report in reversed(self.cache.eviction_log(limit=20)):
+                self._evictions.appendleft(_eviction_view(str(self.cache.root), report.to_json(), report.time))
+            self._load_cache_offset()
+        self._cache_sampler = PeriodicSampler(self._read_cache, self.interval_s, name="cache-sampler", on_sample=self._changed)
+        self._cache_sampler.start()
+
+    def _read_cache(self) -> CacheView:
+        root = str(self.config.cache.root)
+        if self.cache is None:
+            return CacheView(root=root, error=self._cache_error)
+        try:
+            stats = self.cache.stats()
+            disk = shutil.disk_usage(self.cache.root)
+            return CacheView(root=str(self.cache.root), stats=stats, disk_free_bytes=disk.free, disk_total_bytes=disk.total)
+        except Exception as exc:  # a locked or broken index: show why, try again next time
+            return CacheView(root=root, error=f"{type(exc).__name__}: {exc}")
+
+    def _offset_file(self) -> Path:
+        return self.state_dir / "cache-events.offset"
+
+    def _load_cache_offset(self) -> None:
+        # Evictions already copied into our event log by an earlier engine must not be copied
+        # again; a first engine starts at the end (the history stays in the cache's own log).
+        assert self.cache is not None
+        path = self.cache.events.path
+        try:
+            st = os.stat(path)
+            size, ino = st.st_size, st.st_ino
+        except FileNotFoundError:
+            size, ino = 0, None
+        try:
+            saved = json.loads(self._offset_file().read_text())
+            if saved.get("path") == str(path) and saved.get("ino") == ino and int(saved["offset"]) <= size:
+                self._cache_events_offset, self._cache_events_ino = int(saved["offset"]), ino
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        self._cache_events_offset, self._cache_events_ino = size, ino
+
+    def _save_cache_offset(self) -> None:
+        assert self.cache is not None
+        tmp = self._offset_file().with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"path": str(self.cache.events.path), "ino": self._cache_events_ino,
+                                       "offset": self._cache_events_offset}))
+            os.replace(tmp, self._offset_file())
+        except OSError:
+            log.warning("cannot save the cache events offset in %s", self.state_dir)
+
+    def _poll_cache_events(self) -> bool:
+        if self.cache is None:
+            return False
+        path = self.cache.events.path
+        try:
+            ino = os.stat(path).st_ino
+        except FileNotFoundError:
+            return False
+        if ino != self._cache_events_ino:
+            self._cache_events_ino, self._cache_events_offset = ino, 0  # rotated: a new file
+        events, offset = self.cache.events.tail(self._cache_events_offset)
+        if offset == self._cache_events_offset:
+            return False
+        self._cache_events_offset = offset
+        root = str(self.cache.root)
+        for e in events:
+            if not e.kind.startswith("eviction"):
+                continue
+            fields = {k: v for k, v in e.fields.items() if k != "keys"}
+            fields["key_count"] = len(e.get("keys", ()) or ())
+            self.record("eviction", time_s=e.time, cache=root, **fields)
+            self._evictions.appendleft(_eviction_view(root, e.fields, e.time))
+        self._save_cache_offset()
+        if self._cache_sampler is not None:
+            self._cache_sampler.poke()
+        return True
+
+    # --------------------------------------------------------------------------------- events
+    def record(self, kind: str, /, *, time_s: float | None = None, **fields: Any) -> Event:
+        """Append an event to the engine's log and hand it to followers."""
+        try:
+            event = self.events.append(kind, time_s=time_s, **fields)
+        except OSError as exc:  # a full disk loses the record, never the engine
+            log.warning("cannot write event %s: %s", kind, exc)
+            event = Event(kind=kind, time=time.time() if time_s is None else time_s, fields=fields, source=self.events.source)
+        self._call(self._event_listeners, event)
+        return event
+
+    def query_events(self, *, since: float | None = None, kinds: Sequence[str] | None = None,
+                     limit: int | None = None) -> list[Event]:
+        return self.events.read(kinds=kinds, since=since, limit=limit)
+
+    def _on_training_event(self, kind: str, fields: dict[str, Any]) -> None:
+        self.record(kind, **fields)
+        now = time.time()
+        if kind == "training.started":
+            assert self.parts.progress is not None
+            self.parts.progress.reset(now)
+            if self.parts.processes is not None:
+                self.parts.processes.watch(fields.get("pid"))
+        elif kind == "training.exited":
+            if self.parts.processes is not None:
+                self.parts.processes.watch(None)
+            self._alert_exit(fields, now)
+        elif kind == "training.failed":
+            self._raise(Finding("training_failed", "error", "The training could not be restarted", str(fields.get("error", ""))), now)
+        self._changed()
+        if self.exit_with_training and self.supervisor is not None and self.supervisor.info().state.over:
+            self.request_stop("the training ended")
+
+    def _alert_exit(self, fields: Mapping[str, Any], now: float) -> None:
+        if fields.get("requested"):
+            return
+        code, sig = fields.get("exit_code"), fields.get("signal")
+        if code == 0 and sig is None:
+            return
+        finding = None
+        if self.parts.classify_exit is not None:
+            try:
+                finding = self.parts.classify_exit(code, sig, False)
+            except Exception:
+                log.exception("exit classifier failed")
+        attempt = fields.get("attempt")
+        info = self.supervisor.info() if self.supervisor is not None else None
+        follow = ""
+        if info is not None and info.state is TrainingState.RESTARTING and info.next_restart_at:
+            follow = f"; restarting in {max(0.0, info.next_restart_at - now):.0f}s ({info.failure_restarts + 1}/{info.policy.max_restarts})"
+        if finding is None:
+            finding = Finding(
+                kind="training_exit",
+                severity="error",
+                title=f"Training {fields.get('reason', 'failed')}",
+                text=f"attempt {attempt} {fields.get('reason', '')} after {fields.get('duration_s', 0):.0f}s{follow}; see the log tail",
+                figures={"exit_code": code, "signal": sig, "attempt": attempt},
+            )
+        elif follow:
+            finding = replace(finding, text=finding.text + follow)
+        self._raise(replace(finding, key=f"{finding.kind}:attempt-{attempt}"), now)
+
+    def _raise(self, f: Finding, now: float) -> None:
+        alert, new = self.alerts.raise_alert(f.kind, f.severity, f.title, f.text, remedies=tuple(f.remedies),
+                                             figures=f.figures, key=f.key, now=now)
+        if new:
+            self.record("alert", id=alert.id, alert_kind=alert.kind, severity=alert.severity, title=alert.title,
+                        text=alert.text, remedies=list(alert.remedies), figures=dict(alert.figures))
+        self._changed()
+
+    def _on_job(self, kind: str, view: JobView) -> None:
+        if kind:
+            fields = {"job_id": view.id, "job_kind": view.kind, "state": view.state, "done": view.done,
+                      "total": view.total, "message": view.message}
+            if kind == "job.finished":
+                fields.update(error=view.error, result=dict(view.result))
+            self.record(kind, **fields)
+        self._changed()
+
+    # ----------------------------------------------------------------------------------- loop
+    def _changed(self) -> None:
+        self._dirty = True
+        self._wake.set()
+
+    def _loop(self) -> None:
+        next_check = 0.0
+        while not self._closing:
+            now = time.monotonic()
+            try:
+                if self._poll_files():
+                    self._dirty = True
+                if now >= next_check:
+                    self._check_thresholds()
+                    next_check = now + self.interval_s
+                    self._dirty = True
+                if self._dirty and now - self._last_publish >= self.min_publish_s:
+                    self._publish()
+            except Exception:  # the loop must survive anything one poll throws
+                log.exception("engine loop iteration failed")
+            wait = self.tail_interval_s
+            if self._dirty:
+                wait = min(wait, max(0.0, self.min_publish_s - (time.monotonic() - self._last_publish)))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _poll_files(self) -> bool:
+        changed = False
+        now = time.time()
+        progress = self.parts.progress
+        assert progress is not None
+        offset, data = self._log_tail.read_new()
+        if data:
+            changed = True
+            self._call(self._log_listeners, offset, data)
+            text = self._log_decoder.decode(data)
+            for f in _safe(progress.feed_output, text, now):
+                self._raise(self._attempt_key(f), now)
+        for line in self._progress_tail.read_lines():
+            changed = True
+            for f in _safe(progress.feed_report, line.decode("utf-8", errors="replace"), now):
+                self._raise(self._attempt_key(f), now)
+        if self._poll_cache_events():
+            changed = True
+        return changed
+
+    def _attempt_key(self, f: Finding) -> Finding:
+        attempt = self.supervisor.info().attempt if self.supervisor is not None else 0
+        return replace(f, key=f.key or f"{f.kind}:attempt-{attempt}")
+
+    def _check_thresholds(self) -> None:
+        now = time.time()
+        host = self.parts.to_host_view(self.parts.host.latest()) if self.parts.host is not None else None
+        if isinstance(host, HostView) and host.memory_total_bytes:
+            limit = self.config.monitor.memory_alert
+            if host.memory_ratio >= limit:
+                self._raise(Finding("memory", "warning", "System memory is almost full",
+                                    f"{host.memory_ratio:.0%} of {format_size(host.memory_total_bytes)} used (alert at {limit:.0%})",
+                                    remedies=("fewer DataLoader workers (num_workers)", "a smaller prefetch_factor or batch size",
+                                              "stop other programs on this machine"),
+                                    figures={"memory_ratio": host.memory_ratio, "memory_used_bytes": host.memory_used_bytes},
+                                    key="memory"), now)
+            elif host.memory_ratio < limit - 0.02:  # a little hysteresis against flapping
+                self.alerts.clear("memory")
+        view = self._cache_sampler.latest() if self._cache_sampler is not None else None
+        if isinstance(view, CacheView) and view.stats is not None:
+            s = view.stats
+            if s.used_bytes > s.max_bytes:
+                self._raise(Finding("cache_over_max", "error", "The cache is over its limit",
+                                    f"{format_size(s.used_bytes)} used, max {format_size(s.max_bytes)}",
+                                    remedies=("evict to the target (key e)", "something outside cachewatch writes into the cache root"),
+                                    key="cache_over_max"), now)
+            else:
+                self.alerts.clear("cache_over_max")
+            if view.disk_total_bytes:
+                ratio = 1 - (view.disk_free_bytes or 0) / view.disk_total_bytes
+                if ratio >= self.config.monitor.disk_alert:
+                    self._raise(Finding("disk", "warning", "The cache's disk is almost full",
+                                        f"{ratio:.0%} used, {format_size(view.disk_free_bytes or 0)} free on the cache filesystem",
+                                        remedies=("lower [cache] max_size", "free space on that disk"),
+                                        figures={"disk_ratio": ratio, "disk_free_bytes": view.disk_free_bytes}, key="disk"), now)
+                elif ratio < self.config.monitor.disk_alert - 0.01:
+                    self.alerts.clear("disk")
+
+    def _publish(self, force: bool = False) -> EngineSnapshot:
+        snap = self._build_snapshot()
+        with self._lock:
+            self._snapshot = snap
+            self._dirty = False
+            self._last_publish = time.monotonic()
+        self._call(self._snapshot_listeners, snap)
+        return snap
+
+    def _build_snapshot(self) -> EngineSnapshot:
+        now = time.time()
+        p = self.parts
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            info = self.info
+        cache_view = self._cache_sampler.latest() if self._cache_sampler is not None else None
+        if cache_view is None and self.config.cache.root is not None:
+            cache_view = CacheView(root=str(self.config.cache.root), error=self._cache_error)
+        return EngineSnapshot(
+            seq=seq,
+            time=now,
+            engine=info,
+            training=self.supervisor.info() if self.supervisor is not None else None,
+            progress=_safe_value(lambda: p.progress.view(now) if p.progress is not None else None),
+            workers=_safe_value(lambda: p.to_workers_view(p.processes.latest()) if p.processes is not None else None),
+            gpu=_safe_value(lambda: p.to_gpu_view(p.gpu.latest()) if p.gpu is not None else None) or NoGpu("not sampled yet").latest(),
+            host=_safe_value(lambda: p.to_host_view(p.host.latest()) if p.host is not None else None),
+            caches=(cache_view,) if cache_view is not None else (),
+            evictions=tuple(self._evictions),
+            alerts=self.alerts.alerts(),
+            jobs=self.jobs.jobs(),
+            log_size_bytes=self._log_tail.offset,
+        )
+
+    # ------------------------------------------------------------------------------- reading
+    def snapshot(self) -> EngineSnapshot:
+        """The last published snapshot (one is built now if none was published yet)."""
+        with self._lock:
+            snap = self._snapshot
+        return snap if snap is not None else self._publish()
+
+    def read_log(self, offset: int = -64 * 1024, max_bytes: int = 64 * 1024) -> LogChunk:
+        return read_chunk(self.log_path, offset, max_bytes)
+
+    # ------------------------------------------------------------------------------ commands
+    def execute(self, name: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run one command (see ``protocol.COMMANDS``); raise :class:`CommandFailed` on refusal."""
+        args = dict(args or {})
+        if name not in COMMANDS:
+            raise CommandFailed(
+                f"unknown command {name!r}; known: {', '.join(sorted(COMMANDS))}", ErrorCode.UNKNOWN_COMMAND.value
+            )
+        handler = getattr(self, f"_cmd_{name}")
+        try:
+            result = handler(args)
+        except CommandFailed:
+            raise
+        except SupervisorError as exc:
+            raise CommandFailed(str(exc), ErrorCode.CONFLICT.value) from None
+        except CachewatchError as exc:
+            raise CommandFailed(str(exc), ErrorCode.FAILED.value) from None
+        self.record("command", command=name, args={k: v for k, v in args.items() if isinstance(v, (str, int, float, bool))})
+        self._changed()
+        return result
+
+    def _need_supervisor(self) -> Supervisor:
+        if self.supervisor is None:
+            raise CommandFailed("this engine runs no training; start one with `cachewatch run -- CMD`", ErrorCode.UNAVAILABLE.value)
+        return self.supervisor
+
+    def _need_cache(self) -> Cache:
+        if self.cache is None:
+            why = self._cache_error or "no [cache] root in the config"
+            raise CommandFailed(f"this engine has no managed cache ({why})", ErrorCode.UNAVAILABLE.value)
+        return self.cache
+
+    def _cmd_evict(self, args: dict[str, Any]) -> dict[str, Any]:
+        cache = self._need_cache()
+        to = args.get("to")
+        if to is not None:
+            try:
+                to = parse_size(to, what="to")
+            except (ValueError, CachewatchError) as exc:
+                raise CommandFailed(str(exc), ErrorCode.BAD_ARGS.value) from None
+        report = cache.evict(to=to, dry_run=bool(args.get("dry_run", False)))
+        self._poll_cache_events()
+        out = report.to_json()
+        out["keys"] = out["keys"][:100]
+        out["describe"] = report.describe(str(cache.root))
+        return out
+
+    def _cmd_pause(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"training": self._need_supervisor().pause().to_json()}
+
+    def _cmd_resume(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"training": self._need_supervisor().resume().to_json()}
+
+    def _cmd_restart(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"training": self._need_supervisor().restart().to_json()}
+
+    def _cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
+        sup = self._need_supervisor()
+        if not sup.info().state.over:
+            raise CommandFailed(f"the training is {sup.info().state.value}; use restart", ErrorCode.CONFLICT.value)
+        try:
+            return {"training": sup.restart().to_json()}
+        except LaunchError as exc:
+            raise CommandFailed(str(exc), ErrorCode.FAILED.value) from None
+
+    def _cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
+        what = args.get("what", "training")
+        if what not in ("training", "engine"):
+            raise CommandFailed(f"stop what={what!r}: say 'training' or 'engine'", ErrorCode.BAD_ARGS.value)
+        out: dict[str, Any] = {"engine_stopping": what == "engine"}
+        if self.supervisor is not None:
+            info = self.supervisor.info()
+            if not info.state.over:
+                info = self.supervisor.stop()
+            out["training"] = info.to_json()
+        elif what == "training":
+            self._need_supervisor()
+        if what == "engine":
+            self.request_stop("stop command")
+        return out
+
+    def _cmd_dismiss_alert(self, args: dict[str, Any]) -> dict[str, Any]:
+        aid = args.get("alert_id")
+        try:
+            return {"alert": self.alerts.dismiss(str(aid)).to_json()}
+        except KeyError:
+            raise CommandFailed(f"no alert {aid!r}; take the id from the snapshot's alerts", ErrorCode.BAD_ARGS.value) from None
+
+    def _start_job(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        factory = self.parts.jobs.get(kind)
+        if factory is None:
+            raise CommandFailed(f"the {kind} job is not built into this engine yet; run `cachewatch {kind}` instead",
+                                ErrorCode.UNAVAILABLE.value)
+        view = self.jobs.start(kind, lambda job: factory(self, args, job))
+        return {"job": view.to_json()}
+
+    def _cmd_verify(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._start_job("verify", args)
+
+    def _cmd_build(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._start_job("build", args)
+
+    def _cmd_split(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._start_job("split", args)
+
+    def _cmd_cancel_job(self, args: dict[str, Any]) -> dict[str, Any]:
+        jid = args.get("job_id")
+        try:
+            return {"job": self.jobs.cancel(str(jid)).to_json()}
+        except KeyError:
+            raise CommandFailed(f"no job {jid!r}; take the id from the snapshot's jobs", ErrorCode.BAD_ARGS.value) from None
+
+
+def _eviction_view(root: str, fields: Mapping[str, Any], t: float) -> EvictionView:
+    return EvictionView(
+        time=t,
+        cache=root,
+        reason=str(fields.get("reason", "")),
+        files=int(fields.get("files", 0) or 0),
+        bytes=int(fields.get("bytes", 0) or 0),
+        size_before=int(fields.get("size_before", 0) or 0),
+        size_after=int(fields.get("size_after", 0) or 0),
+        dry_run=bool(fields.get("dry_run", False)),
+    )
+
+
+def _safe(fn: Callable[..., Sequence[Finding]], *args: Any) -> Sequence[Finding]:
+    try:
+        return fn(*args) or ()
+    except Exception:  # a parser bug must not stop the tail
+        log.exception("progress tracker failed")
+        return ()
+
+
+def _safe_value(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception:
+        log.exception("snapshot part failed")
+        return None
