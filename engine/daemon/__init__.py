@@ -20,14 +20,9 @@ from .snapshot import (
     EngineInfo,
     EngineSnapshot,
     EvictionView,
-    GpuDevice,
-    GpuView,
-    HostView,
     JobView,
-    ProcessView,
-    ProgressView,
+    PART_TYPES,
     WatchedView,
-    WorkersView,
 )
 
 __all__ = [
@@ -57,15 +52,10 @@ __all__ = [
     "ConnectionLost",
     "EngineSnapshot",
     "EngineInfo",
-    "ProgressView",
-    "ProcessView",
-    "WorkersView",
-    "GpuDevice",
-    "GpuView",
-    "HostView",
     "CacheView",
     "WatchedView",
     "EvictionView",
     "Alert",
     "JobView",
+    "PART_TYPES",
 ]

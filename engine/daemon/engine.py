@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import signal as _signal
 import socket as _socket
 import threading
 import time
@@ -44,14 +45,14 @@ from ..errors import CachewatchError
 from ..events import Event, EventLog
 from ..sizes import format_size, parse_size
 from ..training.runstate import RestartPolicy, TrainingState
-from ..training.supervisor import ENGINE_ENV, PROGRESS_ENV, LaunchError, Supervisor, SupervisorError
+from ..training.supervisor import ENGINE_ENV, LaunchError, Supervisor, SupervisorError
 from . import runtime
 from .alerts import AlertBoard
 from .errors import CommandFailed
-from .jobrunner import JobRunner, RunningJob
-from .parts import EngineParts, Finding, NoGpu, NoProgress, PeriodicSampler, default_parts
+from .jobrunner import JobRunner
+from .parts import EngineParts, Finding, NoProgress, PeriodicSampler, default_parts, finding_from_alert
 from .protocol import COMMANDS, PROTOCOL_VERSION, ErrorCode, LogChunk
-from .snapshot import CacheView, EngineInfo, EngineSnapshot, EvictionView, HostView, JobView
+from .snapshot import CacheView, EngineInfo, EngineSnapshot, EvictionView, JobView
 from .tail import FileTail, read_chunk
 
 __all__ = ["Engine", "CONFIG_ENV"]
@@ -99,10 +100,7 @@ class Engine:
         self.min_publish_s = min_publish_s
         self.exit_with_training = exit_with_training
         self.parts = parts if parts is not None else default_parts(config)
-        if self.parts.gpu is None:
-            self.parts.gpu = NoGpu("GPU sampling disabled")
-        if self.parts.progress is None:
-            self.parts.progress = NoProgress()
+        self._feed: Any = NoProgress()  # replaced at each attempt's start
         self.info = EngineInfo(
             name=self.name,
             pid=os.getpid(),
@@ -116,6 +114,8 @@ class Engine:
             events_path=str(self.events.path),
             interval_s=self.interval_s,
         )
+        self._log_tail = FileTail.at_end(self.log_path)
+        self.info = replace(self.info, log_start_offset=self._log_tail.offset)
         self._env = dict(os.environ if env is None else env)
         self.alerts = AlertBoard()
         self.jobs = JobRunner(self._on_job)
@@ -125,6 +125,7 @@ class Engine:
         self.supervisor: Supervisor | None = None
 
         self._lock = threading.RLock()
+        self._poll_lock = threading.RLock()  # the loop and the supervisor's callbacks both read the tails
         self._wake = threading.Event()
         self._dirty = True
         self._closing = False
@@ -140,9 +141,7 @@ class Engine:
         self.stop_reason: str | None = None
         self.stopped = threading.Event()  # set by request_stop(); the owner then calls close()
 
-        self._log_tail = FileTail.at_end(self.log_path)
         self._log_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._progress_tail = FileTail.at_end(self.progress_path)
         self._cache_events_offset = 0
         self._cache_events_ino: int | None = None
         self._evictions: collections.deque[EvictionView] = collections.deque(maxlen=_EVICTIONS_KEPT)
@@ -199,14 +198,13 @@ class Engine:
             return self
         self._started = True
         self._open_cache()
-        for sampler in self.parts.samplers():
-            sampler.start()
+        if self.parts.monitor is not None:
+            self.parts.monitor.start()
         self.record("engine.started", pid=os.getpid(), name=self.name, command=list(self.command),
                     config=self.info.config_path)
         if self.command:
             run = self.config.run
             env = dict(self._env)
-            env[PROGRESS_ENV] = str(self.progress_path)
             env[ENGINE_ENV] = self.name
             if self.config.path is not None:
                 env[CONFIG_ENV] = str(self.config.path)
@@ -215,6 +213,7 @@ class Engine:
                 log_path=self.log_path,
                 cwd=self.cwd,
                 env=env,
+                progress_path=self.progress_path,
                 policy=RestartPolicy(run.restart, run.max_restarts, run.backoff, run.backoff_max),
                 stop_grace_s=run.stop_grace,
                 on_event=self._on_training_event,
@@ -255,11 +254,11 @@ class Engine:
         self._shutdown_parts()
 
     def _shutdown_parts(self) -> None:
-        for sampler in self.parts.samplers():
+        if self.parts.monitor is not None:
             try:
-                sampler.stop()
+                self.parts.monitor.stop()
             except Exception:
-                log.exception("sampler stop failed")
+                log.exception("monitor stop failed")
         if self._cache_sampler is not None:
             self._cache_sampler.stop()
         if self.cache is not None:
@@ -372,14 +371,19 @@ class Engine:
     def _on_training_event(self, kind: str, fields: dict[str, Any]) -> None:
         self.record(kind, **fields)
         now = time.time()
+        monitor = self.parts.monitor
         if kind == "training.started":
-            assert self.parts.progress is not None
-            self.parts.progress.reset(now)
-            if self.parts.processes is not None:
-                self.parts.processes.watch(fields.get("pid"))
+            with self._poll_lock:
+                self._poll_files()  # what the previous attempt wrote still belongs to it
+                self._feed = self.parts.new_feed(self.progress_path, now) if self.parts.new_feed is not None else NoProgress()
+            if monitor is not None:
+                monitor.set_root_pid(fields.get("pid"))
         elif kind == "training.exited":
-            if self.parts.processes is not None:
-                self.parts.processes.watch(None)
+            self._drain_output(now)
+            for alert in _safe(self._feed.finish, now):
+                self._raise(self._attempt_key(finding_from_alert(alert)), now)
+            if monitor is not None:
+                monitor.set_root_pid(None)
             self._alert_exit(fields, now)
         elif kind == "training.failed":
             self._raise(Finding("training_failed", "error", "The training could not be restarted", str(fields.get("error", ""))), now)
@@ -388,32 +392,35 @@ class Engine:
             self.request_stop("the training ended")
 
     def _alert_exit(self, fields: Mapping[str, Any], now: float) -> None:
-        if fields.get("requested"):
-            return
+        requested = bool(fields.get("requested"))
         code, sig = fields.get("exit_code"), fields.get("signal")
-        if code == 0 and sig is None:
+        if requested or (code == 0 and sig is None):
             return
-        finding = None
-        if self.parts.classify_exit is not None:
-            try:
-                finding = self.parts.classify_exit(code, sig, False)
-            except Exception:
-                log.exception("exit classifier failed")
         attempt = fields.get("attempt")
         info = self.supervisor.info() if self.supervisor is not None else None
         follow = ""
         if info is not None and info.state is TrainingState.RESTARTING and info.next_restart_at:
-            follow = f"; restarting in {max(0.0, info.next_restart_at - now):.0f}s ({info.failure_restarts + 1}/{info.policy.max_restarts})"
-        if finding is None:
-            finding = Finding(
-                kind="training_exit",
-                severity="error",
-                title=f"Training {fields.get('reason', 'failed')}",
-                text=f"attempt {attempt} {fields.get('reason', '')} after {fields.get('duration_s', 0):.0f}s{follow}; see the log tail",
-                figures={"exit_code": code, "signal": sig, "attempt": attempt},
-            )
-        elif follow:
-            finding = replace(finding, text=finding.text + follow)
+            follow = (f"; restart {info.failure_restarts + 1}/{info.policy.max_restarts} "
+                      f"in {max(0.0, info.next_restart_at - now):.0f}s")
+        figures = {"exit_code": code, "signal": sig, "attempt": attempt, "duration_s": fields.get("duration_s")}
+        finding = Finding("training_exit", "error", f"Training {fields.get('reason', 'failed')}",
+                          f"attempt {attempt} {fields.get('reason', '')}{follow}; the log tail says why", figures=figures)
+        if self.parts.classify_exit is not None:
+            try:
+                sig_num = int(_signal.Signals[sig]) if sig in _signal.Signals.__members__ else None
+                diag = self.parts.classify_exit(exit_code=code, signal=sig_num, cuda_oom=self._feed.last_cuda_oom,
+                                                stopped_by_user=False)
+            except Exception:
+                log.exception("exit classifier failed")
+            else:
+                category = getattr(diag, "category", "error")
+                if category in ("success", "stopped", "cuda_oom"):
+                    return  # a CUDA OOM has its own alert from the output, with the figures
+                kind = "host_oom_kill" if category == "host_oom_kill" else "training_exit"
+                finding = Finding(kind, "critical" if kind == "host_oom_kill" else "error",
+                                  "Training killed: probable host OOM kill" if kind == "host_oom_kill" else f"Training {fields.get('reason', 'failed')}",
+                                  f"attempt {attempt}: {diag.summary}{follow}", remedies=tuple(getattr(diag, "hints", ()) or ()),
+                                  figures=figures)
         self._raise(replace(finding, key=f"{finding.kind}:attempt-{attempt}"), now)
 
     def _raise(self, f: Finding, now: float) -> None:
@@ -443,8 +450,9 @@ class Engine:
         while not self._closing:
             now = time.monotonic()
             try:
-                if self._poll_files():
-                    self._dirty = True
+                with self._poll_lock:
+                    if self._poll_files():
+                        self._dirty = True
                 if now >= next_check:
                     self._check_thresholds()
                     next_check = now + self.interval_s
@@ -462,22 +470,31 @@ class Engine:
     def _poll_files(self) -> bool:
         changed = False
         now = time.time()
-        progress = self.parts.progress
-        assert progress is not None
-        offset, data = self._log_tail.read_new()
-        if data:
+        while True:  # a burst of output is read to the end, 1 MiB at a time
+            offset, data = self._log_tail.read_new()
+            if not data:
+                break
             changed = True
             self._call(self._log_listeners, offset, data)
-            text = self._log_decoder.decode(data)
-            for f in _safe(progress.feed_output, text, now):
-                self._raise(self._attempt_key(f), now)
-        for line in self._progress_tail.read_lines():
+            for alert in _safe(self._feed.feed_output, self._log_decoder.decode(data), now):
+                self._raise(self._attempt_key(finding_from_alert(alert)), now)
+            if len(data) < 1024 * 1024:
+                break
+        for rec in _safe(self._feed.poll, now):
             changed = True
-            for f in _safe(progress.feed_report, line.decode("utf-8", errors="replace"), now):
-                self._raise(self._attempt_key(f), now)
+            kind = getattr(rec, "kind", "")
+            if kind in ("checkpoint", "event"):
+                fields = rec.to_json() if callable(getattr(rec, "to_json", None)) else {}
+                fields = {k: v for k, v in fields.items() if k not in ("v", "kind", "t")}
+                self.record("training.checkpoint" if kind == "checkpoint" else "training.report", **fields)
         if self._poll_cache_events():
             changed = True
         return changed
+
+    def _drain_output(self, now: float) -> None:
+        """Read the exited attempt's last output now, so its OOM message counts for this attempt."""
+        with self._poll_lock:
+            self._poll_files()
 
     def _attempt_key(self, f: Finding) -> Finding:
         attempt = self.supervisor.info().attempt if self.supervisor is not None else 0
@@ -485,18 +502,22 @@ class Engine:
 
     def _check_thresholds(self) -> None:
         now = time.time()
-        host = self.parts.to_host_view(self.parts.host.latest()) if self.parts.host is not None else None
-        if isinstance(host, HostView) and host.memory_total_bytes:
-            limit = self.config.monitor.memory_alert
-            if host.memory_ratio >= limit:
-                self._raise(Finding("memory", "warning", "System memory is almost full",
-                                    f"{host.memory_ratio:.0%} of {format_size(host.memory_total_bytes)} used (alert at {limit:.0%})",
-                                    remedies=("fewer DataLoader workers (num_workers)", "a smaller prefetch_factor or batch size",
-                                              "stop other programs on this machine"),
-                                    figures={"memory_ratio": host.memory_ratio, "memory_used_bytes": host.memory_used_bytes},
-                                    key="memory"), now)
-            elif host.memory_ratio < limit - 0.02:  # a little hysteresis against flapping
-                self.alerts.clear("memory")
+        mon = self.parts.monitor.snapshot() if self.parts.monitor is not None else None
+        host = getattr(mon, "host", None)
+        if host is not None:
+            # The host sampler decides memory and disk alerts against [monitor] thresholds.
+            raised = {a.kind: a for a in getattr(host, "alerts", ())}
+            for kind in ("memory", "disk"):
+                a = raised.get(kind)
+                if a is None:
+                    self.alerts.clear(kind)
+                    continue
+                title = "System memory is almost full" if kind == "memory" else "The cache's disk is almost full"
+                remedies = (("fewer DataLoader workers (num_workers)", "a smaller prefetch_factor or batch size",
+                             "stop other programs on this machine") if kind == "memory"
+                            else ("lower [cache] max_size", "free space on that disk"))
+                self._raise(Finding(kind, "warning", title, a.message, remedies=remedies,
+                                    figures={"used_fraction": a.used_fraction, "threshold": a.threshold}, key=kind), now)
         view = self._cache_sampler.latest() if self._cache_sampler is not None else None
         if isinstance(view, CacheView) and view.stats is not None:
             s = view.stats
@@ -507,15 +528,6 @@ class Engine:
                                     key="cache_over_max"), now)
             else:
                 self.alerts.clear("cache_over_max")
-            if view.disk_total_bytes:
-                ratio = 1 - (view.disk_free_bytes or 0) / view.disk_total_bytes
-                if ratio >= self.config.monitor.disk_alert:
-                    self._raise(Finding("disk", "warning", "The cache's disk is almost full",
-                                        f"{ratio:.0%} used, {format_size(view.disk_free_bytes or 0)} free on the cache filesystem",
-                                        remedies=("lower [cache] max_size", "free space on that disk"),
-                                        figures={"disk_ratio": ratio, "disk_free_bytes": view.disk_free_bytes}, key="disk"), now)
-                elif ratio < self.config.monitor.disk_alert - 0.01:
-                    self.alerts.clear("disk")
 
     def _publish(self, force: bool = False) -> EngineSnapshot:
         snap = self._build_snapshot()
@@ -536,15 +548,16 @@ class Engine:
         cache_view = self._cache_sampler.latest() if self._cache_sampler is not None else None
         if cache_view is None and self.config.cache.root is not None:
             cache_view = CacheView(root=str(self.config.cache.root), error=self._cache_error)
+        mon = _safe_value(p.monitor.snapshot) if p.monitor is not None else None
         return EngineSnapshot(
             seq=seq,
             time=now,
             engine=info,
             training=self.supervisor.info() if self.supervisor is not None else None,
-            progress=_safe_value(lambda: p.progress.view(now) if p.progress is not None else None),
-            workers=_safe_value(lambda: p.to_workers_view(p.processes.latest()) if p.processes is not None else None),
-            gpu=_safe_value(lambda: p.to_gpu_view(p.gpu.latest()) if p.gpu is not None else None) or NoGpu("not sampled yet").latest(),
-            host=_safe_value(lambda: p.to_host_view(p.host.latest()) if p.host is not None else None),
+            progress=_safe_value(lambda: self._feed.snapshot(now)),
+            workers=getattr(mon, "tree", None),
+            gpu=getattr(mon, "gpu", None),
+            host=getattr(mon, "host", None),
             caches=(cache_view,) if cache_view is not None else (),
             evictions=tuple(self._evictions),
             alerts=self.alerts.alerts(),

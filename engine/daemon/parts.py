@@ -1,41 +1,42 @@
-"""The pieces the engine composes, as small protocols, and where they are chosen.
+"""The pieces the engine composes, as small protocols, and the one place they are chosen.
 
-The engine does not parse tqdm bars or talk to NVML itself: ``engine/training`` (progress,
-ETA, OOM) and ``engine/monitor`` (GPU, process tree, host) do. The engine needs only what
-is written here, and :func:`default_parts` is the one place that picks implementations.
+The engine does not parse tqdm bars or talk to NVML itself: ``engine/training`` (progress
+feed, ETA, OOM and exit diagnosis) and ``engine/monitor`` (GPU, process tree, host) do.
+The engine needs only what the protocols below say, and :func:`default_parts` picks the
+implementations this build has; a part that is missing leaves its snapshot field empty
+("no GPU", no progress), never an error.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol
 
 from .codec import frozen_map
-from .snapshot import GpuView, HostView, ProgressView, WorkersView
 
 __all__ = [
     "Finding",
-    "Sampler",
-    "ProcessSampler",
-    "ProgressTracker",
-    "ExitClassifier",
-    "JobFactory",
+    "MonitorLike",
+    "ProgressFeedLike",
     "JobContext",
+    "JobFactory",
     "EngineParts",
     "PeriodicSampler",
-    "NoGpu",
     "NoProgress",
     "default_parts",
+    "finding_from_alert",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Finding:
-    """Something seen in the training's output or exit that deserves an alert."""
+    """Something seen in the training's output or exit, or a threshold crossed, that deserves an alert."""
 
-    kind: str  # "cuda_oom", "host_oom_kill", ...
+    kind: str  # "cuda_oom", "host_oom", "host_oom_kill", "memory", ...
     severity: str
     title: str
     text: str = ""
@@ -44,38 +45,40 @@ class Finding:
     key: str | None = None  # alerts with the same key are one alert raised again
 
 
-@runtime_checkable
-class Sampler(Protocol):
-    """Samples in its own thread; :meth:`latest` returns the last immutable reading at once."""
+class MonitorLike(Protocol):
+    """``engine.monitor.Monitor``: samplers in their own threads; ``snapshot()`` never blocks."""
 
-    def start(self) -> None: ...
+    def start(self) -> Any: ...
 
-    def stop(self) -> None: ...
+    def stop(self, timeout: float = ...) -> None: ...
 
-    def latest(self) -> Any: ...
+    def set_root_pid(self, pid: int | None) -> None: ...
 
-
-@runtime_checkable
-class ProcessSampler(Sampler, Protocol):
-    def watch(self, pid: int | None) -> None:
-        """Sample the tree under ``pid`` from now on (``None``: nothing runs)."""
+    def snapshot(self) -> Any:
+        """An object with ``host``, ``tree`` and ``gpu`` (each None before its first sample)."""
 
 
-class ProgressTracker(Protocol):
-    def reset(self, now: float) -> None:
-        """A new attempt started: forget the previous one's steps (not its epoch times)."""
+class ProgressFeedLike(Protocol):
+    """``engine.training.feed.ProgressFeed``: one per attempt of the training."""
 
-    def feed_output(self, text: str, now: float) -> Sequence[Finding]:
-        """Training output as it arrives (chunks, not lines; ``\\r`` kept)."""
+    last_cuda_oom: Any
 
-    def feed_report(self, line: str, now: float) -> Sequence[Finding]:
-        """One JSON line from the reporting API's file."""
+    def feed_output(self, chunk: bytes | str, time_s: float | None = None) -> list[Any]:
+        """Output as it arrives; returns new OOM alerts (objects with kind, summary(), remedies, to_json())."""
 
-    def view(self, now: float) -> ProgressView | None: ...
+    def poll(self, time_s: float | None = None) -> list[Any]:
+        """New records of the progress file (objects with ``kind``; ``event`` and ``checkpoint`` go to the event log)."""
+
+    def finish(self, time_s: float | None = None) -> list[Any]:
+        """The attempt exited; returns alerts completed by the end of the output."""
+
+    def snapshot(self, now: float | None = None) -> Any: ...
 
 
-# (exit_code, signal name, requested by us) -> an alert, e.g. probable host OOM kill
-ExitClassifier = Callable[[int | None, "str | None", bool], "Finding | None"]
+# (progress file, attempt start time) -> a feed for that attempt
+FeedFactory = Callable[[Any, float], ProgressFeedLike]
+# classify_exit(returncode=..., cuda_oom=..., stopped_by_user=...) -> object with category, summary, hints
+ExitClassifier = Callable[..., Any]
 
 
 class JobContext(Protocol):
@@ -92,19 +95,29 @@ JobFactory = Callable[[Any, Mapping[str, Any], JobContext], Mapping[str, Any]]
 
 @dataclass
 class EngineParts:
-    gpu: Sampler | None = None  # latest() -> GpuView
-    processes: ProcessSampler | None = None  # latest() -> WorkersView
-    host: Sampler | None = None  # latest() -> HostView
-    progress: ProgressTracker | None = None
+    monitor: MonitorLike | None = None
+    new_feed: FeedFactory | None = None
     classify_exit: ExitClassifier | None = None
     jobs: dict[str, JobFactory] = field(default_factory=dict)  # "verify" | "build" | "split"
-    # monitor readings -> snapshot views (identity when the sampler already yields views)
-    to_gpu_view: Callable[[Any], GpuView | None] = lambda x: x
-    to_workers_view: Callable[[Any], WorkersView | None] = lambda x: x
-    to_host_view: Callable[[Any], HostView | None] = lambda x: x
+    gpu_off_reason: str = "GPU sampling is not built into this engine"
 
-    def samplers(self) -> list[Sampler]:
-        return [s for s in (self.gpu, self.processes, self.host) if s is not None]
+
+class NoProgress:
+    """The progress feed when none is built in: progress stays unknown."""
+
+    last_cuda_oom = None
+
+    def feed_output(self, chunk: bytes | str, time_s: float | None = None) -> list[Any]:
+        return []
+
+    def poll(self, time_s: float | None = None) -> list[Any]:
+        return []
+
+    def finish(self, time_s: float | None = None) -> list[Any]:
+        return []
+
+    def snapshot(self, now: float | None = None) -> Any:
+        return None
 
 
 class PeriodicSampler:
@@ -137,58 +150,46 @@ class PeriodicSampler:
         return self._latest
 
     def _run(self) -> None:
-        import logging
-
         while not self._stopping:
             try:
                 self._latest = self._fn()
             except Exception:  # a sampler must outlive one bad reading
-                logging.getLogger(__name__).exception("%s failed", self._name)
+                log.exception("%s failed", self._name)
             if self._on_sample is not None:
                 self._on_sample()
             self._wake.wait(self.interval_s)
             self._wake.clear()
 
 
-class NoGpu:
-    """The GPU part when no sampler is wired: a plain "no GPU" with the reason."""
-
-    def __init__(self, reason: str) -> None:
-        self._view = GpuView(available=False, reason=reason)
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def latest(self) -> GpuView:
-        return self._view
-
-
-class NoProgress:
-    """The progress part when no tracker is wired: progress stays unknown."""
-
-    def reset(self, now: float) -> None:
-        pass
-
-    def feed_output(self, text: str, now: float) -> Sequence[Finding]:
-        return ()
-
-    def feed_report(self, line: str, now: float) -> Sequence[Finding]:
-        return ()
-
-    def view(self, now: float) -> ProgressView | None:
-        return None
+def finding_from_alert(alert: Any) -> Finding:
+    """An OOM alert of ``engine.training.oom`` (CudaOomAlert, HostOomAlert) as a :class:`Finding`."""
+    kind = str(getattr(alert, "kind", "alert"))
+    summary = alert.summary() if callable(getattr(alert, "summary", None)) else str(alert)
+    title = {"cuda_oom": "CUDA out of memory", "host_oom": "Host out of memory"}.get(kind, kind.replace("_", " "))
+    figures = alert.to_json() if callable(getattr(alert, "to_json", None)) else {}
+    figures = {k: v for k, v in figures.items() if k not in ("remedies", "summary", "kind")}
+    return Finding(kind=kind, severity="critical" if kind == "cuda_oom" else "error", title=title, text=summary,
+                   remedies=tuple(getattr(alert, "remedies", ()) or ()), figures=frozen_map(figures))
 
 
 def default_parts(config: Any) -> EngineParts:
-    """The implementations this build has. The one composition point for the other packages."""
+    """The implementations this build has: the one composition point for the other packages."""
     parts = EngineParts()
-    parts.gpu = NoGpu("disabled in config ([monitor] gpu = false)") if not config.monitor.gpu else NoGpu("GPU sampler not built in")
-    parts.progress = NoProgress()
+    try:
+        from ..monitor import Monitor  # type: ignore[attr-defined]
+    except ImportError:
+        parts.gpu_off_reason = "GPU sampling is not built into this engine"
+    else:
+        parts.monitor = Monitor.from_config(config)
+    try:
+        from ..training.feed import ProgressFeed  # type: ignore[import-not-found]
+        from ..training.oom import classify_exit  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        parts.new_feed = lambda path, started: ProgressFeed(path, started_time=started)
+        parts.classify_exit = classify_exit
+    # parts.jobs: engine/jobs offers verify/build/split through an adapter taking a
+    # threading.Event and a progress(done, total, message, unit) callback, which is what
+    # JobContext is; it is registered here once that package is part of the build.
     return parts
-
-
-def _now() -> float:
-    return time.time()

@@ -14,6 +14,7 @@ peers ignore.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping
@@ -209,8 +210,26 @@ class LogChunk:
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
-    """One line of protocol: compact JSON plus ``\\n`` (JSON escapes any newline inside strings)."""
-    return (json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str) + "\n").encode()
+    """One line of protocol: compact JSON plus ``\\n`` (JSON escapes any newline inside strings).
+
+    NaN and infinities are not JSON; one that slips into a message (a diverged loss in an
+    alert's figures) travels as the string ``"NaN"`` / ``"Infinity"`` rather than breaking it.
+    """
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+    except ValueError:
+        text = json.dumps(_finite(message), separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+    return (text + "\n").encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def decode_line(line: bytes) -> dict[str, Any]:

@@ -4,12 +4,19 @@ Every type here is a frozen dataclass with units in its field names; ``to_json()
 ``from_json()`` convert at the edge (the socket, ``status --json``). A dashboard holds one
 :class:`EngineSnapshot` and renders it; nothing in it changes under the renderer.
 
-Parts the engine does not have are empty, never missing: no training gives
-``training=None``, no GPU gives ``GpuView(available=False, reason=...)``.
+Four fields hold the snapshots of the packages the engine composes, unchanged:
+``progress`` (``engine.training.progress.ProgressSnapshot``: epoch, step, loss, ETA),
+``workers`` (``engine.monitor.process_tree.TreeSnapshot``: the training's processes and
+DataLoader workers), ``gpu`` (``engine.monitor.gpu.GpuSnapshot``) and ``host``
+(``engine.monitor.host.HostSnapshot``). They are decoded with their own ``from_json``
+(see :data:`PART_TYPES`); a build without that package keeps the JSON as a read-only
+mapping. A part the engine does not have is None (``gpu`` None means GPUs are not
+sampled at all; "no GPU on this machine" is a ``GpuSnapshot`` whose ``state`` says so).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -21,12 +28,7 @@ from .codec import to_json as _to_json
 
 __all__ = [
     "EngineInfo",
-    "ProgressView",
-    "ProcessView",
-    "WorkersView",
-    "GpuDevice",
-    "GpuView",
-    "HostView",
+    "PART_TYPES",
     "CacheView",
     "WatchedView",
     "EvictionView",
@@ -50,6 +52,33 @@ class _Json:
         return _from_json(cls, data)
 
 
+# field -> "module:Class" of the part snapshot it holds (imported on first decode)
+PART_TYPES: dict[str, str] = {
+    "progress": "cachewatch.engine.training.progress:ProgressSnapshot",
+    "workers": "cachewatch.engine.monitor.process_tree:TreeSnapshot",
+    "gpu": "cachewatch.engine.monitor.gpu:GpuSnapshot",
+    "host": "cachewatch.engine.monitor.host:HostSnapshot",
+}
+
+
+def _part_class(field_name: str) -> Any:
+    module, _, cls = PART_TYPES[field_name].partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
+        return None
+
+
+def decode_part(field_name: str, data: Any) -> Any:
+    """A part snapshot from JSON: its own type when this build has it, else a read-only mapping."""
+    if data is None:
+        return None
+    cls = _part_class(field_name)
+    if cls is not None:
+        return cls.from_json(data)
+    return frozen_map(data)
+
+
 def cache_stats_from_json(data: Mapping[str, Any]) -> CacheStats:
     """``CacheStats.to_json()`` back into a ``CacheStats`` (derived keys are dropped)."""
     import dataclasses
@@ -70,91 +99,11 @@ class EngineInfo(_Json):
     state_dir: str = ""
     socket_path: str = ""
     log_path: str = ""  # the training's output
+    log_start_offset: int = 0  # where this engine's part of the (appended) training log begins
     events_path: str = ""
     interval_s: float = 1.0
     metrics_url: str | None = None
     readonly: bool = False
-
-
-@dataclass(frozen=True)
-class ProgressView(_Json):
-    """Training progress as the engine last understood it (reporting API or parsed output)."""
-
-    source: str = ""  # "report" (the script reports) or "output" (parsed from the log)
-    updated: float | None = None  # when the last progress line arrived
-    epoch: int | None = None  # 1-based, the epoch in progress
-    total_epochs: int | None = None
-    step: int | None = None  # within the epoch
-    total_steps: int | None = None
-    global_step: int | None = None
-    loss: float | None = None
-    metrics: Mapping[str, float] = field(default_factory=frozen_map)
-    s_per_step: float | None = None
-    steps_per_s: float | None = None
-    avg_epoch_s: float | None = None
-    epoch_eta_s: float | None = None  # until the end of this epoch
-    eta_s: float | None = None  # until the end of the training
-    finish_time: float | None = None  # wall clock, seconds since the epoch
-    last_checkpoint: str | None = None
-    last_checkpoint_time: float | None = None
-    eta_method: str = ""
-
-
-@dataclass(frozen=True)
-class ProcessView(_Json):
-    pid: int
-    name: str
-    role: str  # "main" | "worker" | "child"
-    cpu_percent: float = 0.0
-    rss_bytes: int = 0
-    gpu_memory_bytes: int | None = None
-    status: str = ""
-
-
-@dataclass(frozen=True)
-class WorkersView(_Json):
-    """The training's process tree; ``workers`` counts DataLoader workers."""
-
-    workers: int = 0
-    processes: tuple[ProcessView, ...] = ()
-    total_cpu_percent: float = 0.0
-    total_rss_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class GpuDevice(_Json):
-    index: int
-    name: str = ""
-    uuid: str = ""
-    utilization_percent: float | None = None
-    memory_used_bytes: int | None = None
-    memory_total_bytes: int | None = None
-    temperature_c: float | None = None
-    power_w: float | None = None
-    power_limit_w: float | None = None
-    training_memory_bytes: int | None = None  # the training tree's share of this GPU
-
-
-@dataclass(frozen=True)
-class GpuView(_Json):
-    available: bool = False
-    reason: str = "not sampled"  # why not available: "no NVIDIA driver", "disabled in config"...
-    driver: str = ""
-    devices: tuple[GpuDevice, ...] = ()
-    training_memory_bytes: int | None = None
-
-
-@dataclass(frozen=True)
-class HostView(_Json):
-    memory_total_bytes: int = 0
-    memory_used_bytes: int = 0
-    memory_available_bytes: int = 0
-    memory_ratio: float = 0.0
-    memory_alert_ratio: float = 0.85
-    swap_used_bytes: int = 0
-    cpu_count: int = 0
-    cpu_percent: float | None = None
-    load_1m: float | None = None
 
 
 @dataclass(frozen=True)
@@ -237,10 +186,10 @@ class EngineSnapshot(_Json):
     time: float
     engine: EngineInfo
     training: TrainingInfo | None = None
-    progress: ProgressView | None = None
-    workers: WorkersView | None = None
-    gpu: GpuView = field(default_factory=GpuView)
-    host: HostView | None = None
+    progress: Any = None  # ProgressSnapshot: epoch/step/loss and ``eta`` (EtaEstimate)
+    workers: Any = None  # TreeSnapshot: processes with role, CPU, RSS; ``worker_count``
+    gpu: Any = None  # GpuSnapshot: ``state``/``reason``, per-GPU figures, training's GPU memory
+    host: Any = None  # HostSnapshot: memory, swap, disk of the cache root, host alerts
     caches: tuple[CacheView, ...] = ()
     watched: tuple[WatchedView, ...] = ()
     evictions: tuple[EvictionView, ...] = ()  # newest first
@@ -253,6 +202,14 @@ class EngineSnapshot(_Json):
         if self.training is not None:
             out["training"] = self.training.to_json(self.time)
         return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "EngineSnapshot":
+        parts = {name: data.get(name) for name in PART_TYPES}
+        snap = _from_json(cls, {k: v for k, v in data.items() if k not in PART_TYPES})
+        from dataclasses import replace
+
+        return replace(snap, **{name: decode_part(name, value) for name, value in parts.items()})
 
     @property
     def active_alerts(self) -> tuple[Alert, ...]:

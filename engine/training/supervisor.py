@@ -8,6 +8,9 @@ Both output streams go straight into the log file (``O_APPEND``), not through a 
 training never blocks on a slow reader and never gets SIGPIPE if the engine dies. The
 engine tails the file. ``PYTHONUNBUFFERED=1`` makes Python trainings write as they go.
 
+With ``progress_path``, the training gets ``CACHEWATCH_PROGRESS_FILE`` naming it (the
+reporting API writes there), and the file is emptied before each attempt.
+
 Events (``training.started``, ``.exited``, ``.restarting``, ``.restarted``, ``.paused``,
 ``.resumed``, ``.stopped``, ``.failed``) are handed to ``on_event`` outside the lock, so a
 callback may call back into the supervisor.
@@ -84,6 +87,7 @@ class Supervisor:
         log_path: str | os.PathLike,
         cwd: str | os.PathLike | None = None,
         env: Mapping[str, str] | None = None,
+        progress_path: str | os.PathLike | None = None,
         policy: RestartPolicy = RestartPolicy(),
         stop_grace_s: float = 10.0,
         on_event: EventCallback | None = None,
@@ -93,6 +97,9 @@ class Supervisor:
         self.cwd = None if cwd is None else str(cwd)
         self.env = dict(os.environ if env is None else env)
         self.env["PYTHONUNBUFFERED"] = "1"
+        self.progress_path = None if progress_path is None else Path(progress_path)
+        if self.progress_path is not None:
+            self.env[PROGRESS_ENV] = str(self.progress_path)
         self.stop_grace_s = float(stop_grace_s)
         self._on_event = on_event
         self._cond = threading.Condition(threading.RLock())
@@ -247,6 +254,12 @@ class Supervisor:
         info = self._info
         attempt = info.attempt + 1
         self._write_marker(f"attempt {attempt}: {' '.join(self.command)}")
+        if self.progress_path is not None:
+            # Each attempt reports from scratch; a reader of the file starts over with it.
+            try:
+                self.progress_path.write_bytes(b"")
+            except OSError as exc:
+                raise LaunchError(f"cannot create the progress file {self.progress_path} ({exc.strerror}); check [run] log_dir") from None
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             proc = subprocess.Popen(
