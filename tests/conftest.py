@@ -20,3 +20,24 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     (tmp_path / "run").mkdir(exist_ok=True, mode=0o700)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):
+    """Mount real tmpfs file systems of a given size: ``tmpfs("4MiB") -> Path``. Needs root (CI is root)."""
+    import subprocess
+
+    from cachewatch.engine.sizes import parse_size
+
+    mounts: list[Path] = []
+
+    def make(size: str) -> Path:
+        d = tmp_path / f"tmpfs{len(mounts)}"
+        d.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={parse_size(size)},mode=0755", "tmpfs", str(d)], check=True)
+        mounts.append(d)
+        return d
+
+    yield make
+    for d in mounts:
+        subprocess.run(["umount", "-l", str(d)], check=False)

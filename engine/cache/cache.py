@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
@@ -33,7 +34,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import xxhash
 
@@ -41,8 +42,8 @@ from ..config import Config, load_config, target_bytes as _target_from_ratio
 from ..errors import CacheBusy, CacheDiskFull, CacheError, CacheFull, CacheRootError, ConfigError
 from ..events import EventLog
 from ..sizes import SizeError, format_size, parse_duration, parse_size
-from .index import LIVE, REPLACED, WRITING, Counters, Row, SQLiteIndex
-from .keys import SHARD_RE, key_to_name, validate_key
+from .index import LIVE, REPLACED, WRITING, Counters, IndexFull, Row, SQLiteIndex
+from .keys import SHARD_RE, key_to_name, validate_key, versioned_name
 from .locks import OwnerLock, ProcessMutex, owner_alive, try_exclusive
 from .types import CacheStats, EntryInfo, EvictionReport
 
@@ -76,8 +77,20 @@ class _Pending:
     last_flush: float = 0.0
 
 
+def _retry_when_index_full(method: Any) -> Any:
+    """Run a public method that writes the index once more if the index gave up its disk reserve."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Cache", *args: Any, **kwargs: Any) -> Any:
+        return self._retrying(lambda: method(self, *args, **kwargs))
+
+    return wrapper
+
+
 def _is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, IndexFull):
         return True
     return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
@@ -136,15 +149,17 @@ class Cache:
             raise CacheError(f"target_size = {target_size!r} is above max_size = {max_size!r}; the target must be at most the max")
 
         self._meta = self.root / META_DIR
+        if max_bytes is None and not (self._meta / "index.sqlite").is_file():
+            self._no_max_size()
         self._prepare_root()
         self._tmp = self._meta / "tmp"
         self._owners = self._meta / "owners"
-        self._replaced = self._meta / "replaced"
-        for d in (self._tmp, self._owners, self._replaced):
+        for d in (self._tmp, self._owners):
             d.mkdir(exist_ok=True)
         self._mutex = ProcessMutex(self._meta / "lock")
+        self._reserve_path = self._meta / "reserve"
         try:
-            self._index = SQLiteIndex(self._meta / "index.sqlite", self._mutex)
+            self._index = SQLiteIndex(self._meta / "index.sqlite", self._mutex, self._release_disk_reserve)
         except sqlite3.DatabaseError as exc:
             raise CacheRootError(
                 f"cache index {self._meta / 'index.sqlite'} cannot be opened ({exc}); "
@@ -155,46 +170,111 @@ class Cache:
         self._owner: OwnerLock | None = None  # made on the first write: readers need no token
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
         self._deferred_aborts: list[tuple[int, int]] = []
+        self._sweeper: threading.Thread | None = None
+        self._stop_sweep = threading.Event()
+        self._restore_reserve = False
         self._closed = False
 
-        with self._index.transaction():
-            stored_block = self._index.get_meta("block_bytes")
-            if stored_block is None:
-                stored_block = str(_block_size(self.root))
-                self._index.set_meta("block_bytes", stored_block)
-                self._index.set_meta("created", repr(time.time()))
-            self.block_bytes = int(stored_block)
-            if max_bytes is None:
-                stored = self._index.get_meta("max_bytes")
-                if stored is None:
-                    self._close_handles()
-                    raise CacheError(
-                        f"cache {self.root} has no max_size yet; pass max_size (e.g. '100GB') or set [cache] max_size"
+        try:
+            with self._index.transaction():
+                stored_block = self._index.get_meta("block_bytes")
+                if stored_block is None:
+                    stored_block = str(_block_size(self.root))
+                    self._index.set_meta("block_bytes", stored_block)
+                    self._index.set_meta("created", repr(time.time()))
+                self.block_bytes = int(stored_block)
+                if max_bytes is None:
+                    max_bytes = int(self._index.get_meta("max_bytes") or 0) or self._no_max_size()
+                    if target is None and ttl is None:
+                        target = int(self._index.get_meta("target_bytes") or _target_from_ratio(max_bytes, target_ratio))
+                        stored_ttl = self._index.get_meta("ttl_s")
+                        self.ttl_s = float(stored_ttl) if stored_ttl else None
+                self.max_bytes = max_bytes
+                self.target_bytes = target if target is not None else _target_from_ratio(max_bytes, target_ratio)
+                # Eviction goes this far below the target so that it runs in batches, not on every put.
+                self.evict_batch_bytes = min(self.target_bytes, self.max_bytes // 100)
+                self._index.set_meta("max_bytes", str(self.max_bytes))
+                self._index.set_meta("target_bytes", str(self.target_bytes))
+                self._index.set_meta("ttl_s", "" if self.ttl_s is None else repr(self.ttl_s))
+                self._recover_locked(startup=True)
+                self._ensure_disk_reserve()
+                counters = self._index.counters()
+                if counters.used_bytes > self.max_bytes:
+                    log.warning(
+                        "Cache %s is over its limit at start-up (%s > %s), evicting to target",
+                        self.root, format_size(counters.used_bytes), format_size(self.max_bytes),
                     )
-                max_bytes = int(stored)
-                if target is None and ttl is None:
-                    target = int(self._index.get_meta("target_bytes") or _target_from_ratio(max_bytes, target_ratio))
-                    stored_ttl = self._index.get_meta("ttl_s")
-                    self.ttl_s = float(stored_ttl) if stored_ttl else None
-            self.max_bytes = max_bytes
-            self.target_bytes = target if target is not None else _target_from_ratio(max_bytes, target_ratio)
-            # Eviction goes this far below the target so that it runs in batches, not on every put.
-            self.evict_batch_bytes = min(self.target_bytes, self.max_bytes // 100)
-            self._index.set_meta("max_bytes", str(self.max_bytes))
-            self._index.set_meta("target_bytes", str(self.target_bytes))
-            self._index.set_meta("ttl_s", "" if self.ttl_s is None else repr(self.ttl_s))
-            self._recover_locked(startup=True)
-            counters = self._index.counters()
-            if counters.used_bytes > self.max_bytes:
-                log.warning(
-                    "Cache %s is over its limit at start-up (%s > %s), evicting to target",
-                    self.root, format_size(counters.used_bytes), format_size(self.max_bytes),
-                )
-                self._evict_locked(self.target_bytes, "startup", time.time())
+                    self._evict_locked(self.target_bytes, "startup", time.time())
+        except BaseException:
+            self._close_handles()
+            raise
         if sweep:
             self._maybe_start_sweep()
 
+    # ------------------------------------------------------------------------ disk reserve
+    # A full disk must not lock the cache up: the transaction that evicts (and so frees space)
+    # itself needs a little room in the SQLite WAL. A small preallocated file is kept aside and
+    # given up the moment SQLite reports the disk full; it is made again after evictions.
+    def _reserve_size(self) -> int:
+        return max(64 * 1024, min(1 << 20, self.max_bytes // 128))
+
+    def _release_disk_reserve(self) -> bool:
+        try:
+            os.unlink(self._reserve_path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def _ensure_disk_reserve(self) -> None:
+        if os.path.exists(self._reserve_path):
+            return
+        tmp = self._meta / f"reserve.{os.getpid()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, self._reserve_size())
+            finally:
+                os.close(fd)
+            os.rename(tmp, self._reserve_path)
+        except OSError:
+            _unlink_quiet(tmp)  # no room yet: try again after the next eviction
+
+    def _retrying(self, fn: "Callable[[], Any]") -> Any:
+        """Run ``fn`` (which opens its own transaction) again once if the index gave up its reserve."""
+        try:
+            result = fn()
+        except IndexFull as exc:
+            if not exc.retryable:
+                raise self._index_full_error() from None
+            try:
+                result = fn()
+            except IndexFull:
+                raise self._index_full_error() from None
+        self._after_commit()
+        return result
+
+    def _after_commit(self) -> None:
+        if self._restore_reserve:
+            self._restore_reserve = False
+            self._ensure_disk_reserve()
+
+    def _index_full_error(self) -> CacheDiskFull:
+        return CacheDiskFull(
+            f"disk full under {self.root}: even the cache index cannot be written; "
+            f"free space on that filesystem (the cache holds {format_size(self._index.counters().used_bytes)})"
+        )
+
+    def _log_event(self, kind: str, **fields: Any) -> None:
+        # The event is the record, not the eviction: a full disk must not undo the eviction.
+        try:
+            self.events.append(kind, **fields)
+        except OSError as exc:
+            log.warning("could not append a %s event to %s (%s)", kind, self.events.path, exc.strerror)
+
     # ----------------------------------------------------------------------------------- setup
+    def _no_max_size(self) -> int:
+        raise CacheError(f"cache {self.root} has no max_size yet; pass max_size (e.g. '100GB') or set [cache] max_size")
+
     def _prepare_root(self) -> None:
         root = self.root
         if root.exists() and not root.is_dir():
@@ -251,6 +331,7 @@ class Cache:
         self._owner = None
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
         self._deferred_aborts = []
+        self._sweeper = None  # threads do not survive fork
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -275,11 +356,14 @@ class Cache:
         """Flush buffered access times and statistics and release this process's handles."""
         if self._closed:
             return
+        if self._sweeper is not None and self._pid == os.getpid():
+            self._stop_sweep.set()
+            self._sweeper.join()
         if self._pid == os.getpid():
             try:
                 with self._index.transaction():
                     self._flush_locked()
-            except (sqlite3.Error, OSError):
+            except (sqlite3.Error, OSError, IndexFull):
                 pass
         self._close_handles()
 
@@ -313,6 +397,21 @@ class Cache:
         deadline = time.monotonic() + self.wait_timeout
         delay = 0.0005
         while True:
+            try:
+                granted = self._try_reserve(key, name, size, charge, deadline)
+            except IndexFull as exc:
+                if exc.retryable:
+                    continue  # the reserve was given up: now the eviction can commit
+                raise self._index_full_error() from None
+            if granted is not None:
+                self._after_commit()
+                return granted
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _try_reserve(self, key: str, name: str, size: int, charge: int, deadline: float) -> tuple[int, str] | None:
+        """One attempt: evict as needed and reserve; None when others' writes must finish first."""
+        while True:
             with self._index.transaction():
                 now = time.time()
                 self._flush_locked()
@@ -343,8 +442,7 @@ class Cache:
                     f"{format_size(c.reserved_bytes)} in flight by {c.writers} writers and {format_size(pinned)} pinned; "
                     f"raise max_size or use fewer concurrent writers"
                 )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            return None
 
     def _abort(self, row_id: int, part: str | None, charge: int) -> None:
         if part:
@@ -352,12 +450,16 @@ class Cache:
                 os.unlink(self._tmp / part)
             except FileNotFoundError:
                 pass
-        try:
+        def drop() -> None:
             with self._index.transaction():
-                self._index.delete_rows([row_id])
-                self._index.add_counters(reserved_bytes=-charge, writers=-1)
-        except sqlite3.Error:
-            # The index itself could not be written (disk full): retry at the next transaction.
+                if self._index.state_of(row_id) == WRITING:
+                    self._index.delete_rows([row_id])
+                    self._index.add_counters(reserved_bytes=-charge, writers=-1)
+
+        try:
+            self._retrying(drop)
+        except (sqlite3.Error, CacheDiskFull):
+            # The index itself could not be written: retry at this process's next transaction.
             self._deferred_aborts.append((row_id, charge))
 
     # ------------------------------------------------------------------------------------ put
@@ -443,61 +545,74 @@ class Cache:
         return CacheError(f"cannot write key {key!r} under {self.root}: {exc.strerror or exc}; nothing was stored")
 
     def _commit(self, row_id: int, key: str, name: str, source: Path, size: int, charge: int, checksum: str, ino: int) -> Path:
-        final = self.root / name
+        """Make the written file the key's entry, atomically, in one exclusive section.
+
+        A pinned file never moves or disappears while pinned: if a reader pins the old
+        version, it stays where it is (counted as *replaced* until released) and the new
+        version takes a versioned name ``<name>%%v<row id>``. Otherwise the new file is
+        renamed over the old one, which no reader can see half-done.
+        """
+        final_name = name
         renamed = False
         try:
             with self._index.transaction():
                 old = self._index.live_row(key)
-                moved_aside: Path | None = None
                 old_fd = -1
+                old_pinned = False
                 try:
                     if old is not None:
-                        old_path = self.root / old.name
                         try:
-                            old_fd = os.open(old_path, os.O_RDONLY | os.O_CLOEXEC)
+                            old_fd = os.open(self.root / old.name, os.O_RDONLY | os.O_CLOEXEC)
                         except FileNotFoundError:
                             old_fd = -1
-                        if old_fd >= 0 and not try_exclusive(old_fd):
-                            # A reader pins the old version: move it aside, still counted, until released.
-                            moved_aside = self._replaced / str(old.id)
-                            os.rename(old_path, moved_aside)
-                            self._index.mark_replaced(old.id, moved_aside.name)
+                        # Holding this exclusive lock until the end keeps new readers off the old file.
+                        old_pinned = old_fd >= 0 and not try_exclusive(old_fd)
+                    replaces_in_place = old is not None and not old_pinned and old.name == name
+                    if not replaces_in_place and self._name_taken_locked(name):
+                        final_name = versioned_name(name, row_id)
+                    if old is not None:
+                        if old_pinned:
+                            self._index.mark_replaced(old.id)
                             self._index.add_counters(
                                 live_bytes=-old.charge, live_data_bytes=-old.size, entries=-1, replaced_bytes=old.charge
                             )
                         else:
                             self._index.delete_rows([old.id])
                             self._index.add_counters(live_bytes=-old.charge, live_data_bytes=-old.size, entries=-1)
-                    self._index.promote(row_id, checksum, ino, size, charge, time.time())
+                    self._index.promote(row_id, final_name, checksum, ino, size, charge, time.time())
                     self._index.add_counters(
                         live_bytes=charge, live_data_bytes=size, entries=1, reserved_bytes=-charge, writers=-1
                     )
-                    try:
-                        _rename_into_place(source, final)
-                    except BaseException:
-                        if moved_aside is not None:
-                            os.rename(moved_aside, self.root / old.name)  # type: ignore[union-attr]
-                        raise
+                    _rename_into_place(source, self.root / final_name)
                     renamed = True
+                    if old is not None and not old_pinned and old.name != final_name and old_fd >= 0:
+                        _unlink_quiet(self.root / old.name)  # an older versioned name, unpinned: gone with its row
                 finally:
                     if old_fd >= 0:
                         os.close(old_fd)
         except BaseException as exc:
             # Nothing of ours may stay visible: drop our file, then make the index agree with the disk.
             if renamed:
-                _unlink_if_inode(final, ino)
+                _unlink_if_inode(self.root / final_name, ino)
             else:
                 _unlink_quiet(source)
-            try:
+            def undo() -> None:
                 with self._index.transaction():
                     if self._index.state_of(row_id) == WRITING:
                         self._index.delete_rows([row_id])
                         self._index.add_counters(reserved_bytes=-charge, writers=-1)
-                    self._repair_key_locked(key, name)
-            except sqlite3.Error:
+                    self._repair_name_locked(name)
+                    self._repair_name_locked(final_name)
+
+            try:
+                self._retrying(undo)
+            except (sqlite3.Error, CacheDiskFull):
                 self._deferred_aborts.append((row_id, charge))
             raise self._write_error(exc, key, size) from None
-        return final
+        return self.root / final_name
+
+    def _name_taken_locked(self, name: str) -> bool:
+        return os.path.lexists(self.root / name) or bool(self._index.rows_with_name(name, states=(LIVE, REPLACED)))
 
     # ----------------------------------------------------------------------------------- reads
     def _lookup(self, key: str) -> Row | None:
@@ -510,8 +625,8 @@ class Cache:
         p = self._pending
         if row is None or missing_file:
             p.misses += 1
-            if missing_file:
-                p.repairs.add(key)  # type: ignore[union-attr]
+            if missing_file and row is not None:
+                p.repairs.add(row.name)  # type: ignore[union-attr]
         else:
             p.hits += 1
             p.touches[row.id] = time.time()
@@ -519,7 +634,7 @@ class Cache:
             try:
                 with self._index.transaction():
                     self._flush_locked()
-            except sqlite3.Error:
+            except (sqlite3.Error, IndexFull):
                 pass  # access times are advisory; try again at the next flush
 
     def get(self, key: str) -> Path | None:
@@ -583,8 +698,10 @@ class Cache:
                 return
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH)
-                if os.fstat(fd).st_nlink == 0:
-                    continue  # evicted or replaced between lookup and lock: look again
+                # Between lookup and lock the file may have been evicted or replaced. Once we hold
+                # the shared lock nobody can unlink or rename this name, so check it names our inode.
+                if not _same_file(path, os.fstat(fd)):
+                    continue
                 self._record(row, key)
                 yield fd, path
                 return
@@ -604,8 +721,13 @@ class Cache:
         self._ensure_open()
         return self._index.counters().entries
 
+    @_retry_when_index_full
     def delete(self, key: str) -> bool:
-        """Remove an entry; True if it existed. A pinned entry disappears now and frees its space on release."""
+        """Remove an entry; True if it existed.
+
+        The key is gone at once. A file someone has pinned stays readable at its path until the
+        pin is released, and its bytes stay counted until then.
+        """
         self._ensure_open()
         key = validate_key(key)
         with self._index.transaction():
@@ -619,9 +741,7 @@ class Cache:
                 fd = -1
             try:
                 if fd >= 0 and not try_exclusive(fd):
-                    aside = self._replaced / str(row.id)
-                    os.rename(path, aside)
-                    self._index.mark_replaced(row.id, aside.name)
+                    self._index.mark_replaced(row.id)
                     self._index.add_counters(
                         live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1, replaced_bytes=row.charge
                     )
@@ -652,30 +772,41 @@ class Cache:
             p.hits = p.misses = 0
         if p.repairs:
             repairs, p.repairs = p.repairs, set()
-            for key in repairs:
-                self._repair_key_locked(key, key_to_name(key))
+            for name in repairs:
+                self._repair_name_locked(name)
         p.last_flush = time.monotonic()
 
+    @_retry_when_index_full
     def flush(self) -> None:
         """Write buffered access times and hit/miss counts to the index now."""
         self._ensure_open()
         with self._index.transaction():
             self._flush_locked()
 
-    def _repair_key_locked(self, key: str, name: str) -> None:
-        """Make the index and the disk agree about one key (inside a transaction)."""
-        final = self.root / name
+    def _repair_name_locked(self, name: str) -> None:
+        """Make the index and the disk agree about one file name (inside a transaction).
+
+        Rows whose file is gone or is another inode are dropped; a file that no row owns is
+        content nobody committed (a writer died between rename and commit) and is removed.
+        Reservations (``WRITING`` rows) are left alone: their file is not in place yet.
+        """
+        path = self.root / name
         try:
-            st: os.stat_result | None = os.lstat(final)
+            st: os.stat_result | None = os.lstat(path)
         except FileNotFoundError:
             st = None
-        row = self._index.live_row(key)
-        if row is not None and (st is None or st.st_ino != row.ino):
+        owned = False
+        for row in self._index.rows_with_name(name, states=(LIVE, REPLACED)):
+            if st is not None and st.st_ino == row.ino:
+                owned = True
+                continue
             self._index.delete_rows([row.id])
-            self._index.add_counters(live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1)
-            row = None
-        if row is None and st is not None:
-            _unlink_quiet(final)  # content nobody committed (a writer died between rename and commit)
+            if row.state == LIVE:
+                self._index.add_counters(live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1)
+            else:
+                self._index.add_counters(replaced_bytes=-row.charge)
+        if st is not None and not owned:
+            _unlink_quiet(path)
 
     def _recover_locked(self, *, startup: bool = False) -> int:
         """Reclaim what dead processes left: reservations, their ``.part`` files, released old versions.
@@ -699,7 +830,9 @@ class Cache:
                 _unlink_quiet(self._tmp / row.part)
             self._index.delete_rows([row.id])
             self._index.add_counters(reserved_bytes=-row.charge, writers=-1)
-            self._repair_key_locked(row.key, row.name)
+            # If it died after renaming but before committing, its file sits at one of these names.
+            self._repair_name_locked(row.name)
+            self._repair_name_locked(versioned_name(row.name, row.id))
             recovered += 1
         recovered += self._reap_replaced_locked()
         try:
@@ -719,9 +852,10 @@ class Cache:
         return recovered
 
     def _reap_replaced_locked(self) -> int:
+        """Remove old versions (overwritten or deleted while pinned) whose readers are gone."""
         reaped = 0
         for row in self._index.rows_in_state(REPLACED):
-            path = self._replaced / (row.part or str(row.id))
+            path = self.root / row.name
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
@@ -730,7 +864,8 @@ class Cache:
                 if fd >= 0:
                     if not try_exclusive(fd):
                         continue
-                    os.unlink(path)
+                    if _same_file(path, os.fstat(fd)):
+                        os.unlink(path)
             finally:
                 if fd >= 0:
                     os.close(fd)
@@ -825,7 +960,7 @@ class Cache:
             duration_s=time.perf_counter() - t0,
         )
         if files and not dry_run:
-            self.events.append(
+            self._log_event(
                 "eviction",
                 time_s=now,
                 reason=reason,
@@ -841,8 +976,10 @@ class Cache:
                 pid=os.getpid(),
             )
             log.info(report.describe(str(self.root)))
+            self._restore_reserve = True  # after the commit: the WAL may need this room first
         return report
 
+    @_retry_when_index_full
     def evict(self, to: int | str | None = None, *, dry_run: bool = False) -> EvictionReport:
         """Evict least recently used entries until the cache holds at most ``to`` (default: the target).
 
@@ -862,6 +999,7 @@ class Cache:
             # `to` is about entries on disk; writes in flight are not the caller's to evict.
             return self._evict_locked(goal + c.reserved_bytes, "manual", now, dry_run=dry_run)
 
+    @_retry_when_index_full
     def expire(self) -> EvictionReport:
         """Remove entries older than ``ttl`` now (also done by every eviction)."""
         self._ensure_open()
@@ -874,6 +1012,7 @@ class Cache:
                 None, "ttl", now, dry_run=False,
             )
 
+    @_retry_when_index_full
     def recover(self) -> int:
         """Reclaim reservations and files left by dead processes now; returns how many."""
         self._ensure_open()
@@ -885,7 +1024,8 @@ class Cache:
         last = self._index.get_meta("last_sweep")
         if last and time.time() - float(last) < _SWEEP_EVERY_S:
             return
-        threading.Thread(target=self._sweep_quietly, name="cachewatch-sweep", daemon=True).start()
+        self._sweeper = threading.Thread(target=self._sweep_quietly, name="cachewatch-sweep", daemon=True)
+        self._sweeper.start()
 
     def _sweep_quietly(self) -> None:
         try:
@@ -908,16 +1048,20 @@ class Cache:
                 return (0, 0)
             on_disk: list[str] = []
             for shard in os.scandir(self.root):
+                if self._stop_sweep.is_set():
+                    return (0, 0)
                 if not (SHARD_RE.match(shard.name) and shard.is_dir(follow_symlinks=False)):
                     continue
                 for entry in os.scandir(shard.path):
                     if not entry.is_dir(follow_symlinks=False):
                         on_disk.append(f"{shard.name}/{entry.name}")
-            known = self._index.live_names()
+            known = self._index.known_names()
             files = freed = 0
             for name in on_disk:
                 if name in known:
                     continue
+                if self._stop_sweep.is_set():
+                    return (files, freed)
                 with self._index.transaction():
                     if self._index.row_for_name(name) is not None:
                         continue
@@ -932,7 +1076,7 @@ class Cache:
             with self._index.transaction():
                 self._index.set_meta("last_sweep", repr(time.time()))
                 if files:
-                    self.events.append("sweep", orphans=files, bytes=freed, pid=os.getpid())
+                    self._log_event("sweep", orphans=files, bytes=freed, pid=os.getpid())
                     log.info("Swept %d orphan files (%.1f MB) from cache %s", files, freed / 1e6, self.root)
             return files, freed
         finally:
@@ -1012,6 +1156,14 @@ def _block_size(path: Path) -> int:
     except OSError:
         return 4096
     return frsize if 512 <= frsize <= 1 << 20 else 4096
+
+
+def _same_file(path: Path, st: os.stat_result) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return now.st_ino == st.st_ino and now.st_dev == st.st_dev
 
 
 def _rename_into_place(source: Path, final: Path) -> None:

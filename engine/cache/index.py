@@ -12,8 +12,8 @@ Rows have three states:
     a reservation: a writer (``owner``) is filling ``part``; its ``charge``
     counts against the bound from the moment it is inserted.
 ``REPLACED``
-    an old version overwritten while a reader had it pinned; it was renamed to
-    ``part`` (under ``.cachewatch/replaced/``) and stays counted until the pin is gone.
+    an old version overwritten or deleted while a reader had it pinned; its file stays
+    at ``name``, untouched, and counted until the pin is gone.
 
 Totals live in one ``counters`` row updated in the same transactions, so reading
 the cache size never sums the table.
@@ -26,16 +26,42 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ContextManager, Iterator, NamedTuple, Protocol, Sequence
+from typing import Callable, ContextManager, Iterator, NamedTuple, Protocol, Sequence
 
 from .locks import ProcessMutex
 
-__all__ = ["Row", "Counters", "IndexBackend", "SQLiteIndex", "LIVE", "WRITING", "REPLACED", "SCHEMA_VERSION"]
+__all__ = [
+    "Row",
+    "Counters",
+    "IndexBackend",
+    "SQLiteIndex",
+    "IndexFull",
+    "LIVE",
+    "WRITING",
+    "REPLACED",
+    "SCHEMA_VERSION",
+]
 
 LIVE, WRITING, REPLACED = 0, 1, 2
 SCHEMA_VERSION = 1
 
 _COLUMNS = "id, key, name, size, charge, state, owner, part, checksum, ino, created, accessed"
+
+
+class IndexFull(Exception):
+    """The index could not be written because the filesystem is full.
+
+    ``retryable`` is True when the index freed its reserve of disk space to get out of
+    it: the same operation, tried once more, can commit (and an eviction then frees more).
+    """
+
+    def __init__(self, retryable: bool) -> None:
+        super().__init__("the filesystem holding the cache index is full")
+        self.retryable = retryable
+
+
+def _is_full(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
 
 class Row(NamedTuple):
@@ -87,8 +113,9 @@ class IndexBackend(Protocol):
     def live_row(self, key: str) -> Row | None: ...
     def insert_reservation(self, key: str, name: str, size: int, charge: int, owner: str, now: float) -> int: ...  # (write)
     def set_part(self, row_id: int, part: str) -> None: ...  # (write)
-    def promote(self, row_id: int, checksum: str, ino: int, size: int, charge: int, now: float) -> None: ...  # (write)
-    def mark_replaced(self, row_id: int, part: str) -> None: ...  # (write)
+    def promote(self, row_id: int, name: str, checksum: str, ino: int, size: int, charge: int, now: float) -> None: ...  # (write)
+    def mark_replaced(self, row_id: int) -> None: ...  # (write)
+    def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]: ...
     def delete_rows(self, row_ids: Sequence[int]) -> None: ...  # (write)
     def lru_candidates(self, limit: int, offset: int) -> list[Row]: ...
     def expired_candidates(self, created_before: float, limit: int, offset: int) -> list[Row]: ...
@@ -96,7 +123,7 @@ class IndexBackend(Protocol):
     def state_of(self, row_id: int) -> int | None: ...
     def touch(self, accesses: Sequence[tuple[float, int]]) -> None: ...  # (write)
     def iter_live(self, order: str) -> Iterator[Row]: ...
-    def live_names(self) -> set[str]: ...
+    def known_names(self) -> set[str]: ...
     def row_for_name(self, name: str) -> Row | None: ...
     def get_meta(self, name: str) -> str | None: ...
     def set_meta(self, name: str, value: str) -> None: ...  # (write)
@@ -118,9 +145,10 @@ def _locked(method):  # type: ignore[no-untyped-def]
 class SQLiteIndex:
     """SQLite in WAL mode; writers are serialised by a :class:`ProcessMutex` flock."""
 
-    def __init__(self, db_path: Path, mutex: ProcessMutex) -> None:
+    def __init__(self, db_path: Path, mutex: ProcessMutex, release_reserve: "Callable[[], bool] | None" = None) -> None:
         self.db_path = db_path
         self.mutex = mutex
+        self._release_reserve = release_reserve or (lambda: False)
         self._lock = threading.RLock()
         self._db = self._connect()
         self._in_txn = False
@@ -206,27 +234,32 @@ class SQLiteIndex:
             if self._in_txn:
                 yield
                 return
-            self._db.execute("BEGIN IMMEDIATE")
-            self._in_txn = True
             try:
-                yield
-            except BaseException:
-                self._in_txn = False
+                self._db.execute("BEGIN IMMEDIATE")
+                self._in_txn = True
                 try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                raise
-            else:
-                self._in_txn = False
-                try:
-                    self._db.execute("COMMIT")
+                    yield
                 except BaseException:
-                    try:
-                        self._db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
+                    self._in_txn = False
+                    self._rollback()
                     raise
+                else:
+                    self._in_txn = False
+                    try:
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._rollback()
+                        raise
+            except sqlite3.OperationalError as exc:
+                if _is_full(exc):
+                    raise IndexFull(retryable=self._release_reserve()) from exc
+                raise
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     # --- counters ---------------------------------------------------------------------------
     @_locked
@@ -280,16 +313,26 @@ class SQLiteIndex:
         self._db.execute("UPDATE entries SET part = ? WHERE id = ?", (part, row_id))
 
     @_locked
-    def promote(self, row_id: int, checksum: str, ino: int, size: int, charge: int, now: float) -> None:
+    def promote(self, row_id: int, name: str, checksum: str, ino: int, size: int, charge: int, now: float) -> None:
         self._db.execute(
-            "UPDATE entries SET state = 0, owner = NULL, part = NULL, checksum = ?, ino = ?, size = ?, charge = ?, "
-            "created = ?, accessed = ? WHERE id = ?",
-            (checksum, ino, size, charge, now, now, row_id),
+            "UPDATE entries SET state = 0, name = ?, owner = NULL, part = NULL, checksum = ?, ino = ?, size = ?, "
+            "charge = ?, created = ?, accessed = ? WHERE id = ?",
+            (name, checksum, ino, size, charge, now, now, row_id),
         )
 
     @_locked
-    def mark_replaced(self, row_id: int, part: str) -> None:
-        self._db.execute("UPDATE entries SET state = 2, part = ? WHERE id = ?", (part, row_id))
+    def mark_replaced(self, row_id: int) -> None:
+        self._db.execute("UPDATE entries SET state = 2 WHERE id = ?", (row_id,))
+
+    @_locked
+    def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]:
+        marks = ", ".join("?" for _ in states)
+        return [
+            Row(*r)
+            for r in self._db.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE name = ? AND state IN ({marks})", (name, *states)
+            )
+        ]
 
     @_locked
     def delete_rows(self, row_ids: Sequence[int]) -> None:
@@ -339,8 +382,9 @@ class SQLiteIndex:
         return None if r is None else int(r[0])
 
     @_locked
-    def live_names(self) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT name FROM entries WHERE state IN (0, 1)")}
+    def known_names(self) -> set[str]:
+        """Names of every row: entries, reservations (their tentative name) and replaced versions."""
+        return {r[0] for r in self._db.execute("SELECT name FROM entries")}
 
     @_locked
     def get_meta(self, name: str) -> str | None:

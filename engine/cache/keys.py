@@ -25,13 +25,14 @@ import xxhash
 
 from ..errors import CacheKeyError
 
-__all__ = ["key_to_name", "name_to_key", "validate_key", "MAX_KEY_CHARS", "MAX_NAME", "SHARD_RE"]
+__all__ = ["key_to_name", "name_to_key", "validate_key", "versioned_name", "MAX_KEY_CHARS", "MAX_NAME", "SHARD_RE"]
 
 MAX_KEY_CHARS = 4096
 MAX_NAME = 200  # bytes; filesystems allow 255 per component
 _SAFE = "_.-+=,@"  # quote() also keeps "~"
 _HASH_SEP = "%%"  # quote() never writes "%%": every % it writes is followed by two hex digits
 SHARD_RE = re.compile(r"^[0-9a-f]{2}$")
+_VERSION_RE = re.compile(r"%%v\d+$")
 
 
 def validate_key(key: object) -> str:
@@ -68,8 +69,14 @@ def key_to_name(key: str) -> str:
     return f"{shard}/{encoded}"
 
 
+def versioned_name(name: str, version: int) -> str:
+    """The name a new version takes while an older one is still pinned at ``name``."""
+    return f"{name}%%v{version}"
+
+
 def name_to_key(name: str) -> str | None:
     """The key a file name was made from, or None when the name is not one of ours or was hashed."""
+    name = _VERSION_RE.sub("", name)
     parts = name.split("/")
     if len(parts) != 2 or not SHARD_RE.match(parts[0]):
         return None

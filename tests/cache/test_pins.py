@@ -1,0 +1,112 @@
+"""A pinned entry is never deleted under its reader, and a dead reader's pin is released."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from cachewatch.engine import Cache, CacheFull
+
+from .consistency import assert_index_matches_files
+from .helpers_pins import filler, hold_pin
+
+KiB = 1024
+
+
+def _fill(root: Path, n_procs: int, n_bytes: int) -> None:
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=filler, args=(str(root), f"f{i}", n_bytes)) for i in range(n_procs)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+
+
+def test_reader_holding_a_pin_while_others_fill_the_cache(cache_root: Path, tmp_path: Path) -> None:
+    with Cache(cache_root, max_size=512 * KiB) as cache:
+        cache.put("held", b"H" * 100 * KiB)
+        path = cache.get("held")
+        ino = os.stat(path).st_ino
+    release, report = tmp_path / "release", tmp_path / "report"
+    ctx = mp.get_context("fork")
+    holder = ctx.Process(target=hold_pin, args=(str(cache_root), "held", str(release), str(report)))
+    holder.start()
+    while not report.exists():
+        time.sleep(0.01)
+    _fill(cache_root, 4, 20 * 512 * KiB)  # 20x max written around the pinned entry
+    release.touch()
+    holder.join(60)
+    assert holder.exitcode == 0
+    assert report.read_text() == "ok"  # the holder re-read its file throughout: always there, unchanged
+    with Cache(cache_root) as cache:
+        assert cache.stats().evicted_files > 50
+        assert os.stat(cache.get("held")).st_ino == ino  # the very same file survived
+        _fill(cache_root, 1, 2 * 512 * KiB)
+        assert "held" not in cache  # unpinned, it is the least recently used and goes
+    assert_index_matches_files(cache_root)
+
+
+def test_pin_of_a_killed_reader_is_released(cache_root: Path, tmp_path: Path) -> None:
+    with Cache(cache_root, max_size=512 * KiB) as cache:
+        cache.put("held", b"H" * 100 * KiB)
+    release, report = tmp_path / "release", tmp_path / "report"
+    holder = mp.get_context("fork").Process(target=hold_pin, args=(str(cache_root), "held", str(release), str(report)))
+    holder.start()
+    while not report.exists():
+        time.sleep(0.01)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join()
+    _fill(cache_root, 2, 4 * 512 * KiB)
+    with Cache(cache_root) as cache:
+        assert "held" not in cache
+
+
+def test_overwrite_while_pinned_keeps_the_readers_version(cache_root: Path) -> None:
+    reader = Cache(cache_root, max_size=1024 * KiB)
+    writer = Cache(cache_root)
+    reader.put("k", b"old" * 1000)
+    with reader.pin("k") as path:
+        writer.put("k", b"new")
+        assert path.read_bytes() == b"old" * 1000  # the pinned path never changes under the reader
+        assert writer.read("k") == b"new"
+        s = writer.stats()
+        assert s.replaced_pinned_bytes == reader.block_bytes  # still on disk, still counted
+        assert s.entries == 1
+        writer.put("k", b"newer")  # the versioned name is not pinned: replaced in place
+        assert writer.read("k") == b"newer" and path.read_bytes() == b"old" * 1000
+    writer.recover()  # reaps old versions whose readers are gone
+    assert writer.stats().replaced_pinned_bytes == 0
+    assert not path.exists() or path.read_bytes() != b"old" * 1000
+    reader.close()
+    writer.close()
+    assert_index_matches_files(cache_root)
+
+
+def test_delete_while_pinned(cache_root: Path) -> None:
+    with Cache(cache_root, max_size="1MiB") as cache, Cache(cache_root) as other:
+        cache.put("k", b"v" * 5000)
+        with cache.pin("k") as path:
+            assert other.delete("k")
+            assert "k" not in other and path.read_bytes() == b"v" * 5000
+            assert other.stats().replaced_pinned_bytes > 0
+        other.evict()  # any eviction reaps released old versions
+        assert other.stats().size_bytes == 0
+    assert_index_matches_files(cache_root)
+
+
+def test_nothing_fits_when_everything_is_pinned(cache_root: Path) -> None:
+    with Cache(cache_root, max_size=80 * KiB) as cache, Cache(cache_root) as other:
+        for i in range(3):
+            cache.put(f"p{i}", b"p" * 20 * KiB)  # 60 KiB, under the 72 KiB target
+        with cache.pin("p0"), cache.pin("p1"), cache.pin("p2"):
+            with pytest.raises(CacheFull, match="pinned by readers"):
+                other.put("new", b"n" * 24 * KiB)  # needs 24 KiB, only 80 - 60 can ever be free
+            assert other.stats().reserved_bytes == 0
+        other.put("new", b"n" * 24 * KiB)  # pins gone: evicts and fits
+        assert "new" in other

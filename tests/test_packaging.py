@@ -1,0 +1,39 @@
+"""The wheel installs into a fresh virtual environment and the command works there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from .helpers import REPO
+
+
+def test_wheel_installs_into_a_fresh_venv(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("cachewatch-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "cachewatch/engine/cache/cache.py" in names and "cachewatch/tui/cli.py" in names
+    assert not any(n.startswith(("tests/", "engine/", "tui/")) for n in names), "sources must install under cachewatch/"
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    out = subprocess.run([str(venv / "bin" / "cachewatch"), "--version"], capture_output=True, text=True, check=True)
+    import cachewatch.engine
+
+    assert out.stdout.strip() == f"cachewatch {cachewatch.engine.__version__}"
+    # And the engine works from the installed copy, not from this checkout.
+    code = "import cachewatch.engine, sys; print(cachewatch.engine.__file__)"
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert str(venv) in where.stdout
