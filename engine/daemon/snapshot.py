@@ -44,6 +44,17 @@ class _Json:
 
     __json_generic__ = True
 
+    def __post_init__(self) -> None:
+        # Immutable all the way down: a dict or list handed in becomes a read-only view or a tuple.
+        import dataclasses
+
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, dict):
+                object.__setattr__(self, f.name, frozen_map(value))
+            elif isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+
     def to_json(self) -> dict[str, Any]:
         return _to_json(self)
 
