@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .daemon.snapshot import part_value
 from .errors import CachewatchError
 
 __all__ = ["SnapshotCollector", "MetricsServer", "start_metrics_server", "TRAINING_STATES"]
@@ -98,34 +99,41 @@ class SnapshotCollector(Collector):
         yield from (state, restarts, duration, exit_code)
         p = snap.progress
         fields = {
-            "epoch": ("cachewatch_training_epoch", "Epoch in progress (1-based)"),
-            "total_epochs": ("cachewatch_training_epochs_total", "Epochs planned"),
-            "step": ("cachewatch_training_step", "Step within the epoch"),
-            "total_steps": ("cachewatch_training_steps_per_epoch", "Steps per epoch"),
-            "loss": ("cachewatch_training_loss", "Last reported loss"),
-            "eta_s": ("cachewatch_training_eta_seconds", "Estimated time to the end of the training"),
-            "s_per_step": ("cachewatch_training_seconds_per_step", "Average seconds per step (batch)"),
-            "avg_epoch_s": ("cachewatch_training_epoch_seconds", "Average epoch duration"),
+            ("epoch",): ("cachewatch_training_epoch", "Epoch in progress (1-based)"),
+            ("total_epochs",): ("cachewatch_training_epochs_total", "Epochs planned"),
+            ("step",): ("cachewatch_training_step", "Step within the epoch"),
+            ("total_steps",): ("cachewatch_training_steps_per_epoch", "Steps per epoch"),
+            ("loss",): ("cachewatch_training_loss", "Last reported loss"),
+            ("eta", "remaining_s"): ("cachewatch_training_eta_seconds", "Estimated time to the end of the training"),
+            ("eta", "finish_time"): ("cachewatch_training_finish_timestamp_seconds", "Estimated end of the training (Unix time)"),
+            ("eta", "step_s"): ("cachewatch_training_seconds_per_step", "Average seconds per step (batch)"),
+            ("eta", "avg_epoch_s"): ("cachewatch_training_epoch_seconds", "Average epoch duration"),
         }
-        for attr, (name, help_) in fields.items():
+        for path, (name, help_) in fields.items():
             fam = GaugeMetricFamily(name, help_, labels=["engine"])
-            value = getattr(p, attr, None) if p is not None else None
-            if value is not None:
+            value = part_value(p, *path)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 fam.add_metric([engine], float(value))
             yield fam
+        w = snap.workers
         workers = GaugeMetricFamily("cachewatch_training_workers", "DataLoader worker processes", labels=["engine"])
+        procs = GaugeMetricFamily("cachewatch_training_processes", "Processes in the training's tree", labels=["engine"])
         rss = GaugeMetricFamily("cachewatch_training_rss_bytes", "Resident memory of the training's process tree", labels=["engine"])
         cpu = GaugeMetricFamily("cachewatch_training_cpu_percent", "CPU of the training's process tree (100 = one core)", labels=["engine"])
-        if snap.workers is not None:
-            workers.add_metric([engine], snap.workers.workers)
-            rss.add_metric([engine], snap.workers.total_rss_bytes)
-            cpu.add_metric([engine], snap.workers.total_cpu_percent)
-        yield from (workers, rss, cpu)
+        if w is not None and part_value(w, "processes"):
+            workers.add_metric([engine], part_value(w, "worker_count", default=0))
+            procs.add_metric([engine], len(part_value(w, "processes")))
+            rss.add_metric([engine], part_value(w, "rss_bytes_total", default=0))
+            total_cpu = part_value(w, "cpu_percent_total")
+            if total_cpu is not None:
+                cpu.add_metric([engine], total_cpu)
+        yield from (workers, procs, rss, cpu)
 
     def _gpu(self, snap: Any, engine: str) -> Iterator[Any]:
         gpu = snap.gpu
-        available = GaugeMetricFamily("cachewatch_gpu_available", "1 when GPUs are sampled through NVML", labels=["engine"])
-        available.add_metric([engine], 1.0 if gpu.available else 0.0)
+        available = GaugeMetricFamily("cachewatch_gpu_available", "1 when GPUs are sampled through NVML and present", labels=["engine"])
+        devices = part_value(gpu, "gpus", default=())
+        available.add_metric([engine], 1.0 if part_value(gpu, "state") == "ok" and devices else 0.0)
         yield available
         labels = ["engine", "gpu", "name"]
         fams = {
@@ -137,23 +145,27 @@ class SnapshotCollector(Collector):
             "training_memory_bytes": GaugeMetricFamily("cachewatch_gpu_training_memory_bytes",
                                                        "GPU memory held by the training's processes", labels=labels),
         }
-        for dev in gpu.devices:
-            lab = [engine, str(dev.index), dev.name]
+        for dev in devices:
+            lab = [engine, str(part_value(dev, "index")), str(part_value(dev, "name", default=""))]
             for attr, fam in fams.items():
-                value = getattr(dev, attr)
-                if value is not None:
+                value = part_value(dev, attr)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
                     fam.add_metric(lab, value / 100.0 if attr == "utilization_percent" else float(value))
         yield from fams.values()
 
     def _host(self, snap: Any, engine: str) -> Iterator[Any]:
-        used = GaugeMetricFamily("cachewatch_host_memory_used_bytes", "System memory in use", labels=["engine"])
+        h = snap.host
         total = GaugeMetricFamily("cachewatch_host_memory_total_bytes", "System memory", labels=["engine"])
-        ratio = GaugeMetricFamily("cachewatch_host_memory_ratio", "System memory in use (0-1)", labels=["engine"])
-        if snap.host is not None:
-            used.add_metric([engine], snap.host.memory_used_bytes)
-            total.add_metric([engine], snap.host.memory_total_bytes)
-            ratio.add_metric([engine], snap.host.memory_ratio)
-        yield from (used, total, ratio)
+        avail = GaugeMetricFamily("cachewatch_host_memory_available_bytes", "System memory available", labels=["engine"])
+        ratio = GaugeMetricFamily("cachewatch_host_memory_ratio", "System memory in use (0-1), what the alert compares", labels=["engine"])
+        disk = GaugeMetricFamily("cachewatch_host_disk_free_bytes", "Free bytes on the cache root's filesystem", labels=["engine", "path"])
+        if part_value(h, "memory", "total_bytes"):
+            total.add_metric([engine], part_value(h, "memory", "total_bytes"))
+            avail.add_metric([engine], part_value(h, "memory", "available_bytes", default=0))
+            ratio.add_metric([engine], part_value(h, "memory", "percent", default=0.0) / 100.0)
+        if part_value(h, "disk", "free_bytes") is not None:
+            disk.add_metric([engine, str(part_value(h, "disk", "path", default=""))], part_value(h, "disk", "free_bytes"))
+        yield from (total, avail, ratio, disk)
 
 
 @dataclass

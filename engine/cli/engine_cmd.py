@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import load_config
 from ..daemon import runtime
@@ -20,7 +20,7 @@ from ..daemon.client import EngineClient, connect
 from ..daemon.errors import CommandFailed, ConnectionLost, EngineError, NoEngine
 from ..daemon.eventtext import describe_event, format_time
 from ..daemon.protocol import EventPush, LogPush, SnapshotPush
-from ..daemon.snapshot import EngineSnapshot
+from ..daemon.snapshot import EngineSnapshot, part_value
 from ..events import EventLog
 from ..sizes import format_duration, format_size, parse_duration
 from . import EXIT_OK, print_json
@@ -81,13 +81,7 @@ def _pct(part: float, whole: float) -> str:
     return f"{100.0 * part / whole:.1f} %" if whole else "-"
 
 
-def _get(obj: Any, *path: str, default: Any = None) -> Any:
-    """``obj.a.b`` for typed part snapshots, ``obj["a"]["b"]`` for ones kept as JSON."""
-    for name in path:
-        if obj is None:
-            return default
-        obj = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-    return default if obj is None else obj
+_get = part_value
 
 
 def format_status(s: EngineSnapshot) -> list[str]:

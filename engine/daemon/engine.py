@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_ENV = "CACHEWATCH_CONFIG"
 _EVICTIONS_KEPT = 50
+_PARSE_WINDOW_BYTES = 256 * 1024  # at most this much new output is parsed per poll
 
 SnapshotListener = Callable[[EngineSnapshot], None]
 EventListener = Callable[[Event], None]
@@ -126,6 +127,7 @@ class Engine:
 
         self._lock = threading.RLock()
         self._poll_lock = threading.RLock()  # the loop and the supervisor's callbacks both read the tails
+        self._publish_lock = threading.Lock()  # snapshots reach listeners in seq order
         self._wake = threading.Event()
         self._dirty = True
         self._closing = False
@@ -470,16 +472,32 @@ class Engine:
     def _poll_files(self) -> bool:
         changed = False
         now = time.time()
+        parts: list[bytes] = []
+        size = 0
         while True:  # a burst of output is read to the end, 1 MiB at a time
             offset, data = self._log_tail.read_new()
             if not data:
                 break
             changed = True
             self._call(self._log_listeners, offset, data)
-            for alert in _safe(self._feed.feed_output, self._log_decoder.decode(data), now):
-                self._raise(self._attempt_key(finding_from_alert(alert)), now)
+            parts.append(data)
+            size += len(data)
+            if size > 2 * _PARSE_WINDOW_BYTES:  # keep only what may be parsed
+                joined = b"".join(parts)[-_PARSE_WINDOW_BYTES:]
+                parts, size = [joined], len(joined)
             if len(data) < 1024 * 1024:
                 break
+        if parts:
+            data = b"".join(parts)
+            if size > _PARSE_WINDOW_BYTES:
+                # A flood of output (a training printing megabytes a second) would cost the engine
+                # more CPU than the training; progress and OOM messages that matter are the latest
+                # ones, so only the tail is parsed, from a line start.
+                data = data[-_PARSE_WINDOW_BYTES:]
+                data = data[data.find(b"\n") + 1:]
+                self._log_decoder.reset()
+            for alert in _safe(self._feed.feed_output, self._log_decoder.decode(data), now):
+                self._raise(self._attempt_key(finding_from_alert(alert)), now)
         for rec in _safe(self._feed.poll, now):
             changed = True
             kind = getattr(rec, "kind", "")
@@ -530,12 +548,13 @@ class Engine:
                 self.alerts.clear("cache_over_max")
 
     def _publish(self, force: bool = False) -> EngineSnapshot:
-        snap = self._build_snapshot()
-        with self._lock:
-            self._snapshot = snap
+        with self._publish_lock:
             self._dirty = False
-            self._last_publish = time.monotonic()
-        self._call(self._snapshot_listeners, snap)
+            snap = self._build_snapshot()
+            with self._lock:
+                self._snapshot = snap
+                self._last_publish = time.monotonic()
+            self._call(self._snapshot_listeners, snap)
         return snap
 
     def _build_snapshot(self) -> EngineSnapshot:
@@ -593,7 +612,7 @@ class Engine:
         except CachewatchError as exc:
             raise CommandFailed(str(exc), ErrorCode.FAILED.value) from None
         self.record("command", command=name, args={k: v for k, v in args.items() if isinstance(v, (str, int, float, bool))})
-        self._changed()
+        self._publish()  # the next snapshot a client sees already shows what the command did
         return result
 
     def _need_supervisor(self) -> Supervisor:

@@ -99,7 +99,6 @@ class EngineParts:
     new_feed: FeedFactory | None = None
     classify_exit: ExitClassifier | None = None
     jobs: dict[str, JobFactory] = field(default_factory=dict)  # "verify" | "build" | "split"
-    gpu_off_reason: str = "GPU sampling is not built into this engine"
 
 
 class NoProgress:
@@ -175,10 +174,11 @@ def finding_from_alert(alert: Any) -> Finding:
 def default_parts(config: Any) -> EngineParts:
     """The implementations this build has: the one composition point for the other packages."""
     parts = EngineParts()
+    # Each package is optional here only until it is part of the build; then these become plain imports.
     try:
         from ..monitor import Monitor  # type: ignore[attr-defined]
     except ImportError:
-        parts.gpu_off_reason = "GPU sampling is not built into this engine"
+        pass
     else:
         parts.monitor = Monitor.from_config(config)
     try:
@@ -189,7 +189,10 @@ def default_parts(config: Any) -> EngineParts:
     else:
         parts.new_feed = lambda path, started: ProgressFeed(path, started_time=started)
         parts.classify_exit = classify_exit
-    # parts.jobs: engine/jobs offers verify/build/split through an adapter taking a
-    # threading.Event and a progress(done, total, message, unit) callback, which is what
-    # JobContext is; it is registered here once that package is part of the build.
+    try:
+        from ..jobs.daemon_adapter import job_factories  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        parts.jobs.update(job_factories())
     return parts

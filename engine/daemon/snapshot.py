@@ -29,6 +29,7 @@ from .codec import to_json as _to_json
 __all__ = [
     "EngineInfo",
     "PART_TYPES",
+    "part_value",
     "CacheView",
     "WatchedView",
     "EvictionView",
@@ -88,6 +89,19 @@ def decode_part(field_name: str, data: Any) -> Any:
     if cls is not None:
         return cls.from_json(data)
     return frozen_map(data)
+
+
+def part_value(obj: Any, *path: str, default: Any = None) -> Any:
+    """``obj.a.b`` of a part snapshot, whether decoded to its type or kept as JSON (``obj["a"]["b"]``).
+
+    Derived figures (``worker_count``, ``training_memory_bytes``) are properties of the types
+    and keys of their JSON alike, so readers need not care which they hold.
+    """
+    for name in path:
+        if obj is None:
+            return default
+        obj = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    return default if obj is None else obj
 
 
 def cache_stats_from_json(data: Mapping[str, Any]) -> CacheStats:

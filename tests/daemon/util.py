@@ -58,15 +58,29 @@ def sweep(markers: tuple[str, ...]) -> list[int]:
             p.send_signal(signal.SIGTERM)  # the engine stops its training gracefully
         except psutil.Error:
             pass
-    psutil.wait_procs(engines, timeout=15)
-    left = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    _wait_gone(engines, 15.0)
+    left = [p for p in procs if _alive(p)]
     for p in left:
         try:
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(left, timeout=5)
+    _wait_gone(left, 5.0)
     return [p.pid for p in left]
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> None:
+    # Not psutil.wait_procs: for processes that are not our children it polls coarsely.
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p) for p in procs):
+        time.sleep(0.02)
 
 
 def _cmdline(p: psutil.Process) -> list[str]:
