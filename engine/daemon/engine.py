@@ -84,6 +84,8 @@ class Engine:
         parts: EngineParts | None = None,
         exit_with_training: bool = False,
         tail_interval_s: float = 0.05,
+        idle_tail_interval_s: float = 0.25,
+        feed_poll_s: float = 0.1,
         min_publish_s: float = 0.1,
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -98,6 +100,9 @@ class Engine:
         self.events = EventLog(self.state_dir / "events.jsonl", source=f"engine:{name}")
         self.interval_s = max(0.05, float(config.monitor.interval))
         self.tail_interval_s = tail_interval_s
+        self.idle_tail_interval_s = max(tail_interval_s, idle_tail_interval_s)
+        self.feed_poll_s = feed_poll_s
+        self._next_feed_poll = 0.0
         self.min_publish_s = min_publish_s
         self.exit_with_training = exit_with_training
         self.parts = parts if parts is not None else default_parts(config)
@@ -137,6 +142,7 @@ class Engine:
         self._snapshot: EngineSnapshot | None = None
         self._last_publish = 0.0
         self._snapshot_listeners: list[SnapshotListener] = []
+        self._interest: list[Callable[[], bool]] = []
         self._event_listeners: list[EventListener] = []
         self._log_listeners: list[LogListener] = []
         self._stop_listeners: list[StopListener] = []
@@ -161,9 +167,33 @@ class Engine:
 
         return remove
 
-    def add_snapshot_listener(self, fn: SnapshotListener) -> Callable[[], None]:
-        """``fn(snapshot)`` from the engine thread after each publish; keep it short."""
-        return self._add(self._snapshot_listeners, fn)
+    def add_snapshot_listener(self, fn: SnapshotListener, wants: Callable[[], bool] | None = None) -> Callable[[], None]:
+        """``fn(snapshot)`` from the engine thread after each publish; keep it short.
+
+        ``wants()`` says whether anyone behind ``fn`` watches right now (the socket server: a
+        subscribed client). While nobody does, the engine publishes once per sampling interval
+        instead of on every change, and polls its files less often: an unwatched headless engine
+        costs almost nothing.
+        """
+        if wants is not None:
+            with self._lock:
+                self._interest.append(wants)
+        remove = self._add(self._snapshot_listeners, fn)
+
+        def remove_both() -> None:
+            remove()
+            with self._lock:
+                if wants in self._interest:
+                    self._interest.remove(wants)
+
+        return remove_both
+
+    def _watched(self) -> bool:
+        with self._lock:
+            if len(self._snapshot_listeners) > len(self._interest):
+                return True  # a listener that did not say: always watching
+            wants = list(self._interest)
+        return any(w() for w in wants)
 
     def add_event_listener(self, fn: EventListener) -> Callable[[], None]:
         return self._add(self._event_listeners, fn)
@@ -256,6 +286,7 @@ class Engine:
         self._shutdown_parts()
 
     def _shutdown_parts(self) -> None:
+        self._log_tail.close()
         if self.parts.monitor is not None:
             try:
                 self.parts.monitor.stop()
@@ -333,9 +364,12 @@ class Engine:
             return False
         path = self.cache.events.path
         try:
-            ino = os.stat(path).st_ino
+            st = os.stat(path)
         except FileNotFoundError:
             return False
+        ino = st.st_ino
+        if ino == self._cache_events_ino and st.st_size == self._cache_events_offset:
+            return False  # the common case: nothing new, one stat
         if ino != self._cache_events_ino:
             self._cache_events_ino, self._cache_events_offset = ino, 0  # rotated: a new file
         events, offset = self.cache.events.tail(self._cache_events_offset)
@@ -459,13 +493,16 @@ class Engine:
                     self._check_thresholds()
                     next_check = now + self.interval_s
                     self._dirty = True
-                if self._dirty and now - self._last_publish >= self.min_publish_s:
+                watched = self._watched()
+                gap = self.min_publish_s if watched else self.interval_s
+                if self._dirty and now - self._last_publish >= gap:
                     self._publish()
             except Exception:  # the loop must survive anything one poll throws
                 log.exception("engine loop iteration failed")
-            wait = self.tail_interval_s
+                watched = True
+            wait = self.tail_interval_s if watched else self.idle_tail_interval_s
             if self._dirty:
-                wait = min(wait, max(0.0, self.min_publish_s - (time.monotonic() - self._last_publish)))
+                wait = min(wait, max(0.0, gap - (time.monotonic() - self._last_publish)))
             self._wake.wait(wait)
             self._wake.clear()
 
@@ -498,7 +535,14 @@ class Engine:
                 self._log_decoder.reset()
             for alert in _safe(self._feed.feed_output, self._log_decoder.decode(data), now):
                 self._raise(self._attempt_key(finding_from_alert(alert)), now)
-        for rec in _safe(self._feed.poll, now):
+        mono = time.monotonic()
+        records: Any = ()
+        if mono >= self._next_feed_poll:
+            # The progress file is read at most every feed_poll_s: a script reporting every step
+            # (tens of lines a second) is parsed in batches, which costs far less per line.
+            self._next_feed_poll = mono + self.feed_poll_s
+            records = _safe(self._feed.poll, now)
+        for rec in records:
             changed = True
             kind = getattr(rec, "kind", "")
             if kind in ("checkpoint", "event"):
@@ -586,10 +630,11 @@ class Engine:
 
     # ------------------------------------------------------------------------------- reading
     def snapshot(self) -> EngineSnapshot:
-        """The last published snapshot (one is built now if none was published yet)."""
+        """The latest snapshot: the last published one, or a fresh one when something changed since."""
         with self._lock:
             snap = self._snapshot
-        return snap if snap is not None else self._publish()
+            stale = self._dirty and time.monotonic() - self._last_publish >= self.min_publish_s
+        return snap if snap is not None and not stale else self._publish()
 
     def read_log(self, offset: int = -64 * 1024, max_bytes: int = 64 * 1024) -> LogChunk:
         return read_chunk(self.log_path, offset, max_bytes)
