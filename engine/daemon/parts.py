@@ -176,21 +176,15 @@ def finding_from_alert(alert: Any) -> Finding:
 def default_parts(config: Any) -> EngineParts:
     """The implementations this build has: the one composition point for the other packages."""
     parts = EngineParts()
-    # Each package is optional here only until it is part of the build; then these become plain imports.
-    try:
-        from ..monitor import Monitor  # type: ignore[attr-defined]
-    except ImportError:
-        pass
-    else:
-        parts.monitor = Monitor.from_config(config)
-    try:
-        from ..training.feed import ProgressFeed  # type: ignore[import-not-found]
-        from ..training.oom import classify_exit  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        parts.new_feed = lambda path, started: ProgressFeed(path, started_time=started)
-        parts.classify_exit = classify_exit
+    from ..monitor import Monitor
+    from ..training.feed import ProgressFeed
+    from ..training.oom import classify_exit
+
+    parts.monitor = Monitor.from_config(config)
+    parts.new_feed = lambda path, started: ProgressFeed(path, started_time=started)
+    parts.classify_exit = classify_exit
+    # Watched directories and the maintenance jobs are optional here only until they are part
+    # of the build; then these become plain imports too.
     try:
         from ..watch import WatchedDirectory  # type: ignore[attr-defined]
     except ImportError:
