@@ -51,6 +51,7 @@ def test_a_job_reports_progress_and_can_be_cancelled(make_engine) -> None:
     wait_for(lambda: engine.snapshot().jobs[0].state == "done", what="job done")
     view = engine.snapshot().jobs[0]
     assert view.id == job["id"] and view.done == 3 and view.total == 3 and dict(view.result) == {"counted": 3}
+    wait_for(lambda: engine.query_events(kinds=["job.finished"]), what="job.finished event")
     kinds = [e.kind for e in engine.query_events(kinds=["job"])]
     assert kinds[0] == "job.started" and kinds[-1] == "job.finished" and "job.progress" in kinds
 
