@@ -132,7 +132,8 @@ class EngineClient:
         """Send one request and wait for its response; pushes that arrive meanwhile are kept."""
         rid = next(self._ids)
         self._send({"type": mtype, "id": rid, **fields})
-        deadline = time.monotonic() + max(self.timeout_s, 60.0 if mtype == ClientType.COMMAND.value else 0.0)
+        # A stop or restart waits for the training to exit (up to [run] stop_grace); do not give up first.
+        deadline = time.monotonic() + max(self.timeout_s, 600.0 if mtype == ClientType.COMMAND.value else 0.0)
         while True:
             msg = self._read(max(0.0, deadline - time.monotonic()))
             if msg is None:
