@@ -307,7 +307,8 @@ class AsyncEngineClient:
         return EngineSnapshot.from_json(await self.request(ClientType.SNAPSHOT.value))
 
     async def command(self, name: str, **args: Any) -> dict[str, Any]:
-        return await self.request(ClientType.COMMAND.value, name=name, args=args)
+        # A stop or restart waits for the training to exit (up to [run] stop_grace).
+        return await self.request(ClientType.COMMAND.value, timeout_s=600.0, name=name, args=args)
 
     async def subscribe(self, *, snapshots: bool = True, events: bool = False, log: bool = False,
                         log_offset: int | None = None, kinds: Sequence[str] | None = None) -> None:

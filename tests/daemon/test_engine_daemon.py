@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cachewatch.engine import Cache
 from cachewatch.engine.daemon import EngineClient, list_engines
-from cachewatch.engine.daemon.protocol import EventPush, LogPush
+from cachewatch.engine.daemon.protocol import EventPush, LogPush, SnapshotPush
 
 from .util import REPO, EngineEnv, proc_state, python_cmd, run_cli, wait_for
 
@@ -299,3 +299,39 @@ def test_the_engine_module_runs_from_the_repository(engine_env: EngineEnv) -> No
     out = subprocess.run([sys.executable, "-m", "cachewatch.engine.daemon", "--name", "bad name"], capture_output=True,
                          text=True, cwd=REPO, timeout=60)
     assert out.returncode == 2 and "engine name 'bad name' is not usable" in out.stderr
+
+
+def test_the_asyncio_client_attaches_commands_and_detaches(engine_env: EngineEnv) -> None:
+    import asyncio
+
+    from cachewatch.engine.daemon import AsyncEngineClient
+    from cachewatch.engine.daemon.errors import CommandFailed
+
+    entry = engine_env.start(*TICKER, name="async")
+
+    async def session() -> tuple[list, str, int]:
+        pushes: list = []
+        client = await AsyncEngineClient.connect(entry.socket, client_name="dashboard", on_push=pushes.append)
+        assert client.hello.engine.name == "async" and "pause" in client.hello.commands
+        await client.subscribe(snapshots=True, events=True, log=True, log_offset=0)
+        paused = await client.command("pause")
+        try:
+            await client.command("pause_everything")
+        except CommandFailed as exc:
+            refused = exc.code
+        for _ in range(100):
+            if any(isinstance(m, EventPush) and m.event.kind == "training.paused" for m in pushes) and \
+                    any(isinstance(m, LogPush) for m in pushes) and any(isinstance(m, SnapshotPush) for m in pushes):
+                break
+            await asyncio.sleep(0.05)
+        await client.command("resume")
+        tail = await client.log(-100, 100)
+        await client.close()
+        return pushes, refused, paused["training"]["pid"] if tail.size else -1
+
+    pushes, refused, pid = asyncio.run(session())
+    assert refused == "unknown_command"
+    assert any(isinstance(m, SnapshotPush) for m in pushes) and any(isinstance(m, LogPush) for m in pushes)
+    assert any(isinstance(m, EventPush) and m.event.kind == "training.paused" for m in pushes)
+    t = _snapshot(entry).training  # detached: the training goes on, same process
+    assert t.state.value == "running" and t.pid == pid
