@@ -158,9 +158,10 @@ class EngineClient:
         return self.request(ClientType.COMMAND.value, name=name, args=args)
 
     def subscribe(self, *, snapshots: bool = True, events: bool = False, kinds: Sequence[str] | None = None,
-                  log: bool = False, log_offset: int | None = None) -> None:
-        """Start the pushes: snapshots (at once, then on each change), events, training output."""
-        fields: dict[str, Any] = {"snapshots": snapshots, "events": events, "log": log}
+                  log: bool = False, log_offset: int | None = None, interval_s: float = 0.0) -> None:
+        """Start the pushes: snapshots (at once, then on each change, at most one per ``interval_s``),
+        events, training output."""
+        fields: dict[str, Any] = {"snapshots": snapshots, "events": events, "log": log, "interval_s": interval_s}
         if kinds is not None:
             fields["kinds"] = list(kinds)
         if log_offset is not None:
@@ -311,8 +312,9 @@ class AsyncEngineClient:
         return await self.request(ClientType.COMMAND.value, timeout_s=600.0, name=name, args=args)
 
     async def subscribe(self, *, snapshots: bool = True, events: bool = False, log: bool = False,
-                        log_offset: int | None = None, kinds: Sequence[str] | None = None) -> None:
-        fields: dict[str, Any] = {"snapshots": snapshots, "events": events, "log": log}
+                        log_offset: int | None = None, kinds: Sequence[str] | None = None, interval_s: float = 0.0) -> None:
+        """As :meth:`EngineClient.subscribe`; a dashboard refreshing every second passes ``interval_s=1``."""
+        fields: dict[str, Any] = {"snapshots": snapshots, "events": events, "log": log, "interval_s": interval_s}
         if log_offset is not None:
             fields["log_offset"] = log_offset
         if kinds is not None:

@@ -168,13 +168,13 @@ class Engine:
 
         return remove
 
-    def add_snapshot_listener(self, fn: SnapshotListener, wants: Callable[[], bool] | None = None) -> Callable[[], None]:
+    def add_snapshot_listener(self, fn: SnapshotListener, wants: Callable[[], float | None] | None = None) -> Callable[[], None]:
         """``fn(snapshot)`` from the engine thread after each publish; keep it short.
 
-        ``wants()`` says whether anyone behind ``fn`` watches right now (the socket server: a
-        subscribed client). While nobody does, the engine publishes once per sampling interval
-        instead of on every change, and polls its files less often: an unwatched headless engine
-        costs almost nothing.
+        ``wants()`` says whether anyone behind ``fn`` watches right now, and how often: None for
+        nobody, else the shortest interval between snapshots someone asked for (0: every
+        change). While nobody watches, the engine publishes once per sampling interval and polls
+        its files less often: an unwatched headless engine costs almost nothing.
         """
         if wants is not None:
             with self._lock:
@@ -189,12 +189,15 @@ class Engine:
 
         return remove_both
 
-    def _watched(self) -> bool:
+    def _publish_gap(self) -> float | None:
+        """How soon after the last snapshot a change may be published; None when nobody watches."""
         with self._lock:
-            if len(self._snapshot_listeners) > len(self._interest):
-                return True  # a listener that did not say: always watching
+            always = len(self._snapshot_listeners) > len(self._interest)  # a listener that did not say
             wants = list(self._interest)
-        return any(w() for w in wants)
+        asked = [v for v in (w() for w in wants) if v is not None]
+        if always:
+            asked.append(0.0)
+        return max(self.min_publish_s, min(asked)) if asked else None
 
     def add_event_listener(self, fn: EventListener) -> Callable[[], None]:
         return self._add(self._event_listeners, fn)
@@ -476,13 +479,14 @@ class Engine:
                     self._check_thresholds()
                     next_check = now + self.interval_s
                     self._dirty = True
-                watched = self._watched()
-                gap = self.min_publish_s if watched else self.interval_s
+                wanted = self._publish_gap()
+                watched = wanted is not None
+                gap = wanted if wanted is not None else self.interval_s
                 if self._dirty and now - self._last_publish >= gap:
                     self._publish()
             except Exception:  # the loop must survive anything one poll throws
                 log.exception("engine loop iteration failed")
-                watched = True
+                watched, gap = True, self.min_publish_s
             wait = self.tail_interval_s if watched else self.idle_tail_interval_s
             if self._dirty:
                 wait = min(wait, max(0.0, gap - (time.monotonic() - self._last_publish)))
@@ -777,11 +781,11 @@ def _eviction_view(root: str, fields: Mapping[str, Any], t: float) -> EvictionVi
     )
 
 
-def _safe(fn: Callable[..., Sequence[Finding]], *args: Any) -> Sequence[Finding]:
+def _safe(fn: Callable[..., Sequence[Any]], *args: Any) -> Sequence[Any]:
     try:
         return fn(*args) or ()
     except Exception:  # a parser bug must not stop the tail
-        log.exception("progress tracker failed")
+        _log_failure(getattr(fn, "__qualname__", "progress feed"))
         return ()
 
 
@@ -789,5 +793,17 @@ def _safe_value(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except Exception:
-        log.exception("snapshot part failed")
+        _log_failure(getattr(fn, "__qualname__", "snapshot part"))
         return None
+
+
+_last_logged: dict[str, float] = {}
+
+
+def _log_failure(what: str) -> None:
+    # A part that fails on every poll would fill engine.log at 20 lines a second; once a minute
+    # per place is enough to see it.
+    now = time.monotonic()
+    if now - _last_logged.get(what, -1e9) >= 60.0:
+        _last_logged[what] = now
+        log.exception("%s failed (repeats are not logged for a minute)", what)

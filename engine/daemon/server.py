@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,9 @@ class _Client:
         self.queue: deque[bytes] = deque()
         self.queued_bytes = 0
         self.pending_snapshot: bytes | None = None
+        self.snapshot_interval_s = 0.0  # at most one snapshot per this (the newest); 0: every one
+        self._last_snapshot_sent = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self.wakeup = asyncio.Event()
         self.closed = False
         self.close_after_flush = False
@@ -105,6 +109,8 @@ class _Client:
 
     def abort(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
         self.queue.clear()
         self.pending_snapshot = None
         self.wakeup.set()
@@ -113,6 +119,21 @@ class _Client:
         except Exception:
             pass
 
+    def _snapshot_due(self) -> bool:
+        """Whether the pending snapshot may go now; if not yet, wake the writer when it may."""
+        if self.pending_snapshot is None:
+            return False
+        wait = self.snapshot_interval_s - (time.monotonic() - self._last_snapshot_sent)
+        if wait <= 0:
+            return True
+        if self._timer is None:
+            def fire() -> None:
+                self._timer = None
+                self.wakeup.set()
+
+            self._timer = asyncio.get_running_loop().call_later(wait, fire)
+        return False
+
     async def write_loop(self) -> None:
         try:
             while True:
@@ -120,12 +141,13 @@ class _Client:
                 self.wakeup.clear()
                 if self.closed:
                     return
-                while self.queue or self.pending_snapshot is not None:
+                while self.queue or self._snapshot_due():
                     if self.queue:
                         data = self.queue.popleft()
                         self.queued_bytes -= len(data)
                     else:
                         data, self.pending_snapshot = self.pending_snapshot, None  # type: ignore[assignment]
+                        self._last_snapshot_sent = time.monotonic()
                     self.writer.write(data)
                     # Wait only when the kernel buffer is full (the client reads slower than we
                     # write); a timer per message would cost more than the message.
@@ -176,6 +198,7 @@ class EngineServer:
         # (snapshot subscribers, event followers, log followers), recounted in the loop thread and
         # read by engine threads to skip waking the loop when nobody wants what they have.
         self._interest = (0, 0, 0)
+        self._snapshot_interval: float | None = None  # the shortest interval a subscriber asked for
 
     # --------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -191,7 +214,7 @@ class EngineServer:
         self.engine.set_endpoints(socket_path=str(self.path))
         self._removers = [
             self.engine.add_snapshot_listener(lambda s: self._interest[0] and self._threadsafe(self._on_snapshot, s),
-                                              wants=lambda: self._interest[0] > 0),
+                                              wants=lambda: self._snapshot_interval),
             self.engine.add_event_listener(lambda e: self._interest[1] and self._threadsafe(self._on_event, e)),
             self.engine.add_log_listener(lambda o, d: self._interest[2] and self._threadsafe(self._on_log, o, d)),
         ]
@@ -216,6 +239,8 @@ class EngineServer:
         live = [c for c in self.clients if not c.closed]
         self._interest = (sum(c.snapshots for c in live), sum(c.events for c in live),
                           sum(c.log_offset is not None for c in live))
+        intervals = [c.snapshot_interval_s for c in live if c.snapshots]
+        self._snapshot_interval = min(intervals) if intervals else None
 
     async def close(self, reason: str = "engine stopping") -> None:
         """Finish in-flight requests, say ``bye`` to every client, stop listening."""
@@ -383,11 +408,15 @@ class EngineServer:
         if mtype == ClientType.SNAPSHOT.value:
             return self.engine.snapshot().to_json()
         if mtype == ClientType.SUBSCRIBE.value:
+            interval = msg.get("interval_s", 0.0)
+            if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 <= interval <= 3600:
+                raise _BadRequest(ErrorCode.BAD_ARGS, "'interval_s' must be a number of seconds from 0 to 3600")
+            c.snapshot_interval_s = float(interval)
             c.snapshots = bool(msg.get("snapshots", True))
             c.events = bool(msg.get("events", False))
             kinds = msg.get("kinds")
             c.event_kinds = tuple(str(k) for k in kinds) if isinstance(kinds, list) else None
-            return {"snapshots": c.snapshots, "events": c.events, "log": msg.get("log", False)}
+            return {"snapshots": c.snapshots, "events": c.events, "log": msg.get("log", False), "interval_s": c.snapshot_interval_s}
         if mtype == ClientType.UNSUBSCRIBE.value:
             c.snapshots, c.events, c.log_offset = False, False, None
             return {}

@@ -335,3 +335,25 @@ def test_the_asyncio_client_attaches_commands_and_detaches(engine_env: EngineEnv
     assert any(isinstance(m, EventPush) and m.event.kind == "training.paused" for m in pushes)
     t = _snapshot(entry).training  # detached: the training goes on, same process
     assert t.state.value == "running" and t.pid == pid
+
+
+def test_a_client_can_ask_for_fewer_snapshots(engine_env: EngineEnv) -> None:
+    chatty = python_cmd("import time\nwhile True: print('x', flush=True); time.sleep(0.02)")
+    entry = engine_env.start(*chatty, name="paced")
+    with EngineClient(entry.socket) as c:
+        try:
+            c.subscribe(interval_s=-1)
+        except Exception as exc:
+            assert getattr(exc, "code", None) == "bad_args"
+        else:
+            raise AssertionError("a negative interval was accepted")
+        c.subscribe(interval_s=1.0)
+        t_end = time.monotonic() + 3.0
+        seqs = []
+        while time.monotonic() < t_end:
+            msg = c.recv(max(0.01, t_end - time.monotonic()))
+            if isinstance(msg, SnapshotPush):
+                seqs.append(msg.snapshot.seq)
+    # Output every 20 ms would make a snapshot every 0.1 s; this client gets one a second.
+    assert 1 <= len(seqs) <= 5, seqs
+    assert seqs == sorted(seqs)
