@@ -18,7 +18,7 @@ from ..config import load_config
 from ..daemon import runtime
 from ..daemon.client import EngineClient, connect
 from ..daemon.errors import CommandFailed, ConnectionLost, EngineError, NoEngine
-from ..daemon.eventtext import describe_event, format_time
+from ..daemon.eventtext import describe_event, format_command, format_time
 from ..daemon.protocol import EventPush, LogPush, SnapshotPush
 from ..daemon.snapshot import EngineSnapshot, part_value
 from ..events import EventLog
@@ -105,7 +105,7 @@ def format_status(s: EngineSnapshot) -> list[str]:
         if t.next_restart_at:
             line += f", next try in {format_duration(max(0.0, t.next_restart_at - s.time))}"
         rows.append(("training", line))
-        rows.append(("command", " ".join(t.command)))
+        rows.append(("command", format_command(t.command)))
     p = s.progress
     if p is not None:
         parts = []
@@ -263,7 +263,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     now = time.time()
     print(f"{'NAME':<24} {'PID':>7}  {'UP':>8}  {'TRAINING':<11} COMMAND")
     for e, state in rows:
-        print(f"{e.name:<24} {e.pid:>7}  {format_duration(now - e.started):>8}  {state:<11} {' '.join(e.command)}")
+        print(f"{e.name:<24} {e.pid:>7}  {format_duration(now - e.started):>8}  {state:<11} {format_command(e.command)}")
     return EXIT_OK
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..config import Config, load_config
 from ..daemon.client import EngineClient
+from ..daemon.eventtext import format_command
 from ..daemon.process import resolve_name, run_engine, start_daemon
 from ..errors import ConfigError
 from ..training.supervisor import check_command
@@ -108,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.json:
             print_json(entry.to_json())
             return EXIT_OK
-        print(f"engine {entry.name} started (pid {entry.pid}); training: {' '.join(entry.command)}")
+        print(f"engine {entry.name} started (pid {entry.pid}); training: {format_command(entry.command)}")
         print(f"  status   cachewatch status {entry.name}")
         print(f"  output   cachewatch logs {entry.name} --follow    ({entry.log_path})")
         print(f"  events   cachewatch events {entry.name} --follow")

@@ -7,7 +7,14 @@ import datetime as _dt
 from ..events import Event
 from ..sizes import format_duration, format_size
 
-__all__ = ["describe_event", "format_time"]
+__all__ = ["describe_event", "format_time", "format_command"]
+
+
+def format_command(command: "list[str] | tuple[str, ...]") -> str:
+    """A command line on one line, quoted as a shell would need it (``-c`` code keeps its ``\\n``)."""
+    import shlex
+
+    return shlex.join(command).replace("\n", "\\n")
 
 
 def format_time(t: float) -> str:
@@ -24,7 +31,7 @@ def describe_event(e: Event) -> str:
                 f"(reason: {f('reason', '')}, {format_size(f('size_before', 0) or 0, binary=False)} -> "
                 f"{format_size(f('size_after', 0) or 0, binary=False)})")
     if k == "training.started":
-        return f"attempt {f('attempt')} started, pid {f('pid')}: {' '.join(f('command') or [])}"
+        return f"attempt {f('attempt')} started, pid {f('pid')}: {format_command(f('command') or [])}"
     if k == "training.exited":
         return f"attempt {f('attempt')} {f('reason', '')} after {format_duration(f('duration_s'))}"
     if k == "training.restarting":
