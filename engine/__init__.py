@@ -37,6 +37,9 @@ _LAZY = {
     "Monitor": ".monitor",
     "MonitorSnapshot": ".monitor",
     "MonitorError": ".monitor",
+    "WatchedDirectory": ".watch",
+    "WatchStats": ".watch",
+    "WatchError": ".watch",
 }
 
 
@@ -72,6 +75,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from .monitor import Monitor, MonitorError, MonitorSnapshot
     from .sizes import format_duration, format_size, parse_duration, parse_size
     from .training import report
+    from .watch import WatchedDirectory, WatchError, WatchStats
 
 __all__ = [
     "__version__",
@@ -100,4 +104,7 @@ __all__ = [
     "Monitor",
     "MonitorSnapshot",
     "MonitorError",
+    "WatchedDirectory",
+    "WatchStats",
+    "WatchError",
 ]

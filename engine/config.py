@@ -154,6 +154,22 @@ def _argv(raw: Any, key: str, base: Path) -> tuple[str, ...]:
     raise ConfigError(f"{key} = {raw!r} must be a command string or a list of strings")
 
 
+def _globs(raw: Any, key: str, base: Path) -> tuple[str, ...]:
+    if raw is None or raw == "":
+        return ()
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(g, str) and g.strip() for g in items):
+        raise ConfigError(f"{key} = {raw!r} must be a glob or a list of globs, e.g. '*.jpg' or ['*.jpg', '*.png']")
+    from .watch.filters import glob_to_regex
+
+    for g in items:
+        try:
+            glob_to_regex(g)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+    return tuple(items)
+
+
 def _str_map(raw: Any, key: str, base: Path) -> dict[str, str]:
     if not isinstance(raw, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
         raise ConfigError(f"{key} = {raw!r} must be a table of strings, e.g. {{ evict = 'E' }}")
@@ -247,11 +263,12 @@ class WatchConfig:
     max_size: int = _f(_size, None, doc="limit on the counted files")
     target_ratio: float = _f(_ratio, 0.9, doc="eviction goes down to max_size x target_ratio")
     target_size: int | None = _f(_opt_size, doc="eviction target as a size; overrides target_ratio")
-    include: str | None = _f(_opt_str, doc="glob of files that count (default: all)")
-    exclude: str | None = _f(_opt_str, doc="glob of files that never count nor go")
+    include: tuple[str, ...] = _f(_globs, (), doc="glob or list of globs of files that count (default: all)")
+    exclude: tuple[str, ...] = _f(_globs, (), doc="glob or list of globs of files that never count nor go")
     min_age: float = _f(_duration, 30.0, doc="never delete a file modified more recently than this")
     scan_interval: float = _f(_duration, 300.0, doc="period of the reconciling full scan")
     dry_run: bool = _f(_bool, False, doc="report what would be evicted, delete nothing")
+    state_dir: Path | None = _f(_opt_path, doc="where the watch keeps its events (default: $XDG_STATE_HOME/cachewatch/watch/<hash>)")
 
 
 @dataclass(frozen=True)

@@ -110,4 +110,4 @@ def test_watch_entries(tmp_path) -> None:
     )
     cfg = load_config(p)
     assert [w.root for w in cfg.watch] == [tmp_path / "img", Path("/abs")]
-    assert cfg.watch[0].include == "*.jpg" and cfg.watch[1].target_ratio == 0.8
+    assert cfg.watch[0].include == ("*.jpg",) and cfg.watch[1].target_ratio == 0.8  # one glob or a list: a tuple

@@ -1,0 +1,107 @@
+"""``cachewatch watch``: the real command line in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from ..helpers import REPO, run_cli, wait_for
+from .conftest import tree_bytes, write
+
+
+def test_once_evicts_down_to_target_and_reports_json(root: Path, state: Path) -> None:
+    for i in range(20):
+        write(root / "s" / f"f{i:02d}", 100_000)
+    r = run_cli("watch", str(root), "--max", "1MB", "--target", "50%", "--min-age", "0", "--once", "--json",
+                "--state-dir", str(state), "--scan-workers", "0")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["scan"]["files"] == 20
+    assert out["eviction"]["files"] == 15 and out["eviction"]["reason"] == "max" and not out["eviction"]["dry_run"]
+    assert out["stats"]["size_bytes"] == 500_000 == tree_bytes(root)[0]
+    assert out["stats"]["target_bytes"] == 500_000 and out["stats"]["kind"] == "watch"
+
+
+def test_once_dry_run_touches_nothing(root: Path, state: Path) -> None:
+    for i in range(20):
+        write(root / f"f{i:02d}", 100_000)
+    r = run_cli("watch", str(root), "--max", "1MB", "--min-age", "0", "--once", "--dry-run", "--state-dir", str(state),
+                "--scan-workers", "0")
+    assert r.returncode == 0, r.stderr
+    assert "Would evict 11 files (1.1 MB)" in r.stdout
+    assert tree_bytes(root) == (2_000_000, 20)
+
+
+def test_config_watch_entries_are_used(root: Path, state: Path, tmp_path: Path) -> None:
+    for i in range(5):
+        write(root / f"f{i}.jpg", 1000)
+    write(root / "keep.txt", 50_000)
+    (tmp_path / "cachewatch.toml").write_text(
+        f"[[watch]]\nroot = '{root}'\nmax_size = '3KB'\ninclude = '*.jpg'\nmin_age = 0\nstate_dir = '{state}'\n"
+    )
+    r = run_cli("watch", "--once", "--json", "--scan-workers", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["stats"]["max_bytes"] == 3000 and out["stats"]["entries"] == 2
+    assert (root / "keep.txt").exists()  # not counted, never evicted
+    # flags override the config entry for the same root
+    r = run_cli("watch", str(root), "--max", "1.5KB", "--once", "--json", "--scan-workers", "0", cwd=tmp_path)
+    assert json.loads(r.stdout)["stats"]["entries"] == 1
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--once"], "needs a limit: pass --max"),
+        (["--max", "12 parsecs", "--once"], "--max = '12 parsecs'"),
+        (["--max", "1MB", "--target", "2.5x", "--once"], "--target"),
+        (["--max", "1MB", "--include", "[bad", "--once"], "'[bad'"),
+        (["--max", "1MB", "--interval", "0s"], "--interval"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(root: Path, state: Path, args: list[str], words: str) -> None:
+    r = run_cli("watch", str(root), *args, "--state-dir", str(state))
+    assert r.returncode == 2
+    assert r.stderr.startswith("cachewatch: ") and words in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_nothing_to_watch_and_missing_root(tmp_path: Path) -> None:
+    r = run_cli("watch", cwd=tmp_path)
+    assert r.returncode == 2 and "nothing to watch" in r.stderr
+    r = run_cli("watch", str(tmp_path / "nope"), "--max", "1GB", cwd=tmp_path)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    write(tmp_path / "afile", 1)
+    r = run_cli("watch", str(tmp_path / "afile"), "--max", "1GB", cwd=tmp_path)
+    assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_foreground_run_evicts_live_and_stops_cleanly(root: Path, state: Path, sig: int) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cachewatch.tui.cli", "watch", str(root), "--max", "100KB", "--min-age", "0",
+         "--interval", "0.5s", "--state-dir", str(state), "--scan-workers", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    t.start()
+    try:
+        wait_for(lambda: any("watching" in line for line in out), timeout=60, what="start line")
+        for i in range(30):
+            write(root / f"img{i:02d}.jpg", 10_000)
+        wait_for(lambda: any("Evicted" in line for line in out), timeout=30, what="an eviction line")
+        wait_for(lambda: tree_bytes(root)[0] <= 100_000, timeout=30, what="size under max")
+    finally:
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=30)
+        t.join(timeout=5)
+    assert rc == 0, proc.stderr.read() if proc.stderr else ""
+    assert "stopped watching" in out[-1]
+    ev = [json.loads(x)["kind"] for x in (state / "events.jsonl").read_text().splitlines()]
+    assert ev[0] == "watch.started" and "eviction" in ev and ev[-1] == "watch.stopped"
