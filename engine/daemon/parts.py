@@ -179,18 +179,14 @@ def default_parts(config: Any) -> EngineParts:
     from ..monitor import Monitor
     from ..training.feed import ProgressFeed
     from ..training.oom import classify_exit
+    from ..watch import WatchedDirectory
 
     parts.monitor = Monitor.from_config(config)
     parts.new_feed = lambda path, started: ProgressFeed(path, started_time=started)
     parts.classify_exit = classify_exit
-    # Watched directories and the maintenance jobs are optional here only until they are part
-    # of the build; then these become plain imports too.
-    try:
-        from ..watch import WatchedDirectory  # type: ignore[attr-defined]
-    except ImportError:
-        pass
-    else:
-        parts.new_watch = WatchedDirectory.from_config
+    parts.new_watch = WatchedDirectory.from_config
+    # The maintenance jobs are optional here only until they are part of the build; then this
+    # becomes a plain import too.
     try:
         from ..jobs.daemon_adapter import job_factories  # type: ignore[import-not-found]
     except ImportError:
