@@ -154,7 +154,6 @@ class Engine:
         self.watchers: list[Any] = []
         self._eviction_feed = EvictionFollower(self.state_dir / "eviction-offsets.json")
         self._evictions: collections.deque[EvictionView] = collections.deque(maxlen=_EVICTIONS_KEPT)
-        self._exit_findings: dict[int, Finding] = {}
 
     # ------------------------------------------------------------------------------ listeners
     def _add(self, bucket: list, fn: Any) -> Callable[[], None]:
@@ -285,7 +284,7 @@ class Engine:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._publish(force=True)
+        self._publish()
         self.record("engine.stopped", reason=self.stop_reason or "closed")
         self._shutdown_parts()
 
@@ -592,7 +591,7 @@ class Engine:
             else:
                 self.alerts.clear("cache_over_max")
 
-    def _publish(self, force: bool = False) -> EngineSnapshot:
+    def _publish(self) -> EngineSnapshot:
         with self._publish_lock:
             self._dirty = False
             snap = self._build_snapshot()
