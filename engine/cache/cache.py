@@ -36,7 +36,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import xxhash
 
@@ -45,7 +45,7 @@ from ..errors import CacheBusy, CacheDiskFull, CacheError, CacheFull, CacheRootE
 from ..events import EventLog
 from ..sizes import SizeError, format_size, parse_duration, parse_size
 from .index import LIVE, REPLACED, WRITING, Counters, IndexFull, Row, SQLiteIndex
-from .ledger import DONE, FAILED, POSTED, CommitRequest, Ledger
+from .ledger import Ledger
 from .keys import SHARD_RE, key_to_name, validate_key, versioned_name
 from .locks import OwnerLock, ProcessMutex, owner_alive, try_exclusive
 from .types import CacheStats, EntryInfo, EvictionReport
@@ -60,6 +60,18 @@ _COPY_CHUNK = 1 << 20
 _BATCH = 128
 _KEYS_IN_EVENT = 50
 _SWEEP_EVERY_S = 3600.0
+
+
+class _Commit(NamedTuple):
+    """A finished ``.part`` file that should become the entry ``key``."""
+
+    key: str
+    name: str  # the key's base file name (a versioned one is chosen if a pinned file holds it)
+    part: str  # file name under .cachewatch/tmp
+    size: int
+    charge: int
+    checksum: str
+    ino: int
 
 
 class CacheMiss(CacheError, KeyError):
@@ -182,8 +194,6 @@ class Cache:
         self._stop_sweep = threading.Event()
         self._restore_reserve = False
         self._part_seq = 0
-        self._req_seq = 0
-        self._commit_lock = threading.Lock()
         self._liveness_checked: dict[str, float] = {}
         self._trash_pending: list[tuple[str, int]] = []  # (path, charge) renamed to trash, not yet unlinked
         self._trash_done = 0  # bytes unlinked from trash, still counted in our ledger slot
@@ -346,7 +356,6 @@ class Cache:
         self._mutex.reset_after_fork()
         self._owner = None
         self._slot = None  # the parent's slot stays the parent's
-        self._commit_lock = threading.Lock()
         self._trash_pending = []
         self._trash_done = 0
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
@@ -630,24 +639,14 @@ class Cache:
         return CacheError(f"cannot write key {key!r} under {self.root}: {exc.strerror or exc}; nothing was stored")
 
     def _commit(self, slot: int, key: str, name: str, part: str, size: int, charge: int, checksum: str, ino: int) -> Path:
-        """Make a written ``.part`` file the key's entry.
-
-        The request is posted in our ledger slot, then whoever holds the mutex first commits
-        every posted request in one transaction (group commit): under contention a waiting
-        writer usually finds its entry already committed by another process.
-        """
-        with self._commit_lock:  # one slot per process: its threads post one at a time
-            self._req_seq = (self._req_seq + 1) & 0xFFFFFFFF
-            req = CommitRequest(self._req_seq, key, name, os.path.basename(part), size, charge, checksum, ino)
-            self._ledger.post(slot, req)
-            with self._mutex:
-                state, final_name, message = self._ledger.outcome(slot, req.seq)
-                if state == POSTED:
-                    self._combine_locked()
-                    state, final_name, message = self._ledger.outcome(slot, req.seq)
-                self._settle_trash_locked()
+        """Make a written ``.part`` file the key's entry: one transaction under the mutex."""
+        req = _Commit(key, name, os.path.basename(part), size, charge, checksum, ino)
+        with self._mutex:
+            outcome = self._commit_locked(slot, req)
+            self._settle_trash_locked()
         self._after_commit()
-        if state == DONE:
+        final_name, message = outcome
+        if final_name is not None:
             return Path(self._root_s, final_name)
         if "disk full" in message:
             raise CacheDiskFull(
@@ -656,37 +655,30 @@ class Cache:
             )
         raise CacheError(message or f"key {key!r} could not be committed under {self.root}; nothing was stored")
 
-    def _combine_locked(self) -> None:
-        """Commit every posted request (ours and other processes') in one transaction."""
-        batch = self._ledger.posted()
-        if not batch:
-            return
-        outcomes: dict[int, tuple[int, str, str]] = {}
+    def _commit_locked(self, slot: int, req: "_Commit") -> tuple[str | None, str]:
+        """(entry name, "") once committed, or (None, why) with nothing of it left behind."""
+        outcome: tuple[str | None, str] = (None, "")
         for attempt in (1, 2):
             try:
-                outcomes = self._commit_batch_locked(batch)
+                outcome = self._commit_transaction_locked(slot, req)
                 break
             except IndexFull as exc:
                 if attempt == 1 and exc.retryable:
-                    continue  # the disk reserve was given up: the same batch can commit now
-                outcomes = {i: (FAILED, "", "disk full: the cache index cannot be written") for i, _ in batch}
+                    continue  # the disk reserve was given up: the commit can go through now
+                outcome = (None, "disk full: the cache index cannot be written")
             except (sqlite3.Error, OSError) as exc:
-                outcomes = {i: (FAILED, "", f"the cache index could not be written ({exc})") for i, _ in batch}
+                outcome = (None, f"the cache index could not be written ({exc})")
                 break
-        failed = []
-        for index, req in batch:
-            state, final_name, message = outcomes[index]
-            if state != DONE:
-                _unlink_quiet(os.path.join(self._tmp_s, req.part))
-                failed.append(req)
-            # Only now, committed (or given up), stop counting the bytes as in flight.
-            self._ledger.release(index, req.charge)
-            self._ledger.clear_intent(index)
-            self._ledger.finish(index, req.seq, state, final_name, message)
-        if failed:
-            self._repair_after_failed_commit_locked(failed)
+        if outcome[0] is None:
+            _unlink_quiet(os.path.join(self._tmp_s, req.part))
+        # Only now, committed (or given up), stop counting the bytes as in flight.
+        self._ledger.release(slot, req.charge)
+        self._ledger.clear_intent(slot)
+        if outcome[0] is None:
+            self._repair_after_failed_commit_locked([req])
+        return outcome
 
-    def _repair_after_failed_commit_locked(self, failed: list[CommitRequest]) -> None:
+    def _repair_after_failed_commit_locked(self, failed: list["_Commit"]) -> None:
         def repair() -> None:
             with self._index.transaction():
                 for req in failed:
@@ -697,29 +689,24 @@ class Cache:
         except (sqlite3.Error, CacheDiskFull):
             self._pending.repairs.update(req.name for req in failed)  # type: ignore[union-attr]
 
-    def _commit_batch_locked(self, batch: list[tuple[int, CommitRequest]]) -> dict[int, tuple[int, str, str]]:
-        results: dict[int, tuple[int, str, str]] = {}
-        placed: list[tuple[str, int]] = []
+    def _commit_transaction_locked(self, slot: int, req: "_Commit") -> tuple[str | None, str]:
+        placed: tuple[str, int] | None = None
         try:
             with self._index.transaction():
-                now = time.time()
-                for index, req in batch:
-                    try:
-                        final_name = self._commit_one_locked(index, req, now)
-                    except OSError as exc:
-                        results[index] = (FAILED, "", f"cannot commit key {req.key!r} under {self.root}: {exc.strerror or exc}")
-                        continue
-                    results[index] = (DONE, final_name, "")
-                    placed.append((os.path.join(self._root_s, final_name), req.ino))
+                try:
+                    final_name = self._commit_one_locked(slot, req, time.time())
+                except OSError as exc:
+                    return None, f"cannot commit key {req.key!r} under {self.root}: {exc.strerror or exc}"
+                placed = (os.path.join(self._root_s, final_name), req.ino)
         except BaseException:
-            # Rolled back: the files put in place belong to no row now.
-            for path, ino in placed:
-                _unlink_if_inode(path, ino)
+            # Rolled back: the file put in place belongs to no row now.
+            if placed is not None:
+                _unlink_if_inode(*placed)
             raise
-        return results
+        return final_name, ""
 
-    def _commit_one_locked(self, index: int, req: CommitRequest, now: float) -> str:
-        """Put one request's file in place and index it. Files first: an OSError leaves no row change."""
+    def _commit_one_locked(self, index: int, req: "_Commit", now: float) -> str:
+        """Put the file in place and index it. Files first: an OSError leaves no row change."""
         source = os.path.join(self._tmp_s, req.part)
         old = self._index.live_row(req.key)
         old_fd = -1
@@ -732,19 +719,14 @@ class Cache:
                     old_fd = -1
                 # Holding this exclusive lock to the end keeps new readers off the old file.
                 old_pinned = old_fd >= 0 and not try_exclusive(old_fd)
-            slot = self._ledger.read(index)
-            prior = slot.intent if slot is not None else ""
-            if not os.path.exists(source) and prior and _inode_at(os.path.join(self._root_s, prior)) == req.ino:
-                final_name = prior  # a combiner died after renaming it: only the index is missing
-            else:
-                final_name = req.name
-                replaces_in_place = old is not None and not old_pinned and old.name == req.name
-                if not replaces_in_place and self._name_taken_locked(req.name):
-                    final_name = self._free_versioned_name_locked(req.name)
-                # Say where the file goes before it goes: if we die before the commit, whoever
-                # reclaims that slot (or its owner, retrying) knows which file to look at.
-                self._ledger.set_intent(index, final_name)
-                _rename_into_place(source, os.path.join(self._root_s, final_name))
+            final_name = req.name
+            replaces_in_place = old is not None and not old_pinned and old.name == req.name
+            if not replaces_in_place and self._name_taken_locked(req.name):
+                final_name = self._free_versioned_name_locked(req.name)
+            # Say where the file goes before it goes: if we die before the commit, whoever
+            # reclaims our slot knows which file to look at.
+            self._ledger.set_intent(index, final_name)
+            _rename_into_place(source, os.path.join(self._root_s, final_name))
             if old is not None:
                 if old_pinned:
                     self._index.mark_replaced(old.id)  # stays where the reader has it, still counted

@@ -36,7 +36,9 @@ EXIT_NO_ENGINE = 3
 EXIT_INTERRUPTED = 130
 
 # Modules under cachewatch.engine.cli, each with register(subparsers).
-COMMAND_MODULES: tuple[str, ...] = ("cache_cmd", "monitor_cmd", "watch_cmd", "verify_cmd", "build_cmd", "split_cmd")
+COMMAND_MODULES: tuple[str, ...] = (
+    "cache_cmd", "monitor_cmd", "watch_cmd", "run_cmd", "engine_cmd", "verify_cmd", "build_cmd", "split_cmd",
+)
 
 
 class _Parser(argparse.ArgumentParser):

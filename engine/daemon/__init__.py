@@ -1,1 +1,59 @@
-"""The headless engine process: Unix-socket server, versioned protocol, clients, snapshots."""
+"""The headless engine process: Unix-socket server, versioned protocol, clients, snapshots.
+
+``Engine`` composes the cache, the supervised training and the samplers and publishes
+immutable ``EngineSnapshot`` values; ``EngineServer`` serves one engine on a private Unix
+socket; ``EngineClient`` / ``AsyncEngineClient`` talk to it; ``start_daemon`` starts a
+detached engine. The protocol is described in ``protocol.py`` and ``docs/engine.md``.
+"""
+
+from .client import AsyncEngineClient, EngineClient, connect
+from .engine import Engine
+from .errors import CommandFailed, ConnectionLost, EngineError, EngineNameTaken, NoEngine, ProtocolError, RuntimeDirError
+from .parts import EngineParts, Finding
+from .process import run_engine, start_daemon
+from .protocol import COMMANDS, PROTOCOL_VERSION, CommandSpec, LogChunk
+from .runtime import EngineEntry, find_engine, list_engines, runtime_dir
+from .server import EngineServer
+from .snapshot import (
+    Alert,
+    CacheView,
+    EngineInfo,
+    EngineSnapshot,
+    EvictionView,
+    JobView,
+    PART_TYPES,
+)
+
+__all__ = [
+    "Engine",
+    "EngineServer",
+    "EngineClient",
+    "AsyncEngineClient",
+    "connect",
+    "start_daemon",
+    "run_engine",
+    "EngineParts",
+    "Finding",
+    "EngineEntry",
+    "find_engine",
+    "list_engines",
+    "runtime_dir",
+    "PROTOCOL_VERSION",
+    "COMMANDS",
+    "CommandSpec",
+    "LogChunk",
+    "EngineError",
+    "NoEngine",
+    "EngineNameTaken",
+    "RuntimeDirError",
+    "ProtocolError",
+    "CommandFailed",
+    "ConnectionLost",
+    "EngineSnapshot",
+    "EngineInfo",
+    "CacheView",
+    "EvictionView",
+    "Alert",
+    "JobView",
+    "PART_TYPES",
+]

@@ -1,0 +1,808 @@
+"""The engine: owns the managed cache and the training, and publishes immutable snapshots.
+
+One :class:`Engine` composes the supervisor, the samplers (GPU, process tree, host), the
+progress tracker, the alerts, the maintenance jobs and the event log. It runs the same way
+inside a headless daemon (``cachewatch run --headless``), in the foreground, or inside a
+dashboard process; the socket server is a separate layer on top (``server.py``).
+
+Threads, and why:
+
+``engine-loop``
+    tails the training log, the progress file and the cache's event file (a few ``fstat``
+    calls every ``tail_interval_s``), checks thresholds once per sampling interval and
+    publishes a snapshot when something changed, at most every ``min_publish_s``. It never
+    blocks on the cache or on a sampler.
+``cache-sampler``
+    reads ``Cache.stats()`` once per interval (and at once after an eviction). SQLite can
+    wait on another process's transaction; that wait must not stall the log tail.
+samplers of ``engine/monitor``
+    each in its own thread; the loop only reads their ``latest()``.
+commands
+    run in the caller's thread (the server's executor); stop and restart wait up to the
+    grace period there, never in the loop.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import logging
+import os
+import shutil
+import signal as _signal
+import socket as _socket
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .._version import __version__
+from ..cache import Cache
+from ..config import Config
+from ..errors import CachewatchError
+from ..events import Event, EventLog
+from ..sizes import format_size, parse_size
+from ..training.runstate import RestartPolicy, TrainingState
+from ..training.supervisor import ENGINE_ENV, LaunchError, Supervisor, SupervisorError
+from . import runtime
+from .alerts import AlertBoard
+from .errors import CommandFailed
+from .jobrunner import JobRunner
+from .parts import EngineParts, Finding, NoProgress, PeriodicSampler, default_parts, finding_from_alert
+from .protocol import COMMANDS, PROTOCOL_VERSION, ErrorCode, LogChunk
+from .snapshot import CacheView, EngineInfo, EngineSnapshot, EvictionView, JobView
+from .evictions import EvictionFollower
+from .tail import FileTail, read_chunk
+
+__all__ = ["Engine", "CONFIG_ENV"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV = "CACHEWATCH_CONFIG"
+_EVICTIONS_KEPT = 50
+_PARSE_WINDOW_BYTES = 256 * 1024  # at most this much new output is parsed per poll
+_WATCH_ALERT_KINDS = ("over_max", "eviction_blocked", "max_soon", "disk_full_soon", "events_lost", "root_gone")
+
+SnapshotListener = Callable[[EngineSnapshot], None]
+EventListener = Callable[[Event], None]
+LogListener = Callable[[int, bytes], None]
+StopListener = Callable[[str], None]
+
+
+class Engine:
+    """See the module docstring. Use :meth:`start`, then :meth:`snapshot` / :meth:`execute`,
+    and :meth:`close` (which stops the training unless told otherwise)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        name: str,
+        command: Sequence[str] = (),
+        state_dir: str | os.PathLike | None = None,
+        cwd: str | os.PathLike | None = None,
+        parts: EngineParts | None = None,
+        exit_with_training: bool = False,
+        tail_interval_s: float = 0.05,
+        idle_tail_interval_s: float = 0.25,
+        feed_poll_s: float = 0.1,
+        min_publish_s: float = 0.1,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.name = runtime.check_engine_name(name)
+        self.command = tuple(command) or tuple(config.run.command)
+        self.state_dir = Path(state_dir) if state_dir is not None else runtime.state_dir(name, config.run.log_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.cwd = str(config.run.cwd) if config.run.cwd is not None else (str(cwd) if cwd is not None else os.getcwd())
+        self.log_path = self.state_dir / "training.log"
+        self.progress_path = self.state_dir / "progress.jsonl"
+        self.events = EventLog(self.state_dir / "events.jsonl", source=f"engine:{name}")
+        self.interval_s = max(0.05, float(config.monitor.interval))
+        self.tail_interval_s = tail_interval_s
+        self.idle_tail_interval_s = max(tail_interval_s, idle_tail_interval_s)
+        self.feed_poll_s = feed_poll_s
+        self._next_feed_poll = 0.0
+        self.min_publish_s = min_publish_s
+        self.exit_with_training = exit_with_training
+        self.parts = parts if parts is not None else default_parts(config)
+        self._feed: Any = NoProgress()  # replaced at each attempt's start
+        self.info = EngineInfo(
+            name=self.name,
+            pid=os.getpid(),
+            version=__version__,
+            protocol=PROTOCOL_VERSION,
+            started=time.time(),
+            hostname=_socket.gethostname(),
+            config_path=None if config.path is None else str(config.path),
+            state_dir=str(self.state_dir),
+            log_path=str(self.log_path),
+            events_path=str(self.events.path),
+            interval_s=self.interval_s,
+        )
+        self._log_tail = FileTail.at_end(self.log_path)
+        self.info = replace(self.info, log_start_offset=self._log_tail.offset)
+        self._env = dict(os.environ if env is None else env)
+        self.alerts = AlertBoard()
+        self.jobs = JobRunner(self._on_job)
+        self.cache: Cache | None = None
+        self._cache_error: str | None = None
+        self._cache_sampler: PeriodicSampler | None = None
+        self.supervisor: Supervisor | None = None
+
+        self._lock = threading.RLock()
+        self._poll_lock = threading.RLock()  # the loop and the supervisor's callbacks both read the tails
+        self._publish_lock = threading.Lock()  # snapshots reach listeners in seq order
+        self._wake = threading.Event()
+        self._dirty = True
+        self._closing = False
+        self._started = False
+        self._thread: threading.Thread | None = None
+        self._seq = 0
+        self._snapshot: EngineSnapshot | None = None
+        self._last_publish = 0.0
+        self._snapshot_listeners: list[SnapshotListener] = []
+        self._interest: list[Callable[[], bool]] = []
+        self._event_listeners: list[EventListener] = []
+        self._log_listeners: list[LogListener] = []
+        self._stop_listeners: list[StopListener] = []
+        self.stop_reason: str | None = None
+        self.stopped = threading.Event()  # set by request_stop(); the owner then calls close()
+
+        self._log_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.watchers: list[Any] = []
+        self._eviction_feed = EvictionFollower(self.state_dir / "eviction-offsets.json")
+        self._evictions: collections.deque[EvictionView] = collections.deque(maxlen=_EVICTIONS_KEPT)
+
+    # ------------------------------------------------------------------------------ listeners
+    def _add(self, bucket: list, fn: Any) -> Callable[[], None]:
+        with self._lock:
+            bucket.append(fn)
+
+        def remove() -> None:
+            with self._lock:
+                if fn in bucket:
+                    bucket.remove(fn)
+
+        return remove
+
+    def add_snapshot_listener(self, fn: SnapshotListener, wants: Callable[[], float | None] | None = None) -> Callable[[], None]:
+        """``fn(snapshot)`` from the engine thread after each publish; keep it short.
+
+        ``wants()`` says whether anyone behind ``fn`` watches right now, and how often: None for
+        nobody, else the shortest interval between snapshots someone asked for (0: every
+        change). While nobody watches, the engine publishes once per sampling interval and polls
+        its files less often: an unwatched headless engine costs almost nothing.
+        """
+        if wants is not None:
+            with self._lock:
+                self._interest.append(wants)
+        remove = self._add(self._snapshot_listeners, fn)
+
+        def remove_both() -> None:
+            remove()
+            with self._lock:
+                if wants in self._interest:
+                    self._interest.remove(wants)
+
+        return remove_both
+
+    def _publish_gap(self) -> float | None:
+        """How soon after the last snapshot a change may be published; None when nobody watches."""
+        with self._lock:
+            always = len(self._snapshot_listeners) > len(self._interest)  # a listener that did not say
+            wants = list(self._interest)
+        asked = [v for v in (w() for w in wants) if v is not None]
+        if always:
+            asked.append(0.0)
+        return max(self.min_publish_s, min(asked)) if asked else None
+
+    def add_event_listener(self, fn: EventListener) -> Callable[[], None]:
+        return self._add(self._event_listeners, fn)
+
+    def add_log_listener(self, fn: LogListener) -> Callable[[], None]:
+        """``fn(offset, data)`` for each new piece of training output, in order."""
+        return self._add(self._log_listeners, fn)
+
+    def add_stop_listener(self, fn: StopListener) -> Callable[[], None]:
+        return self._add(self._stop_listeners, fn)
+
+    def _call(self, bucket: list, *args: Any) -> None:
+        with self._lock:
+            fns = list(bucket)
+        for fn in fns:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("engine listener failed")
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def set_endpoints(self, *, socket_path: str | None = None, metrics_url: str | None = None) -> None:
+        with self._lock:
+            self.info = replace(
+                self.info,
+                socket_path=socket_path if socket_path is not None else self.info.socket_path,
+                metrics_url=metrics_url if metrics_url is not None else self.info.metrics_url,
+            )
+        self._changed()
+
+    def start(self) -> "Engine":
+        """Open the cache, start the samplers and the training. Raises on a bad cache or command."""
+        if self._started:
+            return self
+        self._started = True
+        self._open_caches()
+        if self.parts.monitor is not None:
+            self.parts.monitor.start()
+        self.record("engine.started", pid=os.getpid(), name=self.name, command=list(self.command),
+                    config=self.info.config_path)
+        if self.command:
+            run = self.config.run
+            env = dict(self._env)
+            env[ENGINE_ENV] = self.name
+            if self.config.path is not None:
+                env[CONFIG_ENV] = str(self.config.path)
+            self.supervisor = Supervisor(
+                self.command,
+                log_path=self.log_path,
+                cwd=self.cwd,
+                env=env,
+                progress_path=self.progress_path,
+                policy=RestartPolicy(run.restart, run.max_restarts, run.backoff, run.backoff_max),
+                stop_grace_s=run.stop_grace,
+                on_event=self._on_training_event,
+            )
+            try:
+                self.supervisor.start()
+            except Exception:
+                self._shutdown_parts()
+                raise
+        self._thread = threading.Thread(target=self._loop, name="engine-loop", daemon=True)
+        self._thread.start()
+        return self
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the owner of this engine to close it (the daemon's main thread waits on this)."""
+        with self._lock:
+            if self.stop_reason is not None:
+                return
+            self.stop_reason = reason
+        self.stopped.set()
+        self._call(self._stop_listeners, reason)
+
+    def close(self, *, stop_training: bool = True) -> None:
+        """Stop the training (gracefully, unless told not to), the threads, and the cache."""
+        if self._closing:
+            return
+        if stop_training and self.supervisor is not None:
+            info = self.supervisor.info()
+            if info.state.live or info.state is TrainingState.RESTARTING:
+                self.supervisor.stop()
+        self.jobs.shutdown()
+        self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._publish()
+        self.record("engine.stopped", reason=self.stop_reason or "closed")
+        self._shutdown_parts()
+
+    def _shutdown_parts(self) -> None:
+        self._log_tail.close()
+        if self.parts.monitor is not None:
+            try:
+                self.parts.monitor.stop()
+            except Exception:
+                log.exception("monitor stop failed")
+        if self._cache_sampler is not None:
+            self._cache_sampler.stop()
+        for w in self.watchers:
+            try:
+                w.stop()
+            except Exception:
+                log.exception("watch stop failed")
+        if self.cache is not None:
+            try:
+                self.cache.close()
+            except Exception:
+                log.exception("cache close failed")
+
+    # ------------------------------------------------------------------------- caches, watches
+    def _open_caches(self) -> None:
+        c = self.config.cache
+        if c.root is not None:
+            index = Path(c.root) / ".cachewatch" / "index.sqlite"
+            if c.max_size is None and not index.is_file():
+                self._cache_error = "[cache] max_size is not set and the cache does not exist yet; set max_size"
+            else:
+                self.cache = Cache.from_config(self.config) if c.max_size is not None else Cache(c.root)
+                for report in reversed(self.cache.eviction_log(limit=20)):
+                    self._evictions.appendleft(_eviction_view(str(self.cache.root), report.to_json(), report.time))
+                self._eviction_feed.add(str(self.cache.root), self.cache.events)
+        for wcfg in self.config.watch:
+            if self.parts.new_watch is None:
+                log.warning("[[watch]] %s: watched directories are not built into this engine", wcfg.root)
+                continue
+            watcher = self.parts.new_watch(wcfg)
+            watcher.start()
+            self.watchers.append(watcher)
+            self._eviction_feed.add(_watch_root(watcher), watcher.events)
+        if c.root is not None or self.watchers:
+            self._cache_sampler = PeriodicSampler(self._read_caches, self.interval_s, name="cache-sampler",
+                                                  on_sample=self._changed)
+            self._cache_sampler.start()
+
+    def _read_caches(self) -> tuple[CacheView | None, tuple[Any, ...]]:
+        """The managed cache's view and each watched directory's stats (in the cache-sampler thread)."""
+        view = None
+        if self.config.cache.root is not None:
+            root = str(self.config.cache.root)
+            if self.cache is None:
+                view = CacheView(root=root, error=self._cache_error)
+            else:
+                try:
+                    stats = self.cache.stats()
+                    disk = shutil.disk_usage(self.cache.root)
+                    view = CacheView(root=str(self.cache.root), stats=stats, disk_free_bytes=disk.free,
+                                     disk_total_bytes=disk.total)
+                except Exception as exc:  # a locked or broken index: show why, try again next time
+                    view = CacheView(root=root, error=f"{type(exc).__name__}: {exc}")
+        watched = []
+        for w in self.watchers:
+            try:
+                watched.append(w.stats())
+            except Exception:
+                log.exception("watch stats failed")
+        return view, tuple(watched)
+
+    def _poll_evictions(self) -> bool:
+        found = self._eviction_feed.poll()
+        for root, e in found:
+            fields = {k: v for k, v in e.fields.items() if k != "keys"}
+            fields["key_count"] = len(e.get("keys", ()) or ())
+            self.record("eviction", time_s=e.time, cache=root, **fields)
+            self._evictions.appendleft(_eviction_view(root, e.fields, e.time))
+        if found and self._cache_sampler is not None:
+            self._cache_sampler.poke()  # fresh sizes right behind the eviction
+        return bool(found)
+
+    def _sampled_caches(self) -> tuple[CacheView | None, tuple[Any, ...]]:
+        latest = self._cache_sampler.latest() if self._cache_sampler is not None else None
+        if latest is None:
+            view = CacheView(root=str(self.config.cache.root), error=self._cache_error) if self.config.cache.root else None
+            return view, ()
+        return latest
+
+    # --------------------------------------------------------------------------------- events
+    def record(self, kind: str, /, *, time_s: float | None = None, **fields: Any) -> Event:
+        """Append an event to the engine's log and hand it to followers."""
+        try:
+            event = self.events.append(kind, time_s=time_s, **fields)
+        except OSError as exc:  # a full disk loses the record, never the engine
+            log.warning("cannot write event %s: %s", kind, exc)
+            event = Event(kind=kind, time=time.time() if time_s is None else time_s, fields=fields, source=self.events.source)
+        self._call(self._event_listeners, event)
+        return event
+
+    def query_events(self, *, since: float | None = None, kinds: Sequence[str] | None = None,
+                     limit: int | None = None) -> list[Event]:
+        return self.events.read(kinds=kinds, since=since, limit=limit)
+
+    def _on_training_event(self, kind: str, fields: dict[str, Any]) -> None:
+        self.record(kind, **fields)
+        now = time.time()
+        monitor = self.parts.monitor
+        if kind == "training.started":
+            with self._poll_lock:
+                self._poll_files()  # what the previous attempt wrote still belongs to it
+                self._feed = self.parts.new_feed(self.progress_path, now) if self.parts.new_feed is not None else NoProgress()
+            if monitor is not None:
+                monitor.set_root_pid(fields.get("pid"))
+        elif kind == "training.exited":
+            self._drain_output(now)
+            for alert in _safe(self._feed.finish, now):
+                self._raise(self._attempt_key(finding_from_alert(alert)), now)
+            if monitor is not None:
+                monitor.set_root_pid(None)
+            self._alert_exit(fields, now)
+        elif kind == "training.failed":
+            self._raise(Finding("training_failed", "error", "The training could not be restarted", str(fields.get("error", ""))), now)
+        self._changed()
+        if self.exit_with_training and self.supervisor is not None and self.supervisor.info().state.over:
+            self.request_stop("the training ended")
+
+    def _alert_exit(self, fields: Mapping[str, Any], now: float) -> None:
+        requested = bool(fields.get("requested"))
+        code, sig = fields.get("exit_code"), fields.get("signal")
+        if requested or (code == 0 and sig is None):
+            return
+        attempt = fields.get("attempt")
+        info = self.supervisor.info() if self.supervisor is not None else None
+        follow = ""
+        if info is not None and info.state is TrainingState.RESTARTING and info.next_restart_at:
+            follow = (f"; restart {info.failure_restarts + 1}/{info.policy.max_restarts} "
+                      f"in {max(0.0, info.next_restart_at - now):.0f}s")
+        figures = {"exit_code": code, "signal": sig, "attempt": attempt, "duration_s": fields.get("duration_s")}
+        finding = Finding("training_exit", "error", f"Training {fields.get('reason', 'failed')}",
+                          f"attempt {attempt} {fields.get('reason', '')}{follow}; the log tail says why", figures=figures)
+        if self.parts.classify_exit is not None:
+            try:
+                sig_num = int(_signal.Signals[sig]) if sig in _signal.Signals.__members__ else None
+                diag = self.parts.classify_exit(exit_code=code, signal=sig_num, cuda_oom=self._feed.last_cuda_oom,
+                                                stopped_by_user=False)
+            except Exception:
+                log.exception("exit classifier failed")
+            else:
+                category = getattr(diag, "category", "error")
+                if category in ("success", "stopped", "cuda_oom"):
+                    return  # a CUDA OOM has its own alert from the output, with the figures
+                kind = "host_oom_kill" if category == "host_oom_kill" else "training_exit"
+                finding = Finding(kind, "critical" if kind == "host_oom_kill" else "error",
+                                  "Training killed: probable host OOM kill" if kind == "host_oom_kill" else f"Training {fields.get('reason', 'failed')}",
+                                  f"attempt {attempt}: {diag.summary}{follow}", remedies=tuple(getattr(diag, "hints", ()) or ()),
+                                  figures=figures)
+        self._raise(replace(finding, key=f"{finding.kind}:attempt-{attempt}"), now)
+
+    def _raise(self, f: Finding, now: float) -> None:
+        alert, new = self.alerts.raise_alert(f.kind, f.severity, f.title, f.text, remedies=tuple(f.remedies),
+                                             figures=f.figures, key=f.key, now=now)
+        if new:
+            self.record("alert", id=alert.id, alert_kind=alert.kind, severity=alert.severity, title=alert.title,
+                        text=alert.text, remedies=list(alert.remedies), figures=dict(alert.figures))
+        self._changed()
+
+    def _on_job(self, kind: str, view: JobView) -> None:
+        if kind:
+            fields = {"job_id": view.id, "job_kind": view.kind, "state": view.state, "done": view.done,
+                      "total": view.total, "message": view.message}
+            if kind == "job.finished":
+                fields.update(error=view.error, result=dict(view.result))
+            self.record(kind, **fields)
+        self._changed()
+
+    # ----------------------------------------------------------------------------------- loop
+    def _changed(self) -> None:
+        self._dirty = True
+        self._wake.set()
+
+    def _loop(self) -> None:
+        next_check = 0.0
+        while not self._closing:
+            now = time.monotonic()
+            try:
+                with self._poll_lock:
+                    if self._poll_files():
+                        self._dirty = True
+                if now >= next_check:
+                    self._check_thresholds()
+                    next_check = now + self.interval_s
+                    self._dirty = True
+                wanted = self._publish_gap()
+                watched = wanted is not None
+                gap = wanted if wanted is not None else self.interval_s
+                if self._dirty and now - self._last_publish >= gap:
+                    self._publish()
+            except Exception:  # the loop must survive anything one poll throws
+                log.exception("engine loop iteration failed")
+                watched, gap = True, self.min_publish_s
+            wait = self.tail_interval_s if watched else self.idle_tail_interval_s
+            if self._dirty:
+                wait = min(wait, max(0.0, gap - (time.monotonic() - self._last_publish)))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _poll_files(self) -> bool:
+        changed = False
+        now = time.time()
+        parts: list[bytes] = []
+        size = 0
+        while True:  # a burst of output is read to the end, 1 MiB at a time
+            offset, data = self._log_tail.read_new()
+            if not data:
+                break
+            changed = True
+            self._call(self._log_listeners, offset, data)
+            parts.append(data)
+            size += len(data)
+            if size > 2 * _PARSE_WINDOW_BYTES:  # keep only what may be parsed
+                joined = b"".join(parts)[-_PARSE_WINDOW_BYTES:]
+                parts, size = [joined], len(joined)
+            if len(data) < 1024 * 1024:
+                break
+        if parts:
+            data = b"".join(parts)
+            if size > _PARSE_WINDOW_BYTES:
+                # A flood of output (a training printing megabytes a second) would cost the engine
+                # more CPU than the training; progress and OOM messages that matter are the latest
+                # ones, so only the tail is parsed, from a line start.
+                data = data[-_PARSE_WINDOW_BYTES:]
+                data = data[data.find(b"\n") + 1:]
+                self._log_decoder.reset()
+            for alert in _safe(self._feed.feed_output, self._log_decoder.decode(data), now):
+                self._raise(self._attempt_key(finding_from_alert(alert)), now)
+        mono = time.monotonic()
+        records: Any = ()
+        if mono >= self._next_feed_poll:
+            # The progress file is read at most every feed_poll_s: a script reporting every step
+            # (tens of lines a second) is parsed in batches, which costs far less per line.
+            self._next_feed_poll = mono + self.feed_poll_s
+            records = _safe(self._feed.poll, now)
+        for rec in records:
+            changed = True
+            kind = getattr(rec, "kind", "")
+            if kind in ("checkpoint", "event"):
+                fields = rec.to_json() if callable(getattr(rec, "to_json", None)) else {}
+                fields = {k: v for k, v in fields.items() if k not in ("v", "kind", "t")}
+                self.record("training.checkpoint" if kind == "checkpoint" else "training.report", **fields)
+        if self._poll_evictions():
+            changed = True
+        return changed
+
+    def _drain_output(self, now: float) -> None:
+        """Read the exited attempt's last output now, so its OOM message counts for this attempt."""
+        with self._poll_lock:
+            self._poll_files()
+
+    def _attempt_key(self, f: Finding) -> Finding:
+        attempt = self.supervisor.info().attempt if self.supervisor is not None else 0
+        return replace(f, key=f.key or f"{f.kind}:attempt-{attempt}")
+
+    def _check_thresholds(self) -> None:
+        now = time.time()
+        mon = self.parts.monitor.snapshot() if self.parts.monitor is not None else None
+        host = getattr(mon, "host", None)
+        if host is not None:
+            # The host sampler decides memory and disk alerts against [monitor] thresholds.
+            raised = {a.kind: a for a in getattr(host, "alerts", ())}
+            for kind in ("memory", "disk"):
+                a = raised.get(kind)
+                if a is None:
+                    self.alerts.clear(kind)
+                    continue
+                title = "System memory is almost full" if kind == "memory" else "The cache's disk is almost full"
+                remedies = (("fewer DataLoader workers (num_workers)", "a smaller prefetch_factor or batch size",
+                             "stop other programs on this machine") if kind == "memory"
+                            else ("lower [cache] max_size", "free space on that disk"))
+                self._raise(Finding(kind, "warning", title, a.message, remedies=remedies,
+                                    figures={"used_fraction": a.used_fraction, "threshold": a.threshold}, key=kind), now)
+        view, watched = self._sampled_caches()
+        for w in watched:
+            # A watched directory judges its own condition (over max, eviction blocked, filling up).
+            root = str(getattr(w, "root", ""))
+            live = {a.kind: a for a in getattr(w, "alerts", ())}
+            for kind in _WATCH_ALERT_KINDS:
+                key = f"watch:{root}:{kind}"
+                a = live.get(kind)
+                if a is None:
+                    self.alerts.clear(key)
+                    continue
+                severity = {"critical": "critical", "warning": "warning"}.get(getattr(a, "level", ""), "info")
+                self._raise(Finding(f"watch_{kind}", severity, f"Watched directory: {kind.replace('_', ' ')}",
+                                    f"{root}: {a.message}", remedies=("evict now (key e)", "lower the [[watch]] max_size"),
+                                    key=key), now)
+        if isinstance(view, CacheView) and view.stats is not None:
+            s = view.stats
+            if s.used_bytes > s.max_bytes:
+                self._raise(Finding("cache_over_max", "error", "The cache is over its limit",
+                                    f"{format_size(s.used_bytes)} used, max {format_size(s.max_bytes)}",
+                                    remedies=("evict to the target (key e)", "something outside cachewatch writes into the cache root"),
+                                    key="cache_over_max"), now)
+            else:
+                self.alerts.clear("cache_over_max")
+
+    def _publish(self) -> EngineSnapshot:
+        with self._publish_lock:
+            self._dirty = False
+            snap = self._build_snapshot()
+            with self._lock:
+                self._snapshot = snap
+                self._last_publish = time.monotonic()
+            self._call(self._snapshot_listeners, snap)
+        return snap
+
+    def _build_snapshot(self) -> EngineSnapshot:
+        now = time.time()
+        p = self.parts
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            info = self.info
+        cache_view, watched = self._sampled_caches()
+        mon = _safe_value(p.monitor.snapshot) if p.monitor is not None else None
+        return EngineSnapshot(
+            seq=seq,
+            time=now,
+            engine=info,
+            training=self.supervisor.info() if self.supervisor is not None else None,
+            progress=_safe_value(lambda: self._feed.snapshot(now)),
+            workers=getattr(mon, "tree", None),
+            gpu=getattr(mon, "gpu", None),
+            host=getattr(mon, "host", None),
+            caches=(cache_view,) if cache_view is not None else (),
+            watched=watched,
+            evictions=tuple(self._evictions),
+            alerts=self.alerts.alerts(),
+            jobs=self.jobs.jobs(),
+            log_size_bytes=self._log_tail.offset,
+        )
+
+    # ------------------------------------------------------------------------------- reading
+    def snapshot(self) -> EngineSnapshot:
+        """The latest snapshot: the last published one, or a fresh one when something changed since."""
+        with self._lock:
+            snap = self._snapshot
+            stale = self._dirty and time.monotonic() - self._last_publish >= self.min_publish_s
+        return snap if snap is not None and not stale else self._publish()
+
+    def read_log(self, offset: int = -64 * 1024, max_bytes: int = 64 * 1024) -> LogChunk:
+        return read_chunk(self.log_path, offset, max_bytes)
+
+    # ------------------------------------------------------------------------------ commands
+    def execute(self, name: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run one command (see ``protocol.COMMANDS``); raise :class:`CommandFailed` on refusal."""
+        args = dict(args or {})
+        if name not in COMMANDS:
+            raise CommandFailed(
+                f"unknown command {name!r}; known: {', '.join(sorted(COMMANDS))}", ErrorCode.UNKNOWN_COMMAND.value
+            )
+        handler = getattr(self, f"_cmd_{name}")
+        try:
+            result = handler(args)
+        except CommandFailed:
+            raise
+        except SupervisorError as exc:
+            raise CommandFailed(str(exc), ErrorCode.CONFLICT.value) from None
+        except CachewatchError as exc:
+            raise CommandFailed(str(exc), ErrorCode.FAILED.value) from None
+        self.record("command", command=name, args={k: v for k, v in args.items() if isinstance(v, (str, int, float, bool))})
+        self._publish()  # the next snapshot a client sees already shows what the command did
+        return result
+
+    def _need_supervisor(self) -> Supervisor:
+        if self.supervisor is None:
+            raise CommandFailed("this engine runs no training; start one with `cachewatch run -- CMD`", ErrorCode.UNAVAILABLE.value)
+        return self.supervisor
+
+    def _need_cache(self) -> Cache:
+        if self.cache is None:
+            why = self._cache_error or "no [cache] root in the config"
+            raise CommandFailed(f"this engine has no managed cache ({why})", ErrorCode.UNAVAILABLE.value)
+        return self.cache
+
+    def _cmd_evict(self, args: dict[str, Any]) -> dict[str, Any]:
+        to = args.get("to")
+        if to is not None:
+            try:
+                to = parse_size(to, what="to")
+            except (ValueError, CachewatchError) as exc:
+                raise CommandFailed(str(exc), ErrorCode.BAD_ARGS.value) from None
+        root = args.get("root")
+        target: Any = None
+        if root is not None and (self.cache is None or os.path.abspath(str(root)) != str(self.cache.root)):
+            target = next((w for w in self.watchers if _watch_root(w) == os.path.abspath(str(root))), None)
+            if target is None:
+                known = [str(self.cache.root)] if self.cache is not None else []
+                known += [_watch_root(w) for w in self.watchers]
+                raise CommandFailed(f"no cache or watched directory at {root!r}; known: {', '.join(known) or 'none'}",
+                                    ErrorCode.BAD_ARGS.value)
+        if target is None:
+            target = self._need_cache()
+        report = target.evict(to=to, dry_run=bool(args.get("dry_run", False)))
+        self._poll_evictions()
+        out = report.to_json()
+        out["keys"] = out["keys"][:100]
+        out["root"] = str(target.root) if target is self.cache else _watch_root(target)
+        out["describe"] = report.describe(out["root"])
+        return out
+
+    def _cmd_pause(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"training": self._need_supervisor().pause().to_json()}
+
+    def _cmd_resume(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"training": self._need_supervisor().resume().to_json()}
+
+    def _cmd_restart(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"training": self._need_supervisor().restart().to_json()}
+
+    def _cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
+        sup = self._need_supervisor()
+        if not sup.info().state.over:
+            raise CommandFailed(f"the training is {sup.info().state.value}; use restart", ErrorCode.CONFLICT.value)
+        try:
+            return {"training": sup.restart().to_json()}
+        except LaunchError as exc:
+            raise CommandFailed(str(exc), ErrorCode.FAILED.value) from None
+
+    def _cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
+        what = args.get("what", "training")
+        if what not in ("training", "engine"):
+            raise CommandFailed(f"stop what={what!r}: say 'training' or 'engine'", ErrorCode.BAD_ARGS.value)
+        out: dict[str, Any] = {"engine_stopping": what == "engine"}
+        if self.supervisor is not None:
+            info = self.supervisor.info()
+            if not info.state.over:
+                info = self.supervisor.stop()
+            out["training"] = info.to_json()
+        elif what == "training":
+            self._need_supervisor()
+        if what == "engine":
+            self.request_stop("stop command")
+        return out
+
+    def _cmd_dismiss_alert(self, args: dict[str, Any]) -> dict[str, Any]:
+        aid = args.get("alert_id")
+        try:
+            return {"alert": self.alerts.dismiss(str(aid)).to_json()}
+        except KeyError:
+            raise CommandFailed(f"no alert {aid!r}; take the id from the snapshot's alerts", ErrorCode.BAD_ARGS.value) from None
+
+    def _start_job(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        factory = self.parts.jobs.get(kind)
+        if factory is None:
+            raise CommandFailed(f"the {kind} job is not built into this engine yet; run `cachewatch {kind}` instead",
+                                ErrorCode.UNAVAILABLE.value)
+        view = self.jobs.start(kind, lambda job: factory(self, args, job))
+        return {"job": view.to_json()}
+
+    def _cmd_verify(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._start_job("verify", args)
+
+    def _cmd_build(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._start_job("build", args)
+
+    def _cmd_split(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._start_job("split", args)
+
+    def _cmd_cancel_job(self, args: dict[str, Any]) -> dict[str, Any]:
+        jid = args.get("job_id")
+        try:
+            return {"job": self.jobs.cancel(str(jid)).to_json()}
+        except KeyError:
+            raise CommandFailed(f"no job {jid!r}; take the id from the snapshot's jobs", ErrorCode.BAD_ARGS.value) from None
+
+
+def _watch_root(w: Any) -> str:
+    root = getattr(w, "root", "")
+    return str(getattr(root, "path", root))
+
+
+def _eviction_view(root: str, fields: Mapping[str, Any], t: float) -> EvictionView:
+    return EvictionView(
+        time=t,
+        cache=root,
+        reason=str(fields.get("reason", "")),
+        files=int(fields.get("files", 0) or 0),
+        bytes=int(fields.get("bytes", 0) or 0),
+        size_before=int(fields.get("size_before", 0) or 0),
+        size_after=int(fields.get("size_after", 0) or 0),
+        dry_run=bool(fields.get("dry_run", False)),
+    )
+
+
+def _safe(fn: Callable[..., Sequence[Any]], *args: Any) -> Sequence[Any]:
+    try:
+        return fn(*args) or ()
+    except Exception:  # a parser bug must not stop the tail
+        _log_failure(getattr(fn, "__qualname__", "progress feed"))
+        return ()
+
+
+def _safe_value(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception:
+        _log_failure(getattr(fn, "__qualname__", "snapshot part"))
+        return None
+
+
+_last_logged: dict[str, float] = {}
+
+
+def _log_failure(what: str) -> None:
+    # A part that fails on every poll would fill engine.log at 20 lines a second; once a minute
+    # per place is enough to see it.
+    now = time.monotonic()
+    if now - _last_logged.get(what, -1e9) >= 60.0:
+        _last_logged[what] = now
+        log.exception("%s failed (repeats are not logged for a minute)", what)

@@ -1,0 +1,196 @@
+"""The pieces the engine composes, as small protocols, and the one place they are chosen.
+
+The engine does not parse tqdm bars or talk to NVML itself: ``engine/training`` (progress
+feed, ETA, OOM and exit diagnosis) and ``engine/monitor`` (GPU, process tree, host) do.
+The engine needs only what the protocols below say, and :func:`default_parts` picks the
+implementations this build has; a part that is missing leaves its snapshot field empty
+("no GPU", no progress), never an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+from .codec import frozen_map
+
+__all__ = [
+    "Finding",
+    "MonitorLike",
+    "ProgressFeedLike",
+    "JobContext",
+    "JobFactory",
+    "EngineParts",
+    "PeriodicSampler",
+    "NoProgress",
+    "default_parts",
+    "finding_from_alert",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something seen in the training's output or exit, or a threshold crossed, that deserves an alert."""
+
+    kind: str  # "cuda_oom", "host_oom", "host_oom_kill", "memory", ...
+    severity: str
+    title: str
+    text: str = ""
+    remedies: tuple[str, ...] = ()
+    figures: Mapping[str, Any] = field(default_factory=frozen_map)
+    key: str | None = None  # alerts with the same key are one alert raised again
+
+
+class MonitorLike(Protocol):
+    """``engine.monitor.Monitor``: samplers in their own threads; ``snapshot()`` never blocks."""
+
+    def start(self) -> Any: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+    def set_root_pid(self, pid: int | None) -> None: ...
+
+    def snapshot(self) -> Any:
+        """An object with ``host``, ``tree`` and ``gpu`` (each None before its first sample)."""
+
+
+class ProgressFeedLike(Protocol):
+    """``engine.training.feed.ProgressFeed``: one per attempt of the training."""
+
+    last_cuda_oom: Any
+
+    def feed_output(self, chunk: bytes | str, time_s: float | None = None) -> list[Any]:
+        """Output as it arrives; returns new OOM alerts (objects with kind, summary(), remedies, to_json())."""
+
+    def poll(self, time_s: float | None = None) -> list[Any]:
+        """New records of the progress file (objects with ``kind``; ``event`` and ``checkpoint`` go to the event log)."""
+
+    def finish(self, time_s: float | None = None) -> list[Any]:
+        """The attempt exited; returns alerts completed by the end of the output."""
+
+    def snapshot(self, now: float | None = None) -> Any: ...
+
+
+# (progress file, attempt start time) -> a feed for that attempt
+FeedFactory = Callable[[Any, float], ProgressFeedLike]
+# classify_exit(returncode=..., cuda_oom=..., stopped_by_user=...) -> object with category, summary, hints
+ExitClassifier = Callable[..., Any]
+
+
+class JobContext(Protocol):
+    """What a maintenance job gets from the engine's job runner."""
+
+    cancelled: threading.Event
+
+    def progress(self, done: int, total: int | None = None, message: str = "", unit: str = "") -> None: ...
+
+
+# (engine, args, context) -> result mapping; runs in its own thread
+JobFactory = Callable[[Any, Mapping[str, Any], JobContext], Mapping[str, Any]]
+
+
+@dataclass
+class EngineParts:
+    monitor: MonitorLike | None = None
+    new_feed: FeedFactory | None = None
+    classify_exit: ExitClassifier | None = None
+    # [[watch]] config -> a watched directory (start/stop/stats()/evict(to)/events/root)
+    new_watch: Callable[[Any], Any] | None = None
+    jobs: dict[str, JobFactory] = field(default_factory=dict)  # "verify" | "build" | "split"
+
+
+class NoProgress:
+    """The progress feed when none is built in: progress stays unknown."""
+
+    last_cuda_oom = None
+
+    def feed_output(self, chunk: bytes | str, time_s: float | None = None) -> list[Any]:
+        return []
+
+    def poll(self, time_s: float | None = None) -> list[Any]:
+        return []
+
+    def finish(self, time_s: float | None = None) -> list[Any]:
+        return []
+
+    def snapshot(self, now: float | None = None) -> Any:
+        return None
+
+
+class PeriodicSampler:
+    """Call ``fn`` every ``interval_s`` in a daemon thread; :meth:`poke` samples at once."""
+
+    def __init__(self, fn: Callable[[], Any], interval_s: float, *, name: str, on_sample: Callable[[], None] | None = None) -> None:
+        self._fn = fn
+        self.interval_s = interval_s
+        self._name = name
+        self._on_sample = on_sample
+        self._latest: Any = None
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def latest(self) -> Any:
+        return self._latest
+
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                self._latest = self._fn()
+            except Exception:  # a sampler must outlive one bad reading
+                log.exception("%s failed", self._name)
+            if self._on_sample is not None:
+                self._on_sample()
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+
+
+def finding_from_alert(alert: Any) -> Finding:
+    """An OOM alert of ``engine.training.oom`` (CudaOomAlert, HostOomAlert) as a :class:`Finding`."""
+    kind = str(getattr(alert, "kind", "alert"))
+    summary = alert.summary() if callable(getattr(alert, "summary", None)) else str(alert)
+    title = {"cuda_oom": "CUDA out of memory", "host_oom": "Host out of memory"}.get(kind, kind.replace("_", " "))
+    figures = alert.to_json() if callable(getattr(alert, "to_json", None)) else {}
+    figures = {k: v for k, v in figures.items() if k not in ("remedies", "summary", "kind")}
+    return Finding(kind=kind, severity="critical" if kind == "cuda_oom" else "error", title=title, text=summary,
+                   remedies=tuple(getattr(alert, "remedies", ()) or ()), figures=frozen_map(figures))
+
+
+def default_parts(config: Any) -> EngineParts:
+    """The implementations this build has: the one composition point for the other packages."""
+    parts = EngineParts()
+    from ..monitor import Monitor
+    from ..training.feed import ProgressFeed
+    from ..training.oom import classify_exit
+    from ..watch import WatchedDirectory
+
+    parts.monitor = Monitor.from_config(config)
+    parts.new_feed = lambda path, started: ProgressFeed(path, started_time=started)
+    parts.classify_exit = classify_exit
+    parts.new_watch = WatchedDirectory.from_config
+    # The maintenance jobs are optional here only until they are part of the build; then this
+    # becomes a plain import too.
+    try:
+        from ..jobs.daemon_adapter import job_factories  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        parts.jobs.update(job_factories())
+    return parts
