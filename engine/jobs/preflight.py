@@ -165,8 +165,7 @@ def run_preflight(
         return PreflightResult(mode, True, f"cache '{c.root}' is complete: {c.source_items} of {c.source_items} source items cached",
                                True, c)
     line = _incomplete_line(c, config)
-    if mode == "warn":
-        ctx.warn(line)
+    if mode == "warn":  # said once, by whoever launches (result.warnings), not also as an event
         return PreflightResult(mode, True, line, True, c, warnings=(line,))
     if mode == "require":
         return PreflightResult(mode, False, line, True, c)
