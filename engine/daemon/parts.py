@@ -185,12 +185,7 @@ def default_parts(config: Any) -> EngineParts:
     parts.new_feed = lambda path, started: ProgressFeed(path, started_time=started)
     parts.classify_exit = classify_exit
     parts.new_watch = WatchedDirectory.from_config
-    # The maintenance jobs are optional here only until they are part of the build; then this
-    # becomes a plain import too.
-    try:
-        from ..jobs.daemon_adapter import job_factories  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        parts.jobs.update(job_factories())
+    from ..jobs.daemon_adapter import job_factories
+
+    parts.jobs.update(job_factories())
     return parts
