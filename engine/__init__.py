@@ -4,21 +4,70 @@ This package never imports Textual; a training script, a daemon and the dashboar
 all use it the same way.
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .cache import Cache, CacheMiss, CacheStats, EntryInfo, EvictionReport
-from .config import Config, load_config
-from .errors import (
-    CacheBusy,
-    CacheDiskFull,
-    CacheError,
-    CacheFull,
-    CacheKeyError,
-    CacheRootError,
-    CachewatchError,
-    ConfigError,
-)
-from .events import Event, EventLog
-from .sizes import format_duration, format_size, parse_duration, parse_size
+
+# Names load their module on first use, so ``from cachewatch.engine import report`` in a
+# training script costs microseconds, not the SQLite/xxhash stack of the cache.
+_LAZY = {
+    "Cache": ".cache",
+    "CacheMiss": ".cache",
+    "CacheStats": ".cache",
+    "EntryInfo": ".cache",
+    "EvictionReport": ".cache",
+    "Config": ".config",
+    "load_config": ".config",
+    "CachewatchError": ".errors",
+    "ConfigError": ".errors",
+    "CacheError": ".errors",
+    "CacheFull": ".errors",
+    "CacheBusy": ".errors",
+    "CacheDiskFull": ".errors",
+    "CacheKeyError": ".errors",
+    "CacheRootError": ".errors",
+    "Event": ".events",
+    "EventLog": ".events",
+    "parse_size": ".sizes",
+    "format_size": ".sizes",
+    "parse_duration": ".sizes",
+    "format_duration": ".sizes",
+    "report": ".training.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cachewatch.engine' has no attribute {name!r}")
+    value = import_module(module, __name__)
+    if name != "report":
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
+    from .cache import Cache, CacheMiss, CacheStats, EntryInfo, EvictionReport
+    from .config import Config, load_config
+    from .errors import (
+        CacheBusy,
+        CacheDiskFull,
+        CacheError,
+        CacheFull,
+        CacheKeyError,
+        CacheRootError,
+        CachewatchError,
+        ConfigError,
+    )
+    from .events import Event, EventLog
+    from .sizes import format_duration, format_size, parse_duration, parse_size
+    from .training import report
 
 __all__ = [
     "__version__",
@@ -43,4 +92,5 @@ __all__ = [
     "format_size",
     "parse_duration",
     "format_duration",
+    "report",
 ]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -62,6 +64,18 @@ class EventLog:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.source = source
+        # One descriptor kept open per process (appends are on hot paths such as eviction);
+        # reopened after a fork or when another process rotated the file away.
+        self._fd = -1
+        self._fd_pid = -1
+        self._lock = threading.Lock()
+        _LOGS.add(self)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0 and self._fd_pid == os.getpid():
+                os.close(self._fd)
+            self._fd = -1
 
     @property
     def rotated_path(self) -> Path:
@@ -75,14 +89,24 @@ class EventLog:
 
     def write(self, event: Event) -> None:
         line = (json.dumps(event.to_json(), separators=(",", ":"), default=str) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, line)
+        with self._lock:
+            fd = self._current_fd()
+            os.write(fd, line)  # one write with O_APPEND: lines of several processes never interleave
             size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
         if size > self.max_bytes:
             self._rotate(size)
+
+    def _current_fd(self) -> int:
+        if self._fd >= 0 and self._fd_pid == os.getpid():
+            try:
+                if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                    return self._fd
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fd_pid = os.getpid()
+        return self._fd
 
     def _rotate(self, seen_size: int) -> None:
         # Two writers may both see the file over the limit; only one rename may win, and
@@ -137,6 +161,18 @@ class EventLog:
             return [], offset
         events = list(_parse_lines(chunk[: end + 1]))
         return events, offset + end + 1
+
+
+_LOGS: "weakref.WeakSet[EventLog]" = weakref.WeakSet()
+
+
+def _reset_locks_in_child() -> None:
+    # A lock held by another thread at fork time would stay held forever in the child.
+    for log in list(_LOGS):
+        log._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_locks_in_child)
 
 
 def _read_file(path: Path) -> Iterator[Event]:

@@ -3,19 +3,21 @@
 How the bound holds (``bytes of entry files + writes in flight <= max_size`` at every
 instant, whatever the number of processes):
 
-1. **Reserve before writing.** A put first inserts a ``WRITING`` row with the bytes it
-   will occupy, inside an exclusive section (process mutex + SQLite transaction).
-   The counters it checks include every other process's reservations, so there is
-   one count for all processes, not one per process (seed 000's flaw).
+1. **Reserve before writing.** Under the cache's process mutex a put adds the bytes it
+   will occupy to its slot of the shared ledger (:mod:`.ledger`), after checking the
+   committed size (index counters) plus *every* process's reservations. One count for
+   all processes, not one per process (seed 000's flaw).
 2. **Evict before the write, to target.** If the new total would pass the target, the
    least recently used unpinned entries are unlinked *inside the same section, before*
    the reservation is granted (diskcache deletes after its commit, which is why its
    directory overshoots).
-3. **Write outside the section** into ``.cachewatch/tmp/<owner>.<id>.part``, never more
-   than reserved, then **commit**: rename into place and turn the reservation into the
-   entry, in one section. Readers never see a half entry.
-4. A writer that dies leaves a reservation owned by a dead token; the next process that
-   needs room (or opens the cache) proves the owner dead with ``flock`` and reclaims it.
+3. **Write outside the section** into ``.cachewatch/tmp/<owner>.<n>.part``, never more
+   than reserved, then **commit** in one SQLite transaction: insert the entry's row and
+   rename the file into place; release the reservation only after the commit. Readers
+   never see a half entry, and a crash can over-count for a moment, never under-count.
+4. A writer that dies leaves its ledger slot behind; the next process that needs room
+   (or opens the cache) proves the owner dead with ``flock`` and reclaims the slot, its
+   ``.part`` files and, from the slot's *intent*, a file it renamed but never committed.
 
 Sizes are charged rounded up to the filesystem block, so the bound holds for the
 space the disk really gives, not only for file lengths.
@@ -43,6 +45,7 @@ from ..errors import CacheBusy, CacheDiskFull, CacheError, CacheFull, CacheRootE
 from ..events import EventLog
 from ..sizes import SizeError, format_size, parse_duration, parse_size
 from .index import LIVE, REPLACED, WRITING, Counters, IndexFull, Row, SQLiteIndex
+from .ledger import DONE, FAILED, POSTED, CommitRequest, Ledger
 from .keys import SHARD_RE, key_to_name, validate_key, versioned_name
 from .locks import OwnerLock, ProcessMutex, owner_alive, try_exclusive
 from .types import CacheStats, EntryInfo, EvictionReport
@@ -133,6 +136,7 @@ class Cache:
         )
         self._closed = True
         self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+        self._root_s = str(self.root)  # string paths on the hot path: pathlib costs microseconds
         self.wait_timeout = float(wait_timeout)
         self.flush_interval = float(flush_interval)
         try:
@@ -153,10 +157,14 @@ class Cache:
             self._no_max_size()
         self._prepare_root()
         self._tmp = self._meta / "tmp"
+        self._tmp_s = str(self._tmp)
         self._owners = self._meta / "owners"
-        for d in (self._tmp, self._owners):
+        self._trash = self._meta / "trash"  # evicted files wait here to be unlinked outside the mutex
+        for d in (self._tmp, self._owners, self._trash):
             d.mkdir(exist_ok=True)
         self._mutex = ProcessMutex(self._meta / "lock")
+        with self._mutex:
+            self._ledger = Ledger(self._meta / "ledger")
         self._reserve_path = self._meta / "reserve"
         try:
             self._index = SQLiteIndex(self._meta / "index.sqlite", self._mutex, self._release_disk_reserve)
@@ -168,11 +176,17 @@ class Cache:
         self.events = EventLog(self._meta / _EVENTS_FILE, source=f"cache:{self.root}")
         self._pid = os.getpid()
         self._owner: OwnerLock | None = None  # made on the first write: readers need no token
+        self._slot: int | None = None  # this process's ledger slot, claimed on the first write
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
-        self._deferred_aborts: list[tuple[int, int]] = []
         self._sweeper: threading.Thread | None = None
         self._stop_sweep = threading.Event()
         self._restore_reserve = False
+        self._part_seq = 0
+        self._req_seq = 0
+        self._commit_lock = threading.Lock()
+        self._liveness_checked: dict[str, float] = {}
+        self._trash_pending: list[tuple[str, int]] = []  # (path, charge) renamed to trash, not yet unlinked
+        self._trash_done = 0  # bytes unlinked from trash, still counted in our ledger slot
         self._closed = False
 
         try:
@@ -196,13 +210,15 @@ class Cache:
                 self._index.set_meta("max_bytes", str(self.max_bytes))
                 self._index.set_meta("target_bytes", str(self.target_bytes))
                 self._index.set_meta("ttl_s", "" if self.ttl_s is None else repr(self.ttl_s))
+                if self.ttl_s is not None:
+                    self._index.ensure_ttl_index()
                 self._recover_locked(startup=True)
                 self._ensure_disk_reserve()
-                counters = self._index.counters()
-                if counters.used_bytes > self.max_bytes:
+                used = self._used_locked()
+                if used > self.max_bytes:
                     log.warning(
                         "Cache %s is over its limit at start-up (%s > %s), evicting to target",
-                        self.root, format_size(counters.used_bytes), format_size(self.max_bytes),
+                        self.root, format_size(used), format_size(self.max_bytes),
                     )
                     self._evict_locked(self.target_bytes, "startup", time.time())
         except BaseException:
@@ -329,8 +345,11 @@ class Cache:
         self._index.reopen_after_fork()
         self._mutex.reset_after_fork()
         self._owner = None
+        self._slot = None  # the parent's slot stays the parent's
+        self._commit_lock = threading.Lock()
+        self._trash_pending = []
+        self._trash_done = 0
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
-        self._deferred_aborts = []
         self._sweeper = None  # threads do not survive fork
         self._pid = os.getpid()
 
@@ -360,6 +379,7 @@ class Cache:
             self._stop_sweep.set()
             self._sweeper.join()
         if self._pid == os.getpid():
+            self._drain_trash()
             try:
                 with self._index.transaction():
                     self._flush_locked()
@@ -370,16 +390,41 @@ class Cache:
     def _close_handles(self) -> None:
         self._closed = True
         if self._pid == os.getpid():
+            if getattr(self, "_slot", None) is not None:
+                try:
+                    with self._mutex:
+                        self._ledger.free(self._slot)  # type: ignore[arg-type]
+                except OSError:
+                    pass
+                self._slot = None
             if getattr(self, "_owner", None) is not None:
                 self._owner.release()  # type: ignore[union-attr]
             self._index.close()
             self._mutex.close()
+            self._ledger.close()
+            self.events.close()
 
-    @property
-    def _token(self) -> str:
-        if self._owner is None:
-            self._owner = OwnerLock(self._owners)
-        return self._owner.token
+    def _writer_slot_locked(self) -> int:
+        """This process's ledger slot (and liveness token), made on its first write. Under the mutex."""
+        if self._slot is None:
+            if self._owner is None:
+                self._owner = OwnerLock(self._owners)
+            slot = self._ledger.claim(self._owner.token)
+            if slot is None:
+                with self._index.transaction():
+                    self._recover_locked()
+                slot = self._ledger.claim(self._owner.token)
+            if slot is None:
+                raise CacheBusy(
+                    f"{self._ledger.slots} processes are writing to cache {self.root} already; use fewer writers"
+                )
+            self._slot = slot
+        return self._slot
+
+    def _used_locked(self) -> int:
+        """Entry bytes on disk plus every process's writes in flight: what the bound is on."""
+        c = self._index.counters()
+        return c.live_bytes + c.replaced_bytes + self._ledger.totals()[0]
 
     # ------------------------------------------------------------------------------ accounting
     def _charge(self, size: int) -> int:
@@ -393,74 +438,114 @@ class Cache:
                 f"{format_size(self.max_bytes)}; raise max_size or split the value"
             )
 
-    def _reserve(self, key: str, name: str, size: int, charge: int) -> tuple[int, str]:
+    def _eviction_batch(self) -> int:
+        """How far below the target an eviction goes: at least ~8 average entries, so that its
+        fixed cost (a transaction, an event) is shared, but never more than a quarter of the target."""
+        c = self._index.counters()
+        average = c.live_bytes // c.entries if c.entries else 0
+        return min(self.target_bytes // 4, max(self.evict_batch_bytes, 8 * average))
+
+    def _reserve(self, key: str, charge: int) -> tuple[int, str]:
+        """Reserve ``charge`` bytes for a write; returns (ledger slot, .part file name)."""
         deadline = time.monotonic() + self.wait_timeout
         delay = 0.0005
         while True:
             try:
-                granted = self._try_reserve(key, name, size, charge, deadline)
+                granted = self._try_reserve(key, charge, deadline)
             except IndexFull as exc:
                 if exc.retryable:
-                    continue  # the reserve was given up: now the eviction can commit
+                    continue  # the disk reserve was given up: now the eviction can commit
                 raise self._index_full_error() from None
+            finally:
+                self._drain_trash()
             if granted is not None:
                 self._after_commit()
                 return granted
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def _try_reserve(self, key: str, name: str, size: int, charge: int, deadline: float) -> tuple[int, str] | None:
+    def _try_reserve(self, key: str, charge: int, deadline: float) -> tuple[int, str] | None:
         """One attempt: evict as needed and reserve; None when others' writes must finish first."""
-        while True:
-            with self._index.transaction():
-                now = time.time()
-                self._flush_locked()
-                c = self._index.counters()
-                if c.used_bytes + charge > self.target_bytes:
-                    self._evict_locked(self.target_bytes - self.evict_batch_bytes - charge, "target", now)
-                    c = self._index.counters()
-                if c.used_bytes + charge <= self.max_bytes:
-                    token = self._token
-                    row_id = self._index.insert_reservation(key, name, size, charge, token, now)
-                    part = f"{token}.{row_id}.part"
-                    self._index.set_part(row_id, part)
-                    self._index.add_counters(reserved_bytes=charge, writers=1)
-                    return row_id, part
+        with self._mutex:
+            slot = self._writer_slot_locked()
+            while True:
+                self._settle_trash_locked()
+                used = self._used_locked()
+                if used + charge > self.target_bytes and self._reclaim_dead_writers_locked():
+                    used = self._used_locked()  # a dead writer's reservation was holding that room
+                if used + charge > self.target_bytes:
+                    with self._index.transaction():
+                        self._flush_locked()  # this process's recent reads count for the LRU order
+                        goal = self.target_bytes - self._eviction_batch() - charge
+                        self._evict_locked(goal, "target", time.time(), defer_unlink=True)
+                    used = self._used_locked()
+                if used + charge <= self.max_bytes:
+                    self._ledger.reserve(slot, charge)
+                    self._part_seq += 1
+                    return slot, f"{self._owner.token}.{self._part_seq}.part"  # type: ignore[union-attr]
                 # Everything evictable is gone. What is left is pinned, or other writers' reservations.
-                if self._recover_locked():
-                    continue
-                c = self._index.counters()
-                pinned = c.live_bytes + c.replaced_bytes
-                if charge > self.max_bytes - pinned and c.reserved_bytes == 0:
-                    raise CacheFull(
-                        f"value for key {key!r} ({format_size(charge)}) cannot fit: {format_size(pinned)} of "
-                        f"max_size {format_size(self.max_bytes)} is pinned by readers; release pins or raise max_size"
-                    )
-            if time.monotonic() > deadline:
-                raise CacheBusy(
-                    f"no room for key {key!r} ({format_size(charge)}) after {self.wait_timeout:g}s: "
-                    f"{format_size(c.reserved_bytes)} in flight by {c.writers} writers and {format_size(pinned)} pinned; "
-                    f"raise max_size or use fewer concurrent writers"
+                with self._index.transaction():
+                    recovered = self._recover_locked()
+                if not recovered:
+                    break
+            c = self._index.counters()
+            reserved, writers = self._ledger.totals()
+            pinned = c.live_bytes + c.replaced_bytes
+            if charge > self.max_bytes - pinned and reserved == 0:
+                raise CacheFull(
+                    f"value for key {key!r} ({format_size(charge)}) cannot fit: {format_size(pinned)} of "
+                    f"max_size {format_size(self.max_bytes)} is pinned by readers; release pins or raise max_size"
                 )
-            return None
+        if time.monotonic() > deadline:
+            raise CacheBusy(
+                f"no room for key {key!r} ({format_size(charge)}) after {self.wait_timeout:g}s: "
+                f"{format_size(reserved)} in flight by {writers} writes and {format_size(pinned)} pinned; "
+                f"raise max_size or use fewer concurrent writers"
+            )
+        return None
 
-    def _abort(self, row_id: int, part: str | None, charge: int) -> None:
-        if part:
-            try:
-                os.unlink(self._tmp / part)
-            except FileNotFoundError:
-                pass
-        def drop() -> None:
+    def _reclaim_dead_writers_locked(self) -> bool:
+        """Before evicting live entries to make room, make sure no dead writer's reservation holds it.
+
+        Each token is checked at most once a second (a dead process stays dead), so the cost
+        on the eviction path is a dictionary lookup per writer.
+        """
+        now = time.monotonic()
+        dead = False
+        for slot in self._ledger.used():
+            if slot.index == self._slot or not (slot.reserved_bytes or slot.writes):
+                continue
+            if now - self._liveness_checked.get(slot.token, -1e9) < 1.0:
+                continue
+            self._liveness_checked[slot.token] = now
+            if not owner_alive(self._owners, slot.token):
+                dead = True
+                break
+        if dead:
             with self._index.transaction():
-                if self._index.state_of(row_id) == WRITING:
-                    self._index.delete_rows([row_id])
-                    self._index.add_counters(reserved_bytes=-charge, writers=-1)
+                self._recover_locked()
+        return dead
 
-        try:
-            self._retrying(drop)
-        except (sqlite3.Error, CacheDiskFull):
-            # The index itself could not be written: retry at this process's next transaction.
-            self._deferred_aborts.append((row_id, charge))
+    def _abort(self, slot: int, part: str, charge: int) -> None:
+        _unlink_quiet(os.path.join(self._tmp_s, part))  # first the bytes, then the count that covered them
+        with self._mutex:
+            self._ledger.release(slot, charge)
+            self._settle_trash_locked()
+
+    def _drain_trash(self) -> None:
+        """Unlink files this process evicted (outside the mutex: freeing pages is the slow part)."""
+        if not self._trash_pending:
+            return
+        pending, self._trash_pending = self._trash_pending, []
+        for path, charge in pending:
+            _unlink_quiet(path)
+            self._trash_done += charge
+
+    def _settle_trash_locked(self) -> None:
+        """Stop counting evicted files that are gone for good (under the mutex)."""
+        if self._trash_done and self._slot is not None:
+            self._ledger.add_bytes(self._slot, -self._trash_done)
+            self._trash_done = 0
 
     # ------------------------------------------------------------------------------------ put
     def put(self, key: str, data: bytes | bytearray | memoryview) -> Path:
@@ -474,8 +559,8 @@ class Cache:
         charge = self._charge(size)
         self._check_fits(key, charge)
         name = key_to_name(key)
-        row_id, part = self._reserve(key, name, size, charge)
-        part_path = self._tmp / part
+        slot, part = self._reserve(key, charge)
+        part_path = os.path.join(self._tmp_s, part)
         try:
             fd = os.open(part_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
@@ -487,9 +572,9 @@ class Cache:
                 os.close(fd)
             checksum = xxhash.xxh3_64_hexdigest(view)
         except BaseException as exc:
-            self._abort(row_id, part, charge)
+            self._abort(slot, part, charge)
             raise self._write_error(exc, key, size) from None
-        return self._commit(row_id, key, name, part_path, size, charge, checksum, ino)
+        return self._commit(slot, key, name, part, size, charge, checksum, ino)
 
     def put_file(self, key: str, src_path: str | os.PathLike, move: bool = False) -> Path:
         """Store the file at ``src_path`` under ``key``. With ``move=True`` the source is removed
@@ -509,8 +594,8 @@ class Cache:
         charge = self._charge(size)
         self._check_fits(key, charge)
         name = key_to_name(key)
-        row_id, part = self._reserve(key, name, size, charge)
-        part_path = self._tmp / part
+        slot, part = self._reserve(key, charge)
+        part_path = os.path.join(self._tmp_s, part)
         try:
             linked = False
             if move:
@@ -524,9 +609,9 @@ class Cache:
             else:
                 checksum, ino = _copy_and_hash(src, part_path, size)
         except BaseException as exc:
-            self._abort(row_id, part, charge)
+            self._abort(slot, part, charge)
             raise self._write_error(exc, key, size) from None
-        path = self._commit(row_id, key, name, part_path, size, charge, checksum, ino)
+        path = self._commit(slot, key, name, part, size, charge, checksum, ino)
         if move:
             try:
                 os.unlink(src)
@@ -544,75 +629,146 @@ class Cache:
             return exc
         return CacheError(f"cannot write key {key!r} under {self.root}: {exc.strerror or exc}; nothing was stored")
 
-    def _commit(self, row_id: int, key: str, name: str, source: Path, size: int, charge: int, checksum: str, ino: int) -> Path:
-        """Make the written file the key's entry, atomically, in one exclusive section.
+    def _commit(self, slot: int, key: str, name: str, part: str, size: int, charge: int, checksum: str, ino: int) -> Path:
+        """Make a written ``.part`` file the key's entry.
 
-        A pinned file never moves or disappears while pinned: if a reader pins the old
-        version, it stays where it is (counted as *replaced* until released) and the new
-        version takes a versioned name ``<name>%%v<row id>``. Otherwise the new file is
-        renamed over the old one, which no reader can see half-done.
+        The request is posted in our ledger slot, then whoever holds the mutex first commits
+        every posted request in one transaction (group commit): under contention a waiting
+        writer usually finds its entry already committed by another process.
         """
-        final_name = name
-        renamed = False
+        with self._commit_lock:  # one slot per process: its threads post one at a time
+            self._req_seq = (self._req_seq + 1) & 0xFFFFFFFF
+            req = CommitRequest(self._req_seq, key, name, os.path.basename(part), size, charge, checksum, ino)
+            self._ledger.post(slot, req)
+            with self._mutex:
+                state, final_name, message = self._ledger.outcome(slot, req.seq)
+                if state == POSTED:
+                    self._combine_locked()
+                    state, final_name, message = self._ledger.outcome(slot, req.seq)
+                self._settle_trash_locked()
+        self._after_commit()
+        if state == DONE:
+            return Path(self._root_s, final_name)
+        if "disk full" in message:
+            raise CacheDiskFull(
+                f"disk full while committing key {key!r} under {self.root}: free space on that "
+                f"filesystem or lower max_size ({format_size(self.max_bytes)}); nothing was stored"
+            )
+        raise CacheError(message or f"key {key!r} could not be committed under {self.root}; nothing was stored")
+
+    def _combine_locked(self) -> None:
+        """Commit every posted request (ours and other processes') in one transaction."""
+        batch = self._ledger.posted()
+        if not batch:
+            return
+        outcomes: dict[int, tuple[int, str, str]] = {}
+        for attempt in (1, 2):
+            try:
+                outcomes = self._commit_batch_locked(batch)
+                break
+            except IndexFull as exc:
+                if attempt == 1 and exc.retryable:
+                    continue  # the disk reserve was given up: the same batch can commit now
+                outcomes = {i: (FAILED, "", "disk full: the cache index cannot be written") for i, _ in batch}
+            except (sqlite3.Error, OSError) as exc:
+                outcomes = {i: (FAILED, "", f"the cache index could not be written ({exc})") for i, _ in batch}
+                break
+        failed = []
+        for index, req in batch:
+            state, final_name, message = outcomes[index]
+            if state != DONE:
+                _unlink_quiet(os.path.join(self._tmp_s, req.part))
+                failed.append(req)
+            # Only now, committed (or given up), stop counting the bytes as in flight.
+            self._ledger.release(index, req.charge)
+            self._ledger.clear_intent(index)
+            self._ledger.finish(index, req.seq, state, final_name, message)
+        if failed:
+            self._repair_after_failed_commit_locked(failed)
+
+    def _repair_after_failed_commit_locked(self, failed: list[CommitRequest]) -> None:
+        def repair() -> None:
+            with self._index.transaction():
+                for req in failed:
+                    self._repair_name_locked(req.name)
+
+        try:
+            self._retrying(repair)
+        except (sqlite3.Error, CacheDiskFull):
+            self._pending.repairs.update(req.name for req in failed)  # type: ignore[union-attr]
+
+    def _commit_batch_locked(self, batch: list[tuple[int, CommitRequest]]) -> dict[int, tuple[int, str, str]]:
+        results: dict[int, tuple[int, str, str]] = {}
+        placed: list[tuple[str, int]] = []
         try:
             with self._index.transaction():
-                old = self._index.live_row(key)
-                old_fd = -1
-                old_pinned = False
-                try:
-                    if old is not None:
-                        try:
-                            old_fd = os.open(self.root / old.name, os.O_RDONLY | os.O_CLOEXEC)
-                        except FileNotFoundError:
-                            old_fd = -1
-                        # Holding this exclusive lock until the end keeps new readers off the old file.
-                        old_pinned = old_fd >= 0 and not try_exclusive(old_fd)
-                    replaces_in_place = old is not None and not old_pinned and old.name == name
-                    if not replaces_in_place and self._name_taken_locked(name):
-                        final_name = versioned_name(name, row_id)
-                    if old is not None:
-                        if old_pinned:
-                            self._index.mark_replaced(old.id)
-                            self._index.add_counters(
-                                live_bytes=-old.charge, live_data_bytes=-old.size, entries=-1, replaced_bytes=old.charge
-                            )
-                        else:
-                            self._index.delete_rows([old.id])
-                            self._index.add_counters(live_bytes=-old.charge, live_data_bytes=-old.size, entries=-1)
-                    self._index.promote(row_id, final_name, checksum, ino, size, charge, time.time())
-                    self._index.add_counters(
-                        live_bytes=charge, live_data_bytes=size, entries=1, reserved_bytes=-charge, writers=-1
-                    )
-                    _rename_into_place(source, self.root / final_name)
-                    renamed = True
-                    if old is not None and not old_pinned and old.name != final_name and old_fd >= 0:
-                        _unlink_quiet(self.root / old.name)  # an older versioned name, unpinned: gone with its row
-                finally:
-                    if old_fd >= 0:
-                        os.close(old_fd)
-        except BaseException as exc:
-            # Nothing of ours may stay visible: drop our file, then make the index agree with the disk.
-            if renamed:
-                _unlink_if_inode(self.root / final_name, ino)
-            else:
-                _unlink_quiet(source)
-            def undo() -> None:
-                with self._index.transaction():
-                    if self._index.state_of(row_id) == WRITING:
-                        self._index.delete_rows([row_id])
-                        self._index.add_counters(reserved_bytes=-charge, writers=-1)
-                    self._repair_name_locked(name)
-                    self._repair_name_locked(final_name)
+                now = time.time()
+                for index, req in batch:
+                    try:
+                        final_name = self._commit_one_locked(index, req, now)
+                    except OSError as exc:
+                        results[index] = (FAILED, "", f"cannot commit key {req.key!r} under {self.root}: {exc.strerror or exc}")
+                        continue
+                    results[index] = (DONE, final_name, "")
+                    placed.append((os.path.join(self._root_s, final_name), req.ino))
+        except BaseException:
+            # Rolled back: the files put in place belong to no row now.
+            for path, ino in placed:
+                _unlink_if_inode(path, ino)
+            raise
+        return results
 
-            try:
-                self._retrying(undo)
-            except (sqlite3.Error, CacheDiskFull):
-                self._deferred_aborts.append((row_id, charge))
-            raise self._write_error(exc, key, size) from None
-        return self.root / final_name
+    def _commit_one_locked(self, index: int, req: CommitRequest, now: float) -> str:
+        """Put one request's file in place and index it. Files first: an OSError leaves no row change."""
+        source = os.path.join(self._tmp_s, req.part)
+        old = self._index.live_row(req.key)
+        old_fd = -1
+        try:
+            old_pinned = False
+            if old is not None:
+                try:
+                    old_fd = os.open(os.path.join(self._root_s, old.name), os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    old_fd = -1
+                # Holding this exclusive lock to the end keeps new readers off the old file.
+                old_pinned = old_fd >= 0 and not try_exclusive(old_fd)
+            slot = self._ledger.read(index)
+            prior = slot.intent if slot is not None else ""
+            if not os.path.exists(source) and prior and _inode_at(os.path.join(self._root_s, prior)) == req.ino:
+                final_name = prior  # a combiner died after renaming it: only the index is missing
+            else:
+                final_name = req.name
+                replaces_in_place = old is not None and not old_pinned and old.name == req.name
+                if not replaces_in_place and self._name_taken_locked(req.name):
+                    final_name = self._free_versioned_name_locked(req.name)
+                # Say where the file goes before it goes: if we die before the commit, whoever
+                # reclaims that slot (or its owner, retrying) knows which file to look at.
+                self._ledger.set_intent(index, final_name)
+                _rename_into_place(source, os.path.join(self._root_s, final_name))
+            if old is not None:
+                if old_pinned:
+                    self._index.mark_replaced(old.id)  # stays where the reader has it, still counted
+                else:
+                    self._index.delete_rows([old.id])
+                    if old.name != final_name and old_fd >= 0:
+                        _unlink_quiet(os.path.join(self._root_s, old.name))  # an unpinned older version
+            self._index.insert_live(req.key, final_name, req.size, req.charge, req.checksum, req.ino, now)
+        finally:
+            if old_fd >= 0:
+                os.close(old_fd)
+        return final_name
+
+    def _free_versioned_name_locked(self, name: str) -> str:
+        while True:
+            self._part_seq += 1
+            candidate = versioned_name(name, xxhash.xxh3_64_hexdigest(f"{os.getpid()}.{time.time_ns()}.{self._part_seq}".encode())[:12])
+            if not self._name_taken_locked(candidate):
+                return candidate
 
     def _name_taken_locked(self, name: str) -> bool:
-        return os.path.lexists(self.root / name) or bool(self._index.rows_with_name(name, states=(LIVE, REPLACED)))
+        if not os.path.lexists(os.path.join(self._root_s, name)):
+            return False  # rows always have their file until the row goes (or repair drops it)
+        return True
 
     # ----------------------------------------------------------------------------------- reads
     def _lookup(self, key: str) -> Row | None:
@@ -742,14 +898,10 @@ class Cache:
             try:
                 if fd >= 0 and not try_exclusive(fd):
                     self._index.mark_replaced(row.id)
-                    self._index.add_counters(
-                        live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1, replaced_bytes=row.charge
-                    )
                 else:
                     if fd >= 0:
                         os.unlink(path)
                     self._index.delete_rows([row.id])
-                    self._index.add_counters(live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1)
             finally:
                 if fd >= 0:
                     os.close(fd)
@@ -758,12 +910,6 @@ class Cache:
     # --------------------------------------------------------------------------- maintenance
     def _flush_locked(self) -> None:
         p = self._pending
-        if self._deferred_aborts:
-            aborts, self._deferred_aborts = self._deferred_aborts, []
-            for row_id, charge in aborts:
-                if self._index.state_of(row_id) == WRITING:
-                    self._index.delete_rows([row_id])
-                    self._index.add_counters(reserved_bytes=-charge, writers=-1)
         if p.touches:
             self._index.touch([(t, i) for i, t in p.touches.items()])
             p.touches.clear()
@@ -801,10 +947,6 @@ class Cache:
                 owned = True
                 continue
             self._index.delete_rows([row.id])
-            if row.state == LIVE:
-                self._index.add_counters(live_bytes=-row.charge, live_data_bytes=-row.size, entries=-1)
-            else:
-                self._index.add_counters(replaced_bytes=-row.charge)
         if st is not None and not owned:
             _unlink_quiet(path)
 
@@ -823,20 +965,20 @@ class Cache:
                 alive[token] = owner_alive(self._owners, token)  # type: ignore[index]
             return alive[token]  # type: ignore[index]
 
-        for row in self._index.rows_in_state(WRITING):
-            if is_alive(row.owner):
+        for slot in self._ledger.used():
+            if slot.index == self._slot or is_alive(slot.token):
                 continue
-            if row.part:
-                _unlink_quiet(self._tmp / row.part)
+            # A writer died. Its reservation goes; a file it renamed but did not commit goes too.
+            if slot.intent:
+                self._repair_name_locked(slot.intent)
+            self._ledger.free(slot.index)
+            recovered += 1
+        for row in self._index.rows_in_state(WRITING):  # written by cachewatch before the ledger existed
             self._index.delete_rows([row.id])
-            self._index.add_counters(reserved_bytes=-row.charge, writers=-1)
-            # If it died after renaming but before committing, its file sits at one of these names.
-            self._repair_name_locked(row.name)
-            self._repair_name_locked(versioned_name(row.name, row.id))
             recovered += 1
         recovered += self._reap_replaced_locked()
         try:
-            parts = list(os.scandir(self._tmp))
+            parts = list(os.scandir(self._tmp)) + list(os.scandir(self._trash))
         except FileNotFoundError:
             parts = []
         for entry in parts:
@@ -854,6 +996,8 @@ class Cache:
     def _reap_replaced_locked(self) -> int:
         """Remove old versions (overwritten or deleted while pinned) whose readers are gone."""
         reaped = 0
+        if self._index.counters().replaced_bytes == 0:
+            return 0
         for row in self._index.rows_in_state(REPLACED):
             path = self.root / row.name
             try:
@@ -864,17 +1008,18 @@ class Cache:
                 if fd >= 0:
                     if not try_exclusive(fd):
                         continue
-                    if _same_file(path, os.fstat(fd)):
+                    if os.fstat(fd).st_ino == row.ino and _same_file(path, os.fstat(fd)):
                         os.unlink(path)
             finally:
                 if fd >= 0:
                     os.close(fd)
             self._index.delete_rows([row.id])
-            self._index.add_counters(replaced_bytes=-row.charge)
             reaped += 1
         return reaped
 
-    def _evict_locked(self, goal_used: int, reason: str, now: float, *, dry_run: bool = False) -> EvictionReport:
+    def _evict_locked(
+        self, goal_used: int, reason: str, now: float, *, dry_run: bool = False, defer_unlink: bool = False
+    ) -> EvictionReport:
         """Unlink least recently used unpinned entries until ``used_bytes <= goal_used``."""
         if not dry_run:
             self._reap_replaced_locked()
@@ -883,25 +1028,34 @@ class Cache:
                     lambda limit, offset: self._index.expired_candidates(now - self.ttl_s, limit, offset),  # type: ignore[operator]
                     None, "ttl", now, dry_run=False,
                 )
-        return self._remove_locked(self._index.lru_candidates, goal_used, reason, now, dry_run=dry_run)
+        return self._remove_locked(
+            self._index.lru_candidates, goal_used, reason, now, dry_run=dry_run, defer_unlink=defer_unlink
+        )
 
-    def _remove_locked(self, fetch: Any, goal_used: int | None, reason: str, now: float, *, dry_run: bool) -> EvictionReport:
+    def _remove_locked(
+        self, fetch: Any, goal_used: int | None, reason: str, now: float, *, dry_run: bool, defer_unlink: bool = False
+    ) -> EvictionReport:
         t0 = time.perf_counter()
         c = self._index.counters()
-        used = c.used_bytes
         size_before = c.live_bytes + c.replaced_bytes
+        used = size_before + self._ledger.totals()[0]
         keys: list[str] = []
         files = freed = freed_data = pinned = 0
         offset = 0
+        if goal_used is None:
+            batch = _BATCH
+        else:  # usually one or two files: fetch about what is needed, then more if pins get in the way
+            batch = max(4, min(_BATCH, (used - goal_used) // max(1, c.live_bytes // max(1, c.entries)) + 2))
         while goal_used is None or used > goal_used:
-            rows = fetch(_BATCH, offset)
+            rows = fetch(batch, offset)
+            batch = min(_BATCH, batch * 2)
             if not rows:
                 break
             gone: list[int] = []
             for row in rows:
                 if goal_used is not None and used <= goal_used:
                     break
-                path = self.root / row.name
+                path = os.path.join(self._root_s, row.name)
                 try:
                     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
@@ -915,9 +1069,23 @@ class Cache:
                             pinned += 1
                             offset += 1
                             continue
-                        if not dry_run:
+                        if os.fstat(fd).st_ino != row.ino:
+                            fd_ours = False  # the name now holds another file: only the stale row goes
+                        else:
+                            fd_ours = True
+                        if fd_ours and not dry_run:
+                            # While holding the exclusive lock no reader can pin it. Renaming to the
+                            # trash is cheap; the unlink (which frees the pages) waits until the
+                            # mutex is released, and the bytes stay counted in our slot till then.
                             try:
-                                os.unlink(path)  # while holding the exclusive lock: no reader can pin it now
+                                if defer_unlink and self._slot is not None:
+                                    self._part_seq += 1
+                                    trash = os.path.join(str(self._trash), f"{self._owner.token}.t{self._part_seq}")  # type: ignore[union-attr]
+                                    self._ledger.add_bytes(self._slot, row.charge)
+                                    os.rename(path, trash)
+                                    self._trash_pending.append((trash, row.charge))
+                                else:
+                                    os.unlink(path)
                             except FileNotFoundError:
                                 pass
                             except OSError:
@@ -940,9 +1108,6 @@ class Cache:
                 self._index.delete_rows(gone)
         if files and not dry_run:
             self._index.add_counters(
-                live_bytes=-freed,
-                live_data_bytes=-freed_data,
-                entries=-files,
                 evicted_files=files,
                 evicted_bytes=freed,
                 expired_files=files if reason == "ttl" else 0,
@@ -975,7 +1140,8 @@ class Cache:
                 pinned_skipped=pinned,
                 pid=os.getpid(),
             )
-            log.info(report.describe(str(self.root)))
+            if log.isEnabledFor(logging.INFO):
+                log.info(report.describe(str(self.root)))
             self._restore_reserve = True  # after the commit: the WAL may need this room first
         return report
 
@@ -995,9 +1161,8 @@ class Cache:
             self._flush_locked()
             if not dry_run:
                 self._recover_locked()
-            c = self._index.counters()
             # `to` is about entries on disk; writes in flight are not the caller's to evict.
-            return self._evict_locked(goal + c.reserved_bytes, "manual", now, dry_run=dry_run)
+            return self._evict_locked(goal + self._ledger.totals()[0], "manual", now, dry_run=dry_run)
 
     @_retry_when_index_full
     def expire(self) -> EvictionReport:
@@ -1086,6 +1251,7 @@ class Cache:
     def stats(self) -> CacheStats:
         self._ensure_open()
         c: Counters = self._index.counters()
+        reserved, writes = self._ledger.totals()
         p = self._pending
         return CacheStats(
             root=str(self.root),
@@ -1094,8 +1260,8 @@ class Cache:
             entries=c.entries,
             max_bytes=self.max_bytes,
             target_bytes=self.target_bytes,
-            reserved_bytes=c.reserved_bytes,
-            writers=c.writers,
+            reserved_bytes=reserved,
+            writers=writes,
             replaced_pinned_bytes=c.replaced_bytes,
             hits=c.hits + p.hits,
             misses=c.misses + p.misses,
@@ -1166,24 +1332,31 @@ def _same_file(path: Path, st: os.stat_result) -> bool:
     return now.st_ino == st.st_ino and now.st_dev == st.st_dev
 
 
-def _rename_into_place(source: Path, final: Path) -> None:
+def _rename_into_place(source: str | Path, final: str | Path) -> None:
     try:
         os.rename(source, final)
     except FileNotFoundError:
-        if not source.exists():
+        if not os.path.exists(source):
             raise
-        final.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
         os.rename(source, final)
 
 
-def _unlink_quiet(path: Path) -> None:
+def _unlink_quiet(path: str | Path) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
 
 
-def _unlink_if_inode(path: Path, ino: int) -> None:
+def _inode_at(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _unlink_if_inode(path: str | Path, ino: int) -> None:
     try:
         if os.lstat(path).st_ino == ino:
             os.unlink(path)
@@ -1191,7 +1364,7 @@ def _unlink_if_inode(path: Path, ino: int) -> None:
         pass
 
 
-def _hash_file(path: Path, size: int) -> tuple[str, int]:
+def _hash_file(path: str | Path, size: int) -> tuple[str, int]:
     h = xxhash.xxh3_64()
     with open(path, "rb") as fh:
         ino = os.fstat(fh.fileno()).st_ino
@@ -1200,7 +1373,7 @@ def _hash_file(path: Path, size: int) -> tuple[str, int]:
     return h.hexdigest(), ino
 
 
-def _copy_and_hash(src: Path, dst: Path, size: int) -> tuple[str, int]:
+def _copy_and_hash(src: Path, dst: str | Path, size: int) -> tuple[str, int]:
     h = xxhash.xxh3_64()
     total = 0
     with open(src, "rb") as fin:

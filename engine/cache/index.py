@@ -22,8 +22,10 @@ the cache size never sums the table.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator, NamedTuple, Protocol, Sequence
@@ -46,6 +48,34 @@ LIVE, WRITING, REPLACED = 0, 1, 2
 SCHEMA_VERSION = 1
 
 _COLUMNS = "id, key, name, size, charge, state, owner, part, checksum, ino, created, accessed"
+
+
+def _contribution(sign: str, row: str) -> str:
+    """SET clause adding (sign=+) or removing (sign=-) one row's bytes from the totals of its state."""
+    return (
+        f"live_bytes = live_bytes {sign} (CASE WHEN {row}.state = 0 THEN {row}.charge ELSE 0 END), "
+        f"live_data_bytes = live_data_bytes {sign} (CASE WHEN {row}.state = 0 THEN {row}.size ELSE 0 END), "
+        f"entries = entries {sign} ({row}.state = 0), "
+        f"reserved_bytes = reserved_bytes {sign} (CASE WHEN {row}.state = 1 THEN {row}.charge ELSE 0 END), "
+        f"writers = writers {sign} ({row}.state = 1), "
+        f"replaced_bytes = replaced_bytes {sign} (CASE WHEN {row}.state = 2 THEN {row}.charge ELSE 0 END)"
+    )
+
+
+# The size totals follow every row change inside SQLite itself: they can never drift from the
+# rows, and the hot path saves a Python round-trip per statement.
+_COUNTER_TRIGGERS = f"""
+    CREATE TRIGGER IF NOT EXISTS entries_counted_insert AFTER INSERT ON entries BEGIN
+        UPDATE counters SET {_contribution("+", "NEW")} WHERE id = 1;
+    END;
+    CREATE TRIGGER IF NOT EXISTS entries_counted_delete AFTER DELETE ON entries BEGIN
+        UPDATE counters SET {_contribution("-", "OLD")} WHERE id = 1;
+    END;
+    CREATE TRIGGER IF NOT EXISTS entries_counted_update AFTER UPDATE OF state, size, charge ON entries BEGIN
+        UPDATE counters SET {_contribution("-", "OLD")} WHERE id = 1;
+        UPDATE counters SET {_contribution("+", "NEW")} WHERE id = 1;
+    END;
+"""
 
 
 class IndexFull(Exception):
@@ -111,9 +141,7 @@ class IndexBackend(Protocol):
     def counters(self) -> Counters: ...
     def add_counters(self, **deltas: int) -> None: ...  # (write)
     def live_row(self, key: str) -> Row | None: ...
-    def insert_reservation(self, key: str, name: str, size: int, charge: int, owner: str, now: float) -> int: ...  # (write)
-    def set_part(self, row_id: int, part: str) -> None: ...  # (write)
-    def promote(self, row_id: int, name: str, checksum: str, ino: int, size: int, charge: int, now: float) -> None: ...  # (write)
+    def insert_live(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int: ...  # (write)
     def mark_replaced(self, row_id: int) -> None: ...  # (write)
     def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]: ...
     def delete_rows(self, row_ids: Sequence[int]) -> None: ...  # (write)
@@ -150,6 +178,7 @@ class SQLiteIndex:
         self.mutex = mutex
         self._release_reserve = release_reserve or (lambda: False)
         self._lock = threading.RLock()
+        _OPEN_INDEXES.add(self)
         self._db = self._connect()
         self._in_txn = False
         if self._read_user_version() != SCHEMA_VERSION:
@@ -210,20 +239,25 @@ class SQLiteIndex:
             );
             CREATE UNIQUE INDEX IF NOT EXISTS entries_live_key ON entries(key) WHERE state = 0;
             CREATE INDEX IF NOT EXISTS entries_lru ON entries(accessed) WHERE state = 0;
-            CREATE INDEX IF NOT EXISTS entries_created ON entries(created) WHERE state = 0;
-            CREATE INDEX IF NOT EXISTS entries_pending ON entries(state) WHERE state <> 0;
-            CREATE INDEX IF NOT EXISTS entries_name ON entries(name);
+            CREATE INDEX IF NOT EXISTS entries_writing ON entries(id) WHERE state = 1;
+            CREATE INDEX IF NOT EXISTS entries_replaced ON entries(id) WHERE state = 2;
             CREATE TABLE IF NOT EXISTS counters (id INTEGER PRIMARY KEY CHECK (id = 1), """
             + ", ".join(f"{n} INTEGER NOT NULL DEFAULT 0" for n in _COUNTER_NAMES)
             + """);
             INSERT OR IGNORE INTO counters (id) VALUES (1);
             CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
             """
+            + _COUNTER_TRIGGERS
         )
         # Not executescript(): it would COMMIT the surrounding BEGIN IMMEDIATE first.
-        for statement in script.split(";"):
-            if statement.strip():
-                self._db.execute(statement)
+        # complete_statement() knows that a trigger's body (BEGIN ... END) holds semicolons.
+        buf = ""
+        for piece in script.split(";"):
+            buf += piece + ";"
+            if sqlite3.complete_statement(buf):
+                if buf.strip(" \n\t;"):
+                    self._db.execute(buf)
+                buf = ""
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # --- transactions -----------------------------------------------------------------------
@@ -293,32 +327,18 @@ class SQLiteIndex:
         r = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE key = ? AND state = 0", (key,)).fetchone()
         return Row(*r) if r else None
 
-    @_locked
     def row_for_name(self, name: str) -> Row | None:
-        r = self._db.execute(
-            f"SELECT {_COLUMNS} FROM entries WHERE name = ? ORDER BY state LIMIT 1", (name,)
-        ).fetchone()
-        return Row(*r) if r else None
+        rows = self.rows_with_name(name)
+        return min(rows, key=lambda r: r.state) if rows else None
 
     @_locked
-    def insert_reservation(self, key: str, name: str, size: int, charge: int, owner: str, now: float) -> int:
+    def insert_live(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int:
         cur = self._db.execute(
-            "INSERT INTO entries (key, name, size, charge, state, owner, created, accessed) VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
-            (key, name, size, charge, owner, now, now),
+            "INSERT INTO entries (key, name, size, charge, state, checksum, ino, created, accessed) "
+            "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
+            (key, name, size, charge, checksum, ino, now, now),
         )
         return int(cur.lastrowid)
-
-    @_locked
-    def set_part(self, row_id: int, part: str) -> None:
-        self._db.execute("UPDATE entries SET part = ? WHERE id = ?", (part, row_id))
-
-    @_locked
-    def promote(self, row_id: int, name: str, checksum: str, ino: int, size: int, charge: int, now: float) -> None:
-        self._db.execute(
-            "UPDATE entries SET state = 0, name = ?, owner = NULL, part = NULL, checksum = ?, ino = ?, size = ?, "
-            "charge = ?, created = ?, accessed = ? WHERE id = ?",
-            (name, checksum, ino, size, charge, now, now, row_id),
-        )
 
     @_locked
     def mark_replaced(self, row_id: int) -> None:
@@ -326,13 +346,23 @@ class SQLiteIndex:
 
     @_locked
     def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]:
-        marks = ", ".join("?" for _ in states)
-        return [
-            Row(*r)
-            for r in self._db.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE name = ? AND state IN ({marks})", (name, *states)
-            )
-        ]
+        # No index on name (one less page per write): go through the key the name encodes,
+        # and scan only where that is impossible (hashed long keys) -- a rare repair path.
+        from .keys import name_to_key
+
+        key = name_to_key(name)
+        if key is None:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE name = ?", (name,)).fetchall()
+        else:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE key = ? AND state = 0 AND name = ?", (key, name)).fetchall()
+            rows += self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE state = 1 AND name = ?", (name,)).fetchall()
+            rows += self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE state = 2 AND name = ?", (name,)).fetchall()
+        return [Row(*r) for r in rows if r[5] in states]
+
+    @_locked
+    def ensure_ttl_index(self) -> None:
+        """The created-time index only pays for itself when a TTL is set."""
+        self._db.execute("CREATE INDEX IF NOT EXISTS entries_created ON entries(created) WHERE state = 0")
 
     @_locked
     def delete_rows(self, row_ids: Sequence[int]) -> None:
@@ -360,7 +390,8 @@ class SQLiteIndex:
 
     @_locked
     def rows_in_state(self, state: int) -> list[Row]:
-        return [Row(*r) for r in self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE state = ?", (state,))]
+        # A literal state (not a parameter) lets SQLite use the partial index for that state.
+        return [Row(*r) for r in self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE state = {int(state)}")]
 
     @_locked
     def touch(self, accesses: Sequence[tuple[float, int]]) -> None:
@@ -397,3 +428,27 @@ class SQLiteIndex:
 
 
 _ABANDONED: list[sqlite3.Connection] = []
+_OPEN_INDEXES: "weakref.WeakSet[SQLiteIndex]" = weakref.WeakSet()
+_HELD_FOR_FORK: list[SQLiteIndex] = []
+
+
+# A fork while another thread (the orphan sweep, a daemon's sampler) is inside SQLite would
+# hand the child SQLite's internal mutexes in a locked state: the child's first call hangs.
+# So a fork waits until no thread of this process is using an index.
+def _before_fork() -> None:
+    for index in list(_OPEN_INDEXES):
+        index._lock.acquire()
+        _HELD_FOR_FORK.append(index)
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD_FOR_FORK:
+        _HELD_FOR_FORK.pop()._lock.release()
+
+
+def _after_fork_in_child() -> None:
+    while _HELD_FOR_FORK:
+        _HELD_FOR_FORK.pop()._lock = threading.RLock()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)

@@ -25,14 +25,14 @@ import xxhash
 
 from ..errors import CacheKeyError
 
-__all__ = ["key_to_name", "name_to_key", "validate_key", "versioned_name", "MAX_KEY_CHARS", "MAX_NAME", "SHARD_RE"]
+__all__ = ["key_to_name", "name_to_key", "validate_key", "versioned_name", "MAX_KEY_BYTES", "MAX_NAME", "SHARD_RE"]
 
-MAX_KEY_CHARS = 4096
+MAX_KEY_BYTES = 4096  # UTF-8; a key travels in a fixed-size ledger slot
 MAX_NAME = 200  # bytes; filesystems allow 255 per component
 _SAFE = "_.-+=,@"  # quote() also keeps "~"
 _HASH_SEP = "%%"  # quote() never writes "%%": every % it writes is followed by two hex digits
 SHARD_RE = re.compile(r"^[0-9a-f]{2}$")
-_VERSION_RE = re.compile(r"%%v\d+$")
+_VERSION_RE = re.compile(r"%%v[0-9a-f]+$")
 
 
 def validate_key(key: object) -> str:
@@ -42,12 +42,12 @@ def validate_key(key: object) -> str:
         raise CacheKeyError("key '' is empty; give each entry a non-empty string key")
     if "\x00" in key:
         raise CacheKeyError(f"key {key!r} contains a NUL character; remove it")
-    if len(key) > MAX_KEY_CHARS:
-        raise CacheKeyError(f"key {key[:40]!r}... is {len(key)} characters; keys are limited to {MAX_KEY_CHARS}")
     try:
-        key.encode("utf-8")
+        n = len(key.encode("utf-8"))
     except UnicodeEncodeError:
         raise CacheKeyError(f"key {key!r} is not valid Unicode (lone surrogate); encode it first") from None
+    if n > MAX_KEY_BYTES:
+        raise CacheKeyError(f"key {key[:40]!r}... is {n} bytes; keys are limited to {MAX_KEY_BYTES} bytes (UTF-8)")
     return key
 
 
@@ -69,7 +69,7 @@ def key_to_name(key: str) -> str:
     return f"{shard}/{encoded}"
 
 
-def versioned_name(name: str, version: int) -> str:
+def versioned_name(name: str, version: int | str) -> str:
     """The name a new version takes while an older one is still pinned at ``name``."""
     return f"{name}%%v{version}"
 

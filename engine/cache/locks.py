@@ -72,6 +72,12 @@ class ProcessMutex:
 
     def reset_after_fork(self) -> None:
         self._thread_lock = threading.RLock()
+        if self._fd >= 0 and self._pid != os.getpid():
+            try:
+                os.close(self._fd)  # the parent's descriptor: closing our copy leaves its lock alone
+            except OSError:
+                pass
+            self._fd = -1
         self._pid = -1
         self._depth = 0
 

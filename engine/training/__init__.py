@@ -1,1 +1,96 @@
-"""The supervised training: launching, progress, ETA, OOM recognition, the reporting API."""
+"""The supervised training: launching, progress, ETA, OOM recognition, the reporting API.
+
+``report`` is the module training scripts call (stdlib only, cheap to import). The rest
+is for the supervisor, the daemon and the dashboard: output parsing, progress snapshots
+with an ETA, and OOM and exit diagnosis. None of it imports torch or Textual.
+"""
+
+from typing import TYPE_CHECKING
+
+from . import report
+
+# Everything but ``report`` loads on first use, so a training script that imports the
+# reporting API does not pay for the parsers' regular expressions or the ETA machinery.
+_LAZY = {
+    "EpochTiming": "eta",
+    "EtaEstimate": "eta",
+    "EtaEstimator": "eta",
+    "Alert": "feed",
+    "ProgressFeed": "feed",
+    "CudaOomAlert": "oom",
+    "ExitDiagnosis": "oom",
+    "HostOomAlert": "oom",
+    "OomDetector": "oom",
+    "cgroup_oom_kills": "oom",
+    "classify_exit": "oom",
+    "parse_cuda_oom": "oom",
+    "parse_host_oom": "oom",
+    "OutputParser": "parsers",
+    "ParsedProgress": "parsers",
+    "parse_line": "parsers",
+    "strip_ansi": "parsers",
+    "ProgressSnapshot": "progress",
+    "ProgressTracker": "progress",
+    "ReportReader": "records",
+    "ReportRecord": "records",
+    "parse_report_line": "records",
+}
+
+if TYPE_CHECKING:
+    from .eta import EpochTiming, EtaEstimate, EtaEstimator
+    from .feed import Alert, ProgressFeed
+    from .oom import (
+        CudaOomAlert,
+        ExitDiagnosis,
+        HostOomAlert,
+        OomDetector,
+        cgroup_oom_kills,
+        classify_exit,
+        parse_cuda_oom,
+        parse_host_oom,
+    )
+    from .parsers import OutputParser, ParsedProgress, parse_line, strip_ansi
+    from .progress import ProgressSnapshot, ProgressTracker
+    from .records import ReportReader, ReportRecord, parse_report_line
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "report",
+    "ProgressFeed",
+    "Alert",
+    "ProgressTracker",
+    "ProgressSnapshot",
+    "EtaEstimator",
+    "EtaEstimate",
+    "EpochTiming",
+    "OutputParser",
+    "ParsedProgress",
+    "parse_line",
+    "strip_ansi",
+    "ReportReader",
+    "ReportRecord",
+    "parse_report_line",
+    "CudaOomAlert",
+    "HostOomAlert",
+    "OomDetector",
+    "ExitDiagnosis",
+    "classify_exit",
+    "parse_cuda_oom",
+    "parse_host_oom",
+    "cgroup_oom_kills",
+]

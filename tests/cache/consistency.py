@@ -37,5 +37,7 @@ def assert_index_matches_files(root: Path, *, value_check=None) -> int:
         c = idx.counters()
         assert (c.live_bytes, c.entries, c.reserved_bytes, c.writers, c.replaced_bytes) == (charged, len(live), 0, 0, 0)
         assert c.used_bytes <= cache.max_bytes
+        s = cache.stats()
+        assert (s.reserved_bytes, s.writers) == (0, 0), "reservations of dead writers survived recovery"
         assert os.listdir(root / ".cachewatch" / "tmp") == [], "stale .part files left"
         return len(live)

@@ -39,7 +39,12 @@ def test_writers_killed_at_random_moments(tmpfs, tmp_path: Path) -> None:
         ]
         for w in writers:
             w.start()
-        time.sleep(rng.uniform(0.02, 0.25))
+        # Kill while they write: wait until this round has committed something, then a random moment.
+        start = _committed(root)
+        deadline = time.monotonic() + 30
+        while _committed(root) == start and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0.0, 0.05))
         for w in writers:
             os.kill(w.pid, signal.SIGKILL)
         for w in writers:
@@ -59,6 +64,15 @@ def test_writers_killed_at_random_moments(tmpfs, tmp_path: Path) -> None:
     assert parts_left > 0, "no kill landed mid-write; the test would prove nothing"
     n = assert_index_matches_files(root, value_check=value_ok)
     assert n > 0
+
+
+def _committed(root: Path) -> int:
+    """How many entries were committed so far (new rows get increasing ids)."""
+    import sqlite3
+
+    with sqlite3.connect(root / ".cachewatch" / "index.sqlite", timeout=30) as db:
+        row = db.execute("SELECT COALESCE(MAX(id), 0) FROM entries").fetchone()
+    return int(row[0])
 
 
 @pytest.mark.parametrize("point", ["after_reserve", "mid_write", "after_rename"])

@@ -105,7 +105,7 @@ def on_disk_bytes(root: Path, block: int) -> tuple[int, int]:
     """(bytes charged for every entry, in-flight and replaced file, number of such files)."""
     total = files = 0
     meta = root / ".cachewatch"
-    dirs = [d for d in root.iterdir() if d.name != ".cachewatch"] + [meta / "tmp", meta / "replaced"]
+    dirs = [d for d in root.iterdir() if d.name != ".cachewatch"] + [meta / "tmp", meta / "trash"]
     for d in dirs:
         try:
             entries = list(os.scandir(d))
@@ -221,7 +221,7 @@ def die_at(root: str, key: str, point: str) -> None:
     cache = Cache(root, sweep=False)
     name = key_to_name(key)
     data = b"N" * 10_000
-    row_id, part = cache._reserve(key, name, len(data), cache._charge(len(data)))
+    slot, part = cache._reserve(key, cache._charge(len(data)))
     part_path = cache._tmp / part
     if point == "after_reserve":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -232,5 +232,6 @@ def die_at(root: str, key: str, point: str) -> None:
         fh.write(data[3000:])
     from cachewatch.engine.cache.cache import _rename_into_place
 
+    cache._ledger.set_intent(slot, name)  # as _commit does just before its rename
     _rename_into_place(part_path, cache.root / name)  # the commit's rename, without its COMMIT
     os.kill(os.getpid(), signal.SIGKILL)

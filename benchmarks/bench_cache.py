@@ -1,0 +1,367 @@
+"""How far over its limit does each cache go with many writer processes, and how fast is it?
+
+Contenders, all in one run, each on a private tmpfs so the file system's own used-bytes
+count is exact:
+
+* ``cachewatch``    -- this project's managed cache
+* ``diskcache``     -- ``diskcache.Cache(size_limit=max)``, the best-known Python disk cache
+* ``seed-before``   -- seed 000's LRUImageCache as first written: one counter per process,
+                       write first, evict after (evict to max)
+* ``seed-after``    -- seed 000's fixed version: target = 90 % of max, evict before writing,
+                       evict to target, evict at start-up; still one counter per process
+* ``plain``         -- plain file writes with no cache logic (the throughput ceiling)
+
+N processes put random values of 64-512 KiB until ``factor x max`` bytes are written in
+total. A sampler process reads, every few ms, the tmpfs used bytes (``statvfs``: everything,
+index included) and a directory walk (value files and writes in flight, not the
+contender's own index). Then every process reads random keys from everything ever
+written (get throughput, hit rate).
+
+Run (root, for the tmpfs mounts):
+
+    python benchmarks/bench_cache.py                      # 12 and 16 processes, 10x and 30x
+    python benchmarks/bench_cache.py --procs 4 --factors 3   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+KiB, MiB = 1024, 1024 * 1024
+
+
+# --------------------------------------------------------------------------- the seed's cache
+class SeedLRUCache:
+    """Seed 000's LRUImageCache, per process, before or after its fix (kept faithful on purpose)."""
+
+    def __init__(self, root: str, max_bytes: int, fixed: bool) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_size_bytes = max_bytes
+        self.target_size_bytes = int(max_bytes * 0.90) if fixed else max_bytes
+        self.fixed = fixed
+        self.lock = threading.Lock()  # a thread lock: nothing between processes
+        self.files: OrderedDict[str, int] = OrderedDict()
+        self.current_size_bytes = 0
+        for f in sorted(self.root.iterdir(), key=lambda p: p.stat().st_mtime):
+            size = f.stat().st_size
+            self.files[f.name] = size
+            self.current_size_bytes += size
+        if fixed and self.current_size_bytes > self.max_size_bytes:
+            self._evict_lru()
+
+    def _evict_lru(self) -> None:
+        while self.current_size_bytes > self.target_size_bytes and self.files:
+            name, size = self.files.popitem(last=False)
+            try:
+                (self.root / name).unlink()
+            except FileNotFoundError:
+                pass
+            self.current_size_bytes -= size
+
+    def put(self, key: str, data: bytes) -> None:
+        size = len(data)
+        path = self.root / key
+        with self.lock:
+            if self.fixed:
+                projected = self.current_size_bytes + size
+                if self.current_size_bytes > self.target_size_bytes or projected > self.target_size_bytes:
+                    self._evict_lru()
+                path.write_bytes(data)
+                self.files[key] = size
+                self.current_size_bytes += size
+            else:
+                path.write_bytes(data)
+                self.files[key] = size
+                self.current_size_bytes += size
+                self._evict_lru()
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            data = (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+        with self.lock:
+            if key in self.files:
+                self.files.move_to_end(key)
+        return data
+
+
+class Plain:
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, key: str, data: bytes) -> None:
+        (self.root / key).write_bytes(data)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+def open_contender(name: str, root: str, max_bytes: int):
+    if name == "cachewatch":
+        from cachewatch.engine import Cache
+
+        c = Cache(root, max_size=max_bytes, sweep=False)
+        return c.put, c.read, c.close
+    if name == "diskcache":
+        import diskcache
+
+        c = diskcache.Cache(root, size_limit=max_bytes)
+        return c.set, c.get, c.close
+    if name in ("seed-before", "seed-after"):
+        c = SeedLRUCache(root, max_bytes, fixed=name == "seed-after")
+        return c.put, c.get, (lambda: None)
+    c = Plain(root)
+    return c.put, c.get, (lambda: None)
+
+
+# ------------------------------------------------------------------------------ the workload
+def worker(name: str, root: str, max_bytes: int, idx: int, n_puts: int, sizes: list[int], n_gets: int,
+           all_keys: int, n_procs: int, start, put_done, get_start, out) -> None:
+    put, get, close = open_contender(name, root, max_bytes)
+    rng = random.Random(idx)
+    pool = rng.randbytes(1 * MiB)
+    start.wait()
+    t0 = time.perf_counter()
+    written = 0
+    for i in range(n_puts):
+        size = sizes[i]
+        off = rng.randrange(0, len(pool) - size + 1)
+        key = f"w{idx}-{i}.bin"
+        put(key, key.encode().ljust(32, b"_") + pool[off : off + size - 32])
+        written += size
+    t_put = time.perf_counter() - t0
+    put_done.wait()
+    get_start.wait()
+    hits = 0
+    t0 = time.perf_counter()
+    for _ in range(n_gets):
+        w = rng.randrange(n_procs)
+        data = get(f"w{w}-{rng.randrange(all_keys)}.bin")
+        if data is not None:
+            hits += 1
+    t_get = time.perf_counter() - t0
+    close()
+    out.put({"put_s": t_put, "written": written, "get_s": t_get, "gets": n_gets, "hits": hits})
+
+
+def walk_bytes(root: Path, exclude: tuple[str, ...]) -> int:
+    seen: set[int] = set()
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            if f.startswith(exclude):
+                continue
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except FileNotFoundError:
+                continue
+            if st.st_ino in seen:  # a file renamed during the walk is counted once
+                continue
+            seen.add(st.st_ino)
+            total += st.st_blocks * 512
+    return total
+
+
+def sampler(mount: str, root: str, exclude: tuple[str, ...], stop, out) -> None:
+    base = _fs_used(mount)
+    peak_fs = peak_walk = samples = 0
+    while not stop.is_set():
+        peak_fs = max(peak_fs, _fs_used(mount) - base)
+        peak_walk = max(peak_walk, walk_bytes(Path(root), exclude))
+        samples += 1
+        time.sleep(0.002)
+    final_fs = _fs_used(mount) - base
+    out.put({"peak_fs": peak_fs, "peak_walk": peak_walk, "samples": samples, "final_fs": final_fs,
+             "final_walk": walk_bytes(Path(root), exclude)})
+
+
+def _fs_used(mount: str) -> int:
+    st = os.statvfs(mount)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+EXCLUDE = {
+    "cachewatch": ("index.sqlite", "events.jsonl", "lock", "reserve", "sweep.lock"),
+    "diskcache": ("cache.db",),
+}
+
+
+def run_one(name: str, n_procs: int, factor: int, max_bytes: int, n_gets: int) -> dict:
+    mount = tempfile.mkdtemp(prefix="cwbench-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={max(64 * factor, 2048) * MiB}", "tmpfs", mount], check=True)
+    try:
+        root = os.path.join(mount, "cache")
+        ctx = mp.get_context("fork")
+        rng = random.Random(1)
+        total = factor * max_bytes
+        per_proc: list[list[int]] = []
+        for _ in range(n_procs):
+            sizes, acc = [], 0
+            while acc < total // n_procs:
+                s = rng.randint(64 * KiB, 512 * KiB)
+                sizes.append(s)
+                acc += s
+            per_proc.append(sizes)
+        n_keys = min(len(s) for s in per_proc)
+        if name in ("cachewatch", "diskcache"):
+            _, _, close = open_contender(name, root, max_bytes)  # create it before the workers race
+            close()
+        start, put_done, get_start = ctx.Barrier(n_procs + 1), ctx.Barrier(n_procs + 1), ctx.Barrier(n_procs + 1)
+        out, sout, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+        procs = [
+            ctx.Process(target=worker, args=(name, root, max_bytes, i, len(per_proc[i]), per_proc[i], n_gets,
+                                             n_keys, n_procs, start, put_done, get_start, out))
+            for i in range(n_procs)
+        ]
+        for p in procs:
+            p.start()
+        samp = ctx.Process(target=sampler, args=(mount, root, EXCLUDE.get(name, ("\0",)), stop, sout))
+        samp.start()
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+        start.wait()
+        put_done.wait()
+        put_wall = time.perf_counter() - t0
+        stop.set()
+        s = sout.get(timeout=120)
+        samp.join()
+        t0 = time.perf_counter()
+        get_start.wait()
+        results = [out.get(timeout=600) for _ in procs]
+        get_wall = time.perf_counter() - t0
+        for p in procs:
+            p.join()
+        written = sum(r["written"] for r in results)
+        gets = sum(r["gets"] for r in results)
+        return {
+            "contender": name, "procs": n_procs, "factor": factor, "max_bytes": max_bytes,
+            "peak_fs_over_max": s["peak_fs"] / max_bytes, "peak_walk_over_max": s["peak_walk"] / max_bytes,
+            "final_fs_over_max": s["final_fs"] / max_bytes, "final_walk_over_max": s["final_walk"] / max_bytes,
+            "samples": s["samples"], "puts_per_s": sum(len(x) for x in per_proc) / put_wall,
+            "mb_per_s": written / put_wall / 1e6, "gets_per_s": gets / get_wall,
+            "hit_rate": sum(r["hits"] for r in results) / gets,
+        }
+    finally:
+        subprocess.run(["umount", "-l", mount], check=False)
+        os.rmdir(mount)
+
+
+# ---------------------------------------------------------------------- single-process figures
+def get_latency(n: int = 3000) -> dict:
+    """Median extra time of cache.get(key)+open+read and of cache.read(key) over a plain open+read."""
+    from cachewatch.engine import Cache
+
+    with tempfile.TemporaryDirectory() as d:
+        cache = Cache(os.path.join(d, "c"), max_size="1GiB", sweep=False)
+        keys = [f"k{i}" for i in range(500)]
+        for k in keys:
+            cache.put(k, os.urandom(64 * KiB))
+        paths = [cache.get(k) for k in keys]
+
+        def plain(i: int) -> None:
+            with open(paths[i % 500], "rb") as fh:
+                fh.read()
+
+        def via_get(i: int) -> None:
+            with open(cache.get(keys[i % 500]), "rb") as fh:
+                fh.read()
+
+        def via_read(i: int) -> None:
+            cache.read(keys[i % 500])
+
+        timings = {}
+        for name, fn in (("plain", plain), ("get", via_get), ("read", via_read)):
+            samples = []
+            for i in range(n):
+                t = time.perf_counter_ns()
+                fn(i)
+                samples.append(time.perf_counter_ns() - t)
+            timings[name] = statistics.median(samples) / 1000
+        cache.close()
+    return {
+        "plain_open_read_us": timings["plain"],
+        "get_extra_us": timings["get"] - timings["plain"],
+        "read_extra_us": timings["read"] - timings["plain"],
+    }
+
+
+def open_time(n_entries: int) -> dict:
+    """Time to open a cache holding n_entries, next to `du -sb` of the same tree."""
+    from cachewatch.engine import Cache
+
+    with tempfile.TemporaryDirectory() as d:
+        root = os.path.join(d, "c")
+        with Cache(root, max_size="100GB", sweep=False) as cache:
+            for i in range(n_entries):
+                cache.put(f"img/{i:07d}.jpg", b"x" * 100)
+        opens = []
+        for _ in range(5):
+            t = time.perf_counter()
+            Cache(root, sweep=False).close()
+            opens.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        subprocess.run(["du", "-sb", root], check=True, capture_output=True)
+        du = time.perf_counter() - t
+    return {"entries": n_entries, "open_s": statistics.median(opens), "du_sb_s": du}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--procs", default="12,16")
+    ap.add_argument("--factors", default="10,30")
+    ap.add_argument("--max", default="64MiB")
+    ap.add_argument("--gets", type=int, default=300, help="gets per process")
+    ap.add_argument("--contenders", default="cachewatch,diskcache,seed-before,seed-after,plain")
+    ap.add_argument("--open-entries", type=int, default=144_000, help="0 to skip the open-time measure")
+    ap.add_argument("--json", metavar="FILE")
+    args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from cachewatch.engine.sizes import parse_size
+
+    max_bytes = parse_size(args.max)
+    rows = []
+    for n in [int(x) for x in args.procs.split(",")]:
+        for f in [int(x) for x in args.factors.split(",")]:
+            for name in args.contenders.split(","):
+                r = run_one(name, n, f, max_bytes, args.gets)
+                rows.append(r)
+                print(json.dumps(r), file=sys.stderr, flush=True)
+    print(f"\n| procs | written | contender | peak fs/max | peak walk/max | final walk/max | puts/s | MB/s | put vs plain | gets/s | hit rate |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        plain = next((x for x in rows if x["contender"] == "plain" and x["procs"] == r["procs"] and x["factor"] == r["factor"]), None)
+        ratio = f"{r['mb_per_s'] / plain['mb_per_s']:.2f}x" if plain else "-"
+        print(f"| {r['procs']} | {r['factor']}x | {r['contender']} | {r['peak_fs_over_max']:.2f} | {r['peak_walk_over_max']:.2f} | "
+              f"{r['final_walk_over_max']:.2f} | {r['puts_per_s']:.0f} | {r['mb_per_s']:.0f} | {ratio} | {r['gets_per_s']:.0f} | {r['hit_rate']:.2f} |")
+    lat = get_latency()
+    print(f"\nget of a hit, median extra over plain open+read ({lat['plain_open_read_us']:.1f} us): "
+          f"get()+open+read +{lat['get_extra_us']:.1f} us, read() +{lat['read_extra_us']:.1f} us")
+    result = {"rows": rows, "get_latency": lat}
+    if args.open_entries:
+        o = open_time(args.open_entries)
+        print(f"open a cache of {o['entries']} entries: {o['open_s'] * 1000:.0f} ms (du -sb of the same tree: {o['du_sb_s'] * 1000:.0f} ms)")
+        result["open"] = o
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
