@@ -73,14 +73,14 @@ class CommandDone(Message):
 
 
 class CachewatchApp(App[None]):
-    CSS_PATH = "dashboard.tcss"
+    CSS_PATH = Path(__file__).with_name("dashboard.tcss")  # absolute: subclasses elsewhere find it too
     TITLE = "cachewatch"
     ENABLE_COMMAND_PALETTE = True
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = commands.bindings()
 
     def __init__(self, source: SnapshotSource, *, refresh_s: float = 1.0, readonly: bool = False,
-                 keymap: Mapping[str, str] | None = None, engine_name: str = "") -> None:
+                 keymap: Mapping[str, str] | None = None, engine_name: str = "", intro: str = "") -> None:
         super().__init__()
         self.source = source
         self.refresh_s = max(0.1, float(refresh_s))
@@ -88,14 +88,15 @@ class CachewatchApp(App[None]):
         self.keymap = commands.check_keymap(keymap or {})
         self.offered = {a.id for a in commands.available(readonly)}
         self.engine_name = engine_name or getattr(source, "name", "")
+        self.intro = intro
         self.snapshot: EngineSnapshot | None = None
         self.last_error: str | None = None
         self.fatal_error: str | None = None
         self.commands_sent: list[tuple[str, dict[str, Any]]] = []  # for the exit message and tests
-        self._timer: Timer | None = None
+        self._poll_timer: Timer | None = None
         self._polling = False
         self._poll_again = False
-        self._closing = False
+        self._detaching = False
         self._awaited_jobs: dict[str, str] = {}  # job id -> action that started it (shows a result screen)
         self._shown_results: set[str] = set()
 
@@ -118,19 +119,21 @@ class CachewatchApp(App[None]):
         self.query_one(AlertBanner).display = False
         self.query_one(JobsBar).display = False
         self.query_one("#log", TrainingLog).focus()
+        if self.intro:
+            self.notify(self.intro, timeout=12)
         self.poll_now()
 
     # ------------------------------------------------------------------------------ polling
     def poll_now(self) -> None:
         """Poll at once (after a command), or as soon as the poll in flight is done."""
-        if self._closing:
+        if self._detaching:
             return
         if self._polling:
             self._poll_again = True
             return
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
+        if self._poll_timer is not None:
+            self._poll_timer.stop()
+            self._poll_timer = None
         self._polling = True
         self._poll_worker()
 
@@ -142,13 +145,13 @@ class CachewatchApp(App[None]):
     def on_polled(self, message: Polled) -> None:
         self._polling = False
         self.apply(message.update)
-        if self._closing:
+        if self._detaching:
             return
         if self._poll_again:
             self._poll_again = False
             self.poll_now()
         else:
-            self._timer = self.set_timer(self.refresh_s, self.poll_now)
+            self._poll_timer = self.set_timer(self.refresh_s, self.poll_now)
 
     def apply(self, update: Update) -> None:
         """Show one update. Called on the UI thread with immutable values only."""
@@ -387,9 +390,9 @@ class CachewatchApp(App[None]):
         self.push_screen(HelpScreen(list(commands.help_rows(self.readonly, self.keymap)), readonly=self.readonly))
 
     def _do_quit(self) -> None:
-        self._closing = True
-        if self._timer is not None:
-            self._timer.stop()
+        self._detaching = True
+        if self._poll_timer is not None:
+            self._poll_timer.stop()
         self.exit()
 
 

@@ -23,14 +23,14 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, rows: list[tuple[str, str, bool]], *, readonly: bool) -> None:
         super().__init__()
-        self.rows = rows
+        self.key_rows = rows
         self.readonly = readonly
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
-        for keys, text, asks in self.rows:
+        for keys, text, asks in self.key_rows:
             table.add_row(keys, text + (" (asks first)" if asks else ""))
         table.add_row("Tab", "move between panels")
         table.add_row("^p", "command palette: every action above, by name")

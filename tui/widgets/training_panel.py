@@ -19,7 +19,7 @@ from cachewatch.engine.daemon.snapshot import EngineSnapshot, part_value
 from .. import format as fmt
 from .panel import Panel
 
-__all__ = ["TrainingPanel", "state_text"]
+__all__ = ["TrainingPanel", "state_text", "display_command"]
 
 _STATE_STYLE = {
     "running": "bold green",
@@ -67,6 +67,16 @@ def state_text(training: Any, now: float) -> Text:
     return text
 
 
+def display_command(argv: tuple[str, ...]) -> str:
+    """The command as people recognise it: ``python3 train_cached.py --epochs 60`` rather than the
+    full interpreter and script paths, which fill a narrow panel before the arguments show."""
+    out = list(argv)
+    for i, arg in enumerate(out[:2]):
+        if "/" in arg and not arg.startswith("-"):
+            out[i] = arg.rsplit("/", 1)[-1]
+    return shlex.join(out)
+
+
 def _failed(training: Any) -> bool:
     return training.state.value == "failed" or bool(training.signal) or bool(training.exit_code)
 
@@ -85,7 +95,7 @@ class TrainingPanel(Panel):
         t = snap.training
         lines: list[RenderableType] = []
         if t is not None:
-            lines.append(fmt.one_line(Text(shlex.join(t.command), style="bold")))
+            lines.append(fmt.one_line(Text(display_command(t.command), style="bold")))
             head = fmt.one_line(state_text(t, now))
             extra = []
             if t.attempt > 1 or t.restarts:
