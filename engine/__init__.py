@@ -34,6 +34,9 @@ _LAZY = {
     "parse_duration": ".sizes",
     "format_duration": ".sizes",
     "report": ".training.report",
+    "Monitor": ".monitor",
+    "MonitorSnapshot": ".monitor",
+    "MonitorError": ".monitor",
 }
 
 
@@ -66,6 +69,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         ConfigError,
     )
     from .events import Event, EventLog
+    from .monitor import Monitor, MonitorError, MonitorSnapshot
     from .sizes import format_duration, format_size, parse_duration, parse_size
     from .training import report
 
@@ -93,4 +97,7 @@ __all__ = [
     "parse_duration",
     "format_duration",
     "report",
+    "Monitor",
+    "MonitorSnapshot",
+    "MonitorError",
 ]

@@ -36,7 +36,7 @@ EXIT_NO_ENGINE = 3
 EXIT_INTERRUPTED = 130
 
 # Modules under cachewatch.engine.cli, each with register(subparsers).
-COMMAND_MODULES: tuple[str, ...] = ("cache_cmd", "run_cmd", "engine_cmd")
+COMMAND_MODULES: tuple[str, ...] = ("cache_cmd", "monitor_cmd", "run_cmd", "engine_cmd")
 
 
 class _Parser(argparse.ArgumentParser):
