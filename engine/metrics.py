@@ -77,6 +77,15 @@ class SnapshotCollector(Collector):
                 fam.add_metric(labels, getattr(s, k))
             if view.disk_free_bytes is not None:
                 free.add_metric(labels, view.disk_free_bytes)
+        for w in snap.watched:
+            labels = [engine, str(part_value(w, "root", default=""))]
+            for k in ("size_bytes", "max_bytes", "target_bytes", "entries"):
+                g[k].add_metric(labels, part_value(w, k, default=0))
+            g["used_bytes"].add_metric(labels, part_value(w, "size_bytes", default=0))
+            for k in ("evicted_files", "evicted_bytes"):
+                c[k].add_metric(labels, part_value(w, k, default=0))
+            if part_value(w, "disk_free_bytes") is not None:
+                free.add_metric(labels, part_value(w, "disk_free_bytes"))
         yield from g.values()
         yield from c.values()
         yield free

@@ -19,7 +19,6 @@ Everything runs on the CPU; nothing here initialises CUDA unless ``--device cuda
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time

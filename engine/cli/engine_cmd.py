@@ -168,7 +168,9 @@ def format_status(s: EngineSnapshot) -> list[str]:
                               f"({_pct(st.size_bytes, st.max_bytes)}), target {format_size(st.target_bytes)}, "
                               f"{st.entries} entries, hit rate {rate}{free}"))
     for w in s.watched:
-        rows.append(("watched", f"{w.root}: {format_size(w.size_bytes)} of {format_size(w.max_bytes)}, {w.files} files"))
+        rows.append(("watched", f"{_get(w, 'root')}: {format_size(_get(w, 'size_bytes', default=0))} of "
+                                f"{format_size(_get(w, 'max_bytes', default=0))}, {_get(w, 'entries', default=0)} files"
+                                + (" (dry run)" if _get(w, "dry_run") else "")))
     if s.evictions:
         ev = s.evictions[0]
         rows.append(("eviction", f"last {format_time(ev.time)}: {ev.files} files ({format_size(ev.bytes, binary=False)}), "

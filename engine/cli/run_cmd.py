@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
-from ..config import load_config
+from ..config import Config, load_config
 from ..daemon.client import EngineClient
 from ..daemon.process import resolve_name, run_engine, start_daemon
 from ..errors import ConfigError
@@ -49,6 +50,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def preflight(cfg: Config) -> None:
+    """``[run] preflight``: is the cache complete for the source before the training starts (seed 004)?
+
+    Done here, in the terminal, so a refusal or a warning is read by the person who launched;
+    ``build`` builds what is missing first (Ctrl-C cancels it cleanly).
+    """
+    if cfg.run.preflight == "off":
+        return
+    try:
+        from ..jobs.preflight import run_preflight  # the jobs package: verify/build/pre-flight
+    except ImportError:
+        raise ConfigError(
+            f"[run] preflight = {cfg.run.preflight!r} needs the maintenance jobs, which this build lacks; set preflight = 'off'"
+        ) from None
+
+    def show(event: Any) -> None:
+        text = getattr(event, "text", None)
+        if text:
+            print(f"cachewatch: pre-flight: {text}", file=sys.stderr)
+
+    result = run_preflight(cfg, on_event=show)
+    for line in result.warnings:
+        print(f"cachewatch: warning: {line}", file=sys.stderr)
+    if result.ok and result.message and not result.warnings:
+        print(f"cachewatch: pre-flight: {result.message}", file=sys.stderr)
+    result.raise_if_refused()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     command = list(args.cmd)
     if command and command[0] == "--":
@@ -59,6 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = tuple(command) or cfg.run.command
     check_command(command, cfg.run.cwd or os.getcwd())
     name = resolve_name(cfg, command, args.name)
+    preflight(cfg)
 
     if args.foreground:
         code = run_engine(

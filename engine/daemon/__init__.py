@@ -22,7 +22,6 @@ from .snapshot import (
     EvictionView,
     JobView,
     PART_TYPES,
-    WatchedView,
 )
 
 __all__ = [
@@ -53,7 +52,6 @@ __all__ = [
     "EngineSnapshot",
     "EngineInfo",
     "CacheView",
-    "WatchedView",
     "EvictionView",
     "Alert",
     "JobView",

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import codecs
 import collections
-import json
 import logging
 import os
 import shutil
@@ -53,6 +52,7 @@ from .jobrunner import JobRunner
 from .parts import EngineParts, Finding, NoProgress, PeriodicSampler, default_parts, finding_from_alert
 from .protocol import COMMANDS, PROTOCOL_VERSION, ErrorCode, LogChunk
 from .snapshot import CacheView, EngineInfo, EngineSnapshot, EvictionView, JobView
+from .evictions import EvictionFollower
 from .tail import FileTail, read_chunk
 
 __all__ = ["Engine", "CONFIG_ENV"]
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 CONFIG_ENV = "CACHEWATCH_CONFIG"
 _EVICTIONS_KEPT = 50
 _PARSE_WINDOW_BYTES = 256 * 1024  # at most this much new output is parsed per poll
+_WATCH_ALERT_KINDS = ("over_max", "eviction_blocked", "max_soon", "disk_full_soon", "events_lost", "root_gone")
 
 SnapshotListener = Callable[[EngineSnapshot], None]
 EventListener = Callable[[Event], None]
@@ -84,6 +85,8 @@ class Engine:
         parts: EngineParts | None = None,
         exit_with_training: bool = False,
         tail_interval_s: float = 0.05,
+        idle_tail_interval_s: float = 0.25,
+        feed_poll_s: float = 0.1,
         min_publish_s: float = 0.1,
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -98,6 +101,9 @@ class Engine:
         self.events = EventLog(self.state_dir / "events.jsonl", source=f"engine:{name}")
         self.interval_s = max(0.05, float(config.monitor.interval))
         self.tail_interval_s = tail_interval_s
+        self.idle_tail_interval_s = max(tail_interval_s, idle_tail_interval_s)
+        self.feed_poll_s = feed_poll_s
+        self._next_feed_poll = 0.0
         self.min_publish_s = min_publish_s
         self.exit_with_training = exit_with_training
         self.parts = parts if parts is not None else default_parts(config)
@@ -137,6 +143,7 @@ class Engine:
         self._snapshot: EngineSnapshot | None = None
         self._last_publish = 0.0
         self._snapshot_listeners: list[SnapshotListener] = []
+        self._interest: list[Callable[[], bool]] = []
         self._event_listeners: list[EventListener] = []
         self._log_listeners: list[LogListener] = []
         self._stop_listeners: list[StopListener] = []
@@ -144,8 +151,8 @@ class Engine:
         self.stopped = threading.Event()  # set by request_stop(); the owner then calls close()
 
         self._log_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._cache_events_offset = 0
-        self._cache_events_ino: int | None = None
+        self.watchers: list[Any] = []
+        self._eviction_feed = EvictionFollower(self.state_dir / "eviction-offsets.json")
         self._evictions: collections.deque[EvictionView] = collections.deque(maxlen=_EVICTIONS_KEPT)
         self._exit_findings: dict[int, Finding] = {}
 
@@ -161,9 +168,33 @@ class Engine:
 
         return remove
 
-    def add_snapshot_listener(self, fn: SnapshotListener) -> Callable[[], None]:
-        """``fn(snapshot)`` from the engine thread after each publish; keep it short."""
-        return self._add(self._snapshot_listeners, fn)
+    def add_snapshot_listener(self, fn: SnapshotListener, wants: Callable[[], bool] | None = None) -> Callable[[], None]:
+        """``fn(snapshot)`` from the engine thread after each publish; keep it short.
+
+        ``wants()`` says whether anyone behind ``fn`` watches right now (the socket server: a
+        subscribed client). While nobody does, the engine publishes once per sampling interval
+        instead of on every change, and polls its files less often: an unwatched headless engine
+        costs almost nothing.
+        """
+        if wants is not None:
+            with self._lock:
+                self._interest.append(wants)
+        remove = self._add(self._snapshot_listeners, fn)
+
+        def remove_both() -> None:
+            remove()
+            with self._lock:
+                if wants in self._interest:
+                    self._interest.remove(wants)
+
+        return remove_both
+
+    def _watched(self) -> bool:
+        with self._lock:
+            if len(self._snapshot_listeners) > len(self._interest):
+                return True  # a listener that did not say: always watching
+            wants = list(self._interest)
+        return any(w() for w in wants)
 
     def add_event_listener(self, fn: EventListener) -> Callable[[], None]:
         return self._add(self._event_listeners, fn)
@@ -199,7 +230,7 @@ class Engine:
         if self._started:
             return self
         self._started = True
-        self._open_cache()
+        self._open_caches()
         if self.parts.monitor is not None:
             self.parts.monitor.start()
         self.record("engine.started", pid=os.getpid(), name=self.name, command=list(self.command),
@@ -256,6 +287,7 @@ class Engine:
         self._shutdown_parts()
 
     def _shutdown_parts(self) -> None:
+        self._log_tail.close()
         if self.parts.monitor is not None:
             try:
                 self.parts.monitor.stop()
@@ -263,97 +295,82 @@ class Engine:
                 log.exception("monitor stop failed")
         if self._cache_sampler is not None:
             self._cache_sampler.stop()
+        for w in self.watchers:
+            try:
+                w.stop()
+            except Exception:
+                log.exception("watch stop failed")
         if self.cache is not None:
             try:
                 self.cache.close()
             except Exception:
                 log.exception("cache close failed")
 
-    # ---------------------------------------------------------------------------------- cache
-    def _open_cache(self) -> None:
+    # ------------------------------------------------------------------------- caches, watches
+    def _open_caches(self) -> None:
         c = self.config.cache
-        if c.root is None:
-            return
-        index = Path(c.root) / ".cachewatch" / "index.sqlite"
-        if c.max_size is None and not index.is_file():
-            self._cache_error = "[cache] max_size is not set and the cache does not exist yet; set max_size"
-        else:
-            self.cache = Cache.from_config(self.config) if c.max_size is not None else Cache(c.root)
-            for report in reversed(self.cache.eviction_log(limit=20)):
-                self._evictions.appendleft(_eviction_view(str(self.cache.root), report.to_json(), report.time))
-            self._load_cache_offset()
-        self._cache_sampler = PeriodicSampler(self._read_cache, self.interval_s, name="cache-sampler", on_sample=self._changed)
-        self._cache_sampler.start()
-
-    def _read_cache(self) -> CacheView:
-        root = str(self.config.cache.root)
-        if self.cache is None:
-            return CacheView(root=root, error=self._cache_error)
-        try:
-            stats = self.cache.stats()
-            disk = shutil.disk_usage(self.cache.root)
-            return CacheView(root=str(self.cache.root), stats=stats, disk_free_bytes=disk.free, disk_total_bytes=disk.total)
-        except Exception as exc:  # a locked or broken index: show why, try again next time
-            return CacheView(root=root, error=f"{type(exc).__name__}: {exc}")
-
-    def _offset_file(self) -> Path:
-        return self.state_dir / "cache-events.offset"
-
-    def _load_cache_offset(self) -> None:
-        # Evictions already copied into our event log by an earlier engine must not be copied
-        # again; a first engine starts at the end (the history stays in the cache's own log).
-        assert self.cache is not None
-        path = self.cache.events.path
-        try:
-            st = os.stat(path)
-            size, ino = st.st_size, st.st_ino
-        except FileNotFoundError:
-            size, ino = 0, None
-        try:
-            saved = json.loads(self._offset_file().read_text())
-            if saved.get("path") == str(path) and saved.get("ino") == ino and int(saved["offset"]) <= size:
-                self._cache_events_offset, self._cache_events_ino = int(saved["offset"]), ino
-                return
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        self._cache_events_offset, self._cache_events_ino = size, ino
-
-    def _save_cache_offset(self) -> None:
-        assert self.cache is not None
-        tmp = self._offset_file().with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps({"path": str(self.cache.events.path), "ino": self._cache_events_ino,
-                                       "offset": self._cache_events_offset}))
-            os.replace(tmp, self._offset_file())
-        except OSError:
-            log.warning("cannot save the cache events offset in %s", self.state_dir)
-
-    def _poll_cache_events(self) -> bool:
-        if self.cache is None:
-            return False
-        path = self.cache.events.path
-        try:
-            ino = os.stat(path).st_ino
-        except FileNotFoundError:
-            return False
-        if ino != self._cache_events_ino:
-            self._cache_events_ino, self._cache_events_offset = ino, 0  # rotated: a new file
-        events, offset = self.cache.events.tail(self._cache_events_offset)
-        if offset == self._cache_events_offset:
-            return False
-        self._cache_events_offset = offset
-        root = str(self.cache.root)
-        for e in events:
-            if not e.kind.startswith("eviction"):
+        if c.root is not None:
+            index = Path(c.root) / ".cachewatch" / "index.sqlite"
+            if c.max_size is None and not index.is_file():
+                self._cache_error = "[cache] max_size is not set and the cache does not exist yet; set max_size"
+            else:
+                self.cache = Cache.from_config(self.config) if c.max_size is not None else Cache(c.root)
+                for report in reversed(self.cache.eviction_log(limit=20)):
+                    self._evictions.appendleft(_eviction_view(str(self.cache.root), report.to_json(), report.time))
+                self._eviction_feed.add(str(self.cache.root), self.cache.events)
+        for wcfg in self.config.watch:
+            if self.parts.new_watch is None:
+                log.warning("[[watch]] %s: watched directories are not built into this engine", wcfg.root)
                 continue
+            watcher = self.parts.new_watch(wcfg)
+            watcher.start()
+            self.watchers.append(watcher)
+            self._eviction_feed.add(_watch_root(watcher), watcher.events)
+        if c.root is not None or self.watchers:
+            self._cache_sampler = PeriodicSampler(self._read_caches, self.interval_s, name="cache-sampler",
+                                                  on_sample=self._changed)
+            self._cache_sampler.start()
+
+    def _read_caches(self) -> tuple[CacheView | None, tuple[Any, ...]]:
+        """The managed cache's view and each watched directory's stats (in the cache-sampler thread)."""
+        view = None
+        if self.config.cache.root is not None:
+            root = str(self.config.cache.root)
+            if self.cache is None:
+                view = CacheView(root=root, error=self._cache_error)
+            else:
+                try:
+                    stats = self.cache.stats()
+                    disk = shutil.disk_usage(self.cache.root)
+                    view = CacheView(root=str(self.cache.root), stats=stats, disk_free_bytes=disk.free,
+                                     disk_total_bytes=disk.total)
+                except Exception as exc:  # a locked or broken index: show why, try again next time
+                    view = CacheView(root=root, error=f"{type(exc).__name__}: {exc}")
+        watched = []
+        for w in self.watchers:
+            try:
+                watched.append(w.stats())
+            except Exception:
+                log.exception("watch stats failed")
+        return view, tuple(watched)
+
+    def _poll_evictions(self) -> bool:
+        found = self._eviction_feed.poll()
+        for root, e in found:
             fields = {k: v for k, v in e.fields.items() if k != "keys"}
             fields["key_count"] = len(e.get("keys", ()) or ())
             self.record("eviction", time_s=e.time, cache=root, **fields)
             self._evictions.appendleft(_eviction_view(root, e.fields, e.time))
-        self._save_cache_offset()
-        if self._cache_sampler is not None:
-            self._cache_sampler.poke()
-        return True
+        if found and self._cache_sampler is not None:
+            self._cache_sampler.poke()  # fresh sizes right behind the eviction
+        return bool(found)
+
+    def _sampled_caches(self) -> tuple[CacheView | None, tuple[Any, ...]]:
+        latest = self._cache_sampler.latest() if self._cache_sampler is not None else None
+        if latest is None:
+            view = CacheView(root=str(self.config.cache.root), error=self._cache_error) if self.config.cache.root else None
+            return view, ()
+        return latest
 
     # --------------------------------------------------------------------------------- events
     def record(self, kind: str, /, *, time_s: float | None = None, **fields: Any) -> Event:
@@ -459,13 +476,16 @@ class Engine:
                     self._check_thresholds()
                     next_check = now + self.interval_s
                     self._dirty = True
-                if self._dirty and now - self._last_publish >= self.min_publish_s:
+                watched = self._watched()
+                gap = self.min_publish_s if watched else self.interval_s
+                if self._dirty and now - self._last_publish >= gap:
                     self._publish()
             except Exception:  # the loop must survive anything one poll throws
                 log.exception("engine loop iteration failed")
-            wait = self.tail_interval_s
+                watched = True
+            wait = self.tail_interval_s if watched else self.idle_tail_interval_s
             if self._dirty:
-                wait = min(wait, max(0.0, self.min_publish_s - (time.monotonic() - self._last_publish)))
+                wait = min(wait, max(0.0, gap - (time.monotonic() - self._last_publish)))
             self._wake.wait(wait)
             self._wake.clear()
 
@@ -498,14 +518,21 @@ class Engine:
                 self._log_decoder.reset()
             for alert in _safe(self._feed.feed_output, self._log_decoder.decode(data), now):
                 self._raise(self._attempt_key(finding_from_alert(alert)), now)
-        for rec in _safe(self._feed.poll, now):
+        mono = time.monotonic()
+        records: Any = ()
+        if mono >= self._next_feed_poll:
+            # The progress file is read at most every feed_poll_s: a script reporting every step
+            # (tens of lines a second) is parsed in batches, which costs far less per line.
+            self._next_feed_poll = mono + self.feed_poll_s
+            records = _safe(self._feed.poll, now)
+        for rec in records:
             changed = True
             kind = getattr(rec, "kind", "")
             if kind in ("checkpoint", "event"):
                 fields = rec.to_json() if callable(getattr(rec, "to_json", None)) else {}
                 fields = {k: v for k, v in fields.items() if k not in ("v", "kind", "t")}
                 self.record("training.checkpoint" if kind == "checkpoint" else "training.report", **fields)
-        if self._poll_cache_events():
+        if self._poll_evictions():
             changed = True
         return changed
 
@@ -536,7 +563,21 @@ class Engine:
                             else ("lower [cache] max_size", "free space on that disk"))
                 self._raise(Finding(kind, "warning", title, a.message, remedies=remedies,
                                     figures={"used_fraction": a.used_fraction, "threshold": a.threshold}, key=kind), now)
-        view = self._cache_sampler.latest() if self._cache_sampler is not None else None
+        view, watched = self._sampled_caches()
+        for w in watched:
+            # A watched directory judges its own condition (over max, eviction blocked, filling up).
+            root = str(getattr(w, "root", ""))
+            live = {a.kind: a for a in getattr(w, "alerts", ())}
+            for kind in _WATCH_ALERT_KINDS:
+                key = f"watch:{root}:{kind}"
+                a = live.get(kind)
+                if a is None:
+                    self.alerts.clear(key)
+                    continue
+                severity = {"critical": "critical", "warning": "warning"}.get(getattr(a, "level", ""), "info")
+                self._raise(Finding(f"watch_{kind}", severity, f"Watched directory: {kind.replace('_', ' ')}",
+                                    f"{root}: {a.message}", remedies=("evict now (key e)", "lower the [[watch]] max_size"),
+                                    key=key), now)
         if isinstance(view, CacheView) and view.stats is not None:
             s = view.stats
             if s.used_bytes > s.max_bytes:
@@ -564,9 +605,7 @@ class Engine:
             self._seq += 1
             seq = self._seq
             info = self.info
-        cache_view = self._cache_sampler.latest() if self._cache_sampler is not None else None
-        if cache_view is None and self.config.cache.root is not None:
-            cache_view = CacheView(root=str(self.config.cache.root), error=self._cache_error)
+        cache_view, watched = self._sampled_caches()
         mon = _safe_value(p.monitor.snapshot) if p.monitor is not None else None
         return EngineSnapshot(
             seq=seq,
@@ -578,6 +617,7 @@ class Engine:
             gpu=getattr(mon, "gpu", None),
             host=getattr(mon, "host", None),
             caches=(cache_view,) if cache_view is not None else (),
+            watched=watched,
             evictions=tuple(self._evictions),
             alerts=self.alerts.alerts(),
             jobs=self.jobs.jobs(),
@@ -586,10 +626,11 @@ class Engine:
 
     # ------------------------------------------------------------------------------- reading
     def snapshot(self) -> EngineSnapshot:
-        """The last published snapshot (one is built now if none was published yet)."""
+        """The latest snapshot: the last published one, or a fresh one when something changed since."""
         with self._lock:
             snap = self._snapshot
-        return snap if snap is not None else self._publish()
+            stale = self._dirty and time.monotonic() - self._last_publish >= self.min_publish_s
+        return snap if snap is not None and not stale else self._publish()
 
     def read_log(self, offset: int = -64 * 1024, max_bytes: int = 64 * 1024) -> LogChunk:
         return read_chunk(self.log_path, offset, max_bytes)
@@ -627,18 +668,29 @@ class Engine:
         return self.cache
 
     def _cmd_evict(self, args: dict[str, Any]) -> dict[str, Any]:
-        cache = self._need_cache()
         to = args.get("to")
         if to is not None:
             try:
                 to = parse_size(to, what="to")
             except (ValueError, CachewatchError) as exc:
                 raise CommandFailed(str(exc), ErrorCode.BAD_ARGS.value) from None
-        report = cache.evict(to=to, dry_run=bool(args.get("dry_run", False)))
-        self._poll_cache_events()
+        root = args.get("root")
+        target: Any = None
+        if root is not None and (self.cache is None or os.path.abspath(str(root)) != str(self.cache.root)):
+            target = next((w for w in self.watchers if _watch_root(w) == os.path.abspath(str(root))), None)
+            if target is None:
+                known = [str(self.cache.root)] if self.cache is not None else []
+                known += [_watch_root(w) for w in self.watchers]
+                raise CommandFailed(f"no cache or watched directory at {root!r}; known: {', '.join(known) or 'none'}",
+                                    ErrorCode.BAD_ARGS.value)
+        if target is None:
+            target = self._need_cache()
+        report = target.evict(to=to, dry_run=bool(args.get("dry_run", False)))
+        self._poll_evictions()
         out = report.to_json()
         out["keys"] = out["keys"][:100]
-        out["describe"] = report.describe(str(cache.root))
+        out["root"] = str(target.root) if target is self.cache else _watch_root(target)
+        out["describe"] = report.describe(out["root"])
         return out
 
     def _cmd_pause(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -705,6 +757,11 @@ class Engine:
             return {"job": self.jobs.cancel(str(jid)).to_json()}
         except KeyError:
             raise CommandFailed(f"no job {jid!r}; take the id from the snapshot's jobs", ErrorCode.BAD_ARGS.value) from None
+
+
+def _watch_root(w: Any) -> str:
+    root = getattr(w, "root", "")
+    return str(getattr(root, "path", root))
 
 
 def _eviction_view(root: str, fields: Mapping[str, Any], t: float) -> EvictionView:

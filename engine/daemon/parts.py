@@ -98,6 +98,8 @@ class EngineParts:
     monitor: MonitorLike | None = None
     new_feed: FeedFactory | None = None
     classify_exit: ExitClassifier | None = None
+    # [[watch]] config -> a watched directory (start/stop/stats()/evict(to)/events/root)
+    new_watch: Callable[[Any], Any] | None = None
     jobs: dict[str, JobFactory] = field(default_factory=dict)  # "verify" | "build" | "split"
 
 
@@ -189,6 +191,12 @@ def default_parts(config: Any) -> EngineParts:
     else:
         parts.new_feed = lambda path, started: ProgressFeed(path, started_time=started)
         parts.classify_exit = classify_exit
+    try:
+        from ..watch import WatchedDirectory  # type: ignore[attr-defined]
+    except ImportError:
+        pass
+    else:
+        parts.new_watch = WatchedDirectory.from_config
     try:
         from ..jobs.daemon_adapter import job_factories  # type: ignore[import-not-found]
     except ImportError:

@@ -53,6 +53,7 @@ from .snapshot import EngineSnapshot
 __all__ = ["EngineServer", "peer_credentials"]
 
 log = logging.getLogger(__name__)
+_HIGH_WATER_BYTES = 256 * 1024
 
 
 def peer_credentials(sock: Any) -> tuple[int, int, int]:
@@ -126,7 +127,10 @@ class _Client:
                     else:
                         data, self.pending_snapshot = self.pending_snapshot, None  # type: ignore[assignment]
                     self.writer.write(data)
-                    await asyncio.wait_for(self.writer.drain(), self.server.send_timeout_s)
+                    # Wait only when the kernel buffer is full (the client reads slower than we
+                    # write); a timer per message would cost more than the message.
+                    if self.writer.transport.get_write_buffer_size() > _HIGH_WATER_BYTES:
+                        await asyncio.wait_for(self.writer.drain(), self.server.send_timeout_s)
                 if self.close_after_flush:
                     return
         except (asyncio.TimeoutError, TimeoutError):
@@ -169,6 +173,9 @@ class EngineServer:
         self._removers: list[Any] = []
         self._last_snapshot: tuple[int, bytes] | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
+        # (snapshot subscribers, event followers, log followers), recounted in the loop thread and
+        # read by engine threads to skip waking the loop when nobody wants what they have.
+        self._interest = (0, 0, 0)
 
     # --------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -183,10 +190,10 @@ class EngineServer:
         os.chmod(self.path, 0o600)
         self.engine.set_endpoints(socket_path=str(self.path))
         self._removers = [
-            self.engine.add_snapshot_listener(lambda s: self._threadsafe(self._on_snapshot, s)),
-            self.engine.add_event_listener(lambda e: self._threadsafe(self._on_event, e)),
-            self.engine.add_log_listener(lambda o, d: self._threadsafe(self._on_log, o, d)),
-            self.engine.add_stop_listener(lambda r: self._threadsafe(self._begin_close, r)),
+            self.engine.add_snapshot_listener(lambda s: self._interest[0] and self._threadsafe(self._on_snapshot, s),
+                                              wants=lambda: self._interest[0] > 0),
+            self.engine.add_event_listener(lambda e: self._interest[1] and self._threadsafe(self._on_event, e)),
+            self.engine.add_log_listener(lambda o, d: self._interest[2] and self._threadsafe(self._on_log, o, d)),
         ]
 
     async def serve(self) -> None:
@@ -205,8 +212,10 @@ class EngineServer:
         except RuntimeError:  # the loop closed between the check and the call
             pass
 
-    def _begin_close(self, reason: str) -> None:
-        asyncio.ensure_future(self.close(reason))
+    def _recount(self) -> None:
+        live = [c for c in self.clients if not c.closed]
+        self._interest = (sum(c.snapshots for c in live), sum(c.events for c in live),
+                          sum(c.log_offset is not None for c in live))
 
     async def close(self, reason: str = "engine stopping") -> None:
         """Finish in-flight requests, say ``bye`` to every client, stop listening."""
@@ -299,6 +308,7 @@ class EngineServer:
             await self._read_loop(client)
         finally:
             self.clients.discard(client)
+            self._recount()
             if not client.close_after_flush:
                 client.abort()
             await _settle(writer_task)
@@ -363,6 +373,8 @@ class EngineServer:
             c.send(Response(rid, True, result).to_json())
             if mtype == ClientType.SUBSCRIBE.value:
                 self._after_subscribe(c, msg)
+        finally:
+            self._recount()
 
     async def _answer(self, c: _Client, mtype: str, msg: dict[str, Any]) -> Any:
         loop = asyncio.get_running_loop()

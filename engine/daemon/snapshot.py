@@ -4,11 +4,12 @@ Every type here is a frozen dataclass with units in its field names; ``to_json()
 ``from_json()`` convert at the edge (the socket, ``status --json``). A dashboard holds one
 :class:`EngineSnapshot` and renders it; nothing in it changes under the renderer.
 
-Four fields hold the snapshots of the packages the engine composes, unchanged:
+Five fields hold the snapshots of the packages the engine composes, unchanged:
 ``progress`` (``engine.training.progress.ProgressSnapshot``: epoch, step, loss, ETA),
 ``workers`` (``engine.monitor.process_tree.TreeSnapshot``: the training's processes and
 DataLoader workers), ``gpu`` (``engine.monitor.gpu.GpuSnapshot``) and ``host``
-(``engine.monitor.host.HostSnapshot``). They are decoded with their own ``from_json``
+(``engine.monitor.host.HostSnapshot``), and ``watched`` (one
+``engine.watch.stats.WatchStats`` per ``[[watch]]`` directory). They are decoded with their own ``from_json``
 (see :data:`PART_TYPES`); a build without that package keeps the JSON as a read-only
 mapping. A part the engine does not have is None (``gpu`` None means GPUs are not
 sampled at all; "no GPU on this machine" is a ``GpuSnapshot`` whose ``state`` says so).
@@ -31,7 +32,6 @@ __all__ = [
     "PART_TYPES",
     "part_value",
     "CacheView",
-    "WatchedView",
     "EvictionView",
     "Alert",
     "JobView",
@@ -70,6 +70,7 @@ PART_TYPES: dict[str, str] = {
     "workers": "cachewatch.engine.monitor.process_tree:TreeSnapshot",
     "gpu": "cachewatch.engine.monitor.gpu:GpuSnapshot",
     "host": "cachewatch.engine.monitor.host:HostSnapshot",
+    "watched": "cachewatch.engine.watch.stats:WatchStats",  # a tuple of them
 }
 
 
@@ -86,6 +87,8 @@ def decode_part(field_name: str, data: Any) -> Any:
     if data is None:
         return None
     cls = _part_class(field_name)
+    if isinstance(data, list):
+        return tuple(cls.from_json(d) if cls is not None else frozen_map(d) for d in data)
     if cls is not None:
         return cls.from_json(data)
     return frozen_map(data)
@@ -140,22 +143,6 @@ class CacheView(_Json):
     disk_free_bytes: int | None = None
     disk_total_bytes: int | None = None
     error: str | None = None  # why stats could not be read this time
-
-
-@dataclass(frozen=True)
-class WatchedView(_Json):
-    """A watched directory (written by other code), kept under its limit from outside."""
-
-    root: str
-    size_bytes: int = 0
-    max_bytes: int = 0
-    target_bytes: int = 0
-    files: int = 0
-    evicted_files: int = 0
-    evicted_bytes: int = 0
-    dry_run: bool = False
-    disk_free_bytes: int | None = None
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,14 +203,23 @@ class EngineSnapshot(_Json):
     gpu: Any = None  # GpuSnapshot: ``state``/``reason``, per-GPU figures, training's GPU memory
     host: Any = None  # HostSnapshot: memory, swap, disk of the cache root, host alerts
     caches: tuple[CacheView, ...] = ()
-    watched: tuple[WatchedView, ...] = ()
+    watched: tuple[Any, ...] = ()  # WatchStats of each [[watch]] directory
     evictions: tuple[EvictionView, ...] = ()  # newest first
     alerts: tuple[Alert, ...] = ()  # newest first
     jobs: tuple[JobView, ...] = ()  # running first, then the most recent finished
     log_size_bytes: int = 0  # where the training log ends now (offset for `log`)
 
     def to_json(self) -> dict[str, Any]:
-        out = _to_json(self)
+        """JSON of the snapshot. Parts unchanged since the previous snapshot (the same immutable
+        objects: a GPU reading, a cache view, an alert) reuse their JSON, which makes frequent
+        snapshots (progress at 10 Hz) cheap; treat the result as read-only."""
+        out: dict[str, Any] = {}
+        for f in _SNAPSHOT_FIELDS:
+            value = getattr(self, f)
+            if isinstance(value, tuple):
+                out[f] = [_part_json(v) for v in value]
+            else:
+                out[f] = _part_json(value)
         if self.training is not None:
             out["training"] = self.training.to_json(self.time)
         return out
@@ -239,3 +235,21 @@ class EngineSnapshot(_Json):
     @property
     def active_alerts(self) -> tuple[Alert, ...]:
         return tuple(a for a in self.alerts if not a.dismissed)
+
+
+_SNAPSHOT_FIELDS = tuple(f.name for f in __import__("dataclasses").fields(EngineSnapshot))
+_MEMO: "dict[int, tuple[Any, Any]]" = {}
+_MEMO_MAX = 256
+
+
+def _part_json(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    hit = _MEMO.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    out = _to_json(value)
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()  # parts are replaced every sample; old entries are garbage anyway
+    _MEMO[id(value)] = (value, out)  # the object is kept alive, so its id is not reused meanwhile
+    return out

@@ -7,6 +7,7 @@ works on network filesystems where inotify does not.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from .protocol import LOG_CHUNK_MAX_BYTES, LogChunk
@@ -52,11 +53,20 @@ def read_chunk(path: str | os.PathLike, offset: int, max_bytes: int = 64 * 1024)
 
 
 class FileTail:
-    """New bytes appended to one file since the last call. A file that shrank starts over at 0."""
+    """New bytes appended to one file since the last call. A file that shrank starts over at 0.
+
+    The file stays open between calls, so a poll with nothing new is one ``fstat``; whether
+    the path now names another file (removed, replaced) is checked about once a second.
+    """
+
+    _RECHECK_S = 1.0
 
     def __init__(self, path: str | os.PathLike, offset: int = 0) -> None:
         self.path = Path(path)
         self.offset = offset
+        self._fd: int | None = None
+        self._ino: int | None = None
+        self._checked = 0.0
 
     @classmethod
     def at_end(cls, path: str | os.PathLike) -> "FileTail":
@@ -71,19 +81,44 @@ class FileTail:
         except FileNotFoundError:
             return 0
 
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _open(self) -> int | None:
+        now = time.monotonic()
+        if self._fd is not None and now - self._checked < self._RECHECK_S:
+            return self._fd
+        self._checked = now
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            self.close()
+            return None
+        if self._fd is not None and ino == self._ino:
+            return self._fd
+        self.close()
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        if self._ino is not None and ino != self._ino:
+            self.offset = 0  # another file under the same name: read it from its start
+        self._ino = os.fstat(self._fd).st_ino
+        return self._fd
+
     def read_new(self, max_bytes: int = 1024 * 1024) -> tuple[int, bytes]:
         """``(offset_of_data, data)``; empty when nothing new. At most ``max_bytes`` per call."""
-        try:
-            with open(self.path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size < self.offset:
-                    self.offset = 0  # truncated or replaced
-                if size == self.offset:
-                    return self.offset, b""
-                fh.seek(self.offset)
-                data = fh.read(min(max_bytes, size - self.offset))
-        except FileNotFoundError:
+        fd = self._open()
+        if fd is None:
             return self.offset, b""
+        size = os.fstat(fd).st_size
+        if size < self.offset:
+            self.offset = 0  # truncated
+        if size == self.offset:
+            return self.offset, b""
+        data = os.pread(fd, min(max_bytes, size - self.offset), self.offset)
         start = self.offset
         self.offset += len(data)
         return start, data

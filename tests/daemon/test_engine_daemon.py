@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cachewatch.engine import Cache
 from cachewatch.engine.daemon import EngineClient, list_engines
-from cachewatch.engine.daemon.protocol import EventPush, LogPush, SnapshotPush
+from cachewatch.engine.daemon.protocol import EventPush, LogPush
 
 from .util import REPO, EngineEnv, proc_state, python_cmd, run_cli, wait_for
 

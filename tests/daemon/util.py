@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,8 @@ from pathlib import Path
 import psutil
 from cachewatch.engine.daemon import EngineClient, EngineEntry
 from tests.helpers import REPO, run_cli, wait_for
+
+__all__ = ["EngineEnv", "EXAMPLE", "REPO", "python_cmd", "proc_state", "run_cli", "sweep", "wait_for"]
 
 EXAMPLE = REPO / "examples" / "train_cached.py"
 
