@@ -51,7 +51,7 @@ class HistoryRecorder:
             if c.stats is not None:
                 self._add("cache", c.root, float(c.stats.used_bytes))
         for w in snap.watched:
-            self._add("watched", w.root, float(w.size_bytes))
+            self._add("watched", str(part_value(w, "root", default="")), float(part_value(w, "size_bytes", default=0) or 0))
         gpu = snap.gpu
         for g in part_value(gpu, "gpus", default=()) or ():
             index = part_value(g, "index", default=0)

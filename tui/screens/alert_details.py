@@ -65,9 +65,9 @@ class AlertDetailsScreen(ModalScreen[str | None]):
             if self.others:
                 yield Static(Text(f"{self.others} more alert(s): dismiss this one to see the next", style="dim"))
             with Horizontal(classes="buttons"):
-                yield Button("Close (q)", id="close", variant="primary")
+                yield Button("Close (q)", id="close", variant="primary", compact=True)
                 if self.can_dismiss:
-                    yield Button("Dismiss (d)", id="dismiss", variant="warning")
+                    yield Button("Dismiss (d)", id="dismiss", variant="warning", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#close", Button).focus()

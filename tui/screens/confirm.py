@@ -35,8 +35,8 @@ class ConfirmationModal(ModalScreen[bool]):
             yield Static(self.question, classes="dialog-title")
             yield Static(self.body, classes="dialog-body")
             with Horizontal(classes="buttons"):
-                yield Button(f"{self.no_label} (n)", id="no", variant="primary")
-                yield Button(f"{self.yes_label} (y)", id="yes", variant="error")
+                yield Button(f"{self.no_label} (n)", id="no", variant="primary", compact=True)
+                yield Button(f"{self.yes_label} (y)", id="yes", variant="error", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

@@ -56,11 +56,11 @@ class EvictDialog(ModalScreen[EvictRequest | None]):
                 "Least recently used entries go first; entries being read are kept.",
                 classes="dialog-body",
             )
-            yield Input(placeholder=f"to the target, {fmt.size(s.target_bytes)}; or type a size (80MB)", id="size")
+            yield Input(placeholder=f"to the target, {fmt.size(s.target_bytes)}; or type a size (80MB)", id="size", compact=True)
             yield Static("", id="error", classes="dialog-error")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel (n)", id="cancel", variant="primary")
-                yield Button("Evict (y)", id="evict", variant="error")
+                yield Button("Cancel (n)", id="cancel", variant="primary", compact=True)
+                yield Button("Evict (y)", id="evict", variant="error", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()

@@ -46,9 +46,9 @@ class JobResultScreen(ModalScreen[str | None]):
                 yield Static(Text(body), id="summary")
             yield Static(Text(f"{job.id} · {job.state} · took {took}", style="dim"))
             with Horizontal(classes="buttons"):
-                yield Button("Close (q)", id="close", variant="primary")
+                yield Button("Close (q)", id="close", variant="primary", compact=True)
                 if self.can_repair:
-                    yield Button("Repair… (r)", id="repair", variant="error")
+                    yield Button("Repair… (r)", id="repair", variant="error", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#close", Button).focus()

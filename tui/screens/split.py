@@ -57,16 +57,16 @@ class SplitDialog(ModalScreen[SplitRequest | None]):
         with Vertical(id="dialog", classes="dialog split"):
             yield Static("Split batch files", classes="dialog-title")
             yield Label("input: a .pkl / .pkl.gz / .npy / .npz / .pt file, or a directory of them")
-            yield Input(value=inp, placeholder="/data/batches", id="input")
+            yield Input(value=inp, placeholder="/data/batches", id="input", compact=True)
             yield Label("output directory")
-            yield Input(value=out, placeholder="/data/batches_split", id="output")
+            yield Input(value=out, placeholder="/data/batches_split", id="output", compact=True)
             yield Label("items (traces) per sub-batch")
-            yield Input(value=str(n), id="traces", type="integer")
-            yield Checkbox("delete the originals after validation", id="delete")
+            yield Input(value=str(n), id="traces", type="integer", compact=True)
+            yield Checkbox("delete the originals after validation", id="delete", compact=True)
             yield Static("", id="error", classes="dialog-error")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="cancel", variant="primary")
-                yield Button("Start", id="start", variant="warning")
+                yield Button("Cancel", id="cancel", variant="primary", compact=True)
+                yield Button("Start", id="start", variant="warning", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#input", Input).focus()

@@ -10,7 +10,9 @@ from __future__ import annotations
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from cachewatch.engine.daemon.snapshot import CacheView, EngineSnapshot, WatchedView
+from typing import Any
+
+from cachewatch.engine.daemon.snapshot import CacheView, EngineSnapshot, part_value
 
 from .. import format as fmt
 from .panel import Panel
@@ -69,24 +71,34 @@ class CachePanel(Panel):
         label = " size"
         return [fmt.one_line(fmt.sparkline(history, max(1, width - len(label))) + Text(label, style="dim"))]
 
-    def _watched(self, view: WatchedView, width: int) -> RenderableType:
-        head = Text(fmt.shorten_path(view.root, max(1, width - 10)), style="bold")
+    def _watched(self, view: Any, width: int) -> RenderableType:
+        """A ``[[watch]]`` directory (``engine.watch.stats.WatchStats``, or its JSON)."""
+        root = str(part_value(view, "root", default=""))
+        size_bytes = int(part_value(view, "size_bytes", default=0) or 0)
+        max_bytes = int(part_value(view, "max_bytes", default=0) or 0)
+        target = int(part_value(view, "target_bytes", default=0) or 0)
+        head = Text(fmt.shorten_path(root, max(1, width - 10)), style="bold")
         head.append(" (watched)", "dim")
-        lines: list[RenderableType] = [fmt.one_line(head),
-                                       self._gauge_line(view.size_bytes, view.max_bytes, view.target_bytes, width)]
+        lines: list[RenderableType] = [fmt.one_line(head), self._gauge_line(size_bytes, max_bytes, target, width)]
+        lines.extend(self._history_line(self.history.watched_bytes.get(root, ()), width))
         items: list[Text | str] = []
-        if view.size_bytes > view.max_bytes:
+        if size_bytes > max_bytes:
             items.append(Text("OVER MAX", "bold white on red"))
-        items.append(Text(f"target {fmt.size(view.target_bytes)}", "yellow"))
-        items.append(f"{view.files} files")
-        if view.evicted_files:
-            items.append(f"evicted {view.evicted_files} ({fmt.size(view.evicted_bytes)})")
-        if view.dry_run:
+        items.append(Text(f"target {fmt.size(target)}", "yellow"))
+        items.append(f"{part_value(view, 'entries', default=0)} files")
+        free = part_value(view, "disk_free_bytes")
+        if free is not None:
+            items.append(f"free {fmt.size(free)}")
+        growth = part_value(view, "growth_bytes_per_min")
+        if growth:
+            items.append(f"+{fmt.size(growth)}/min")
+        to_max = part_value(view, "time_to_max_s")
+        if to_max is not None:
+            items.append(f"max in {fmt.duration(to_max)}")
+        evicted = part_value(view, "evicted_files", default=0)
+        if evicted:
+            items.append(f"evicted {evicted} ({fmt.size(part_value(view, 'evicted_bytes', default=0))})")
+        if part_value(view, "dry_run"):
             items.append(Text("dry run", "bold magenta"))
-        if view.disk_free_bytes is not None:
-            items.append(f"disk free {fmt.size(view.disk_free_bytes)}")
         lines.extend(fmt.pack(items, width))
-        lines.extend(self._history_line(self.history.watched_bytes.get(view.root, ()), width))
-        if view.error:
-            lines.append(Text(view.error, style="red"))
         return Group(*lines)
