@@ -113,12 +113,17 @@ class CachewatchApp(App[None]):
         yield JobsBar(id="jobs")
         yield Footer(compact=True, show_command_palette=False)
 
+    def _main(self, selector: str | type, expect: type | None = None):  # noqa: ANN202
+        """A widget of the dashboard screen, whatever dialog is on top (``App.query_one`` looks at the top one)."""
+        main = self.screen_stack[0]
+        return main.query_one(selector) if expect is None else main.query_one(selector, expect)
+
     def on_mount(self) -> None:
         if self.keymap:
             self.set_keymap(self.keymap)
-        self.query_one(AlertBanner).display = False
-        self.query_one(JobsBar).display = False
-        self.query_one("#log", TrainingLog).focus()
+        self._main(AlertBanner).display = False
+        self._main(JobsBar).display = False
+        self._main("#log", TrainingLog).focus()
         if self.intro:
             self.notify(self.intro, timeout=12)
         self.poll_now()
@@ -164,14 +169,14 @@ class CachewatchApp(App[None]):
         if snap is not None:
             self.snapshot = snap
             self.engine_name = snap.engine.name
-        self.query_one(TitleBar).show(self.snapshot, update.error)
-        self.query_one(AlertBanner).show(self.snapshot)
-        self.query_one(JobsBar).show(self.snapshot)
-        log = self.query_one("#log", TrainingLog)
+        self._main(TitleBar).show(self.snapshot, update.error)
+        self._main(AlertBanner).show(self.snapshot)
+        self._main(JobsBar).show(self.snapshot)
+        log = self._main("#log", TrainingLog)
         log.add(update.log_lines, reset=update.log_reset, pending=update.log_pending)
-        for panel in self.query("#cache, #training, #gpu"):
+        for panel in self.screen_stack[0].query("#cache, #training, #gpu"):
             panel.show(self.snapshot, update.history)  # type: ignore[attr-defined]
-        self.query_one(EvictionLog).show(self.snapshot)
+        self._main(EvictionLog).show(self.snapshot)
         if snap is not None:
             self._show_finished_jobs(snap)
             self.refresh_bindings()
@@ -375,10 +380,10 @@ class CachewatchApp(App[None]):
         self.send("dismiss", "dismiss_alert", {"alert_id": alert.id})
 
     def _do_log(self) -> None:
-        self.query_one("#log", TrainingLog).focus()
+        self._main("#log", TrainingLog).focus()
 
     def _do_evictions(self) -> None:
-        self.query_one(EvictionLog).focus()
+        self._main(EvictionLog).focus()
 
     def _do_zoom(self) -> None:
         if self.screen.maximized is not None:

@@ -16,20 +16,11 @@ from .panel import Panel
 
 __all__ = ["GpuPanel", "no_gpu_text"]
 
-_STATE_WORDS = {
-    "no_gpu": "no GPU",
-    "no_driver": "no GPU driver",
-    "no_library": "no NVML library",
-    "disabled": "GPU sampling off",
-    "error": "GPU error",
-}
-
-
 def no_gpu_text(gpu: Any) -> Text:
     if gpu is None:
         return Text("no GPU figures: this engine does not sample GPUs", style="bold")
     state = part_value(gpu, "state", default="")
-    words = _STATE_WORDS.get(state, state or "no GPU")
+    words = "GPU error" if state == "error" else ("GPU sampling off" if state == "disabled" else "no GPU")
     text = Text(words, style="bold red" if state == "error" else "bold")
     reason = part_value(gpu, "reason")
     if reason:
