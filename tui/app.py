@@ -174,12 +174,10 @@ class CachewatchApp(App[None]):
         self._main(JobsBar).show(self.snapshot)
         log = self._main("#log", TrainingLog)
         log.add(update.log_lines, reset=update.log_reset, pending=update.log_pending)
-        for panel in self.screen_stack[0].query("#cache, #training, #gpu"):
+        for panel in self.screen_stack[0].query("#cache, #training, #gpu, #evictions"):
             panel.show(self.snapshot, update.history)  # type: ignore[attr-defined]
-        self._main(EvictionLog).show(self.snapshot)
         if snap is not None:
             self._show_finished_jobs(snap)
-            self.refresh_bindings()
 
     def _show_finished_jobs(self, snap: EngineSnapshot) -> None:
         for job in snap.jobs:

@@ -47,9 +47,10 @@ class AlertBanner(Widget):
         alerts = shown_alerts(snap)
         if alerts == self.alerts:
             return
+        shown_before = min(len(self.alerts), _MAX_LINES)
         self.alerts = alerts
         self.display = bool(alerts)
-        self.refresh(layout=True)
+        self.refresh(layout=min(len(alerts), _MAX_LINES) != shown_before)  # a new height only when the count changes
 
     def render(self) -> RenderableType:
         width = max(10, self.content_size.width)

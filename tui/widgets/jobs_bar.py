@@ -47,9 +47,10 @@ class JobsBar(Widget):
         jobs = tuple(j for j in jobs if j.state == "running") + tuple(j for j in jobs if j.state != "running")[:1]
         if jobs == self.jobs:
             return
+        shown_before = len(self.jobs)
         self.jobs, self.now = jobs, snap.time
         self.display = bool(jobs)
-        self.refresh(layout=True)
+        self.refresh(layout=len(jobs) != shown_before)  # a new height only when the count changes
 
     def render(self) -> RenderableType:
         width = max(20, self.content_size.width)
