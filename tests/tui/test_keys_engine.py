@@ -1,0 +1,251 @@
+"""Each key against a real headless engine: the engine receives the command, the screen shows the outcome.
+
+The engine is started with the real ``cachewatch run --headless``; its training is a small
+script writing into a real managed cache (so it evicts); the dashboard attaches through the
+real socket. What the engine received is read back from its own event log (``command``
+events) and its snapshots, through a second client, not from the dashboard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from cachewatch.engine.daemon import EngineClient, EngineEntry
+from cachewatch.tui.app import CachewatchApp
+from cachewatch.tui.screens.alert_details import AlertDetailsScreen
+from cachewatch.tui.screens.confirm import ConfirmationModal
+from cachewatch.tui.screens.evict import EvictDialog
+from cachewatch.tui.screens.help import HelpScreen
+from cachewatch.tui.screens.job_result import JobResultScreen
+from cachewatch.tui.source import EngineSource
+from cachewatch.tui.widgets.eviction_log import EvictionLog
+from cachewatch.tui.widgets.training_panel import TrainingPanel
+from tests.daemon.util import EngineEnv, proc_state
+
+SCRIPT = Path(__file__).with_name("training_script.py")
+SIZE = (120, 40)
+
+
+def start_engine(env: EngineEnv, name: str, *script_args: str) -> EngineEntry:
+    (env.tmp / "cachewatch.toml").write_text(
+        '[cache]\nroot = "cache"\nmax_size = "1MB"\n\n[run]\nstop_grace = "3s"\n\n[monitor]\ninterval = "0.2s"\n'
+    )
+    return env.start(sys.executable, "-u", str(SCRIPT), *script_args, name=name, cwd=env.tmp,
+                     env={"CACHEWATCH_CONFIG": str(env.tmp / "cachewatch.toml")})
+
+
+def command_events(entry: EngineEntry) -> list[tuple[str, dict[str, Any]]]:
+    with EngineClient(entry.socket, client_name="test") as c:
+        return [(e.get("command"), dict(e.get("args") or {})) for e in c.events(kinds=["command"])]
+
+
+def engine_snapshot(entry: EngineEntry):  # noqa: ANN201
+    with EngineClient(entry.socket, client_name="test") as c:
+        return c.snapshot()
+
+
+async def until(pilot, predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.1)
+
+
+def screen_text(app: CachewatchApp) -> str:
+    import io
+
+    from rich.console import Console
+
+    w, h = app.size
+    console = Console(width=w, height=h, file=io.StringIO(), force_terminal=True, record=True, legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+def running(app: CachewatchApp) -> bool:
+    s = app.snapshot
+    return bool(s and s.training and s.training.state.value == "running" and s.progress is not None)
+
+
+def new_app(entry: EngineEntry, **kw: Any) -> CachewatchApp:
+    return CachewatchApp(EngineSource(entry), refresh_s=0.2, **kw)
+
+
+def test_pause_and_resume(engine_env: EngineEnv) -> None:
+    entry = start_engine(engine_env, "keys-pause")
+
+    async def go() -> None:
+        app = new_app(entry)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: running(app), "the training to run")
+            pid = app.snapshot.training.pid
+            await pilot.press("p")
+            await until(pilot, lambda: app.snapshot.training.state.value == "paused", "paused on screen")
+            assert proc_state(pid) == "T"  # the process group really is stopped
+            assert "paused" in screen_text(app)
+            await pilot.press("p")
+            await until(pilot, lambda: app.snapshot.training.state.value == "running", "running again")
+            assert proc_state(pid) != "T"
+        assert [c for c, _ in command_events(entry)] == ["pause", "resume"]
+
+    asyncio.run(go())
+
+
+def test_evict_to_a_typed_size(engine_env: EngineEnv) -> None:
+    entry = start_engine(engine_env, "keys-evict")
+
+    async def go() -> None:
+        app = new_app(entry)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.snapshot and app.snapshot.caches and app.snapshot.caches[0].stats
+                        and app.snapshot.caches[0].stats.entries > 20, "the cache to fill")
+            await pilot.press("e")
+            assert isinstance(app.screen, EvictDialog)
+            assert app.screen.focused.id == "cancel"  # the safe answer
+            await pilot.press("enter")  # Enter on Cancel: nothing is sent
+            assert not isinstance(app.screen, EvictDialog)
+            await pilot.press("e")
+            await pilot.press("tab", "tab")  # to the size field
+            await pilot.press(*"200KB", "enter")
+            await until(pilot, lambda: any(e.reason == "manual" for e in app.snapshot.evictions), "a manual eviction")
+            await pilot.pause(0.3)
+            assert "manual" in screen_text(app)  # the row in the eviction log
+            after = next(e for e in app.snapshot.evictions if e.reason == "manual").size_after
+            assert after <= 200_000
+        assert command_events(entry) == [("evict", {"to": "200KB"})]
+
+    asyncio.run(go())
+
+
+def test_restart_asks_first_and_no_is_the_default(engine_env: EngineEnv) -> None:
+    entry = start_engine(engine_env, "keys-restart")
+
+    async def go() -> None:
+        app = new_app(entry)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: running(app), "the training to run")
+            await pilot.press("r")
+            assert isinstance(app.screen, ConfirmationModal)
+            assert app.screen.focused.id == "no"
+            await pilot.press("enter")  # the focused answer: No
+            await pilot.press("r", "y")
+            await until(pilot, lambda: app.snapshot.training.restarts == 1 and running(app), "the restart")
+            assert "restarts 1" in screen_text(app)
+        assert [c for c, _ in command_events(entry)] == ["restart"]
+
+    asyncio.run(go())
+
+
+def test_stop_then_quit_leaves_the_engine(engine_env: EngineEnv) -> None:
+    entry = start_engine(engine_env, "keys-stop")
+
+    async def go() -> None:
+        app = new_app(entry)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: running(app), "the training to run")
+            await pilot.press("S")
+            assert isinstance(app.screen, ConfirmationModal) and app.screen.focused.id == "no"
+            await pilot.press("y")
+            await until(pilot, lambda: app.snapshot.training.state.value == "stopped", "stopped")
+            await pilot.pause(0.3)
+            assert "stopped on request" in screen_text(app)
+            await pilot.press("q")
+        assert command_events(entry) == [("stop", {"what": "training"})]
+        assert engine_snapshot(entry).engine.pid == entry.pid  # the engine is still there
+
+    asyncio.run(go())
+
+
+def test_quit_detaches_and_the_training_goes_on(engine_env: EngineEnv) -> None:
+    entry = start_engine(engine_env, "keys-quit")
+
+    async def go() -> int:
+        app = new_app(entry)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: running(app), "the training to run")
+            step = app.snapshot.progress.step
+            await pilot.press("q")
+        assert app.return_code == 0
+        return step
+
+    asyncio.run(go())
+    time.sleep(0.5)
+    snap = engine_snapshot(entry)
+    assert snap.training.state.value == "running" and snap.training.restarts == 0
+    assert proc_state(snap.training.pid) in ("R", "S")
+    assert command_events(entry) == []
+
+
+def test_oom_alert_shows_and_is_dismissed(engine_env: EngineEnv) -> None:
+    entry = start_engine(engine_env, "keys-alert", "--oom-after", "3")
+
+    async def go() -> None:
+        app = new_app(entry)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: any(a.kind == "cuda_oom" for a in app.snapshot.alerts) if app.snapshot else False,
+                        "the OOM alert")
+            assert "CUDA out of memory" in screen_text(app)
+            await pilot.press("a")
+            assert isinstance(app.screen, AlertDetailsScreen)
+            assert any("expandable_segments" in r for r in app.screen.alert.remedies)
+            await pilot.press("d")
+            await until(pilot, lambda: all(a.dismissed for a in app.snapshot.alerts if a.kind == "cuda_oom"),
+                        "the dismissal")
+            assert "CUDA out of memory" not in screen_text(app)
+        assert [c for c, _ in command_events(entry)] == ["dismiss_alert"]
+
+    asyncio.run(go())
+
+
+def test_verify_shows_its_result(engine_env: EngineEnv) -> None:
+    entry = start_engine(engine_env, "keys-verify")
+
+    async def go() -> None:
+        app = new_app(entry)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: running(app), "the training to run")
+            await pilot.press("v")
+            await until(pilot, lambda: isinstance(app.screen, JobResultScreen), "the verify result", timeout=60)
+            assert "Verify result" in screen_text(app)
+            assert app.screen.job.kind == "verify" and app.screen.job.state == "done"
+            await pilot.press("q")
+            assert not isinstance(app.screen, JobResultScreen)
+        assert [c for c, _ in command_events(entry)] == ["verify"]
+
+    asyncio.run(go())
+
+
+def test_log_help_and_readonly(engine_env: EngineEnv) -> None:
+    entry = start_engine(engine_env, "keys-misc")
+
+    async def go() -> None:
+        app = new_app(entry, readonly=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: running(app), "the training to run")
+            await until(pilot, lambda: app.query_one("#log").line_count > 3, "training output in the log")
+            assert "Epoch 1/1000" in "\n".join(app.query_one("#log").lines)
+            await pilot.press("h")
+            assert app.focused is app.query_one(EvictionLog)
+            await pilot.press("l")
+            assert app.focused is app.query_one("#log")
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            keys = {k for k, _, _ in app.screen.key_rows}
+            assert "v" in keys and not ({"e", "s", "p", "r", "S"} & keys)
+            await pilot.press("q")
+            for key in ("e", "s", "p", "r", "S", "d"):  # removed under --readonly: nothing opens, nothing is sent
+                await pilot.press(key)
+                assert app.screen is app.screen_stack[0]
+            footer = screen_text(app).splitlines()[-1]
+            assert "Verify" in footer and "Evict" not in footer and "Stop" not in footer
+        assert command_events(entry) == []
+        assert engine_snapshot(entry).training.state.value == "running"
+
+    asyncio.run(go())
