@@ -70,7 +70,12 @@ def parse_size(value: int | float | str, *, what: str = "size") -> int:
 
 
 def format_size(n_bytes: int | float, *, binary: bool = True, precision: int = 1) -> str:
-    """Human form of a byte count: ``format_size(1536) == '1.5 KiB'``."""
+    """Human form of a byte count: ``format_size(1536) == '1.5 KiB'``.
+
+    cachewatch shows disk and cache sizes in decimal units (``binary=False``), as people
+    write limits in the config (``max_size = "100GB"``), and memory (RAM, GPU) in binary
+    units, as ``free -h`` and ``nvidia-smi`` do.
+    """
     n = float(n_bytes)
     sign = "-" if n < 0 else ""
     n = abs(n)

@@ -22,7 +22,7 @@ from cachewatch.engine.errors import CachewatchError
 __all__ = ["DEMO_NAME", "DEMO_MAX_SIZE", "DemoSetup", "prepare_demo", "example_script"]
 
 DEMO_NAME = "demo"
-DEMO_MAX_SIZE = "8MB"
+DEMO_MAX_SIZE = "8MB"  # decimal, like the dashboard shows cache sizes
 # 60 epochs of 50 steps at ~80 ms: about five minutes, with evictions every few seconds.
 DEMO_TRAINING_ARGS = ("--epochs", "60", "--steps", "50", "--batch-size", "16", "--workers", "2",
                       "--prep-ms", "4", "--step-ms", "60", "--print-every", "10")

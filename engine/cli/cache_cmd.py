@@ -92,16 +92,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
     rate = "-" if s.hit_rate is None else f"{100 * s.hit_rate:.1f} %"
     lines = [
         ("cache", s.root),
-        ("size", f"{format_size(s.size_bytes)} of {format_size(s.max_bytes)} max ({_pct(s.size_bytes, s.max_bytes)}), "
-                 f"target {format_size(s.target_bytes)}"),
-        ("entries", f"{s.entries} ({format_size(s.data_bytes)} of data)"),
-        ("in flight", f"{format_size(s.reserved_bytes)} reserved by {s.writers} writers"),
+        ("size", f"{format_size(s.size_bytes, binary=False)} of {format_size(s.max_bytes, binary=False)} max ({_pct(s.size_bytes, s.max_bytes)}), "
+                 f"target {format_size(s.target_bytes, binary=False)}"),
+        ("entries", f"{s.entries} ({format_size(s.data_bytes, binary=False)} of data)"),
+        ("in flight", f"{format_size(s.reserved_bytes, binary=False)} reserved by {s.writers} writers"),
         ("reads", f"{s.hits} hits, {s.misses} misses, hit rate {rate}"),
-        ("evicted", f"{s.evicted_files} files, {format_size(s.evicted_bytes)}"
+        ("evicted", f"{s.evicted_files} files, {format_size(s.evicted_bytes, binary=False)}"
                     + (f" ({s.expired_files} expired)" if s.expired_files else "")),
     ]
     if s.replaced_pinned_bytes:
-        lines.append(("pinned old", f"{format_size(s.replaced_pinned_bytes)} of replaced entries still being read"))
+        lines.append(("pinned old", f"{format_size(s.replaced_pinned_bytes, binary=False)} of replaced entries still being read"))
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         print(f"{k:<{width}}  {v}")
@@ -118,7 +118,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return 0
     out = sys.stdout
     for e in entries:
-        out.write(f"{format_size(e.size_bytes):>10}  {_when(e.accessed)}  {e.checksum or '-':16}  {e.key}\n")
+        out.write(f"{format_size(e.size_bytes, binary=False):>10}  {_when(e.accessed)}  {e.checksum or '-':16}  {e.key}\n")
     return 0
 
 

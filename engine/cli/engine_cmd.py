@@ -163,13 +163,13 @@ def format_status(s: EngineSnapshot) -> list[str]:
             continue
         st = c.stats
         rate = "-" if st.hit_rate is None else f"{100 * st.hit_rate:.1f} %"
-        free = f", {format_size(c.disk_free_bytes)} free on disk" if c.disk_free_bytes is not None else ""
-        rows.append(("cache", f"{c.root}: {format_size(st.size_bytes)} of {format_size(st.max_bytes)} "
-                              f"({_pct(st.size_bytes, st.max_bytes)}), target {format_size(st.target_bytes)}, "
+        free = f", {format_size(c.disk_free_bytes, binary=False)} free on disk" if c.disk_free_bytes is not None else ""
+        rows.append(("cache", f"{c.root}: {format_size(st.size_bytes, binary=False)} of {format_size(st.max_bytes, binary=False)} "
+                              f"({_pct(st.size_bytes, st.max_bytes)}), target {format_size(st.target_bytes, binary=False)}, "
                               f"{st.entries} entries, hit rate {rate}{free}"))
     for w in s.watched:
-        rows.append(("watched", f"{_get(w, 'root')}: {format_size(_get(w, 'size_bytes', default=0))} of "
-                                f"{format_size(_get(w, 'max_bytes', default=0))}, {_get(w, 'entries', default=0)} files"
+        rows.append(("watched", f"{_get(w, 'root')}: {format_size(_get(w, 'size_bytes', default=0), binary=False)} of "
+                                f"{format_size(_get(w, 'max_bytes', default=0), binary=False)}, {_get(w, 'entries', default=0)} files"
                                 + (" (dry run)" if _get(w, "dry_run") else "")))
     if s.evictions:
         ev = s.evictions[0]

@@ -93,7 +93,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
           + (f"; swap {format_size(host.swap.used_bytes)} / {format_size(host.swap.total_bytes)}" if host.swap.total_bytes else ""))
     if host.disk is not None:
         d = host.disk
-        print(f"disk     {d.percent:.0f} % used, {format_size(d.free_bytes)} free of {format_size(d.total_bytes)} ({d.path})")
+        print(f"disk     {d.percent:.0f} % used, {format_size(d.free_bytes, binary=False)} free of {format_size(d.total_bytes, binary=False)} ({d.path})")
     else:
         print(f"disk     {host.disk_reason}")
     for alert in host.alerts:

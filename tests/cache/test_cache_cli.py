@@ -30,7 +30,7 @@ def test_stats_json_and_text(cache_root: Path) -> None:
     assert s["evicted_files"] > 0 and s["hits"] == 1 and s["misses"] == 1
     assert s["used_bytes"] <= s["max_bytes"]
     r = run_cli("cache", "stats", str(cache_root))
-    assert r.returncode == 0 and "of 64.0 KiB max" in r.stdout and "hit rate 50.0 %" in r.stdout
+    assert r.returncode == 0 and "of 65.5 KB max" in r.stdout and "hit rate 50.0 %" in r.stdout
 
 
 def test_ls_log_evict(cache_root: Path) -> None:

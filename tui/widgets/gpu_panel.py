@@ -107,11 +107,11 @@ class GpuPanel(Panel):
         avail = part_value(mem, "available_bytes", default=0) or 0
         alerting = any(part_value(a, "kind") == "memory" for a in (part_value(host, "alerts", default=()) or ()))
         line = Text("RAM ", style="bold")
-        line.append(f"{fmt.size(total - avail)}/{fmt.size(total)} ({pct:.0f}%)", "bold red" if alerting else "")
+        line.append(f"{fmt.gib(total - avail)}/{fmt.gib(total)} ({pct:.0f}%)", "bold red" if alerting else "")
         swap = part_value(host, "swap")
         swap_used = part_value(swap, "used_bytes")
         if swap_used:
-            line.append(f" · swap {fmt.size(swap_used)}")
+            line.append(f" · swap {fmt.gib(swap_used)}")
         cpu = part_value(host, "cpu_percent")
         if cpu is not None:
             line.append(f" · CPU {cpu:.0f}%")

@@ -174,7 +174,7 @@ class TrainingPanel(Panel):
         line.append(f"workers {len(workers)}", "bold")
         known_cpu = [c for c in cpu if c is not None]
         line.append(f" · CPU {sum(known_cpu):.0f}%" if known_cpu else " · CPU --")
-        line.append(f" · RSS {fmt.size(rss)}")
+        line.append(f" · RSS {fmt.gib(rss)}")
         out: list[RenderableType] = [line]
         if room >= 2 and processes:
             table = Table.grid(padding=(0, 1))
@@ -190,7 +190,7 @@ class TrainingPanel(Panel):
                     str(part_value(proc, "pid")),
                     str(part_value(proc, "role")),
                     "--" if c is None else f"{c:.0f}%",
-                    fmt.size(part_value(proc, "rss_bytes")),
+                    fmt.gib(part_value(proc, "rss_bytes")),
                 )
             if len(shown) < len(processes):
                 table.add_row("", f"+{len(processes) - len(shown)} more", "", "", style="dim")
