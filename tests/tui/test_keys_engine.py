@@ -89,7 +89,7 @@ def test_pause_and_resume(engine_env: EngineEnv) -> None:
             await pilot.press("p")
             await until(pilot, lambda: app.snapshot.training.state.value == "paused", "paused on screen")
             assert proc_state(pid) == "T"  # the process group really is stopped
-            assert "paused" in screen_text(app)
+            await until(pilot, lambda: "paused" in screen_text(app), "paused on screen")
             await pilot.press("p")
             await until(pilot, lambda: app.snapshot.training.state.value == "running", "running again")
             assert proc_state(pid) != "T"
@@ -116,7 +116,7 @@ def test_evict_to_a_typed_size(engine_env: EngineEnv) -> None:
             await pilot.press(*"200KB", "enter")
             await until(pilot, lambda: any(e.reason == "manual" for e in app.snapshot.evictions), "a manual eviction")
             await pilot.pause(0.3)
-            assert "manual" in screen_text(app)  # the row in the eviction log
+            await until(pilot, lambda: "manual" in screen_text(app), "manual on screen")  # the row in the eviction log
             after = next(e for e in app.snapshot.evictions if e.reason == "manual").size_after
             assert after <= 200_000
         assert command_events(entry) == [("evict", {"to": "200KB"})]
@@ -137,7 +137,7 @@ def test_restart_asks_first_and_no_is_the_default(engine_env: EngineEnv) -> None
             await pilot.press("enter")  # the focused answer: No
             await pilot.press("r", "y")
             await until(pilot, lambda: app.snapshot.training.restarts == 1 and running(app), "the restart")
-            assert "restarts 1" in screen_text(app)
+            await until(pilot, lambda: "restarts 1" in screen_text(app), "restarts 1 on screen")
         assert [c for c, _ in command_events(entry)] == ["restart"]
 
     asyncio.run(go())
@@ -155,7 +155,7 @@ def test_stop_then_quit_leaves_the_engine(engine_env: EngineEnv) -> None:
             await pilot.press("y")
             await until(pilot, lambda: app.snapshot.training.state.value == "stopped", "stopped")
             await pilot.pause(0.3)
-            assert "stopped on request" in screen_text(app)
+            await until(pilot, lambda: "stopped on request" in screen_text(app), "stopped on request on screen")
             await pilot.press("q")
         assert command_events(entry) == [("stop", {"what": "training"})]
         assert engine_snapshot(entry).engine.pid == entry.pid  # the engine is still there
@@ -191,14 +191,18 @@ def test_oom_alert_shows_and_is_dismissed(engine_env: EngineEnv) -> None:
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: any(a.kind == "cuda_oom" for a in app.snapshot.alerts) if app.snapshot else False,
                         "the OOM alert")
-            assert "CUDA out of memory" in screen_text(app)
+            banner = app.query_one("#alerts")
+            assert banner.display and any(a.kind == "cuda_oom" for a in banner.alerts)
+            await until(pilot, lambda: "CUDA out of memory" in screen_text(app), "CUDA out of memory on screen")
             await pilot.press("a")
             assert isinstance(app.screen, AlertDetailsScreen)
             assert any("expandable_segments" in r for r in app.screen.alert.remedies)
             await pilot.press("d")
             await until(pilot, lambda: all(a.dismissed for a in app.snapshot.alerts if a.kind == "cuda_oom"),
                         "the dismissal")
-            assert "CUDA out of memory" not in screen_text(app)
+            await pilot.pause(0.3)
+            # The band is gone (the training's own output may still show the traceback).
+            assert not any(a.kind == "cuda_oom" for a in banner.alerts) and not banner.display
         assert [c for c, _ in command_events(entry)] == ["dismiss_alert"]
 
     asyncio.run(go())
@@ -213,7 +217,7 @@ def test_verify_shows_its_result(engine_env: EngineEnv) -> None:
             await until(pilot, lambda: running(app), "the training to run")
             await pilot.press("v")
             await until(pilot, lambda: isinstance(app.screen, JobResultScreen), "the verify result", timeout=60)
-            assert "Verify result" in screen_text(app)
+            await until(pilot, lambda: "Verify result" in screen_text(app), "the result screen drawn")
             assert app.screen.job.kind == "verify" and app.screen.job.state == "done"
             await pilot.press("q")
             assert not isinstance(app.screen, JobResultScreen)
