@@ -149,7 +149,8 @@ class CachewatchApp(App[None]):
 
     def on_polled(self, message: Polled) -> None:
         self._polling = False
-        self.apply(message.update)
+        with self.batch_update():  # one frame per poll, however many panels changed
+            self.apply(message.update)
         if self._detaching:
             return
         if self._poll_again:

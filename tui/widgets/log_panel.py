@@ -24,5 +24,5 @@ class TrainingLog(Log):
         if lines:
             self.write_lines(lines, scroll_end=False)
             if follow:
-                self.scroll_end(animate=False, immediate=True, x_axis=False)
+                self.scroll_end(animate=False, immediate=False, x_axis=False)
         self.border_subtitle = pending[-60:] if pending else ""

@@ -11,7 +11,6 @@ import shlex
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from cachewatch.engine.daemon.snapshot import EngineSnapshot, part_value
@@ -177,22 +176,20 @@ class TrainingPanel(Panel):
         line.append(f" · RSS {fmt.gib(rss)}")
         out: list[RenderableType] = [line]
         if room >= 2 and processes:
-            table = Table.grid(padding=(0, 1))
-            table.add_column(justify="right", style="dim")
-            table.add_column()
-            table.add_column(justify="right")
-            table.add_column(justify="right")
-            table.add_row("pid", "role", "CPU", "RSS", style="dim")
+            # Padded text rather than a rich Table (see eviction_log.py: cheaper to draw).
             shown = processes if len(processes) <= room - 1 else processes[: max(0, room - 2)]
+            rows = []
             for proc in shown:
                 c = part_value(proc, "cpu_percent")
-                table.add_row(
-                    str(part_value(proc, "pid")),
-                    str(part_value(proc, "role")),
-                    "--" if c is None else f"{c:.0f}%",
-                    fmt.gib(part_value(proc, "rss_bytes")),
-                )
+                rows.append((str(part_value(proc, "pid")), str(part_value(proc, "role")),
+                             "--" if c is None else f"{c:.0f}%", fmt.gib(part_value(proc, "rss_bytes"))))
+            w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("pid", "role", "CPU", "RSS"))]
+            table = [fmt.one_line(Text(f"{'pid':>{w[0]}} {'role':<{w[1]}} {'CPU':>{w[2]}} {'RSS':>{w[3]}}", style="dim"))]
+            for pid, role, cpu_s, rss_s in rows:
+                line = Text(f"{pid:>{w[0]}}", style="dim")
+                line.append(f" {role:<{w[1]}} {cpu_s:>{w[2]}} {rss_s:>{w[3]}}")
+                table.append(fmt.one_line(line))
             if len(shown) < len(processes):
-                table.add_row("", f"+{len(processes) - len(shown)} more", "", "", style="dim")
-            out.append(table)
+                table.append(fmt.one_line(Text(f"{'':>{w[0]}} +{len(processes) - len(shown)} more", style="dim")))
+            out.extend(table)
         return out
