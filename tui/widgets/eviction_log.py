@@ -43,12 +43,12 @@ class EvictionLog(Panel):
     def action_scroll_rows(self, delta: int) -> None:
         self.offset_rows = max(0, min(len(self.rows) - 1, self.offset_rows + delta))
         self._set_subtitle(self.rows)
-        self.refresh()
+        self.redraw()
 
     def action_scroll_home(self) -> None:
         self.offset_rows = 0
         self._set_subtitle(self.rows)
-        self.refresh()
+        self.redraw()
 
     def show(self, snapshot: EngineSnapshot | None, history) -> None:  # type: ignore[no-untyped-def]
         # The subtitle is set here, not in draw(): changing it while rendering would ask for
@@ -62,6 +62,7 @@ class EvictionLog(Panel):
 
     def on_resize(self) -> None:
         self._set_subtitle(self.rows)
+        self.redraw()  # more or fewer rows fit
 
     def draw(self, snap: EngineSnapshot, width: int) -> RenderableType:
         rows = snap.evictions
