@@ -21,6 +21,7 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "cachewatch/engine/cache/cache.py" in names and "cachewatch/tui/cli.py" in names
     assert not any(n.startswith(("tests/", "engine/", "tui/")) for n in names), "sources must install under cachewatch/"
+    assert any(n.endswith(".data/data/share/cachewatch/examples/train_cached.py") for n in names), "the demo's training"
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(
@@ -34,6 +35,10 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path: Path) -> None:
 
     assert out.stdout.strip() == f"cachewatch {cachewatch.engine.__version__}"
     # And the engine works from the installed copy, not from this checkout.
+    # The demo finds its training in the installed copy, not only in a checkout.
+    code = "from cachewatch.tui.demo import example_script; print(example_script())"
+    found = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert found.stdout.strip().startswith(str(venv))
     code = "import cachewatch.engine, sys; print(cachewatch.engine.__file__)"
     where = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert str(venv) in where.stdout

@@ -44,13 +44,15 @@ class DemoSetup:
 
 
 def example_script() -> Path:
-    """``examples/train_cached.py`` of this checkout (the demo needs the source tree, as the README installs it)."""
-    here = Path(__file__).resolve().parent.parent / "examples" / "train_cached.py"
-    if here.is_file():
-        return here
+    """``examples/train_cached.py``: from this checkout, or as installed with the wheel."""
+    checkout = Path(__file__).resolve().parent.parent / "examples" / "train_cached.py"
+    installed = Path(sys.prefix) / "share" / "cachewatch" / "examples" / "train_cached.py"
+    for candidate in (checkout, installed):
+        if candidate.is_file():
+            return candidate
     raise DemoError(
-        f"the demo training {here} is not there (an installed wheel has no examples/); "
-        "run the demo from a source checkout installed with `pip install -e .`"
+        f"the demo training is neither at {checkout} nor at {installed}; reinstall cachewatch "
+        "(`pip install -e .` in a checkout, or the wheel, which installs it under share/cachewatch/examples)"
     )
 
 
