@@ -122,6 +122,8 @@ class Cache:
     eviction brings the cache down to ``target_ratio x max_size`` (or ``target_size``).
     ``ttl`` (seconds or ``"7d"``) expires entries that old since they were written.
     ``max_size`` may be omitted to reuse the limits stored by the last opener.
+    ``new_index_over_files`` lets a repair tool start a fresh index over files whose index was
+    lost (they are orphans until re-indexed); otherwise such a cache is refused.
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class Cache:
         wait_timeout: float = 60.0,
         flush_interval: float = 1.0,
         sweep: bool = True,
+        new_index_over_files: bool = False,
     ) -> None:
         self._init_args = dict(
             root=root,
@@ -168,6 +171,13 @@ class Cache:
         if max_bytes is None and not (self._meta / "index.sqlite").is_file():
             self._no_max_size()
         self._prepare_root()
+        if not new_index_over_files and not (self._meta / "index.sqlite").exists() and _has_entry_files(self.root):
+            # A lost index: starting a fresh one would make every entry an orphan for the sweep
+            # to delete. Hours of preprocessing are worth a command; say which.
+            raise CacheRootError(
+                f"cache {self.root} holds entry files but its index is missing; rebuild it with "
+                f"`cachewatch verify {self.root} --repair --max-size SIZE`, or empty the directory"
+            )
         self._tmp = self._meta / "tmp"
         self._tmp_s = str(self._tmp)
         self._owners = self._meta / "owners"
@@ -1298,6 +1308,18 @@ class Cache:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def _has_entry_files(root: Path) -> bool:
+    try:
+        shards = [e for e in os.scandir(root) if SHARD_RE.match(e.name) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return False
+    for shard in shards:
+        with os.scandir(shard.path) as it:
+            if any(True for _ in it):
+                return True
+    return False
+
+
 def _block_size(path: Path) -> int:
     try:
         frsize = os.statvfs(path).f_frsize

@@ -370,7 +370,7 @@ def verify_cache(
             raise CacheRootError(
                 f"cache '{paths.root}' has no index; pass --max-size (e.g. 100GB) with --repair to re-index its files"
             )
-        Cache(paths.root, max_size=max_size, sweep=False).close()  # a fresh index; every file is then an orphan
+        Cache(paths.root, max_size=max_size, sweep=False, new_index_over_files=True).close()  # every file is then an orphan
         ctx.warn(f"cache '{paths.root}' had no index: a new one was made and every sound file will be re-indexed")
     items = source.require().items() if source is not None else None
     problems: list[VerifyProblem] = []

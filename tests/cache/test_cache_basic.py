@@ -241,3 +241,13 @@ def test_forked_child_uses_its_own_handles(cache_root: Path) -> None:
     cache.put("after", b"still works in the parent")
     assert cache.stats().entries == 3
     cache.close()
+
+
+def test_lost_index_is_refused_not_swept(cache_root: Path) -> None:
+    with Cache(cache_root, max_size="1MiB") as cache:
+        path = cache.put("precious", b"hours of preprocessing")
+    for f in (cache_root / ".cachewatch").glob("index.sqlite*"):
+        f.unlink()
+    with pytest.raises(CacheRootError, match="index is missing.*verify .* --repair --max-size"):
+        Cache(cache_root, max_size="1MiB")
+    assert path.read_bytes() == b"hours of preprocessing"  # nothing was swept
