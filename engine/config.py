@@ -197,8 +197,7 @@ class CacheConfig:
     max_size: int | None = _f(_opt_size, doc="hard limit on bytes on disk plus writes in flight")
     target_ratio: float = _f(_ratio, 0.9, doc="eviction goes down to max_size x target_ratio")
     target_size: int | None = _f(_opt_size, doc="eviction target as a size; overrides target_ratio")
-    ttl: float | None = _f(_opt_duration, doc="entries not read for this long are expired")
-    index: str = _f(_str, "sqlite", doc="'sqlite' or a redis:// URL")
+    ttl: float | None = _f(_opt_duration, doc="entries older than this (since written) are expired")
 
 
 @dataclass(frozen=True)
@@ -411,8 +410,6 @@ def _validate(cfg: Config, where: str) -> None:
             raise ConfigError(
                 f"[cache] target_size = {c.target_size} is above max_size = {c.max_size}; the target must be at most the max"
             )
-    if c.index != "sqlite" and not c.index.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"[cache] index = {c.index!r} is not 'sqlite' or a redis:// URL")
     if cfg.source.transform is not None and ":" not in cfg.source.transform:
         raise ConfigError(
             f"[source] transform = {cfg.source.transform!r} must be 'module:function', e.g. 'mypkg.prep:process_file'"

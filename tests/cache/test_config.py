@@ -111,3 +111,13 @@ def test_watch_entries(tmp_path) -> None:
     cfg = load_config(p)
     assert [w.root for w in cfg.watch] == [tmp_path / "img", Path("/abs")]
     assert cfg.watch[0].include == ("*.jpg",) and cfg.watch[1].target_ratio == 0.8  # one glob or a list: a tuple
+
+
+def test_the_example_config_is_valid_and_says_what_the_docs_say() -> None:
+    from tests.helpers import REPO
+
+    cfg = load_config(REPO / "examples" / "cachewatch.toml")
+    assert cfg.cache.max_size == 100 * 10**9 and cfg.cache.root == REPO / "examples" / "cache/tusz"
+    assert cfg.run.preflight == "require" and cfg.run.backoff_max == 300
+    assert cfg.dashboard.keys == {"evict": "E"}
+    assert cfg.watch[0].include == ("*.jpg",) and cfg.metrics.port == 0
