@@ -405,10 +405,11 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError("[cache] max_size = 0 leaves no room for any entry; give a positive size like '100GB'")
     if c.target_size is not None:
         if c.max_size is None:
-            raise ConfigError(f"[cache] target_size = {c.target_size} needs max_size; add max_size = '...' to [cache]")
+            raise ConfigError(f"[cache] target_size = {_human(c.target_size)} needs max_size; add max_size = '100GB' to [cache]")
         if c.target_size > c.max_size:
             raise ConfigError(
-                f"[cache] target_size = {c.target_size} is above max_size = {c.max_size}; the target must be at most the max"
+                f"[cache] target_size = {_human(c.target_size)} is above max_size = {_human(c.max_size)}; "
+                "the target must be at most the max"
             )
     if cfg.source.transform is not None and ":" not in cfg.source.transform:
         raise ConfigError(
@@ -423,10 +424,17 @@ def _validate(cfg: Config, where: str) -> None:
             raise ConfigError(f"[[watch]] root = '{w.root}' is a file, not a directory; point it at a directory")
         if w.target_size is not None and w.target_size > w.max_size:
             raise ConfigError(
-                f"[[watch]] target_size = {w.target_size} is above max_size = {w.max_size} for '{w.root}'; the target must be at most the max"
+                f"[[watch]] target_size = {_human(w.target_size)} is above max_size = {_human(w.max_size)} for '{w.root}'; "
+                "the target must be at most the max"
             )
         if w.max_size == 0:
             raise ConfigError(f"[[watch]] max_size = 0 for '{w.root}'; give a positive size like '100GB'")
+
+
+def _human(n: int) -> str:
+    from .sizes import format_size
+
+    return format_size(n, binary=False).replace(" ", "")
 
 
 def target_bytes(max_bytes: int, target_ratio: float, target_size: int | None = None) -> int:

@@ -9,6 +9,9 @@ events) and its snapshots, through a second client, not from the dashboard.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -23,6 +26,7 @@ from cachewatch.tui.screens.confirm import ConfirmationModal
 from cachewatch.tui.screens.evict import EvictDialog
 from cachewatch.tui.screens.help import HelpScreen
 from cachewatch.tui.screens.job_result import JobResultScreen
+from cachewatch.tui.screens.split import SplitDialog
 from cachewatch.tui.source import EngineSource
 from cachewatch.tui.widgets.eviction_log import EvictionLog
 from cachewatch.tui.widgets.training_panel import TrainingPanel
@@ -253,3 +257,47 @@ def test_log_help_and_readonly(engine_env: EngineEnv) -> None:
         assert engine_snapshot(entry).training.state.value == "running"
 
     asyncio.run(go())
+
+
+def test_split_from_the_dialog_then_cancel_a_running_job(engine_env: EngineEnv) -> None:
+    entry = start_engine(engine_env, "keys-split")
+    small, big = engine_env.tmp / "batches", engine_env.tmp / "big"
+    small.mkdir()
+    big.mkdir()
+    with open(small / "traces.pkl", "wb") as fh:
+        pickle.dump([{"trace": i} for i in range(40)], fh)
+    with gzip.open(big / "huge.pkl.gz", "wb", compresslevel=1) as fh:  # seconds of work to split: time to cancel
+        pickle.dump([os.urandom(250_000) for _ in range(400)], fh)
+    out_small, out_big = engine_env.tmp / "split", engine_env.tmp / "split_big"
+
+    async def split(pilot, app: CachewatchApp, source: Path, output: Path) -> None:  # noqa: ANN001
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, SplitDialog), "the split dialog")
+        app.screen.query_one("#input").value = str(source)
+        app.screen.query_one("#output").value = str(output)
+        app.screen.query_one("#traces").value = "10"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmationModal), "the confirmation")
+        await pilot.press("y")
+
+    async def go() -> None:
+        app = new_app(entry)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: running(app), "the training to run")
+            await split(pilot, app, small, out_small)
+            await until(pilot, lambda: isinstance(app.screen, JobResultScreen), "the split result", timeout=60)
+            assert app.screen.job.kind == "split" and app.screen.job.state == "done"
+            await pilot.press("q")
+            await split(pilot, app, big, out_big)
+            await until(pilot, lambda: any(j.kind == "split" and j.state == "running" for j in app.snapshot.jobs),
+                        "the second split to run")
+            await pilot.press("c")
+            await until(pilot, lambda: any(j.state == "cancelled" for j in app.snapshot.jobs), "the cancellation",
+                        timeout=60)
+
+    asyncio.run(go())
+    assert sorted(os.listdir(out_small)) == [f"traces_sub{i:04d}.pkl.gz" for i in range(4)]
+    leftovers = sorted(os.listdir(out_big)) if out_big.exists() else []
+    assert leftovers == [], f"a cancelled split left {leftovers}"
+    assert (big / "huge.pkl.gz").stat().st_size > 0
+    assert [c for c, _ in command_events(entry)] == ["split", "split", "cancel_job"]
