@@ -149,6 +149,8 @@ class CachewatchApp(App[None]):
 
     def on_polled(self, message: Polled) -> None:
         self._polling = False
+        if not self.is_running:
+            return  # a poll that lands while the app shuts down: its widgets are already gone
         with self.batch_update():  # one frame per poll, however many panels changed
             self.apply(message.update)
         if self._detaching:
@@ -235,6 +237,8 @@ class CachewatchApp(App[None]):
             self.post_message(CommandDone(action_id, command, result, None))
 
     def on_command_done(self, message: CommandDone) -> None:
+        if not self.is_running:
+            return  # the reply came back while the dashboard shuts down
         if message.error is not None:
             self.notify(message.error, title=f"{message.command} refused", severity="error", timeout=8)
         else:

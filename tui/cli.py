@@ -27,6 +27,7 @@ import sys
 from typing import Any, Sequence
 
 from cachewatch.engine.cli import EXIT_OK, build_parser, print_json, run_parsed
+from cachewatch.engine.cli.run_cmd import prepare_run
 from cachewatch.engine.config import load_config
 from cachewatch.engine.daemon import runtime
 from cachewatch.engine.daemon.process import resolve_name, start_daemon
@@ -107,16 +108,7 @@ def cmd_run_dashboard(args: argparse.Namespace) -> int:
     from .launch import check_name_free, open_dashboard
     from .source import EngineSource
 
-    command = list(args.cmd)
-    if command and command[0] == "--":
-        command = command[1:]
-    cfg = load_config(getattr(args, "config", None))
-    if args.metrics_port is not None and not (0 <= args.metrics_port <= 65535):
-        raise ConfigError(f"--metrics-port {args.metrics_port} is not a port; give a number from 1 to 65535")
-    command_t = tuple(command) or cfg.run.command
-    check_command(command_t, cfg.run.cwd or os.getcwd())
-    name = resolve_name(cfg, command_t, args.name)
-    check_name_free(name)
+    cfg, command_t, name = prepare_run(args, check_name=check_name_free)
     source = EngineSource(
         launch=lambda: start_daemon(cfg.path, command=command_t, name=name, metrics_port=args.metrics_port), name=name)
     return open_dashboard(source, cfg, readonly=_readonly(args),

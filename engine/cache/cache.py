@@ -1280,21 +1280,8 @@ class Cache:
 
     def eviction_log(self, limit: int | None = None, *, newest_first: bool = True) -> list[EvictionReport]:
         """Past evictions from the events file, newest first."""
-        out = []
-        for e in self.events.read(kinds=("eviction",), limit=limit, newest_first=newest_first):
-            out.append(
-                EvictionReport(
-                    reason=str(e.get("reason", "")),
-                    files=int(e.get("files", 0)),
-                    bytes=int(e.get("bytes", 0)),
-                    size_before=int(e.get("size_before", 0)),
-                    size_after=int(e.get("size_after", 0)),
-                    keys=tuple(e.get("keys", ())),
-                    pinned_skipped=int(e.get("pinned_skipped", 0)),
-                    time=e.time,
-                )
-            )
-        return out
+        events = self.events.read(kinds=("eviction",), limit=limit, newest_first=newest_first)
+        return [EvictionReport.from_event(e) for e in events]
 
     @property
     def index(self) -> SQLiteIndex:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..events import Event
 
 __all__ = ["CacheStats", "EvictionReport", "EntryInfo"]
 
@@ -84,6 +87,21 @@ class EvictionReport:
         out = asdict(self)
         out["keys"] = list(self.keys)
         return out
+
+    @classmethod
+    def from_event(cls, e: Event) -> EvictionReport:
+        """Back from an ``eviction`` event of an events file (a managed cache's or a watched root's)."""
+        return cls(
+            reason=str(e.get("reason", "")),
+            files=int(e.get("files", 0)),
+            bytes=int(e.get("bytes", 0)),
+            size_before=int(e.get("size_before", 0)),
+            size_after=int(e.get("size_after", 0)),
+            keys=tuple(e.get("keys", ())),
+            pinned_skipped=int(e.get("pinned_skipped", 0)),
+            time=e.time,
+            duration_s=float(e.get("duration_s", 0.0)),
+        )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from ..config import Config, load_config
 from ..daemon.client import EngineClient
@@ -79,17 +79,27 @@ def preflight(cfg: Config) -> None:
     result.raise_if_refused()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def prepare_run(args: argparse.Namespace, check_name: Callable[[str], None] | None = None) -> tuple[Config, tuple[str, ...], str]:
+    """What every form of ``cachewatch run`` does before it starts anything: the config, the
+    command (``-- CMD`` or ``[run] command``), checked to exist, the engine's name (``check_name``
+    may refuse it), then the pre-flight."""
     command = list(args.cmd)
     if command and command[0] == "--":
         command = command[1:]
     cfg = load_config(getattr(args, "config", None))
     if args.metrics_port is not None and not (0 <= args.metrics_port <= 65535):
         raise ConfigError(f"--metrics-port {args.metrics_port} is not a port; give a number from 1 to 65535")
-    command = tuple(command) or cfg.run.command
-    check_command(command, cfg.run.cwd or os.getcwd())
-    name = resolve_name(cfg, command, args.name)
+    command_t = tuple(command) or cfg.run.command
+    check_command(command_t, cfg.run.cwd or os.getcwd())
+    name = resolve_name(cfg, command_t, args.name)
+    if check_name is not None:
+        check_name(name)
     preflight(cfg)
+    return cfg, command_t, name
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg, command, name = prepare_run(args)
 
     if args.foreground:
         code = run_engine(
