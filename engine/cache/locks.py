@@ -108,28 +108,38 @@ class OwnerLock:
         self._fd = -1
 
 
-def owner_alive(owners_dir: Path, token: str | None) -> bool:
-    """True while the process that holds ``token`` is running."""
-    if not token:
-        return False
-    path = owners_dir / f"{token}.lock"
+def lock_held(path: str | os.PathLike, *, remove_if_free: bool = False) -> bool:
+    """True while some process holds an flock on the file at ``path`` (False when there is no such file).
+
+    With ``remove_if_free`` a file nobody holds is removed, under the lock, so that a process
+    which takes it afterwards never sees a stale one.
+    """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError as exc:  # pragma: no cover - filesystems without flock
-        return exc.errno not in (errno.ENOLCK,)
-    # We got it: the owner is gone. Remove its token file while we hold the lock.
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    os.close(fd)
-    return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError as exc:  # pragma: no cover - filesystems without flock
+            return exc.errno not in (errno.ENOLCK,)
+        if remove_if_free:  # we got it: the holder is gone
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        return False
+    finally:
+        os.close(fd)  # also drops the lock we may have taken
+
+
+def owner_alive(owners_dir: Path, token: str | None) -> bool:
+    """True while the process that holds ``token`` is running; a dead owner's token file is removed."""
+    if not token:
+        return False
+    return lock_held(owners_dir / f"{token}.lock", remove_if_free=True)
 
 
 def try_exclusive(fd: int) -> bool:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..cache.locks import lock_held
 from .errors import EngineError, EngineNameTaken, NoEngine, RuntimeDirError
 
 __all__ = [
@@ -291,19 +292,7 @@ def _read_entry(path: Path) -> EngineEntry | None:
 
 def _is_alive(rdir: Path, name: str) -> bool:
     """True when some process holds ``<name>.lock``."""
-    try:
-        fd = os.open(rdir / f"{name}.lock", os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    return lock_held(rdir / f"{name}.lock")
 
 
 def _listening(path: Path) -> bool:

@@ -110,3 +110,35 @@ def test_nothing_fits_when_everything_is_pinned(cache_root: Path) -> None:
             assert other.stats().reserved_bytes == 0
         other.put("new", b"n" * 24 * KiB)  # pins gone: evicts and fits
         assert "new" in other
+
+
+def _hold_owner(owners_dir: str, token_out) -> None:  # noqa: ANN001 - mp plumbing
+    from cachewatch.engine.cache.locks import OwnerLock
+
+    lock = OwnerLock(Path(owners_dir))
+    token_out.put(lock.token)
+    time.sleep(120)  # until killed
+
+
+def test_asking_whether_an_owner_lives_leaks_no_descriptor_and_sees_its_death(tmp_path: Path) -> None:
+    # Evictions ask this for every pinned candidate; each call used to leave one fd open.
+    from cachewatch.engine.cache.locks import owner_alive
+
+    ctx = mp.get_context("spawn")
+    tokens = ctx.Queue()
+    holder = ctx.Process(target=_hold_owner, args=(str(tmp_path), tokens))
+    holder.start()
+    try:
+        token = tokens.get(timeout=60)
+        before = len(os.listdir("/proc/self/fd"))
+        assert all(owner_alive(tmp_path, token) for _ in range(200))
+        assert len(os.listdir("/proc/self/fd")) == before
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(30)
+        assert not owner_alive(tmp_path, token)
+        assert not (tmp_path / f"{token}.lock").exists()  # the dead owner's token file is swept
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        if holder.is_alive():
+            holder.kill()
+        holder.join(30)
