@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+
+from tests.daemon.util import EngineEnv, sweep
 
 @pytest.fixture
 def cache_root(tmp_path: Path) -> Path:
@@ -41,3 +46,21 @@ def tmpfs(tmp_path: Path):
     yield make
     for d in mounts:
         subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+@pytest.fixture
+def engine_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EngineEnv]:
+    """A private runtime and state directory for headless engines, and a sweep afterwards that
+    kills every process the test left behind."""
+    run = Path(tempfile.mkdtemp(prefix="cw-", dir="/tmp"))  # short: a socket path must fit in 107 bytes
+    os.chmod(run, 0o700)
+    state = tmp_path / "state"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    monkeypatch.chdir(tmp_path)
+    env = EngineEnv(runtime=run / "cachewatch", state=state, tmp=tmp_path)
+    try:
+        yield env
+    finally:
+        sweep((str(run), str(state)))
+        shutil.rmtree(run, ignore_errors=True)

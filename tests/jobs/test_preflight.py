@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -93,37 +88,3 @@ def test_cli_preflight_check(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert json.loads(out.stdout)["ok"] is False
 
-
-
-def test_run_with_the_dashboard_refuses_before_starting_anything(tmp_path: Path) -> None:
-    # `cachewatch run -- CMD` in a terminal opens the dashboard; it must pass the same pre-flight
-    # as --headless, before an engine or the training starts.
-    make_source(tmp_path, 2)
-    write_config(tmp_path, preflight="require")
-    runtime_dir = Path(tempfile.mkdtemp(prefix="cw-"))  # short: a socket path has 107 bytes at most
-    marker = tmp_path / "started"
-    primary, secondary = os.openpty()  # a terminal: the form that opens the dashboard
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cachewatch.tui.cli", "run", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"],
-            cwd=tmp_path, stdin=secondary, stdout=secondary, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "XDG_RUNTIME_DIR": str(runtime_dir), "TERM": "xterm-256color"},
-        )
-        try:
-            _, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for sock in runtime_dir.rglob("*.sock"):  # an engine started by mistake: stop it
-                run_cli("stop", "--yes", cwd=tmp_path, env={"XDG_RUNTIME_DIR": str(runtime_dir)})
-                break
-    finally:
-        os.close(primary)
-        os.close(secondary)
-        sockets = list(runtime_dir.rglob("*.sock"))
-        shutil.rmtree(runtime_dir, ignore_errors=True)
-    assert proc.returncode == 1, err
-    assert "0 of 2" in err and "cachewatch build" in err
-    assert not marker.exists()
-    assert not sockets

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from cachewatch.engine.daemon.snapshot import CacheView
 from cachewatch.engine.sizes import SizeError, parse_size
 
 from .. import format as fmt
+from .form import FormDialog
 
 __all__ = ["EvictDialog", "EvictRequest"]
 
@@ -32,9 +32,10 @@ class EvictRequest:
         return {} if self.to is None else {"to": self.to}
 
 
-class EvictDialog(ModalScreen[EvictRequest | None]):
+class EvictDialog(FormDialog[EvictRequest]):
+    SUBMIT_BUTTON = "evict"
     BINDINGS = [
-        Binding("y", "evict", "Evict", show=False),
+        Binding("y", "submit", "Evict", show=False),
         Binding("n", "cancel", "Cancel", show=False),
         Binding("q", "cancel", "Cancel", show=False),
         Binding("escape", "cancel", "Cancel", show=False),
@@ -72,30 +73,15 @@ class EvictDialog(ModalScreen[EvictRequest | None]):
         try:
             wanted = parse_size(raw, what="size")
         except SizeError as exc:
-            self.query_one("#error", Static).update(str(exc))
+            self._error(str(exc))
             return None
         s = self.view.stats
         if s is not None and wanted >= s.used_bytes:
-            self.query_one("#error", Static).update(
+            self._error(
                 f"{raw} is not below the current size ({fmt.size(s.used_bytes)}); nothing would be evicted")
             return None
         return EvictRequest(raw)
 
-    def action_evict(self) -> None:
-        request = self._request()
-        if request is not None:
-            self.dismiss(request)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "evict":
-            self.action_evict()
-        else:
-            self.dismiss(None)
-
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.action_evict()
+        self.action_submit()

@@ -13,8 +13,9 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
+
+from .form import FormDialog
 
 __all__ = ["SplitDialog", "SplitRequest"]
 
@@ -42,10 +43,11 @@ class SplitRequest:
                 f"(.part files, then validated).\n{fate}")
 
 
-class SplitDialog(ModalScreen[SplitRequest | None]):
+class SplitDialog(FormDialog[SplitRequest]):
+    SUBMIT_BUTTON = "start"
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", show=False),
-        Binding("ctrl+s", "start", "Start", show=False),
+        Binding("ctrl+s", "submit", "Start", show=False),
     ]
 
     def __init__(self, input: str = "", output: str = "", traces_per_batch: int = DEFAULT_TRACES_PER_BATCH) -> None:
@@ -71,9 +73,6 @@ class SplitDialog(ModalScreen[SplitRequest | None]):
     def on_mount(self) -> None:
         self.query_one("#input", Input).focus()
 
-    def _error(self, text: str) -> None:
-        self.query_one("#error", Static).update(text)
-
     def _request(self) -> SplitRequest | None:
         inp = self.query_one("#input", Input).value.strip()
         out = self.query_one("#output", Input).value.strip()
@@ -93,25 +92,10 @@ class SplitDialog(ModalScreen[SplitRequest | None]):
             return None
         return SplitRequest(inp, out, n, self.query_one("#delete", Checkbox).value)
 
-    def action_start(self) -> None:
-        request = self._request()
-        if request is not None:
-            self.dismiss(request)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "start":
-            self.action_start()
-        else:
-            self.dismiss(None)
-
     def on_input_submitted(self, event: Input.Submitted) -> None:
         # Enter moves on through the form; on the last field it starts.
         event.stop()
         if event.input.id == "traces":
-            self.action_start()
+            self.action_submit()
         else:
             self.focus_next()
