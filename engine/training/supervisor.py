@@ -110,6 +110,10 @@ class Supervisor:
         self._restart_requested = False
         self._thread: threading.Thread | None = None
         self._pending_events: list[tuple[str, dict[str, Any]]] = []
+        # Held while events are handed to the listener: a command that flushes after the watcher
+        # thread took the pending events waits until they are delivered (a reply to `restart`
+        # never comes before the "exited, restarted, started" it caused).
+        self._flush_lock = threading.RLock()
 
     # ------------------------------------------------------------------------------ reading
     def info(self) -> TrainingInfo:
@@ -224,17 +228,19 @@ class Supervisor:
         self._pending_events.append((kind, fields))
 
     def _flush_events(self) -> None:
-        with self._cond:
-            events, self._pending_events = self._pending_events, []
-        if self._on_event is None:
-            return
-        for kind, fields in events:
-            try:
-                self._on_event(kind, fields)
-            except Exception:  # a broken listener must not take the supervisor down
-                import logging
+        """Deliver pending events in order. Never called with ``_cond`` held."""
+        with self._flush_lock:
+            with self._cond:
+                events, self._pending_events = self._pending_events, []
+            if self._on_event is None:
+                return
+            for kind, fields in events:
+                try:
+                    self._on_event(kind, fields)
+                except Exception:  # a broken listener must not take the supervisor down
+                    import logging
 
-                logging.getLogger(__name__).exception("event callback failed for %s", kind)
+                    logging.getLogger(__name__).exception("event callback failed for %s", kind)
 
     def _write_marker(self, text: str) -> None:
         # A line in the training log saying what the supervisor did, so the log reads alone.

@@ -190,6 +190,27 @@ def test_manual_restart_relaunches_and_resets_failure_count(sup_factory) -> None
     assert "training.restarted" in rec.kinds()
 
 
+def test_restart_returns_after_its_events_are_delivered(tmp_path: Path) -> None:
+    # The watcher thread delivers "exited, restarted, started"; a slow listener (the engine
+    # writing its events file) must not let the reply to `restart` overtake them.
+    delivered: list[str] = []
+
+    def slow_listener(kind: str, fields: dict) -> None:
+        if kind == "training.exited":
+            time.sleep(0.2)
+        delivered.append(kind)
+
+    sup = Supervisor(["sleep", "60"], log_path=tmp_path / "train.log", on_event=slow_listener, stop_grace_s=2)
+    sup.start()
+    try:
+        for attempt in range(2, 6):
+            info = sup.restart()
+            assert info.attempt == attempt
+            assert delivered[-3:] == ["training.exited", "training.restarted", "training.started"], delivered
+    finally:
+        sup.stop(timeout=10)
+
+
 def test_restart_of_a_finished_training_starts_it_again(sup_factory) -> None:
     sup, _ = sup_factory([PY, "-c", "pass"])
     sup.start()
