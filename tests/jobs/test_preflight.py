@@ -87,4 +87,3 @@ def test_cli_preflight_check(tmp_path: Path) -> None:
     out = run_cli("verify", "--preflight", "--json", cwd=tmp_path)
     assert out.returncode == 1
     assert json.loads(out.stdout)["ok"] is False
-
