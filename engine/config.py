@@ -160,7 +160,7 @@ def _globs(raw: Any, key: str, base: Path) -> tuple[str, ...]:
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list) or not all(isinstance(g, str) and g.strip() for g in items):
         raise ConfigError(f"{key} = {raw!r} must be a glob or a list of globs, e.g. '*.jpg' or ['*.jpg', '*.png']")
-    from .watch.filters import glob_to_regex
+    from .globs import glob_to_regex
 
     for g in items:
         try:

@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
+from ..monitor.monitor import MonitorSnapshot
+from ..training.progress import ProgressSnapshot
 from .codec import frozen_map
 
 __all__ = [
@@ -54,8 +56,8 @@ class MonitorLike(Protocol):
 
     def set_root_pid(self, pid: int | None) -> None: ...
 
-    def snapshot(self) -> Any:
-        """An object with ``host``, ``tree`` and ``gpu`` (each None before its first sample)."""
+    def snapshot(self) -> MonitorSnapshot:
+        """``host``, ``tree`` and ``gpu``, each None before its first sample."""
 
 
 class ProgressFeedLike(Protocol):
@@ -72,7 +74,7 @@ class ProgressFeedLike(Protocol):
     def finish(self, time_s: float | None = None) -> list[Any]:
         """The attempt exited; returns alerts completed by the end of the output."""
 
-    def snapshot(self, now: float | None = None) -> Any: ...
+    def snapshot(self, now: float | None = None) -> ProgressSnapshot | None: ...
 
 
 # (progress file, attempt start time) -> a feed for that attempt
@@ -117,7 +119,7 @@ class NoProgress:
     def finish(self, time_s: float | None = None) -> list[Any]:
         return []
 
-    def snapshot(self, now: float | None = None) -> Any:
+    def snapshot(self, now: float | None = None) -> ProgressSnapshot | None:
         return None
 
 
@@ -179,7 +181,7 @@ def default_parts(config: Any) -> EngineParts:
     from ..monitor import Monitor
     from ..training.feed import ProgressFeed
     from ..training.oom import classify_exit
-    from ..watch import WatchedDirectory
+    from ..watch.watcher import WatchedDirectory
 
     parts.monitor = Monitor.from_config(config)
     parts.new_feed = lambda path, started: ProgressFeed(path, started_time=started)

@@ -21,10 +21,10 @@ def test_verify_runs_as_a_job_and_finds_damage(engine_env: EngineEnv) -> None:
     assert set(default_parts(load_config(cfg)).jobs) == {"verify", "build", "split"}, "engine/jobs is not in this build"
     entry = engine_env.start(*python_cmd("import time\nwhile True: time.sleep(1)"), name="jobs", args=("--config", str(cfg)))
     with EngineClient(entry.socket) as c:
-        job = c.command("verify")["job"]
-        assert job["kind"] == "verify" and job["state"] == "running"
-        wait_for(lambda: next(j for j in c.snapshot().jobs if j.id == job["id"]).state != "running", timeout=60, what="verify done")
-        view = next(j for j in c.snapshot().jobs if j.id == job["id"])
+        job = c.command("verify").job
+        assert job.kind == "verify" and job.state == "running"
+        wait_for(lambda: next(j for j in c.snapshot().jobs if j.id == job.id).state != "running", timeout=60, what="verify done")
+        view = next(j for j in c.snapshot().jobs if j.id == job.id)
         kinds = [e.kind for e in c.events(kinds=["job"])]
     assert view.state == "done" and view.result["ok"] is False  # the damage was found
     assert "k3" in str(dict(view.result)) and view.result["summary"]
