@@ -480,3 +480,56 @@ def test_gzip_outputs_use_run_length_coding_only_where_it_costs_nothing() -> Non
         assert write(obj)[0] == data  # deterministic
         level6 = len(gzip.compress(pickle.dumps(obj, protocol=5), 6))
         assert len(data) <= level6 * 1.005
+
+
+# ------------------------------------------------------------------ corrupt gzip inputs (issue 9.1)
+def _flip_positions(n: int) -> list[int]:
+    """Header bytes, every trailer byte (CRC32 and length), and positions spread over the deflate data."""
+    body = list(range(10, n - 8, max(1, (n - 18) // 48)))
+    return sorted(set([0, 3, 4, 8, 9] + body + list(range(n - 8, n))))
+
+
+def test_a_gzip_input_with_a_flipped_bit_is_refused_or_splits_to_identical_items(tmp_path: Path) -> None:
+    items = [{"id": i, "x": np.arange(i, i + 40, dtype=np.float32), "s": "trace " * (i % 5)} for i in range(24)]
+    good = tmp_path / "good.pkl.gz"
+    _pickle_gz(good, items)
+    data = good.read_bytes()
+    refused = accepted = 0
+    for pos in _flip_positions(len(data)):
+        bit = pos % 8
+        d = tmp_path / f"flip{pos}"
+        d.mkdir()
+        src = d / "b.pkl.gz"
+        flipped = bytearray(data)
+        flipped[pos] ^= 1 << bit
+        src.write_bytes(bytes(flipped))
+        gzip_ok = subprocess.run(["gzip", "-t", str(src)], capture_output=True).returncode == 0
+        out = d / "o"
+        try:
+            split_files(SplitOptions(str(src), str(out), traces_per_batch=5, delete_original=True, workers=2))
+        except SplitInputError as exc:
+            refused += 1
+            msg = str(exc)
+            assert str(src) in msg and "\n" not in msg, (pos, msg)
+            assert src.read_bytes() == bytes(flipped), pos  # the original is untouched, never deleted
+            assert outputs(out) == [], pos  # no output, no .part file
+            continue
+        accepted += 1
+        # Only a flip that changes nothing the data depends on may be accepted (an mtime, an OS byte):
+        assert gzip_ok, f"byte {pos} bit {bit}: gzip -t fails, yet split accepted it"
+        got = sum((_load_pickle(p) for p in outputs(out)), [])
+        assert len(got) == len(items) and all(deep_equal(a, b) for a, b in zip(items, got)), pos
+    assert refused >= 40 and accepted >= 1  # the sweep really hit both kinds
+
+
+def test_a_corrupt_gzip_input_is_refused_by_the_command_in_one_line(tmp_path: Path) -> None:
+    src = tmp_path / "b.pkl.gz"
+    _pickle_gz(src, traces(12))
+    data = bytearray(src.read_bytes())
+    data[-6] ^= 0x10  # in the CRC32: the items load fine, only the check fails
+    src.write_bytes(bytes(data))
+    r = run_cli("split", "-i", str(src), "-o", str(tmp_path / "o"), "-n", "4", "--delete-original", "--yes", "--quiet")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(src) in lines[0] and "CRC check failed" in lines[0], r.stderr
+    assert src.read_bytes() == bytes(data) and outputs(tmp_path / "o") == []
