@@ -82,13 +82,12 @@ def load_pickle(
             if compressed:
                 damage = gzip_damage(path, ctx.token if ctx is not None else None)
                 if damage is not None:
-                    raise _bad(path, f"is not a valid gzip file ({damage})",
-                               "restore it from a good copy (`gzip -t` reports it too)") from None
+                    raise _bad(path, damage, "restore it from a good copy (`gzip -t` reports it too)") from None
             raise _load_error(path, exc, compressed, size) from None
 
 
 def gzip_damage(path: Path, token: CancelToken | None = None) -> str | None:
-    """Why the gzip file ``path`` is damaged (bad CRC, bad length, bad deflate data, cut short), or None.
+    """What is wrong with the gzip file ``path`` (bad CRC, bad length, bad deflate data, cut short), or None.
 
     Reads every member to its end, as ``gzip -t`` does, keeping nothing in memory.
     """
@@ -98,11 +97,13 @@ def gzip_damage(path: Path, token: CancelToken | None = None) -> str | None:
                 if token is not None:
                     token.raise_if_cancelled()
     except EOFError:
-        return "the gzip stream ends early"
-    except (gzip.BadGzipFile, zlib.error) as exc:
-        return str(exc)
+        return f"is truncated: the gzip stream ends early ({format(os.stat(path).st_size, ',')} bytes on disk)"
+    except gzip.BadGzipFile as exc:
+        return f"is not a valid gzip file ({exc})"
+    except zlib.error as exc:
+        return f"has corrupt compressed data ({exc})"
     except OSError as exc:
-        return f"cannot be read: {exc.strerror or exc}"
+        return f"cannot be read ({exc.strerror or exc})"
     return None
 
 
