@@ -36,6 +36,7 @@ from .enforcer import Enforcer, PassOutcome, RootChanged
 from .errors import WatchError
 from .filters import PathFilter
 from .growth import GrowthTracker, WatchAlert, alerts_for
+from .roots import ALLOW_FLAG, dangerous_root_reason
 from .scanner import RootIdentity, Scanner, ScanReport
 from .state import EVENTS_FILE, default_state_dir, lock_state_dir, prepare_state_dir
 from .stats import WatchStats
@@ -93,6 +94,8 @@ class WatchedDirectory:
     (an iterable, or a callable returning one, e.g. a training's process tree);
     None checks every process this user can inspect.
     ``scan_workers``: processes for the full scan (None: one per CPU, up to 8; 0: in-process).
+    ``allow_dangerous_root``: accept a system directory or one holding the home directory
+    (refused otherwise, see :mod:`.roots`).
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class WatchedDirectory:
         sample_interval: float = 1.0,
         growth_window: float = 60.0,
         alert_horizon: float = 3600.0,
+        allow_dangerous_root: bool = False,
     ) -> None:
         path = Path(os.path.abspath(os.path.expanduser(root)))
         if not path.exists():
@@ -121,8 +125,10 @@ class WatchedDirectory:
             kind = "a symlink" if path.is_symlink() else "not a directory"
             raise WatchError(f"watch root '{path}' is {kind}; give the cache directory itself")
         real = os.path.realpath(path)
-        if real == "/" or real == os.path.realpath(os.path.expanduser("~")):
-            raise WatchError(f"watch root '{real}' is the whole filesystem or your home; give the cache directory itself")
+        danger = None if allow_dangerous_root else dangerous_root_reason(real)
+        if danger is not None:
+            raise WatchError(f"watch root '{real}' {danger}; give the cache directory itself "
+                             f"(or pass {ALLOW_FLAG}, allow_dangerous_root = true in [[watch]], if you truly mean it)")
         st = os.stat(real)
         self.root = RootIdentity(real, st.st_dev, st.st_ino)
         self.max_bytes = _size(max_size, "max_size")
@@ -193,6 +199,7 @@ class WatchedDirectory:
             scan_interval=cfg.scan_interval,
             dry_run=cfg.dry_run,
             state_dir=cfg.state_dir,
+            allow_dangerous_root=cfg.allow_dangerous_root,
         )
         values.update(kwargs)
         return cls(cfg.root, cfg.max_size, **values)

@@ -105,3 +105,36 @@ def test_foreground_run_evicts_live_and_stops_cleanly(root: Path, state: Path, s
     assert "stopped watching" in out[-1]
     ev = [json.loads(x)["kind"] for x in (state / "events.jsonl").read_text().splitlines()]
     assert ev[0] == "watch.started" and "eviction" in ev and ev[-1] == "watch.stopped"
+
+
+def test_a_system_directory_is_refused_in_one_line_with_the_way_out(state: Path) -> None:
+    r = run_cli("watch", "/usr", "--max", "1GB", "--once", "--dry-run", "--state-dir", str(state))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "'/usr' is a system directory" in r.stderr
+    assert "--allow-dangerous-root" in r.stderr and r.stdout == ""
+
+
+def test_a_home_ancestor_is_refused_on_the_command_line_and_in_config_unless_allowed(tmp_path: Path, state: Path) -> None:
+    people = tmp_path / "people"
+    home = people / "alice"
+    home.mkdir(parents=True)
+    write(home / "notes.txt", 5000, age_s=3600)
+    env = {"HOME": str(home)}
+    base = ["--max", "1KB", "--min-age", "0", "--once", "--json", "--scan-workers", "0", "--state-dir", str(state)]
+    r = run_cli("watch", str(people), *base, env=env)
+    assert r.returncode == 2 and "holds your home directory" in r.stderr and r.stderr.count("\n") == 1
+    assert (home / "notes.txt").exists()
+    r = run_cli("watch", str(people), *base, "--dry-run", "--allow-dangerous-root", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["stats"]["would_evict_files"] == 1 and (home / "notes.txt").exists()
+    # the same rule for [[watch]] entries, and the same way out
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    entry = f"[[watch]]\nroot = '{people}'\nmax_size = '1KB'\nmin_age = 0\ndry_run = true\nstate_dir = '{state}'\n"
+    (cfg / "cachewatch.toml").write_text(entry)
+    r = run_cli("watch", "--once", "--json", "--scan-workers", "0", cwd=cfg, env=env)
+    assert r.returncode == 2 and "holds your home directory" in r.stderr and "allow_dangerous_root" in r.stderr
+    (cfg / "cachewatch.toml").write_text(entry + "allow_dangerous_root = true\n")
+    r = run_cli("watch", "--once", "--json", "--scan-workers", "0", cwd=cfg, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (home / "notes.txt").exists()
