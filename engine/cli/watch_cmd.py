@@ -186,6 +186,10 @@ def status_line(s: WatchStats) -> str:
     parts.append(f"[{s.access_source}]")
     for a in s.alerts:
         parts.append(f"! {a.message}")
+    if s.unreadable_paths:
+        n = len(s.unreadable_paths)
+        parts.append(f"! {n} unreadable director{'y' if n == 1 else 'ies'} not counted: {', '.join(s.unreadable_paths[:3])}"
+                     + (" ..." if n > 3 else ""))
     return "  ".join(parts)
 
 

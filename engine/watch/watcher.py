@@ -186,6 +186,8 @@ class WatchedDirectory:
         self._over_since: float | None = None  # when the index first showed more than max (for the event log)
         self._listeners: list[Callable[[EvictionReport], None]] = []
         self._lock_fd: int | None = None
+        self._unreadable: tuple[str, ...] = ()  # absolute paths, from the last full scan
+        self._warned_unreadable: set[str] = set()  # each one is warned about once per watch
 
     @classmethod
     def from_config(cls, cfg: WatchConfig, **kwargs: Any) -> "WatchedDirectory":
@@ -471,6 +473,7 @@ class WatchedDirectory:
             correction = new.size_bytes - old_tree.size_bytes
         self._scans += 1
         self._last_scan = report
+        self._note_unreadable(report.unreadable)
         self._last_correction = correction if reason != "start" else 0
         self._root_ok = True
         if reason != "start":
@@ -490,6 +493,20 @@ class WatchedDirectory:
         if self._tree.size_bytes > self.max_bytes:
             self._wake.set()
         return report
+
+    def _note_unreadable(self, rels: tuple[str, ...]) -> None:
+        """Keep the directories the scan could not read for stats(); warn once about each new one."""
+        paths = tuple(os.path.join(self.root.path, r) if r else self.root.path for r in rels)
+        self._unreadable = paths
+        new = [p for p in paths if p not in self._warned_unreadable]
+        if not new:
+            return
+        self._warned_unreadable.update(new)
+        shown = ", ".join(new[:3]) + (f" and {len(new) - 3} more" if len(new) > 3 else "")
+        log.warning("watch %s: cannot read %d director%s (%s); their files are not counted, so the size is too low; "
+                    "give this user read access or exclude them", self.root.path, len(new), "y" if len(new) == 1 else "ies",
+                    shown)
+        self._event("watch.unreadable", paths=list(new))
 
     def _rescan_dir_locked(self, rel: str) -> None:
         self._tree.remove_dir_tree(rel)
@@ -761,6 +778,7 @@ class WatchedDirectory:
             events_path=str(self.events.path),
             alerts=self._alerts,
             time=time.time(),
+            unreadable_paths=self._unreadable,
         )
 
     def files(self, order: str = "lru", limit: int | None = None) -> list[IndexedFile]:
