@@ -20,8 +20,6 @@ import pytest
 import torch
 
 from cachewatch.engine.jobs import (
-    JobProgress,
-    JobRunner,
     SplitError,
     SplitInputError,
     SplitJob,
@@ -30,7 +28,8 @@ from cachewatch.engine.jobs import (
     recommend,
     split_files,
 )
-from cachewatch.engine.jobs.base import STATUS_CANCELLED
+from cachewatch.engine.daemon.jobrunner import JobRunner
+from cachewatch.engine.daemon.snapshot import JobView
 from cachewatch.engine.jobs.equality import deep_equal
 from cachewatch.engine.jobs.split_pickle import PickleSplitter
 
@@ -396,17 +395,17 @@ def test_a_full_disk_removes_partial_outputs_and_keeps_the_original(tmp_path: Pa
 # ------------------------------------------------------------------------------- cancel, reruns
 def test_cancel_mid_split_leaves_no_outputs_and_the_input_intact(tmp_path: Path) -> None:
     src = tmp_path / "b.pkl.gz"
-    _pickle_gz(src, traces(200))
+    _pickle_gz(src, [np.random.default_rng(i).random(2000) for i in range(600)])  # 300 sub-batches to write
     before = sha(src)
 
-    def on_event(e: Any) -> None:
-        if isinstance(e, JobProgress) and e.phase == "split" and e.done >= 1:
-            handle.cancel()
+    def on_change(kind: str, view: JobView) -> None:
+        if view.state == "running" and view.phase == "split" and view.done >= 1:
+            runner.cancel(view.id)
 
-    runner = JobRunner(on_event)
-    handle = runner.start(SplitJob(SplitOptions(str(src), str(tmp_path / "o"), traces_per_batch=5, workers=1)))
-    finished = handle.wait(120)
-    assert finished is not None and finished.status == STATUS_CANCELLED
+    runner = JobRunner(on_change)
+    view = runner.start_job(SplitJob(SplitOptions(str(src), str(tmp_path / "o"), traces_per_batch=2, workers=1)))
+    final = runner.wait(view.id, 120)
+    assert final.state == "cancelled" and final.result["cancelled"] is True
     assert outputs(tmp_path / "o") == []
     assert sha(src) == before
 
@@ -533,3 +532,36 @@ def test_a_corrupt_gzip_input_is_refused_by_the_command_in_one_line(tmp_path: Pa
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(src) in lines[0] and "CRC check failed" in lines[0], r.stderr
     assert src.read_bytes() == bytes(data) and outputs(tmp_path / "o") == []
+
+
+def test_a_split_killed_while_publishing_leaves_no_half_set_and_never_the_only_copy_lost(tmp_path: Path) -> None:
+    from cachewatch.engine.jobs.split import undo_dead_split
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    src = tmp_path / "b.pkl.gz"
+    _pickle_gz(src, traces(6))
+    o = tmp_path / "o"
+    o.mkdir()
+    (o / "other_sub0000.pkl.gz").write_bytes(b"not ours")
+
+    def killed_between_two_renames() -> None:  # sub0000 published, sub0001 still a .part; the manifest says which set
+        (o / "b_sub0000.pkl.gz").write_bytes(b"validated")
+        (o / f"b_sub0001.pkl.gz.{pid}.part").write_bytes(b"validated")
+        (o / f".split.{pid}.publishing").write_text(f"{src.resolve()}\nb_sub0000.pkl.gz\nb_sub0001.pkl.gz\n")
+
+    killed_between_two_renames()
+    undo_dead_split(o, pid)  # what the engine runs when its split process dies
+    assert [p.name for p in outputs(o)] == ["other_sub0000.pkl.gz"]
+    # the next split into the same directory does the same for a dead CLI split, then its own work
+    killed_between_two_renames()
+    split_files(SplitOptions(str(src), str(o), traces_per_batch=3, overwrite=True))
+    assert [p.name for p in outputs(o)] == ["b_sub0000.pkl.gz", "b_sub0001.pkl.gz", "other_sub0000.pkl.gz"]
+    assert len(_load_pickle(o / "b_sub0000.pkl.gz")) == 3
+    # killed after deleting its input: the published set is the only copy and stays
+    gone = tmp_path / "gone.pkl.gz"
+    (o / "gone_sub0000.pkl.gz").write_bytes(b"only copy")
+    (o / f".split.{pid}.publishing").write_text(f"{gone}\ngone_sub0000.pkl.gz\n")
+    undo_dead_split(o, pid)
+    assert (o / "gone_sub0000.pkl.gz").read_bytes() == b"only copy"
+    assert not (o / f".split.{pid}.publishing").exists()
