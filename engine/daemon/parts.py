@@ -20,7 +20,6 @@ __all__ = [
     "Finding",
     "MonitorLike",
     "ProgressFeedLike",
-    "JobContext",
     "JobFactory",
     "EngineParts",
     "PeriodicSampler",
