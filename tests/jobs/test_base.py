@@ -19,7 +19,6 @@ import pytest
 from cachewatch.engine.errors import CachewatchError
 from cachewatch.engine.jobs import (
     Job,
-    JobBusy,
     JobContext,
     JobFinished,
     JobMessage,
