@@ -43,7 +43,10 @@ _PARENT_CHECK_S = 1.0
 
 def _why(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name if -exitcode in signal.Signals._value2member_map_ else str(-exitcode)
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown"
         return f"was killed by signal {-exitcode} ({name})" + (", probably out of memory" if exitcode == -9 else "")
     return f"exited with status {exitcode} without a result"
 
