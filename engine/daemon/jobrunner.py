@@ -15,6 +15,7 @@ not flood the log).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -54,7 +55,7 @@ class JobRunner:
                 raise CachewatchError(f"a {kind} job is already running ({busy[0].id}); wait for it or cancel it")
             view = JobView(id=f"{kind}-{next(self._ids)}", kind=kind, state="running", started=time.time())
             self._views[view.id] = view
-            ctx = JobContext(view.id, kind, CancelToken(), lambda e, jid=view.id: self._on_event(jid, e))
+            ctx = JobContext(view.id, kind, CancelToken(), functools.partial(self._on_event, view.id))
             thread = threading.Thread(target=self._run, args=(ctx, fn), name=f"job-{view.id}", daemon=True)
             self._running[view.id] = (ctx, thread)
         self._on_change("job.started", view)
