@@ -268,6 +268,7 @@ class WatchConfig:
     scan_interval: float = _f(_duration, 300.0, doc="period of the reconciling full scan")
     dry_run: bool = _f(_bool, False, doc="report what would be evicted, delete nothing")
     state_dir: Path | None = _f(_opt_path, doc="where the watch keeps its events (default: $XDG_STATE_HOME/cachewatch/watch/<hash>)")
+    allow_dangerous_root: bool = _f(_bool, False, doc="accept a system directory or one holding your home as root (refused otherwise)")
 
 
 @dataclass(frozen=True)

@@ -458,7 +458,8 @@ class Engine:
     def _on_job(self, kind: str, view: JobView) -> None:
         if kind:
             fields: dict[str, Any] = {"job_id": view.id, "job_kind": view.kind, "state": view.state, "done": view.done,
-                      "total": view.total, "message": view.message}
+                                      "total": view.total, "message": view.message, "phase": view.phase,
+                                      "bytes_done": view.bytes_done, "bytes_total": view.bytes_total, "eta_s": view.eta_s}
             if kind == "job.finished":
                 fields.update(error=view.error, result=dict(view.result))
             self.record(kind, **fields)

@@ -22,7 +22,6 @@ __all__ = [
     "Finding",
     "MonitorLike",
     "ProgressFeedLike",
-    "JobContext",
     "JobFactory",
     "EngineParts",
     "PeriodicSampler",
@@ -83,16 +82,9 @@ FeedFactory = Callable[[Any, float], ProgressFeedLike]
 ExitClassifier = Callable[..., Any]
 
 
-class JobContext(Protocol):
-    """What a maintenance job gets from the engine's job runner."""
-
-    cancelled: threading.Event
-
-    def progress(self, done: int, total: int | None = None, message: str = "", unit: str = "") -> None: ...
-
-
-# (engine, args, context) -> result mapping; runs in its own thread
-JobFactory = Callable[[Any, Mapping[str, Any], JobContext], Mapping[str, Any]]
+# (engine, args, context) -> result mapping; runs in its own thread with the runner's
+# cachewatch.engine.jobs.base.JobContext (see daemon/jobrunner.py)
+JobFactory = Callable[[Any, Mapping[str, Any], Any], Mapping[str, Any]]
 
 
 @dataclass

@@ -152,6 +152,11 @@ class JobView(_Json):
     message: str = ""
     result: Mapping[str, Any] = field(default_factory=frozen_map)
     error: str | None = None
+    # From the job's JobProgress (engine/jobs/base.py): what it is doing now, bytes, estimate.
+    phase: str = ""  # e.g. "load", "split", "hash", "build"
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    eta_s: float | None = None  # None until it can be estimated
 
 
 @dataclass(frozen=True)
