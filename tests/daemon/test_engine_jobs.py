@@ -52,7 +52,7 @@ def test_kill_9_of_the_split_process_fails_the_job_cleanly_and_the_engine_lives_
     entry = engine_env.start(*python_cmd("import time\nwhile True: time.sleep(1)"), name="splitkill")
     with EngineClient(entry.socket) as c:
         job = c.command("split", input=str(src), output=str(out), traces_per_batch=2, workers=1, compress_level=9,
-                        delete_original=True, confirmed=True)["job"]
+                        delete_original=True, confirmed=True).job
 
         def split_pid() -> int | None:  # sub-batches are written as NAME.<pid of the split process>.part
             parts = [p.name for p in out.iterdir()] if out.exists() else []
@@ -61,17 +61,17 @@ def test_kill_9_of_the_split_process_fails_the_job_cleanly_and_the_engine_lives_
         pid = wait_for(split_pid, timeout=120, what="the split process writing sub-batches")
         assert pid != entry.pid and pid in {q.pid for q in psutil.Process(entry.pid).children(recursive=True)}
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: next(j for j in c.snapshot().jobs if j.id == job["id"]).state != "running", timeout=60,
+        wait_for(lambda: next(j for j in c.snapshot().jobs if j.id == job.id).state != "running", timeout=60,
                  what="the job to end")
-        view = next(j for j in c.snapshot().jobs if j.id == job["id"])
+        view = next(j for j in c.snapshot().jobs if j.id == job.id)
         assert view.state == "failed" and f"(pid {pid}) was killed by signal 9" in (view.error or ""), view
         assert src.read_bytes() == before  # the original is untouched (and was not deleted)
         assert not out.exists()  # no .part, no half-published output, not even the directory it made
         # the engine is alive and runs the next split to the end, from a new child process
-        again = c.command("split", input=str(src), output=str(out), traces_per_batch=200)["job"]
-        wait_for(lambda: next(j for j in c.snapshot().jobs if j.id == again["id"]).state != "running", timeout=120,
+        again = c.command("split", input=str(src), output=str(out), traces_per_batch=200).job
+        wait_for(lambda: next(j for j in c.snapshot().jobs if j.id == again.id).state != "running", timeout=120,
                  what="the second split")
-        view = next(j for j in c.snapshot().jobs if j.id == again["id"])
+        view = next(j for j in c.snapshot().jobs if j.id == again.id)
         assert view.state == "done" and view.result["ok"] is True, view
         assert sorted(p.name for p in out.iterdir()) == ["big_sub0000.pkl.gz", "big_sub0001.pkl.gz"]
         assert view.phase == "split" and view.bytes_done > 0  # progress kept its phase and bytes to the snapshot
@@ -87,12 +87,12 @@ def test_cancel_of_a_split_in_its_process_leaves_nothing(engine_env: EngineEnv) 
     out = engine_env.tmp / "out"
     entry = engine_env.start(*python_cmd("import time\nwhile True: time.sleep(1)"), name="splitcancel")
     with EngineClient(entry.socket) as c:
-        job = c.command("split", input=str(src), output=str(out), traces_per_batch=2, workers=1, compress_level=9)["job"]
+        job = c.command("split", input=str(src), output=str(out), traces_per_batch=2, workers=1, compress_level=9).job
         wait_for(lambda: out.exists() and any(p.name.endswith(".part") for p in out.iterdir()), timeout=120,
                  what="sub-batches being written")
-        c.command("cancel_job", job_id=job["id"])
-        wait_for(lambda: next(j for j in c.snapshot().jobs if j.id == job["id"]).state != "running", timeout=60,
+        c.command("cancel_job", job_id=job.id)
+        wait_for(lambda: next(j for j in c.snapshot().jobs if j.id == job.id).state != "running", timeout=60,
                  what="the job to end")
-        view = next(j for j in c.snapshot().jobs if j.id == job["id"])
+        view = next(j for j in c.snapshot().jobs if j.id == job.id)
     assert view.state == "cancelled", view
     assert src.read_bytes() == before and not out.exists()
