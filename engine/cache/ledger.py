@@ -54,9 +54,26 @@ class Slot:
 class Ledger:
     """The mapped ledger file. Not thread-safe by itself: callers hold the process mutex."""
 
-    def __init__(self, path: Path, slots: int = LEDGER_SLOTS) -> None:
+    def __init__(self, path: Path, slots: int = LEDGER_SLOTS, *, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         size = _HEADER_SIZE + slots * _SLOT_SIZE
+        self._mm: mmap.mmap | bytes
+        if readonly:
+            # Inspection (stats, verify without --repair) must change nothing: map what is
+            # there if it has this layout, else see an empty ledger.
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                self._mm, self.slots = bytes(size), slots
+                return
+            try:
+                ok = os.pread(fd, len(_MAGIC), 0) == _MAGIC and os.fstat(fd).st_size >= size
+                self._mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if ok else bytes(size)
+            finally:
+                os.close(fd)
+            self.slots = slots
+            return
         # Called under the cache mutex: two processes must not both initialise the file.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -73,7 +90,8 @@ class Ledger:
 
     def close(self) -> None:
         try:
-            self._mm.close()
+            if isinstance(self._mm, mmap.mmap):
+                self._mm.close()
         except (BufferError, ValueError):
             pass
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import xxhash
 
 from ..cache.cache import META_DIR
-from ..cache.index import SQLiteIndex
+from ..cache.index import IndexLost, SQLiteIndex
 from ..cache.locks import ProcessMutex
 from ..errors import CacheRootError
 from .base import CancelToken
@@ -98,14 +98,42 @@ def cache_paths(root: str | os.PathLike, *, index_may_be_missing: bool = False) 
     if not r.exists():
         raise CacheRootError(f"cache root '{r}' does not exist; check the path or [cache] root in cachewatch.toml")
     meta = r / META_DIR
+    if meta.is_dir() and not (meta / "index.sqlite").is_file() and not index_may_be_missing:
+        raise CacheRootError(
+            f"cache '{r}' has a {META_DIR}/ but its index is missing; rebuild it with "
+            f"`cachewatch verify {r} --repair --max-size SIZE`"
+        )
     if not (meta / "index.sqlite").is_file() and not (index_may_be_missing and meta.is_dir()):
         raise CacheRootError(f"'{r}' is not a cachewatch cache (no {META_DIR}/index.sqlite); check the path or [cache] root")
     return CachePaths(r, meta, meta / "tmp", meta / "owners", meta / "index.sqlite", meta / "lock")
 
 
-def open_index(paths: CachePaths) -> SQLiteIndex:
+def index_lost(paths: CachePaths) -> bool:
+    """True when the index is missing, empty (0 bytes), holds no cachewatch schema or is no database."""
     try:
-        return SQLiteIndex(paths.index_db, ProcessMutex(paths.lock))
+        if os.stat(paths.index_db).st_size == 0:
+            return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        SQLiteIndex(paths.index_db, ProcessMutex(paths.lock), create=False, readonly=True).close()
+    except sqlite3.DatabaseError:  # IndexLost, or not a database at all: repair moves it aside
+        return True
+    return False
+
+
+def open_index(paths: CachePaths) -> SQLiteIndex:
+    # Never create a schema here: an empty index over entry files is a lost index, and making it
+    # a valid empty one would hand every entry to the orphan sweep (issue 9, item 2).
+    try:
+        return SQLiteIndex(paths.index_db, ProcessMutex(paths.lock), create=False)
+    except IndexLost:
+        raise CacheRootError(
+            f"cache index {paths.index_db} is empty (0 bytes or no cachewatch schema); rebuild it with "
+            f"`cachewatch verify {paths.root} --repair --max-size SIZE`"
+        ) from None
     except sqlite3.DatabaseError as exc:
         raise CacheRootError(
             f"cache index {paths.index_db} cannot be read ({exc}); move it aside and run "

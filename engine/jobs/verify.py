@@ -43,7 +43,7 @@ from ..cache.keys import SHARD_RE, name_to_key
 from ..errors import CacheRootError
 from ..sizes import format_duration, format_size
 from .base import CancelToken, Job, JobCancelled, JobContext
-from .cache_access import HASH_CHUNK_BYTES, CachePaths, cache_paths, hash_file, ledger_slots, open_index, owner_alive_readonly
+from .cache_access import HASH_CHUNK_BYTES, CachePaths, cache_paths, hash_file, index_lost, ledger_slots, open_index, owner_alive_readonly
 from .source import SourceSpec
 
 __all__ = ["verify_cache", "VerifyJob", "VerifyReport", "VerifyProblem", "PROBLEM_KINDS"]
@@ -365,10 +365,10 @@ def verify_cache(
     t_start = time.perf_counter()
     workers = max(1, workers or os.cpu_count() or 1)
     paths = cache_paths(root, index_may_be_missing=repair)
-    if not paths.index_db.is_file():
+    if repair and index_lost(paths):  # missing, 0 bytes, or no cachewatch schema in it
         if max_size is None:
             raise CacheRootError(
-                f"cache '{paths.root}' has no index; pass --max-size (e.g. 100GB) with --repair to re-index its files"
+                f"cache '{paths.root}' has no usable index; pass --max-size (e.g. 100GB) with --repair to re-index its files"
             )
         Cache(paths.root, max_size=max_size, sweep=False, new_index_over_files=True).close()  # every file is then an orphan
         ctx.warn(f"cache '{paths.root}' had no index: a new one was made and every sound file will be re-indexed")
