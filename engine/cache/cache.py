@@ -45,8 +45,9 @@ from ..config import Config, load_config, target_bytes as _target_from_ratio
 from ..errors import CacheBusy, CacheDiskFull, CacheError, CacheFull, CacheRootError, ConfigError
 from ..events import EventLog
 from ..sizes import SizeError, format_size, parse_duration, parse_size
-from .index import LIVE, REPLACED, WRITING, Counters, IndexFull, IndexLost, Row, SQLiteIndex
-from .ledger import Ledger
+from .index import LIVE, REPLACED, WRITING, Counters, IndexBackend, IndexFull, IndexLost, Row, SQLiteIndex
+from .integrity import CacheLayout, IndexSnapshot, IndexSurgery, WriterSlot, owner_alive_readonly
+from .ledger import Ledger, LedgerBackend
 from .keys import SHARD_RE, key_to_name, validate_key, versioned_name
 from .locks import OwnerLock, ProcessMutex, owner_alive, try_exclusive
 from .types import CacheStats, EntryInfo, EvictionReport
@@ -146,6 +147,11 @@ class Cache:
     and ``read`` without counting): no recovery, no eviction, no sweep, nothing written or
     deleted. Writing methods then raise :class:`CacheError`.
     """
+
+    # The seam (issue 11, item 5): everything the cache does with its bound and its rows goes
+    # through these two small protocols; today's implementations are shared memory and SQLite.
+    _ledger: LedgerBackend
+    _index: IndexBackend
 
     def __init__(
         self,
@@ -1394,11 +1400,53 @@ class Cache:
         events = self.events.read(kinds=("eviction",), limit=limit, newest_first=newest_first)
         return [EvictionReport.from_event(e) for e in events]
 
+    # ------------------------------------------------------------------------ integrity API
+    # For verify/repair tools (engine/jobs/verify.py): they scan, hash and report; what the
+    # layout is, how the ledger and liveness are read and how rows may change lives here.
     @property
-    def index(self) -> SQLiteIndex:
-        """The index backend (for verify/repair tools)."""
+    def layout(self) -> CacheLayout:
+        return CacheLayout.of(self.root)
+
+    def snapshot(self) -> IndexSnapshot:
+        """Every row (live, writing, replaced) and the counters, for a scan to start from."""
         self._ensure_open()
-        return self._index
+        live = tuple(self._index.iter_live("key"))
+        writing = tuple(self._index.rows_in_state(WRITING))
+        replaced = tuple(self._index.rows_in_state(REPLACED))
+        counters = self._index.counters()
+        return IndexSnapshot(live, writing, replaced, counters, self.block_bytes, self.max_bytes or None)
+
+    def writers(self) -> list[WriterSlot]:
+        """Every used ledger slot, with whether its owner runs (a dead owner's token file is left alone)."""
+        self._ensure_open()
+        return [
+            WriterSlot(s.index, s.token, s.reserved_bytes, s.writes, s.intent, owner_alive_readonly(self._owners, s.token))
+            for s in self._ledger.used()
+        ]
+
+    def stale_files(self) -> list[str]:
+        """``.part`` files (and, from older versions, trash files) whose writer is dead."""
+        self._ensure_open()
+        out: list[str] = []
+        for d in (self._tmp, self._trash):
+            try:
+                entries = sorted(e.path for e in os.scandir(d) if e.is_file(follow_symlinks=False))
+            except FileNotFoundError:
+                continue
+            out += [p for p in entries if not owner_alive_readonly(self._owners, os.path.basename(p).split(".", 1)[0])]
+        return out
+
+    def dead_writing_rows(self) -> list[Row]:
+        """Reservations written as index rows by cachewatch versions before the ledger, whose owner is dead."""
+        self._ensure_open()
+        return [r for r in self._index.rows_in_state(WRITING) if not owner_alive_readonly(self._owners, r.owner)]
+
+    @contextmanager
+    def surgery(self) -> Iterator[IndexSurgery]:
+        """``with cache.surgery() as s:`` one exclusive transaction for checking and fixing rows."""
+        self._ensure_open()
+        with self._index.transaction():
+            yield IndexSurgery(self)
 
     @property
     def meta_dir(self) -> Path:

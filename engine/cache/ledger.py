@@ -26,8 +26,9 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-__all__ = ["Ledger", "Slot", "LEDGER_SLOTS"]
+__all__ = ["Ledger", "LedgerBackend", "Slot", "LEDGER_SLOTS"]
 
 _MAGIC = b"CWLEDG03"
 _HEADER = struct.Struct("<8sII")  # magic, slot count, high water (slots ever used)
@@ -51,8 +52,33 @@ class Slot:
     intent: str
 
 
+class LedgerBackend(Protocol):
+    """What the cache needs from a ledger: the count of bytes on disk (or about to be) that the
+    index does not hold, per writer, and each writer's intent. One half of the cache's seam
+    (the other is :class:`~.index.IndexBackend`); :class:`Ledger` implements it in shared
+    memory, a Redis backend will implement it with server-side counters.
+
+    Every method is called with the cache's process mutex held (the backend's own lock for a
+    remote one). A slot's counts must survive its owner's death until :meth:`free`.
+    """
+
+    slots: int
+
+    def claim(self, token: str) -> int | None: ...
+    def free(self, index: int) -> None: ...
+    def reserve(self, index: int, n_bytes: int) -> None: ...
+    def release(self, index: int, n_bytes: int) -> None: ...
+    def add_bytes(self, index: int, n_bytes: int) -> None: ...
+    def set_intent(self, index: int, name: str) -> None: ...
+    def clear_intent(self, index: int) -> None: ...
+    def read(self, index: int) -> "Slot | None": ...
+    def used(self) -> "list[Slot]": ...
+    def totals(self) -> tuple[int, int]: ...
+    def close(self) -> None: ...
+
+
 class Ledger:
-    """The mapped ledger file. Not thread-safe by itself: callers hold the process mutex."""
+    """The mapped ledger file (a :class:`LedgerBackend`). Not thread-safe by itself: callers hold the process mutex."""
 
     def __init__(self, path: Path, slots: int = LEDGER_SLOTS, *, readonly: bool = False) -> None:
         self.path = path
