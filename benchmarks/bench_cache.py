@@ -190,8 +190,10 @@ def open_contender(name: str, root: str, max_bytes: int):
         from cachewatch.engine import Cache
 
         c = Cache(root, max_size=max_bytes, sweep=False)
-        c._mutex.hold_ns = []  # record each hold of the cross-process mutex (benchmark only)
+        c._mutex.hold_ns = []  # record each hold of the reservation mutex (benchmark only)
+        c._index_mutex.hold_ns = []  # and of the index lock (commits)
         _HOLDS.append(c._mutex.hold_ns)
+        _INDEX_HOLDS.append(c._index_mutex.hold_ns)
         return c.put, c.read, c.close
     if name == "floor":
         f = Floor(root, max_bytes)
@@ -210,6 +212,7 @@ def open_contender(name: str, root: str, max_bytes: int):
 
 # ------------------------------------------------------------------------------ the workload
 _HOLDS: list[list[int]] = []
+_INDEX_HOLDS: list[list[int]] = []
 
 
 def worker(name: str, root: str, max_bytes: int, idx: int, n_puts: int, sizes: list[int], n_gets: int,
@@ -229,6 +232,7 @@ def worker(name: str, root: str, max_bytes: int, idx: int, n_puts: int, sizes: l
         written += size
     t_put = time.perf_counter() - t0
     put_holds = list(holds) if holds is not None else []
+    index_holds = list(_INDEX_HOLDS[-1]) if holds is not None else []
     put_done.wait()
     get_start.wait()
     hits = 0
@@ -241,7 +245,8 @@ def worker(name: str, root: str, max_bytes: int, idx: int, n_puts: int, sizes: l
     t_get = time.perf_counter() - t0
     close()
     out.put({"put_s": t_put, "written": written, "get_s": t_get, "gets": n_gets, "hits": hits,
-             "holds_ns": put_holds[:: max(1, len(put_holds) // 2000)], "n_holds": len(put_holds), "n_puts": n_puts})
+             "holds_ns": put_holds[:: max(1, len(put_holds) // 2000)], "n_holds": len(put_holds), "n_puts": n_puts,
+             "index_holds_ns": index_holds[:: max(1, len(index_holds) // 2000)]})
 
 
 def walk_bytes(root: Path, exclude: tuple[str, ...]) -> int:
@@ -281,7 +286,7 @@ def _fs_used(mount: str) -> int:
 
 
 EXCLUDE = {
-    "cachewatch": ("index.sqlite", "events.jsonl", "lock", "reserve", "sweep.lock"),
+    "cachewatch": ("index.sqlite", "index.lock", "events.jsonl", "lock", "reserve", "sweep.lock"),
     "diskcache": ("cache.db",),
     "floor": (".floor.",),
 }
@@ -339,6 +344,7 @@ def run_one(name: str, n_procs: int, factor: int, max_bytes: int, n_gets: int, f
         gets = sum(r["gets"] for r in results)
         holds = sorted(h for r in results for h in r["holds_ns"])
         n_holds, n_puts = sum(r["n_holds"] for r in results), sum(r["n_puts"] for r in results)
+        iholds = sorted(h for r in results for h in r["index_holds_ns"])
         if fs != "tmpfs":  # a shared filesystem: its used bytes move with other programs; the walk is exact enough
             s["peak_fs"], s["final_fs"] = s["peak_walk"], s["final_walk"]
         return {
@@ -346,6 +352,8 @@ def run_one(name: str, n_procs: int, factor: int, max_bytes: int, n_gets: int, f
             "hold_median_us": holds[len(holds) // 2] / 1000 if holds else None,
             "hold_p99_us": holds[min(len(holds) - 1, int(len(holds) * 0.99))] / 1000 if holds else None,
             "holds_per_put": n_holds / n_puts if holds else None,
+            "index_hold_median_us": iholds[len(iholds) // 2] / 1000 if iholds else None,
+            "index_hold_p99_us": iholds[min(len(iholds) - 1, int(len(iholds) * 0.99))] / 1000 if iholds else None,
             "peak_fs_over_max": s["peak_fs"] / max_bytes, "peak_walk_over_max": s["peak_walk"] / max_bytes,
             "final_fs_over_max": s["final_fs"] / max_bytes, "final_walk_over_max": s["final_walk"] / max_bytes,
             "samples": s["samples"], "puts_per_s": sum(len(x) for x in per_proc) / put_wall,
@@ -449,8 +457,8 @@ def main() -> None:
     def same(x: dict, r: dict, who: str) -> bool:
         return x["contender"] == who and x["fs"] == r["fs"] and x["procs"] == r["procs"] and x["factor"] == r["factor"]
 
-    print("\n| fs | procs | written | contender | peak fs/max | peak walk/max | puts/s | MB/s | vs plain | vs floor | mutex hold median / p99 (us) | holds/put | gets/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| fs | procs | written | contender | peak fs/max | peak walk/max | puts/s | MB/s | vs plain | vs floor | mutex hold median / p99 (us) | holds/put | index lock median / p99 (us) | gets/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         plain = next((x for x in rows if same(x, r, "plain")), None)
         floor = next((x for x in rows if same(x, r, "floor")), None)
@@ -458,8 +466,9 @@ def main() -> None:
         fratio = f"{r['mb_per_s'] / floor['mb_per_s']:.2f}x" if floor else "-"
         hold = f"{r['hold_median_us']:.1f} / {r['hold_p99_us']:.0f}" if r.get("hold_median_us") is not None else "-"
         hpp = f"{r['holds_per_put']:.2f}" if r.get("holds_per_put") is not None else "-"
+        ihold = f"{r['index_hold_median_us']:.1f} / {r['index_hold_p99_us']:.0f}" if r.get("index_hold_median_us") is not None else "-"
         print(f"| {r['fs']} | {r['procs']} | {r['factor']}x | {r['contender']} | {r['peak_fs_over_max']:.2f} | {r['peak_walk_over_max']:.2f} | "
-              f"{r['puts_per_s']:.0f} | {r['mb_per_s']:.0f} | {ratio} | {fratio} | {hold} | {hpp} | {r['gets_per_s']:.0f} |")
+              f"{r['puts_per_s']:.0f} | {r['mb_per_s']:.0f} | {ratio} | {fratio} | {hold} | {hpp} | {ihold} | {r['gets_per_s']:.0f} |")
     lat = get_latency()
     print(f"\nget of a hit, median extra over plain open+read ({lat['plain_open_read_us']:.1f} us): "
           f"get()+open+read +{lat['get_extra_us']:.1f} us, read() +{lat['read_extra_us']:.1f} us")

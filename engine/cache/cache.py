@@ -222,7 +222,12 @@ class Cache:
         if not readonly:
             for d in (self._tmp, self._owners, self._trash):
                 d.mkdir(exist_ok=True)
+        # Two locks (lock order: reservation mutex, then index lock; never the other way):
+        # the reservation mutex guards the ledger and eviction decisions, the per-put critical
+        # section; the index lock serialises index writes (commits), so a reservation never
+        # waits behind another process's SQLite commit.
         self._mutex = ProcessMutex(self._meta / "lock")
+        self._index_mutex = ProcessMutex(self._meta / "index.lock")
         if readonly:
             self._ledger = Ledger(self._meta / "ledger", readonly=True)
         else:
@@ -234,13 +239,13 @@ class Cache:
         try:
             try:
                 self._index = SQLiteIndex(
-                    db_path, self._mutex, self._release_disk_reserve, create=may_create, readonly=readonly
+                    db_path, self._index_mutex, self._release_disk_reserve, create=may_create, readonly=readonly
                 )
             except sqlite3.DatabaseError:
                 if not new_index_over_files or readonly:
                     raise
                 _move_index_aside(db_path)  # a repair tool asked for a new index: keep the broken one aside
-                self._index = SQLiteIndex(db_path, self._mutex, self._release_disk_reserve, create=True)
+                self._index = SQLiteIndex(db_path, self._index_mutex, self._release_disk_reserve, create=True)
         except IndexLost:
             self._ledger.close()
             raise self._lost_index_error("empty") from None
@@ -268,7 +273,7 @@ class Cache:
             if readonly:
                 self._load_limits_readonly()
             else:
-                with self._index.transaction():
+                with self._mutex, self._index.transaction():
                     self._load_limits_locked(max_bytes, target, target_ratio, ttl, resize)
                     self._recover_locked(startup=True)
                 self._ensure_disk_reserve()
@@ -473,6 +478,7 @@ class Cache:
         # lock descriptors or liveness token.
         self._index.reopen_after_fork()
         self._mutex.reset_after_fork()
+        self._index_mutex.reset_after_fork()
         self._owner = None
         self._slot = None  # the parent's slot stays the parent's
         self._pending_reap = []
@@ -527,6 +533,7 @@ class Cache:
                 self._owner.release()  # type: ignore[union-attr]
             self._index.close()
             self._mutex.close()
+            self._index_mutex.close()
             self._ledger.close()
             self.events.close()
 
@@ -743,10 +750,13 @@ class Cache:
         return CacheError(f"cannot write key {key!r} under {self.root}: {exc.strerror or exc}; nothing was stored")
 
     def _commit(self, slot: int, key: str, name: str, part: str, size: int, charge: int, checksum: str, ino: int) -> Path:
-        """Make a written ``.part`` file the key's entry: one transaction under the mutex."""
+        """Make a written ``.part`` file the key's entry: one transaction under the index lock only.
+
+        Not under the reservation mutex: the reservation still counts the bytes while the row is
+        inserted (an over-count for a moment), and is released only after the commit.
+        """
         req = _Commit(key, name, os.path.basename(part), size, charge, checksum, ino)
-        with self._mutex:
-            outcome = self._commit_locked(slot, req)
+        outcome = self._commit_locked(slot, req)
         self._after_commit()
         final_name, message = outcome
         if final_name is not None:
@@ -775,8 +785,9 @@ class Cache:
         if outcome[0] is None:
             _unlink_quiet(os.path.join(self._tmp_s, req.part))
         # Only now, committed (or given up), stop counting the bytes as in flight.
-        self._ledger.release(slot, req.charge)
-        self._ledger.clear_intent(slot)
+        with self._mutex:
+            self._ledger.release(slot, req.charge)
+            self._ledger.clear_intent(slot)
         if outcome[0] is None:
             self._repair_after_failed_commit_locked([req])
         return outcome
@@ -1278,7 +1289,7 @@ class Cache:
         """Reclaim reservations and files left by dead processes now; returns how many."""
         self._ensure_open()
         self._ensure_writable()
-        with self._index.transaction():
+        with self._mutex, self._index.transaction():
             return self._recover_locked()
 
     # ------------------------------------------------------------------------ orphan sweep

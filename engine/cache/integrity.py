@@ -38,14 +38,15 @@ class CacheLayout:
     owners: Path
     trash: Path
     index_db: Path
-    lock: Path
+    lock: Path  # the reservation mutex (ledger, eviction)
     ledger: Path
+    index_lock: Path  # serialises index writes
 
     @classmethod
     def of(cls, root: str | os.PathLike) -> "CacheLayout":
         r = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
         meta = r / META_DIR
-        return cls(r, meta, meta / "tmp", meta / "owners", meta / "trash", meta / "index.sqlite", meta / "lock", meta / "ledger")
+        return cls(r, meta, meta / "tmp", meta / "owners", meta / "trash", meta / "index.sqlite", meta / "lock", meta / "ledger", meta / "index.lock")
 
     @classmethod
     def existing(cls, root: str | os.PathLike, *, index_may_be_missing: bool = False) -> "CacheLayout":
@@ -80,7 +81,7 @@ class CacheLayout:
         except OSError:
             return False
         try:
-            SQLiteIndex(self.index_db, ProcessMutex(self.lock), create=False, readonly=True).close()
+            SQLiteIndex(self.index_db, ProcessMutex(self.index_lock), create=False, readonly=True).close()
         except sqlite3.DatabaseError:  # IndexLost, or not a database at all
             return True
         return False

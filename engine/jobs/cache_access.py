@@ -36,7 +36,7 @@ def open_index(paths: CacheLayout) -> SQLiteIndex:
     # Never create a schema here: an empty index over entry files is a lost index, and making it
     # a valid empty one would hand every entry to the orphan sweep (issue 9, item 2).
     try:
-        return SQLiteIndex(paths.index_db, ProcessMutex(paths.lock), create=False)
+        return SQLiteIndex(paths.index_db, ProcessMutex(paths.index_lock), create=False)
     except IndexLost:
         raise CacheRootError(
             f"cache index {paths.index_db} is empty (0 bytes or no cachewatch schema); rebuild it with "
