@@ -32,6 +32,7 @@ __all__ = ["Ledger", "LedgerBackend", "Slot", "LEDGER_SLOTS"]
 
 _MAGIC = b"CWLEDG03"
 _HEADER = struct.Struct("<8sII")  # magic, slot count, high water (slots ever used)
+_RELEASED_AT = 16  # int64: bytes ever released or freed from slots (monotonic; in the header's spare room)
 _HEADER_SIZE = 64
 _SLOT_SIZE = 512
 _TOKEN = 48
@@ -74,6 +75,7 @@ class LedgerBackend(Protocol):
     def read(self, index: int) -> "Slot | None": ...
     def used(self) -> "list[Slot]": ...
     def totals(self) -> tuple[int, int]: ...
+    def released_total(self) -> int: ...
     def close(self) -> None: ...
 
 
@@ -182,7 +184,27 @@ class Ledger:
         struct.pack_into("<I", self._mm, off, 1)
 
     def free(self, index: int) -> None:
+        (reserved,) = struct.unpack_from("<q", self._mm, self._off(index) + _RESERVED_AT)
+        self._add_released(reserved)  # a dead writer's bytes may have reached the index: see released_total
         _SLOT.pack_into(self._mm, self._off(index), 0, 0, b"", 0, 0, 0)
+
+    def _add_released(self, n_bytes: int) -> None:
+        if n_bytes > 0:
+            (total,) = struct.unpack_from("<q", self._mm, _RELEASED_AT)
+            struct.pack_into("<q", self._mm, _RELEASED_AT, total + n_bytes)
+
+    def released_total(self) -> int:
+        """Bytes ever taken out of slots (released or freed). Monotonic; readable without the mutex.
+
+        A reserver reads it, then the index counters, both *outside* the mutex, then this again
+        inside: every byte that left the ledger in between is added back (it may or may not be in
+        the counters it read), so the estimate over-counts, never under-counts.
+        """
+        while True:  # two equal reads: never a torn 8-byte value
+            a = struct.unpack_from("<q", self._mm, _RELEASED_AT)[0]
+            b = struct.unpack_from("<q", self._mm, _RELEASED_AT)[0]
+            if a == b:
+                return a
 
     def reserve(self, index: int, n_bytes: int) -> None:
         off = self._off(index) + _RESERVED_AT
@@ -193,12 +215,15 @@ class Ledger:
         off = self._off(index) + _RESERVED_AT
         reserved, writes = struct.unpack_from("<qq", self._mm, off)
         struct.pack_into("<qq", self._mm, off, max(0, reserved - n_bytes), max(0, writes - 1))
+        self._add_released(min(reserved, n_bytes))
 
     def add_bytes(self, index: int, n_bytes: int) -> None:
         """Count bytes that are on disk but no longer in the index (evicted files not yet unlinked)."""
         off = self._off(index) + _RESERVED_AT
         (reserved,) = struct.unpack_from("<q", self._mm, off)
         struct.pack_into("<q", self._mm, off, max(0, reserved + n_bytes))
+        if n_bytes < 0:
+            self._add_released(min(reserved, -n_bytes))
 
     def set_intent(self, index: int, name: str) -> None:
         off = self._off(index)
