@@ -10,6 +10,9 @@ count is exact:
 * ``seed-after``    -- seed 000's fixed version: target = 90 % of max, evict before writing,
                        evict to target, evict at start-up; still one counter per process
 * ``plain``         -- plain file writes with no cache logic (the throughput ceiling)
+* ``floor``         -- the minimal bounded writer (issue 11): a flock'ed shared byte counter,
+                       evict = unlink of the oldest files, xxh3 of each value, no index. What
+                       any cache that keeps a hard bound across processes must at least pay.
 
 N processes put random values of 64-512 KiB until ``factor x max`` bytes are written in
 total. A sampler process reads, every few ms, the tmpfs used bytes (``statvfs``: everything,
@@ -17,10 +20,15 @@ index included) and a directory walk (value files and writes in flight, not the
 contender's own index). Then every process reads random keys from everything ever
 written (get throughput, hit rate).
 
+Each configuration runs on ``--fs`` ``tmpfs`` (a private mount: exact used bytes) and/or
+``disk`` (a directory under ``--disk-dir``, default /var/tmp; peak use from the directory walk,
+since other programs share that filesystem). For cachewatch the worker also records how long
+each hold of the cross-process mutex lasted (median and p99 per put, and holds per put).
+
 Run (root, for the tmpfs mounts):
 
-    python benchmarks/bench_cache.py                      # 12 and 16 processes, 10x and 30x
-    python benchmarks/bench_cache.py --procs 4 --factors 3   # a quick look
+    python benchmarks/bench_cache.py                      # 1, 4, 12, 16 processes; tmpfs and disk
+    python benchmarks/bench_cache.py --procs 4 --factors 3 --fs tmpfs   # a quick look
 """
 
 from __future__ import annotations
@@ -99,6 +107,69 @@ class SeedLRUCache:
         return data
 
 
+class Floor:
+    """The minimal bounded writer: reserve under an flock'ed shared counter, evict oldest, write.
+
+    State file: [used bytes: int64][next log offset to evict: int64]; a log of "name size\n"
+    lines appended under the same lock gives the oldest files in order.
+    """
+
+    def __init__(self, root: str, max_bytes: int) -> None:
+        import xxhash
+
+        self._xxh = xxhash.xxh3_64_hexdigest
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self.max = max_bytes
+        self.target = int(max_bytes * 0.9)
+        self.fd = os.open(os.path.join(root, ".floor.state"), os.O_RDWR | os.O_CREAT, 0o644)
+        self.log = os.open(os.path.join(root, ".floor.log"), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def put(self, key: str, data: bytes) -> None:
+        import fcntl
+        import struct
+
+        size = -(-len(data) // 4096) * 4096
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            raw = os.pread(self.fd, 16, 0)
+            used, head = struct.unpack("<qq", raw) if len(raw) == 16 else (0, 0)
+            if used + size > self.max:
+                chunk = os.pread(self.log, 1 << 20, head)
+                pos = 0
+                while used + size > self.target and pos < len(chunk):
+                    nl = chunk.find(b"\n", pos)
+                    if nl < 0:
+                        break
+                    name, n = chunk[pos:nl].split(b" ")
+                    try:
+                        os.unlink(os.path.join(self.root, name.decode()))
+                    except FileNotFoundError:
+                        pass
+                    used -= int(n)
+                    pos = nl + 1
+                head += pos
+            used += size
+            os.write(self.log, f"{key} {size}\n".encode())
+            os.pwrite(self.fd, struct.pack("<qq", used, head), 0)
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self._xxh(data)
+        with open(os.path.join(self.root, key), "wb") as fh:
+            fh.write(data)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            with open(os.path.join(self.root, key), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self.log)
+
+
 class Plain:
     def __init__(self, root: str) -> None:
         self.root = Path(root)
@@ -119,7 +190,14 @@ def open_contender(name: str, root: str, max_bytes: int):
         from cachewatch.engine import Cache
 
         c = Cache(root, max_size=max_bytes, sweep=False)
+        c._mutex.hold_ns = []  # record each hold of the reservation mutex (benchmark only)
+        c._index_mutex.hold_ns = []  # and of the index lock (commits)
+        _HOLDS.append(c._mutex.hold_ns)
+        _INDEX_HOLDS.append(c._index_mutex.hold_ns)
         return c.put, c.read, c.close
+    if name == "floor":
+        f = Floor(root, max_bytes)
+        return f.put, f.get, f.close
     if name == "diskcache":
         import diskcache
 
@@ -133,9 +211,14 @@ def open_contender(name: str, root: str, max_bytes: int):
 
 
 # ------------------------------------------------------------------------------ the workload
+_HOLDS: list[list[int]] = []
+_INDEX_HOLDS: list[list[int]] = []
+
+
 def worker(name: str, root: str, max_bytes: int, idx: int, n_puts: int, sizes: list[int], n_gets: int,
            all_keys: int, n_procs: int, start, put_done, get_start, out) -> None:
     put, get, close = open_contender(name, root, max_bytes)
+    holds = _HOLDS[-1] if (_HOLDS and name == "cachewatch") else None
     rng = random.Random(idx)
     pool = rng.randbytes(1 * MiB)
     start.wait()
@@ -148,6 +231,8 @@ def worker(name: str, root: str, max_bytes: int, idx: int, n_puts: int, sizes: l
         put(key, key.encode().ljust(32, b"_") + pool[off : off + size - 32])
         written += size
     t_put = time.perf_counter() - t0
+    put_holds = list(holds) if holds is not None else []
+    index_holds = list(_INDEX_HOLDS[-1]) if holds is not None else []
     put_done.wait()
     get_start.wait()
     hits = 0
@@ -159,7 +244,9 @@ def worker(name: str, root: str, max_bytes: int, idx: int, n_puts: int, sizes: l
             hits += 1
     t_get = time.perf_counter() - t0
     close()
-    out.put({"put_s": t_put, "written": written, "get_s": t_get, "gets": n_gets, "hits": hits})
+    out.put({"put_s": t_put, "written": written, "get_s": t_get, "gets": n_gets, "hits": hits,
+             "holds_ns": put_holds[:: max(1, len(put_holds) // 2000)], "n_holds": len(put_holds), "n_puts": n_puts,
+             "index_holds_ns": index_holds[:: max(1, len(index_holds) // 2000)]})
 
 
 def walk_bytes(root: Path, exclude: tuple[str, ...]) -> int:
@@ -199,14 +286,18 @@ def _fs_used(mount: str) -> int:
 
 
 EXCLUDE = {
-    "cachewatch": ("index.sqlite", "events.jsonl", "lock", "reserve", "sweep.lock"),
+    "cachewatch": ("index.sqlite", "index.lock", "events.jsonl", "lock", "reserve", "sweep.lock"),
     "diskcache": ("cache.db",),
+    "floor": (".floor.",),
 }
 
 
-def run_one(name: str, n_procs: int, factor: int, max_bytes: int, n_gets: int) -> dict:
-    mount = tempfile.mkdtemp(prefix="cwbench-")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={max(64 * factor, 2048) * MiB}", "tmpfs", mount], check=True)
+def run_one(name: str, n_procs: int, factor: int, max_bytes: int, n_gets: int, fs: str = "tmpfs", disk_dir: str = "/var/tmp") -> dict:
+    if fs == "tmpfs":
+        mount = tempfile.mkdtemp(prefix="cwbench-")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={max(64 * factor, 2048) * MiB}", "tmpfs", mount], check=True)
+    else:
+        mount = tempfile.mkdtemp(prefix="cwbench-", dir=disk_dir)
     try:
         root = os.path.join(mount, "cache")
         ctx = mp.get_context("fork")
@@ -251,8 +342,18 @@ def run_one(name: str, n_procs: int, factor: int, max_bytes: int, n_gets: int) -
             p.join()
         written = sum(r["written"] for r in results)
         gets = sum(r["gets"] for r in results)
+        holds = sorted(h for r in results for h in r["holds_ns"])
+        n_holds, n_puts = sum(r["n_holds"] for r in results), sum(r["n_puts"] for r in results)
+        iholds = sorted(h for r in results for h in r["index_holds_ns"])
+        if fs != "tmpfs":  # a shared filesystem: its used bytes move with other programs; the walk is exact enough
+            s["peak_fs"], s["final_fs"] = s["peak_walk"], s["final_walk"]
         return {
-            "contender": name, "procs": n_procs, "factor": factor, "max_bytes": max_bytes,
+            "contender": name, "fs": fs, "procs": n_procs, "factor": factor, "max_bytes": max_bytes,
+            "hold_median_us": holds[len(holds) // 2] / 1000 if holds else None,
+            "hold_p99_us": holds[min(len(holds) - 1, int(len(holds) * 0.99))] / 1000 if holds else None,
+            "holds_per_put": n_holds / n_puts if holds else None,
+            "index_hold_median_us": iholds[len(iholds) // 2] / 1000 if iholds else None,
+            "index_hold_p99_us": iholds[min(len(iholds) - 1, int(len(iholds) * 0.99))] / 1000 if iholds else None,
             "peak_fs_over_max": s["peak_fs"] / max_bytes, "peak_walk_over_max": s["peak_walk"] / max_bytes,
             "final_fs_over_max": s["final_fs"] / max_bytes, "final_walk_over_max": s["final_walk"] / max_bytes,
             "samples": s["samples"], "puts_per_s": sum(len(x) for x in per_proc) / put_wall,
@@ -260,8 +361,13 @@ def run_one(name: str, n_procs: int, factor: int, max_bytes: int, n_gets: int) -
             "hit_rate": sum(r["hits"] for r in results) / gets,
         }
     finally:
-        subprocess.run(["umount", "-l", mount], check=False)
-        os.rmdir(mount)
+        if fs == "tmpfs":
+            subprocess.run(["umount", "-l", mount], check=False)
+            os.rmdir(mount)
+        else:
+            import shutil
+
+            shutil.rmtree(mount, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------- single-process figures
@@ -325,11 +431,13 @@ def open_time(n_entries: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--procs", default="12,16")
+    ap.add_argument("--procs", default="1,4,12,16")
+    ap.add_argument("--fs", default="tmpfs,disk", help="tmpfs, disk or both")
+    ap.add_argument("--disk-dir", default="/var/tmp", help="where the disk runs write (default /var/tmp)")
     ap.add_argument("--factors", default="10,30")
     ap.add_argument("--max", default="64MiB")
     ap.add_argument("--gets", type=int, default=300, help="gets per process")
-    ap.add_argument("--contenders", default="cachewatch,diskcache,seed-before,seed-after,plain")
+    ap.add_argument("--contenders", default="cachewatch,floor,plain,diskcache,seed-before,seed-after")
     ap.add_argument("--open-entries", type=int, default=144_000, help="0 to skip the open-time measure")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
@@ -338,19 +446,29 @@ def main() -> None:
 
     max_bytes = parse_size(args.max)
     rows = []
-    for n in [int(x) for x in args.procs.split(",")]:
-        for f in [int(x) for x in args.factors.split(",")]:
-            for name in args.contenders.split(","):
-                r = run_one(name, n, f, max_bytes, args.gets)
-                rows.append(r)
-                print(json.dumps(r), file=sys.stderr, flush=True)
-    print(f"\n| procs | written | contender | peak fs/max | peak walk/max | final walk/max | puts/s | MB/s | put vs plain | gets/s | hit rate |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for fs in args.fs.split(","):
+        for n in [int(x) for x in args.procs.split(",")]:
+            for f in [int(x) for x in args.factors.split(",")]:
+                for name in args.contenders.split(","):
+                    r = run_one(name, n, f, max_bytes, args.gets, fs, args.disk_dir)
+                    rows.append(r)
+                    print(json.dumps(r), file=sys.stderr, flush=True)
+
+    def same(x: dict, r: dict, who: str) -> bool:
+        return x["contender"] == who and x["fs"] == r["fs"] and x["procs"] == r["procs"] and x["factor"] == r["factor"]
+
+    print("\n| fs | procs | written | contender | peak fs/max | peak walk/max | puts/s | MB/s | vs plain | vs floor | mutex hold median / p99 (us) | holds/put | index lock median / p99 (us) | gets/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        plain = next((x for x in rows if x["contender"] == "plain" and x["procs"] == r["procs"] and x["factor"] == r["factor"]), None)
+        plain = next((x for x in rows if same(x, r, "plain")), None)
+        floor = next((x for x in rows if same(x, r, "floor")), None)
         ratio = f"{r['mb_per_s'] / plain['mb_per_s']:.2f}x" if plain else "-"
-        print(f"| {r['procs']} | {r['factor']}x | {r['contender']} | {r['peak_fs_over_max']:.2f} | {r['peak_walk_over_max']:.2f} | "
-              f"{r['final_walk_over_max']:.2f} | {r['puts_per_s']:.0f} | {r['mb_per_s']:.0f} | {ratio} | {r['gets_per_s']:.0f} | {r['hit_rate']:.2f} |")
+        fratio = f"{r['mb_per_s'] / floor['mb_per_s']:.2f}x" if floor else "-"
+        hold = f"{r['hold_median_us']:.1f} / {r['hold_p99_us']:.0f}" if r.get("hold_median_us") is not None else "-"
+        hpp = f"{r['holds_per_put']:.2f}" if r.get("holds_per_put") is not None else "-"
+        ihold = f"{r['index_hold_median_us']:.1f} / {r['index_hold_p99_us']:.0f}" if r.get("index_hold_median_us") is not None else "-"
+        print(f"| {r['fs']} | {r['procs']} | {r['factor']}x | {r['contender']} | {r['peak_fs_over_max']:.2f} | {r['peak_walk_over_max']:.2f} | "
+              f"{r['puts_per_s']:.0f} | {r['mb_per_s']:.0f} | {ratio} | {fratio} | {hold} | {hpp} | {ihold} | {r['gets_per_s']:.0f} |")
     lat = get_latency()
     print(f"\nget of a hit, median extra over plain open+read ({lat['plain_open_read_us']:.1f} us): "
           f"get()+open+read +{lat['get_extra_us']:.1f} us, read() +{lat['read_extra_us']:.1f} us")

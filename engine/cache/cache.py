@@ -30,6 +30,7 @@ import fcntl
 import functools
 import logging
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -44,8 +45,9 @@ from ..config import Config, load_config, target_bytes as _target_from_ratio
 from ..errors import CacheBusy, CacheDiskFull, CacheError, CacheFull, CacheRootError, ConfigError
 from ..events import EventLog
 from ..sizes import SizeError, format_size, parse_duration, parse_size
-from .index import LIVE, REPLACED, WRITING, Counters, IndexFull, Row, SQLiteIndex
-from .ledger import Ledger
+from .index import LIVE, REPLACED, WRITING, Counters, IndexBackend, IndexFull, IndexLost, Row, SQLiteIndex
+from .integrity import CacheLayout, IndexSnapshot, IndexSurgery, WriterSlot, owner_alive_readonly
+from .ledger import Ledger, LedgerBackend
 from .keys import SHARD_RE, key_to_name, validate_key, versioned_name
 from .locks import OwnerLock, ProcessMutex, owner_alive, try_exclusive
 from .types import CacheStats, EntryInfo, EvictionReport
@@ -60,6 +62,17 @@ _COPY_CHUNK = 1 << 20
 _BATCH = 128
 _KEYS_IN_EVENT = 50
 _SWEEP_EVERY_S = 3600.0
+
+
+# Fault injection for the crash tests (tests/cache/test_faults.py): a process started with
+# CACHEWATCH_CRASH_AT=<point> sends itself SIGKILL at that step of the real code path. Read
+# once at import; unset, each point costs one comparison.
+_CRASH_AT = os.environ.get("CACHEWATCH_CRASH_AT") or None
+
+
+def _crash_point(name: str) -> None:
+    if _CRASH_AT is not None and _CRASH_AT == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Commit(NamedTuple):
@@ -124,7 +137,21 @@ class Cache:
     ``max_size`` may be omitted to reuse the limits stored by the last opener.
     ``new_index_over_files`` lets a repair tool start a fresh index over files whose index was
     lost (they are orphans until re-indexed); otherwise such a cache is refused.
+
+    **One root has one max.** The limits (max, target, ttl) are stored in the index by the
+    process that creates the cache. A later opener that passes other limits *adopts the
+    stored ones* with a warning (``limits_note`` says what differed); ``resize=True`` (the
+    ``cachewatch cache resize`` command) is the one way to change them.
+
+    ``readonly=True`` opens for inspection (``stats``, ``entries``, ``eviction_log``, ``get``
+    and ``read`` without counting): no recovery, no eviction, no sweep, nothing written or
+    deleted. Writing methods then raise :class:`CacheError`.
     """
+
+    # The seam (issue 11, item 5): everything the cache does with its bound and its rows goes
+    # through these two small protocols; today's implementations are shared memory and SQLite.
+    _ledger: LedgerBackend
+    _index: IndexBackend
 
     def __init__(
         self,
@@ -138,6 +165,8 @@ class Cache:
         flush_interval: float = 1.0,
         sweep: bool = True,
         new_index_over_files: bool = False,
+        readonly: bool = False,
+        resize: bool = False,
     ) -> None:
         self._init_args = dict(
             root=root,
@@ -168,32 +197,63 @@ class Cache:
             raise CacheError(f"target_size = {target_size!r} is above max_size = {max_size!r}; the target must be at most the max")
 
         self._meta = self.root / META_DIR
-        if max_bytes is None and not (self._meta / "index.sqlite").is_file():
-            self._no_max_size()
-        self._prepare_root()
-        if not new_index_over_files and not (self._meta / "index.sqlite").exists() and _has_entry_files(self.root):
+        self.readonly = bool(readonly)
+        self.limits_note: str | None = None
+        db_path = self._meta / "index.sqlite"
+        state = _index_file_state(db_path)
+        has_files = self._meta.is_dir() and _has_entry_files(self.root)
+        if state != "present" and has_files and (readonly or not new_index_over_files):
             # A lost index: starting a fresh one would make every entry an orphan for the sweep
             # to delete. Hours of preprocessing are worth a command; say which.
-            raise CacheRootError(
-                f"cache {self.root} holds entry files but its index is missing; rebuild it with "
-                f"`cachewatch verify {self.root} --repair --max-size SIZE`, or empty the directory"
-            )
+            raise self._lost_index_error(state)
+        if max_bytes is None and state != "present" and not readonly:
+            self._no_max_size()
+        if readonly:
+            if not self._meta.is_dir() or state == "missing":
+                raise CacheRootError(f"'{self.root}' is not a cachewatch cache (no {META_DIR}/index.sqlite); check the path or [cache] root")
+        else:
+            self._prepare_root()
+        if state != "present" and new_index_over_files:
+            _move_index_aside(db_path)
         self._tmp = self._meta / "tmp"
         self._tmp_s = str(self._tmp)
         self._owners = self._meta / "owners"
-        self._trash = self._meta / "trash"  # evicted files wait here to be unlinked outside the mutex
-        for d in (self._tmp, self._owners, self._trash):
-            d.mkdir(exist_ok=True)
+        self._trash = self._meta / "trash"  # (older versions renamed evicted files here; recovery still empties it)
+        if not readonly:
+            for d in (self._tmp, self._owners, self._trash):
+                d.mkdir(exist_ok=True)
+        # Two locks (lock order: reservation mutex, then index lock; never the other way):
+        # the reservation mutex guards the ledger and eviction decisions, the per-put critical
+        # section; the index lock serialises index writes (commits), so a reservation never
+        # waits behind another process's SQLite commit.
         self._mutex = ProcessMutex(self._meta / "lock")
-        with self._mutex:
-            self._ledger = Ledger(self._meta / "ledger")
+        self._index_mutex = ProcessMutex(self._meta / "index.lock")
+        if readonly:
+            self._ledger = Ledger(self._meta / "ledger", readonly=True)
+        else:
+            with self._mutex:
+                self._ledger = Ledger(self._meta / "ledger")
         self._reserve_path = self._meta / "reserve"
+        # A fresh schema only where nothing can be lost: no entry files, or a repair tool asked.
+        may_create = not readonly and (not has_files or new_index_over_files)
         try:
-            self._index = SQLiteIndex(self._meta / "index.sqlite", self._mutex, self._release_disk_reserve)
+            try:
+                self._index = SQLiteIndex(
+                    db_path, self._index_mutex, self._release_disk_reserve, create=may_create, readonly=readonly
+                )
+            except sqlite3.DatabaseError:
+                if not new_index_over_files or readonly:
+                    raise
+                _move_index_aside(db_path)  # a repair tool asked for a new index: keep the broken one aside
+                self._index = SQLiteIndex(db_path, self._index_mutex, self._release_disk_reserve, create=True)
+        except IndexLost:
+            self._ledger.close()
+            raise self._lost_index_error("empty") from None
         except sqlite3.DatabaseError as exc:
+            self._ledger.close()
             raise CacheRootError(
-                f"cache index {self._meta / 'index.sqlite'} cannot be opened ({exc}); "
-                f"run `cachewatch verify {self.root} --repair` or move the directory aside"
+                f"cache index {db_path} cannot be read ({exc}); move it aside and run "
+                f"`cachewatch verify {self.root} --repair --max-size SIZE` to re-index the files"
             ) from None
         self.events = EventLog(self._meta / _EVENTS_FILE, source=f"cache:{self.root}")
         self._pid = os.getpid()
@@ -205,47 +265,101 @@ class Cache:
         self._restore_reserve = False
         self._part_seq = 0
         self._liveness_checked: dict[str, float] = {}
-        self._trash_pending: list[tuple[str, int]] = []  # (path, charge) renamed to trash, not yet unlinked
-        self._trash_done = 0  # bytes unlinked from trash, still counted in our ledger slot
+        self._pending_reap: list[Row] = []  # old versions this process replaced: unlinked at its next transaction
+        self._created_index = False
         self._closed = False
 
         try:
-            with self._index.transaction():
-                stored_block = self._index.get_meta("block_bytes")
-                if stored_block is None:
-                    stored_block = str(_block_size(self.root))
-                    self._index.set_meta("block_bytes", stored_block)
-                    self._index.set_meta("created", repr(time.time()))
-                self.block_bytes = int(stored_block)
-                if max_bytes is None:
-                    max_bytes = int(self._index.get_meta("max_bytes") or 0) or self._no_max_size()
-                    if target is None and ttl is None:
-                        target = int(self._index.get_meta("target_bytes") or _target_from_ratio(max_bytes, target_ratio))
-                        stored_ttl = self._index.get_meta("ttl_s")
-                        self.ttl_s = float(stored_ttl) if stored_ttl else None
-                self.max_bytes = max_bytes
-                self.target_bytes = target if target is not None else _target_from_ratio(max_bytes, target_ratio)
-                # Eviction goes this far below the target so that it runs in batches, not on every put.
-                self.evict_batch_bytes = min(self.target_bytes, self.max_bytes // 100)
-                self._index.set_meta("max_bytes", str(self.max_bytes))
-                self._index.set_meta("target_bytes", str(self.target_bytes))
-                self._index.set_meta("ttl_s", "" if self.ttl_s is None else repr(self.ttl_s))
-                if self.ttl_s is not None:
-                    self._index.ensure_ttl_index()
-                self._recover_locked(startup=True)
+            if readonly:
+                self._load_limits_readonly()
+            else:
+                with self._mutex, self._index.transaction():
+                    self._load_limits_locked(max_bytes, target, target_ratio, ttl, resize)
+                    self._recover_locked(startup=True)
                 self._ensure_disk_reserve()
-                used = self._used_locked()
-                if used > self.max_bytes:
-                    log.warning(
-                        "Cache %s is over its limit at start-up (%s > %s), evicting to target",
-                        self.root, format_size(used), format_size(self.max_bytes),
-                    )
-                    self._evict_locked(self.target_bytes, "startup", time.time())
+                with self._mutex:
+                    used = self._used_locked()
+                    if used > self.max_bytes:
+                        log.warning(
+                            "Cache %s is over its limit at start-up (%s > %s), evicting to target",
+                            self.root, format_size(used), format_size(self.max_bytes),
+                        )
+                        self._evict_locked(self.target_bytes, "startup", time.time())
         except BaseException:
             self._close_handles()
             raise
-        if sweep:
+        if sweep and not readonly and not new_index_over_files and not self._created_index:
             self._maybe_start_sweep()
+
+    def _lost_index_error(self, state: str) -> CacheRootError:
+        what = {"missing": "missing", "empty": "empty (0 bytes or no cachewatch schema)"}.get(state, state)
+        return CacheRootError(
+            f"cache {self.root} holds entry files but its index is {what}; rebuild it with "
+            f"`cachewatch verify {self.root} --repair --max-size SIZE`, or empty the directory"
+        )
+
+    def _load_limits_locked(
+        self, max_bytes: int | None, target: int | None, target_ratio: float, ttl: Any, resize: bool
+    ) -> None:
+        """Settle this process's limits against the stored ones (inside the opening transaction)."""
+        stored_block = self._index.get_meta("block_bytes")
+        if stored_block is None:
+            stored_block = str(_block_size(self.root))
+            self._index.set_meta("block_bytes", stored_block)
+            self._index.set_meta("created", repr(time.time()))
+            self._created_index = True
+        self.block_bytes = int(stored_block)
+        stored_max = int(self._index.get_meta("max_bytes") or 0)
+        if stored_max and not resize:
+            # One root, one max: a second bound would let each process evict to its own idea of
+            # full (and a read-only look with another config used to evict to it).
+            stored_target = int(self._index.get_meta("target_bytes") or _target_from_ratio(stored_max, 0.9))
+            stored_ttl_s = self._index.get_meta("ttl_s")
+            stored_ttl = float(stored_ttl_s) if stored_ttl_s else None
+            differs = []
+            if max_bytes is not None and max_bytes != stored_max:
+                differs.append(f"max_size {format_size(max_bytes)} (stored: {format_size(stored_max)})")
+            if target is not None and target != stored_target:
+                differs.append(f"target_size {format_size(target)} (stored: {format_size(stored_target)})")
+            if ttl is not None and self.ttl_s != stored_ttl:
+                differs.append(f"ttl {self.ttl_s!r}s (stored: {stored_ttl!r})")
+            if differs:
+                self.limits_note = (
+                    f"cache {self.root} keeps its stored limits; this opener asked for " + ", ".join(differs)
+                    + f"; change them with `cachewatch cache resize {self.root} --max-size SIZE`"
+                )
+                log.warning("%s", self.limits_note)
+            self.max_bytes, self.target_bytes, self.ttl_s = stored_max, stored_target, stored_ttl
+        else:
+            if max_bytes is None:
+                max_bytes = self._no_max_size()
+            self.max_bytes = max_bytes
+            self.target_bytes = target if target is not None else _target_from_ratio(max_bytes, target_ratio)
+            if self.target_bytes > self.max_bytes:
+                raise CacheError(
+                    f"target_size {format_size(self.target_bytes)} is above max_size {format_size(self.max_bytes)}; "
+                    f"the target must be at most the max"
+                )
+            self._index.set_meta("max_bytes", str(self.max_bytes))
+            self._index.set_meta("target_bytes", str(self.target_bytes))
+            self._index.set_meta("ttl_s", "" if self.ttl_s is None else repr(self.ttl_s))
+        # Eviction goes this far below the target so that it runs in batches, not on every put.
+        self.evict_batch_bytes = min(self.target_bytes, self.max_bytes // 100)
+        if self.ttl_s is not None:
+            self._index.ensure_ttl_index()
+
+    def _load_limits_readonly(self) -> None:
+        self.block_bytes = int(self._index.get_meta("block_bytes") or _block_size(self.root))
+        self.max_bytes = int(self._index.get_meta("max_bytes") or 0)
+        self.target_bytes = int(self._index.get_meta("target_bytes") or 0)
+        stored_ttl = self._index.get_meta("ttl_s")
+        self.ttl_s = float(stored_ttl) if stored_ttl else None
+        self.evict_batch_bytes = min(self.target_bytes, self.max_bytes // 100)
+
+    def _ensure_writable(self) -> None:
+        if self.readonly:
+            raise CacheError(f"cache {self.root} was opened read-only (for inspection); open it without readonly=True to change it")
+
 
     # ------------------------------------------------------------------------ disk reserve
     # A full disk must not lock the cache up: the transaction that evicts (and so frees space)
@@ -364,10 +478,10 @@ class Cache:
         # lock descriptors or liveness token.
         self._index.reopen_after_fork()
         self._mutex.reset_after_fork()
+        self._index_mutex.reset_after_fork()
         self._owner = None
         self._slot = None  # the parent's slot stays the parent's
-        self._trash_pending = []
-        self._trash_done = 0
+        self._pending_reap = []
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
         self._sweeper = None  # threads do not survive fork
         self._pid = os.getpid()
@@ -397,8 +511,7 @@ class Cache:
         if self._sweeper is not None and self._pid == os.getpid():
             self._stop_sweep.set()
             self._sweeper.join()
-        if self._pid == os.getpid():
-            self._drain_trash()
+        if self._pid == os.getpid() and not self.readonly:
             try:
                 with self._index.transaction():
                     self._flush_locked()
@@ -420,6 +533,7 @@ class Cache:
                 self._owner.release()  # type: ignore[union-attr]
             self._index.close()
             self._mutex.close()
+            self._index_mutex.close()
             self._ledger.close()
             self.events.close()
 
@@ -475,8 +589,6 @@ class Cache:
                 if exc.retryable:
                     continue  # the disk reserve was given up: now the eviction can commit
                 raise self._index_full_error() from None
-            finally:
-                self._drain_trash()
             if granted is not None:
                 self._after_commit()
                 return granted
@@ -485,18 +597,30 @@ class Cache:
 
     def _try_reserve(self, key: str, charge: int, deadline: float) -> tuple[int, str] | None:
         """One attempt: evict as needed and reserve; None when others' writes must finish first."""
+        # The fast path keeps the SQLite read (tens of microseconds) out of the mutex: the
+        # counters are read before it, and every byte released from the ledger since then is
+        # counted again (see Ledger.released_total), so the estimate never under-counts.
+        released0 = self._ledger.released_total()
+        c0 = self._index.counters()
         with self._mutex:
             slot = self._writer_slot_locked()
+            estimate = (
+                c0.live_bytes + c0.replaced_bytes + self._ledger.totals()[0]
+                + (self._ledger.released_total() - released0)
+            )
+            if estimate + charge <= self.target_bytes:
+                self._ledger.reserve(slot, charge)
+                self._part_seq += 1
+                return slot, f"{self._owner.token}.{self._part_seq}.part"  # type: ignore[union-attr]
             while True:
-                self._settle_trash_locked()
                 used = self._used_locked()
                 if used + charge > self.target_bytes and self._reclaim_dead_writers_locked():
                     used = self._used_locked()  # a dead writer's reservation was holding that room
                 if used + charge > self.target_bytes:
                     with self._index.transaction():
                         self._flush_locked()  # this process's recent reads count for the LRU order
-                        goal = self.target_bytes - self._eviction_batch() - charge
-                        self._evict_locked(goal, "target", time.time(), defer_unlink=True)
+                    goal = self.target_bytes - self._eviction_batch() - charge
+                    self._evict_locked(goal, "target", time.time())
                     used = self._used_locked()
                 if used + charge <= self.max_bytes:
                     self._ledger.reserve(slot, charge)
@@ -549,22 +673,6 @@ class Cache:
         _unlink_quiet(os.path.join(self._tmp_s, part))  # first the bytes, then the count that covered them
         with self._mutex:
             self._ledger.release(slot, charge)
-            self._settle_trash_locked()
-
-    def _drain_trash(self) -> None:
-        """Unlink files this process evicted (outside the mutex: freeing pages is the slow part)."""
-        if not self._trash_pending:
-            return
-        pending, self._trash_pending = self._trash_pending, []
-        for path, charge in pending:
-            _unlink_quiet(path)
-            self._trash_done += charge
-
-    def _settle_trash_locked(self) -> None:
-        """Stop counting evicted files that are gone for good (under the mutex)."""
-        if self._trash_done and self._slot is not None:
-            self._ledger.add_bytes(self._slot, -self._trash_done)
-            self._trash_done = 0
 
     # ------------------------------------------------------------------------------------ put
     def put(self, key: str, data: bytes | bytearray | memoryview) -> Path:
@@ -573,17 +681,22 @@ class Cache:
         key = validate_key(key)
         if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
             raise CacheError(f"value for key {key!r} is a {type(data).__name__}; put() takes bytes (use put_file for paths)")
+        self._ensure_writable()
         view = memoryview(data).cast("B")
         size = view.nbytes
         charge = self._charge(size)
         self._check_fits(key, charge)
         name = key_to_name(key)
         slot, part = self._reserve(key, charge)
+        _crash_point("put_after_reserve")
         part_path = os.path.join(self._tmp_s, part)
         try:
             fd = os.open(part_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
                 written = 0
+                if _CRASH_AT == "put_mid_write":
+                    os.write(fd, view[: size // 2])
+                    _crash_point("put_mid_write")
                 while written < size:
                     written += os.write(fd, view[written:])
                 ino = os.fstat(fd).st_ino
@@ -599,6 +712,7 @@ class Cache:
         """Store the file at ``src_path`` under ``key``. With ``move=True`` the source is removed
         after the entry is committed (hard-linked, not copied, when on the same filesystem)."""
         self._ensure_open()
+        self._ensure_writable()
         key = validate_key(key)
         src = Path(src_path)
         try:
@@ -649,11 +763,13 @@ class Cache:
         return CacheError(f"cannot write key {key!r} under {self.root}: {exc.strerror or exc}; nothing was stored")
 
     def _commit(self, slot: int, key: str, name: str, part: str, size: int, charge: int, checksum: str, ino: int) -> Path:
-        """Make a written ``.part`` file the key's entry: one transaction under the mutex."""
+        """Make a written ``.part`` file the key's entry: one transaction under the index lock only.
+
+        Not under the reservation mutex: the reservation still counts the bytes while the row is
+        inserted (an over-count for a moment), and is released only after the commit.
+        """
         req = _Commit(key, name, os.path.basename(part), size, charge, checksum, ino)
-        with self._mutex:
-            outcome = self._commit_locked(slot, req)
-            self._settle_trash_locked()
+        outcome = self._commit_locked(slot, req)
         self._after_commit()
         final_name, message = outcome
         if final_name is not None:
@@ -682,8 +798,9 @@ class Cache:
         if outcome[0] is None:
             _unlink_quiet(os.path.join(self._tmp_s, req.part))
         # Only now, committed (or given up), stop counting the bytes as in flight.
-        self._ledger.release(slot, req.charge)
-        self._ledger.clear_intent(slot)
+        with self._mutex:
+            self._ledger.release(slot, req.charge)
+            self._ledger.clear_intent(slot)
         if outcome[0] is None:
             self._repair_after_failed_commit_locked([req])
         return outcome
@@ -701,54 +818,59 @@ class Cache:
 
     def _commit_transaction_locked(self, slot: int, req: "_Commit") -> tuple[str | None, str]:
         placed: tuple[str, int] | None = None
+        replaced: Row | None = None
         try:
             with self._index.transaction():
+                self._reap_pending_locked()  # old versions of earlier overwrites: their rows are REPLACED already
                 try:
-                    final_name = self._commit_one_locked(slot, req, time.time())
+                    final_name, replaced = self._commit_one_locked(slot, req, time.time())
                 except OSError as exc:
                     return None, f"cannot commit key {req.key!r} under {self.root}: {exc.strerror or exc}"
                 placed = (os.path.join(self._root_s, final_name), req.ino)
+                _crash_point("put_before_commit")
         except BaseException:
             # Rolled back: the file put in place belongs to no row now.
             if placed is not None:
                 _unlink_if_inode(*placed)
             raise
+        _crash_point("put_after_commit")
+        if replaced is not None:
+            # Committed: the old version is a REPLACED row now, still counted. Its file goes now
+            # (unless a reader pins it); the row, which then only over-counts, goes at this
+            # process's next transaction, or at any reaping after a crash.
+            _unlink_unpinned(os.path.join(self._root_s, replaced.name), replaced.ino)
+            self._pending_reap.append(replaced)
         return final_name, ""
 
-    def _commit_one_locked(self, index: int, req: "_Commit", now: float) -> str:
-        """Put the file in place and index it. Files first: an OSError leaves no row change."""
+    def _commit_one_locked(self, index: int, req: "_Commit", now: float) -> tuple[str, Row | None]:
+        """Put the file in place and index it; returns (its name, the old version's row or None).
+
+        The new file never goes over a name a committed row holds: it takes a free name (the
+        key's own, or a versioned one), and the old row becomes ``REPLACED`` in the same
+        transaction. Killed before the commit, the index still says old row -> old file (the new
+        file is an orphan that the slot's intent lets recovery remove); killed after it, the old
+        file is a counted REPLACED row that recovery reaps. Never a row over another file.
+        """
         source = os.path.join(self._tmp_s, req.part)
         old = self._index.live_row(req.key)
-        old_fd = -1
-        try:
-            old_pinned = False
-            if old is not None:
-                try:
-                    old_fd = os.open(os.path.join(self._root_s, old.name), os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    old_fd = -1
-                # Holding this exclusive lock to the end keeps new readers off the old file.
-                old_pinned = old_fd >= 0 and not try_exclusive(old_fd)
-            final_name = req.name
-            replaces_in_place = old is not None and not old_pinned and old.name == req.name
-            if not replaces_in_place and self._name_taken_locked(req.name):
-                final_name = self._free_versioned_name_locked(req.name)
-            # Say where the file goes before it goes: if we die before the commit, whoever
-            # reclaims our slot knows which file to look at.
-            self._ledger.set_intent(index, final_name)
-            _rename_into_place(source, os.path.join(self._root_s, final_name))
-            if old is not None:
-                if old_pinned:
-                    self._index.mark_replaced(old.id)  # stays where the reader has it, still counted
-                else:
-                    self._index.delete_rows([old.id])
-                    if old.name != final_name and old_fd >= 0:
-                        _unlink_quiet(os.path.join(self._root_s, old.name))  # an unpinned older version
-            self._index.insert_live(req.key, final_name, req.size, req.charge, req.checksum, req.ino, now)
-        finally:
-            if old_fd >= 0:
-                os.close(old_fd)
-        return final_name
+        final_name = req.name
+        if self._name_taken_locked(req.name):
+            final_name = self._free_versioned_name_locked(req.name)
+        # Say where the file goes before it goes: if we die before the commit, whoever
+        # reclaims our slot knows which file to look at.
+        self._ledger.set_intent(index, final_name)
+        _rename_into_place(source, os.path.join(self._root_s, final_name))
+        _crash_point("put_after_rename")
+        if old is not None:
+            self._index.mark_replaced(old.id)  # readers of the old file keep it; it stays counted
+        self._index.insert_live(req.key, final_name, req.size, req.charge, req.checksum, req.ino, now)
+        return final_name, (old._replace(state=REPLACED) if old is not None else None)
+
+    def _reap_pending_locked(self) -> None:
+        """Inside a transaction: remove old versions this process replaced, unless someone reads them."""
+        if self._pending_reap:
+            rows, self._pending_reap = self._pending_reap, []
+            self._reap_rows_locked(rows)
 
     def _free_versioned_name_locked(self, name: str) -> str:
         while True:
@@ -770,6 +892,8 @@ class Cache:
         return row
 
     def _record(self, row: Row | None, key: str, *, missing_file: bool = False) -> None:
+        if self.readonly:
+            return  # an inspection counts no hits and moves nothing in the LRU order
         p = self._pending
         if row is None or missing_file:
             p.misses += 1
@@ -877,26 +1001,18 @@ class Cache:
         pin is released, and its bytes stay counted until then.
         """
         self._ensure_open()
+        self._ensure_writable()
         key = validate_key(key)
-        with self._index.transaction():
-            row = self._index.live_row(key)
-            if row is None:
-                return False
-            path = self.root / row.name
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                fd = -1
-            try:
-                if fd >= 0 and not try_exclusive(fd):
-                    self._index.mark_replaced(row.id)
-                else:
-                    if fd >= 0:
-                        os.unlink(path)
-                    self._index.delete_rows([row.id])
-            finally:
-                if fd >= 0:
-                    os.close(fd)
+        with self._mutex:
+            # Committed as REPLACED first, then the file goes: a kill -9 in between leaves a counted
+            # REPLACED row (reaped by the next process), never a LIVE row without its file.
+            with self._index.transaction():
+                row = self._index.live_row(key)
+                if row is None:
+                    return False
+                self._index.mark_replaced(row.id)
+            with self._index.transaction():
+                self._reap_rows_locked([row._replace(state=REPLACED)])
         return True
 
     # --------------------------------------------------------------------------- maintenance
@@ -918,6 +1034,8 @@ class Cache:
     def flush(self) -> None:
         """Write buffered access times and hit/miss counts to the index now."""
         self._ensure_open()
+        if self.readonly:
+            return
         with self._index.transaction():
             self._flush_locked()
 
@@ -986,47 +1104,67 @@ class Cache:
         return recovered
 
     def _reap_replaced_locked(self) -> int:
-        """Remove old versions (overwritten or deleted while pinned) whose readers are gone."""
-        reaped = 0
-        if self._index.counters().replaced_bytes == 0:
+        """Remove old versions (overwritten, deleted or evicted) whose readers are gone."""
+        if self._index.counters().replaced_bytes == 0 and not self._index.rows_in_state(REPLACED):
             return 0
-        for row in self._index.rows_in_state(REPLACED):
-            path = self.root / row.name
+        return self._reap_rows_locked(self._index.rows_in_state(REPLACED))
+
+    def _reap_rows_locked(self, rows: list[Row]) -> int:
+        """Inside a transaction: unlink the files of these REPLACED rows that nobody pins, and drop the rows.
+
+        Unlinking inside a transaction is safe for REPLACED rows only: if the transaction is
+        lost, a REPLACED row without its file is invisible to readers and the next reaping drops it.
+        """
+        reaped = 0
+        for row in rows:
+            if not self._index.replaced_row(row):
+                continue  # another process reaped it (and the id may belong to a new row now)
+            path = os.path.join(self._root_s, row.name)
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 fd = -1
+            except OSError:
+                continue
             try:
                 if fd >= 0:
                     if not try_exclusive(fd):
-                        continue
-                    if os.fstat(fd).st_ino == row.ino and _same_file(path, os.fstat(fd)):
+                        continue  # a reader holds it: it stays, counted, until a later reaping
+                    if os.fstat(fd).st_ino == row.ino and _same_file(Path(path), os.fstat(fd)):
                         os.unlink(path)
+                        if reaped == 0:
+                            _crash_point("evict_mid_reap")
             finally:
                 if fd >= 0:
                     os.close(fd)
-            self._index.delete_rows([row.id])
+            self._index.delete_replaced(row)
             reaped += 1
         return reaped
 
-    def _evict_locked(
-        self, goal_used: int, reason: str, now: float, *, dry_run: bool = False, defer_unlink: bool = False
-    ) -> EvictionReport:
-        """Unlink least recently used unpinned entries until ``used_bytes <= goal_used``."""
+    def _evict_locked(self, goal_used: int, reason: str, now: float, *, dry_run: bool = False) -> EvictionReport:
+        """Evict least recently used unpinned entries until ``used_bytes <= goal_used``.
+
+        Under the mutex and outside any transaction: each batch is its own pair of transactions.
+        """
         if not dry_run:
-            self._reap_replaced_locked()
+            with self._index.transaction():
+                self._reap_pending_locked()
+                self._reap_replaced_locked()
             if self.ttl_s is not None:
                 self._remove_locked(
                     lambda limit, offset: self._index.expired_candidates(now - self.ttl_s, limit, offset),  # type: ignore[operator]
                     None, "ttl", now, dry_run=False,
                 )
-        return self._remove_locked(
-            self._index.lru_candidates, goal_used, reason, now, dry_run=dry_run, defer_unlink=defer_unlink
-        )
+        return self._remove_locked(self._index.lru_candidates, goal_used, reason, now, dry_run=dry_run)
 
-    def _remove_locked(
-        self, fetch: Any, goal_used: int | None, reason: str, now: float, *, dry_run: bool, defer_unlink: bool = False
-    ) -> EvictionReport:
+    def _remove_locked(self, fetch: Any, goal_used: int | None, reason: str, now: float, *, dry_run: bool) -> EvictionReport:
+        """Remove rows ``fetch`` yields until the goal, in batches (see docs/cache.md, "Eviction").
+
+        Each batch: (1) one transaction turns the victims' rows LIVE -> REPLACED (still counted,
+        no longer visible); (2) a second one unlinks the files nobody pins and drops those rows.
+        A LIVE row's file is never touched before (1) commits, so a kill -9 at any point leaves
+        every LIVE row with its file; REPLACED leftovers are reaped by the next process.
+        """
         t0 = time.perf_counter()
         c = self._index.counters()
         size_before = c.live_bytes + c.replaced_bytes
@@ -1039,71 +1177,56 @@ class Cache:
         else:  # usually one or two files: fetch about what is needed, then more if pins get in the way
             batch = max(4, min(_BATCH, (used - goal_used) // max(1, c.live_bytes // max(1, c.entries)) + 2))
         while goal_used is None or used > goal_used:
-            rows = fetch(batch, offset)
-            batch = min(_BATCH, batch * 2)
-            if not rows:
-                break
-            gone: list[int] = []
-            for row in rows:
-                if goal_used is not None and used <= goal_used:
+            doomed: list[Row] = []
+            with self._index.transaction():
+                rows = fetch(batch, offset)
+                batch = min(_BATCH, batch * 2)
+                if not rows:
                     break
-                path = os.path.join(self._root_s, row.name)
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    fd = -1
-                except OSError:
-                    offset += 1
-                    continue
-                try:
-                    if fd >= 0:
-                        if not try_exclusive(fd):
+                n_files = n_bytes = 0
+                for row in rows:
+                    if goal_used is not None and used <= goal_used:
+                        break
+                    path = os.path.join(self._root_s, row.name)
+                    try:
+                        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        fd = -1
+                    except OSError:
+                        offset += 1
+                        continue
+                    try:
+                        if fd >= 0 and not try_exclusive(fd):
                             pinned += 1
                             offset += 1
                             continue
-                        if os.fstat(fd).st_ino != row.ino:
-                            fd_ours = False  # the name now holds another file: only the stale row goes
-                        else:
-                            fd_ours = True
-                        if fd_ours and not dry_run:
-                            # While holding the exclusive lock no reader can pin it. Renaming to the
-                            # trash is cheap; the unlink (which frees the pages) waits until the
-                            # mutex is released, and the bytes stay counted in our slot till then.
-                            try:
-                                if defer_unlink and self._slot is not None:
-                                    self._part_seq += 1
-                                    trash = os.path.join(str(self._trash), f"{self._owner.token}.t{self._part_seq}")  # type: ignore[union-attr]
-                                    self._ledger.add_bytes(self._slot, row.charge)
-                                    os.rename(path, trash)
-                                    self._trash_pending.append((trash, row.charge))
-                                else:
-                                    os.unlink(path)
-                            except FileNotFoundError:
-                                pass
-                            except OSError:
-                                offset += 1
-                                continue
-                finally:
-                    if fd >= 0:
-                        os.close(fd)
-                if dry_run:
-                    offset += 1
-                else:
-                    gone.append(row.id)
-                files += 1
-                freed += row.charge
-                freed_data += row.size
-                used -= row.charge
-                if len(keys) < _KEYS_IN_EVENT:
-                    keys.append(row.key)
-            if gone:
-                self._index.delete_rows(gone)
-        if files and not dry_run:
-            self._index.add_counters(
-                evicted_files=files,
-                evicted_bytes=freed,
-                expired_files=files if reason == "ttl" else 0,
-            )
+                        ours = fd >= 0 and os.fstat(fd).st_ino == row.ino
+                    finally:
+                        if fd >= 0:
+                            os.close(fd)
+                    if dry_run:
+                        offset += 1
+                    elif ours:
+                        self._index.mark_replaced(row.id)
+                        doomed.append(row._replace(state=REPLACED))
+                    else:  # no file of this row on disk (gone, or the name holds another inode): only the row goes
+                        self._index.delete_rows([row.id])
+                    files += 1
+                    n_files += 1
+                    freed += row.charge
+                    n_bytes += row.charge
+                    freed_data += row.size
+                    used -= row.charge
+                    if len(keys) < _KEYS_IN_EVENT:
+                        keys.append(row.key)
+                if n_files and not dry_run:
+                    self._index.add_counters(
+                        evicted_files=n_files, evicted_bytes=n_bytes, expired_files=n_files if reason == "ttl" else 0
+                    )
+            if doomed:
+                _crash_point("evict_after_mark")
+                with self._index.transaction():
+                    self._reap_rows_locked(doomed)
         report = EvictionReport(
             reason=reason,
             files=files,
@@ -1148,11 +1271,15 @@ class Cache:
             goal = self.target_bytes if to is None else parse_size(to, what="to")
         except SizeError as exc:
             raise CacheError(str(exc)) from None
-        with self._index.transaction():
+        if not dry_run:
+            self._ensure_writable()
+        with self._mutex:
             now = time.time()
-            self._flush_locked()
-            if not dry_run:
-                self._recover_locked()
+            if not self.readonly:
+                with self._index.transaction():
+                    self._flush_locked()
+                    if not dry_run:
+                        self._recover_locked()
             # `to` is about entries on disk; writes in flight are not the caller's to evict.
             return self._evict_locked(goal + self._ledger.totals()[0], "manual", now, dry_run=dry_run)
 
@@ -1162,7 +1289,8 @@ class Cache:
         self._ensure_open()
         if self.ttl_s is None:
             return EvictionReport(reason="ttl", files=0, bytes=0, size_before=0, size_after=0, time=time.time())
-        with self._index.transaction():
+        self._ensure_writable()
+        with self._mutex:
             now = time.time()
             return self._remove_locked(
                 lambda limit, offset: self._index.expired_candidates(now - self.ttl_s, limit, offset),  # type: ignore[operator]
@@ -1173,7 +1301,8 @@ class Cache:
     def recover(self) -> int:
         """Reclaim reservations and files left by dead processes now; returns how many."""
         self._ensure_open()
-        with self._index.transaction():
+        self._ensure_writable()
+        with self._mutex, self._index.transaction():
             return self._recover_locked()
 
     # ------------------------------------------------------------------------ orphan sweep
@@ -1195,8 +1324,17 @@ class Cache:
 
         Only files inside the two-hex-digit shard directories are candidates; anything else
         under the root is left alone. Returns (files, bytes) removed. One process sweeps at a time.
+
+        A file older than the index itself (its ctime before the index's ``created`` time) is
+        never swept: this index has never seen it, so it is not an orphan of this index but the
+        content of a lost one (``verify --repair`` re-indexes it).
         """
         self._ensure_open()
+        self._ensure_writable()
+        created_s = self._index.get_meta("created")
+        if not created_s:
+            return (0, 0)  # cannot tell which files this index has seen: delete nothing
+        created = float(created_s)
         lock_fd = os.open(self._meta / "sweep.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             try:
@@ -1224,7 +1362,10 @@ class Cache:
                         continue
                     path = self.root / name
                     try:
-                        size = os.lstat(path).st_size
+                        st = os.lstat(path)
+                        if st.st_ctime < created:
+                            continue
+                        size = st.st_size
                         os.unlink(path)
                     except FileNotFoundError:
                         continue
@@ -1283,11 +1424,53 @@ class Cache:
         events = self.events.read(kinds=("eviction",), limit=limit, newest_first=newest_first)
         return [EvictionReport.from_event(e) for e in events]
 
+    # ------------------------------------------------------------------------ integrity API
+    # For verify/repair tools (engine/jobs/verify.py): they scan, hash and report; what the
+    # layout is, how the ledger and liveness are read and how rows may change lives here.
     @property
-    def index(self) -> SQLiteIndex:
-        """The index backend (for verify/repair tools)."""
+    def layout(self) -> CacheLayout:
+        return CacheLayout.of(self.root)
+
+    def snapshot(self) -> IndexSnapshot:
+        """Every row (live, writing, replaced) and the counters, for a scan to start from."""
         self._ensure_open()
-        return self._index
+        live = tuple(self._index.iter_live("key"))
+        writing = tuple(self._index.rows_in_state(WRITING))
+        replaced = tuple(self._index.rows_in_state(REPLACED))
+        counters = self._index.counters()
+        return IndexSnapshot(live, writing, replaced, counters, self.block_bytes, self.max_bytes or None)
+
+    def writers(self) -> list[WriterSlot]:
+        """Every used ledger slot, with whether its owner runs (a dead owner's token file is left alone)."""
+        self._ensure_open()
+        return [
+            WriterSlot(s.index, s.token, s.reserved_bytes, s.writes, s.intent, owner_alive_readonly(self._owners, s.token))
+            for s in self._ledger.used()
+        ]
+
+    def stale_files(self) -> list[str]:
+        """``.part`` files (and, from older versions, trash files) whose writer is dead."""
+        self._ensure_open()
+        out: list[str] = []
+        for d in (self._tmp, self._trash):
+            try:
+                entries = sorted(e.path for e in os.scandir(d) if e.is_file(follow_symlinks=False))
+            except FileNotFoundError:
+                continue
+            out += [p for p in entries if not owner_alive_readonly(self._owners, os.path.basename(p).split(".", 1)[0])]
+        return out
+
+    def dead_writing_rows(self) -> list[Row]:
+        """Reservations written as index rows by cachewatch versions before the ledger, whose owner is dead."""
+        self._ensure_open()
+        return [r for r in self._index.rows_in_state(WRITING) if not owner_alive_readonly(self._owners, r.owner)]
+
+    @contextmanager
+    def surgery(self) -> Iterator[IndexSurgery]:
+        """``with cache.surgery() as s:`` one exclusive transaction for checking and fixing rows."""
+        self._ensure_open()
+        with self._index.transaction():
+            yield IndexSurgery(self)
 
     @property
     def meta_dir(self) -> Path:
@@ -1295,6 +1478,29 @@ class Cache:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def _index_file_state(db_path: Path) -> str:
+    """``missing``, ``empty`` (0 bytes: SQLite would take it for a new database) or ``present``."""
+    try:
+        st = os.stat(db_path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "present"  # let SQLite say what is wrong with it
+    return "empty" if st.st_size == 0 else "present"
+
+
+def _move_index_aside(db_path: Path) -> None:
+    """Keep a lost or broken index (and its WAL, which must not be replayed into a new one) for inspection."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(db_path) + suffix)
+        if os.path.lexists(src):
+            try:
+                os.rename(src, Path(f"{db_path}.lost-{stamp}-{os.getpid()}{suffix}"))
+            except FileNotFoundError:
+                pass
+
+
 def _has_entry_files(root: Path) -> bool:
     try:
         shards = [e for e in os.scandir(root) if SHARD_RE.match(e.name) and e.is_dir(follow_symlinks=False)]
@@ -1353,6 +1559,19 @@ def _unlink_if_inode(path: str | Path, ino: int) -> None:
             os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _unlink_unpinned(path: str, ino: int | None) -> None:
+    """Unlink the file at ``path`` if it is inode ``ino`` and nobody holds a pin (shared flock) on it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if try_exclusive(fd) and os.fstat(fd).st_ino == ino and _same_file(Path(path), os.fstat(fd)):
+            os.unlink(path)
+    finally:
+        os.close(fd)
 
 
 def _hash_file(path: str | Path, size: int) -> tuple[str, int]:

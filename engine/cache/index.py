@@ -38,6 +38,7 @@ __all__ = [
     "IndexBackend",
     "SQLiteIndex",
     "IndexFull",
+    "IndexLost",
     "LIVE",
     "WRITING",
     "REPLACED",
@@ -88,6 +89,15 @@ class IndexFull(Exception):
     def __init__(self, retryable: bool) -> None:
         super().__init__("the filesystem holding the cache index is full")
         self.retryable = retryable
+
+
+class IndexLost(sqlite3.DatabaseError):
+    """The index file exists but holds no cachewatch index (empty, or another database).
+
+    Raised instead of silently creating a fresh schema in it when the caller said
+    ``create=False``: over existing entry files a fresh index would make every entry an
+    orphan for the sweep to delete (issue 9, item 2).
+    """
 
 
 def _is_full(exc: BaseException) -> bool:
@@ -145,6 +155,8 @@ class IndexBackend(Protocol):
     def mark_replaced(self, row_id: int) -> None: ...  # (write)
     def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]: ...
     def delete_rows(self, row_ids: Sequence[int]) -> None: ...  # (write)
+    def delete_replaced(self, row: Row) -> bool: ...  # (write) only if still that REPLACED row
+    def replaced_row(self, row: Row) -> bool: ...
     def lru_candidates(self, limit: int, offset: int) -> list[Row]: ...
     def expired_candidates(self, created_before: float, limit: int, offset: int) -> list[Row]: ...
     def rows_in_state(self, state: int) -> list[Row]: ...
@@ -156,6 +168,8 @@ class IndexBackend(Protocol):
     def get_meta(self, name: str) -> str | None: ...
     def set_meta(self, name: str, value: str) -> None: ...  # (write)
     def recount(self) -> Counters: ...  # (write)
+    def ensure_ttl_index(self) -> None: ...  # (write)
+    def reopen_after_fork(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -173,26 +187,53 @@ def _locked(method):  # type: ignore[no-untyped-def]
 class SQLiteIndex:
     """SQLite in WAL mode; writers are serialised by a :class:`ProcessMutex` flock."""
 
-    def __init__(self, db_path: Path, mutex: ProcessMutex, release_reserve: "Callable[[], bool] | None" = None) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        mutex: ProcessMutex,
+        release_reserve: "Callable[[], bool] | None" = None,
+        *,
+        create: bool = True,
+        readonly: bool = False,
+    ) -> None:
         self.db_path = db_path
         self.mutex = mutex
+        self.readonly = readonly
         self._release_reserve = release_reserve or (lambda: False)
         self._lock = threading.RLock()
         _OPEN_INDEXES.add(self)
-        self._db = self._connect()
+        self._db = self._connect(journal=False)
         self._in_txn = False
         if self._read_user_version() != SCHEMA_VERSION:
+            if not create or readonly:
+                version = self._read_user_version()
+                self.close()
+                if version == 0:
+                    raise IndexLost(f"{db_path} holds no cachewatch index")
+                raise sqlite3.DatabaseError(f"index schema version {version} is not {SCHEMA_VERSION}")
+            self._set_journal_mode()
             with self.transaction():
                 self._create_schema()
+        else:
+            self._set_journal_mode()
 
     # --- connection -------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _set_journal_mode(self) -> None:
+        # Not before the schema is known to be there: on an empty file this write would make
+        # a lost index look like a valid new one.
+        mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode.lower() != "wal" and not self.readonly:
+            with self.mutex:
+                self._db.execute("PRAGMA journal_mode=WAL")
+
+    def _connect(self, journal: bool = True) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=60.0)
         db.execute("PRAGMA busy_timeout=60000")
-        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-        if mode.lower() != "wal":
-            with self.mutex:
-                db.execute("PRAGMA journal_mode=WAL")
+        if journal:
+            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode.lower() != "wal" and not self.readonly:
+                with self.mutex:
+                    db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL+NORMAL: durable to a crash of the process, not of the OS
         db.execute("PRAGMA journal_size_limit=4194304")
         db.execute("PRAGMA temp_store=MEMORY")
@@ -367,6 +408,22 @@ class SQLiteIndex:
     @_locked
     def delete_rows(self, row_ids: Sequence[int]) -> None:
         self._db.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in row_ids])
+
+    @_locked
+    def delete_replaced(self, row: Row) -> bool:
+        """Drop one ``REPLACED`` row if it is still the same row (ids are reused after deletes)."""
+        cur = self._db.execute(
+            "DELETE FROM entries WHERE id = ? AND state = 2 AND name = ? AND ino IS ?", (row.id, row.name, row.ino)
+        )
+        return cur.rowcount > 0
+
+    @_locked
+    def replaced_row(self, row: Row) -> bool:
+        """True while ``row`` is still in the index as the same ``REPLACED`` row."""
+        r = self._db.execute(
+            "SELECT 1 FROM entries WHERE id = ? AND state = 2 AND name = ? AND ino IS ?", (row.id, row.name, row.ino)
+        ).fetchone()
+        return r is not None
 
     @_locked
     def lru_candidates(self, limit: int, offset: int) -> list[Row]:

@@ -26,11 +26,13 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-__all__ = ["Ledger", "Slot", "LEDGER_SLOTS"]
+__all__ = ["Ledger", "LedgerBackend", "Slot", "LEDGER_SLOTS"]
 
 _MAGIC = b"CWLEDG03"
 _HEADER = struct.Struct("<8sII")  # magic, slot count, high water (slots ever used)
+_RELEASED_AT = 16  # int64: bytes ever released or freed from slots (monotonic; in the header's spare room)
 _HEADER_SIZE = 64
 _SLOT_SIZE = 512
 _TOKEN = 48
@@ -51,12 +53,55 @@ class Slot:
     intent: str
 
 
-class Ledger:
-    """The mapped ledger file. Not thread-safe by itself: callers hold the process mutex."""
+class LedgerBackend(Protocol):
+    """What the cache needs from a ledger: the count of bytes on disk (or about to be) that the
+    index does not hold, per writer, and each writer's intent. One half of the cache's seam
+    (the other is :class:`~.index.IndexBackend`); :class:`Ledger` implements it in shared
+    memory, a Redis backend will implement it with server-side counters.
 
-    def __init__(self, path: Path, slots: int = LEDGER_SLOTS) -> None:
+    Every method is called with the cache's process mutex held (the backend's own lock for a
+    remote one). A slot's counts must survive its owner's death until :meth:`free`.
+    """
+
+    slots: int
+
+    def claim(self, token: str) -> int | None: ...
+    def free(self, index: int) -> None: ...
+    def reserve(self, index: int, n_bytes: int) -> None: ...
+    def release(self, index: int, n_bytes: int) -> None: ...
+    def add_bytes(self, index: int, n_bytes: int) -> None: ...
+    def set_intent(self, index: int, name: str) -> None: ...
+    def clear_intent(self, index: int) -> None: ...
+    def read(self, index: int) -> "Slot | None": ...
+    def used(self) -> "list[Slot]": ...
+    def totals(self) -> tuple[int, int]: ...
+    def released_total(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class Ledger:
+    """The mapped ledger file (a :class:`LedgerBackend`). Not thread-safe by itself: callers hold the process mutex."""
+
+    def __init__(self, path: Path, slots: int = LEDGER_SLOTS, *, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         size = _HEADER_SIZE + slots * _SLOT_SIZE
+        self._mm: mmap.mmap | bytes
+        if readonly:
+            # Inspection (stats, verify without --repair) must change nothing: map what is
+            # there if it has this layout, else see an empty ledger.
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                self._mm, self.slots = bytes(size), slots
+                return
+            try:
+                ok = os.pread(fd, len(_MAGIC), 0) == _MAGIC and os.fstat(fd).st_size >= size
+                self._mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if ok else bytes(size)
+            finally:
+                os.close(fd)
+            self.slots = slots
+            return
         # Called under the cache mutex: two processes must not both initialise the file.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -73,7 +118,8 @@ class Ledger:
 
     def close(self) -> None:
         try:
-            self._mm.close()
+            if isinstance(self._mm, mmap.mmap):
+                self._mm.close()
         except (BufferError, ValueError):
             pass
 
@@ -138,7 +184,27 @@ class Ledger:
         struct.pack_into("<I", self._mm, off, 1)
 
     def free(self, index: int) -> None:
+        (reserved,) = struct.unpack_from("<q", self._mm, self._off(index) + _RESERVED_AT)
+        self._add_released(reserved)  # a dead writer's bytes may have reached the index: see released_total
         _SLOT.pack_into(self._mm, self._off(index), 0, 0, b"", 0, 0, 0)
+
+    def _add_released(self, n_bytes: int) -> None:
+        if n_bytes > 0:
+            (total,) = struct.unpack_from("<q", self._mm, _RELEASED_AT)
+            struct.pack_into("<q", self._mm, _RELEASED_AT, total + n_bytes)
+
+    def released_total(self) -> int:
+        """Bytes ever taken out of slots (released or freed). Monotonic; readable without the mutex.
+
+        A reserver reads it, then the index counters, both *outside* the mutex, then this again
+        inside: every byte that left the ledger in between is added back (it may or may not be in
+        the counters it read), so the estimate over-counts, never under-counts.
+        """
+        while True:  # two equal reads: never a torn 8-byte value
+            a = struct.unpack_from("<q", self._mm, _RELEASED_AT)[0]
+            b = struct.unpack_from("<q", self._mm, _RELEASED_AT)[0]
+            if a == b:
+                return a
 
     def reserve(self, index: int, n_bytes: int) -> None:
         off = self._off(index) + _RESERVED_AT
@@ -149,12 +215,15 @@ class Ledger:
         off = self._off(index) + _RESERVED_AT
         reserved, writes = struct.unpack_from("<qq", self._mm, off)
         struct.pack_into("<qq", self._mm, off, max(0, reserved - n_bytes), max(0, writes - 1))
+        self._add_released(min(reserved, n_bytes))
 
     def add_bytes(self, index: int, n_bytes: int) -> None:
         """Count bytes that are on disk but no longer in the index (evicted files not yet unlinked)."""
         off = self._off(index) + _RESERVED_AT
         (reserved,) = struct.unpack_from("<q", self._mm, off)
         struct.pack_into("<q", self._mm, off, max(0, reserved + n_bytes))
+        if n_bytes < 0:
+            self._add_released(min(reserved, -n_bytes))
 
     def set_intent(self, index: int, name: str) -> None:
         off = self._off(index)

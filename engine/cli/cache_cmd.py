@@ -1,4 +1,8 @@
-"""``cachewatch cache stats|ls|log|evict``: look at and trim a managed cache."""
+"""``cachewatch cache stats|ls|log|evict|resize``: look at, trim and resize a managed cache.
+
+``stats``, ``ls`` and ``log`` open the cache read-only: they never delete, evict or recover
+anything, whatever max_size the config names (one root has one max; ``resize`` changes it).
+"""
 
 from __future__ import annotations
 
@@ -47,6 +51,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func=cmd_evict)
 
+    sp = csub.add_parser("resize", help="change the cache's stored max_size (and target); evicts at once if over")
+    root_arg(sp)
+    sp.add_argument("--max-size", required=True, metavar="SIZE", help="the new max_size, e.g. 100GB")
+    sp.add_argument("--target-size", metavar="SIZE", help="the new target (default: target_ratio of the max)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(func=cmd_resize)
+
+
+def _root_from_args(args: argparse.Namespace):
+    cfg = load_config(getattr(args, "config", None))
+    root_arg = getattr(args, "root", None)
+    root = Path(root_arg).expanduser().absolute() if root_arg else cfg.cache.root
+    if root is None:
+        raise ConfigError("no cache given: pass ROOT or set [cache] root in cachewatch.toml")
+    root = Path(os.path.abspath(root))
+    if root.exists() and not root.is_dir():
+        raise CacheRootError(f"cache root '{root}' is a file, not a directory; give the cache directory")
+    if not (root / ".cachewatch").is_dir():
+        raise CacheRootError(
+            f"'{root}' is not a cachewatch cache (no .cachewatch/index.sqlite); check the path or [cache] root"
+        )
+    return cfg, root  # a .cachewatch/ whose index is lost: opening says how to rebuild it
+
+
+def open_cache_readonly(args: argparse.Namespace) -> Cache:
+    """The cache for stats/ls/log: read-only, the stored limits; a config max that differs is only noted."""
+    cfg, root = _root_from_args(args)
+    cache = Cache(root, readonly=True, sweep=False)
+    same = cfg.cache.root is not None and Path(os.path.abspath(cfg.cache.root)) == root
+    if same and cfg.cache.max_size is not None and cfg.cache.max_size != cache.max_bytes:
+        print(
+            f"note: [cache] max_size {format_size(cfg.cache.max_size)} differs from this cache's stored max "
+            f"{format_size(cache.max_bytes)}; the stored one applies (change it with `cachewatch cache resize {root} --max-size SIZE`)",
+            file=sys.stderr,
+        )
+    return cache
+
 
 def open_cache_from_args(args: argparse.Namespace) -> Cache:
     """The cache named by ROOT or by the config; it must already exist (these commands never create one)."""
@@ -84,7 +125,7 @@ def _when(t: float) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with open_cache_from_args(args) as cache:
+    with open_cache_readonly(args) as cache:
         s = cache.stats()
     if args.json:
         print_json(s.to_json())
@@ -109,7 +150,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    with open_cache_from_args(args) as cache:
+    with open_cache_readonly(args) as cache:
         entries = cache.entries(order=args.sort)
     if args.limit is not None:
         entries = entries[: max(0, args.limit)]
@@ -123,7 +164,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    with open_cache_from_args(args) as cache:
+    with open_cache_readonly(args) as cache:
         reports = cache.eviction_log(limit=args.limit)
     if args.json:
         print_json([r.to_json() for r in reports])
@@ -144,4 +185,18 @@ def cmd_evict(args: argparse.Namespace) -> int:
     print(report.describe(str(cache.root)))
     if report.pinned_skipped:
         print(f"skipped {report.pinned_skipped} pinned entries (being read)")
+    return 0
+
+
+def cmd_resize(args: argparse.Namespace) -> int:
+    _cfg, root = _root_from_args(args)
+    with Cache(root, max_size=args.max_size, target_size=args.target_size, resize=True, sweep=False) as cache:
+        s = cache.stats()
+    if args.json:
+        print_json(s.to_json())
+        return 0
+    print(
+        f"cache {s.root}: max_size {format_size(s.max_bytes, binary=False)}, target {format_size(s.target_bytes, binary=False)}; "
+        f"holds {format_size(s.size_bytes, binary=False)} in {s.entries} entries"
+    )
     return 0

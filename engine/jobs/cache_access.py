@@ -1,139 +1,52 @@
-"""Looking at a managed cache without changing it (what verify needs beyond ``Cache``).
+"""What jobs need beyond ``Cache`` that is not the cache's business: hashing files fast.
 
-Opening a :class:`~cachewatch.engine.cache.Cache` reclaims what dead writers left
-behind (stale ``.part`` files, reservations) and evicts a cache found over its limit.
-That is right for users of the cache and wrong for ``verify`` without ``--repair``: it
-must *report* those faults and change nothing. So verify reads the index directly
-(the lead's :class:`SQLiteIndex`, same locking) and tests owners' liveness without
-removing their token files. ``--repair`` then opens a real ``Cache``.
+The cache's layout, ledger inspection, owners' liveness and index surgery used to be
+re-implemented here; they now live in :mod:`cachewatch.engine.cache.integrity` behind
+``Cache`` methods (``layout``, ``snapshot``, ``writers``, ``stale_files``, ``surgery``).
+``cache_paths`` and ``open_index`` remain as thin wrappers for ``jobs/preflight.py``.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 
 import xxhash
 
-from ..cache.cache import META_DIR
-from ..cache.index import SQLiteIndex
+from ..cache.index import IndexLost, SQLiteIndex
+from ..cache.integrity import CacheLayout
 from ..cache.locks import ProcessMutex
 from ..errors import CacheRootError
 from .base import CancelToken
 
-__all__ = ["CachePaths", "LedgerSlot", "ledger_slots", "cache_paths", "open_index", "owner_alive_readonly", "hash_file", "HASH_CHUNK_BYTES"]
+__all__ = ["CachePaths", "cache_paths", "open_index", "hash_file", "HASH_CHUNK_BYTES"]
 
 HASH_CHUNK_BYTES = 4 << 20  # big reads: fewer syscalls, and xxhash drops the GIL for the whole chunk
 
-
-@dataclass(frozen=True)
-class CachePaths:
-    root: Path
-    meta: Path
-    tmp: Path
-    owners: Path
-    index_db: Path
-    lock: Path
-
-    @property
-    def trash(self) -> Path:
-        """Evicted files waiting to be unlinked by the process that evicted them."""
-        return self.meta / "trash"
-
-    @property
-    def ledger(self) -> Path:
-        return self.meta / "ledger"
+CachePaths = CacheLayout
 
 
-@dataclass(frozen=True)
-class LedgerSlot:
-    """A writer's slot in the cache's shared ledger: what it has reserved and is committing."""
-
-    index: int
-    token: str
-    reserved_bytes: int
-    writes: int
-    intent: str
+def cache_paths(root: str | os.PathLike, *, index_may_be_missing: bool = False) -> CacheLayout:
+    """The layout of an existing cache (see :meth:`CacheLayout.existing`)."""
+    return CacheLayout.existing(root, index_may_be_missing=index_may_be_missing)
 
 
-def ledger_slots(paths: CachePaths) -> list[LedgerSlot] | None:
-    """The used slots of the ledger, read without changing it; None when there is no readable ledger.
-
-    The ledger class would reset a file of another layout; this reads only a file that
-    already has the layout this version knows.
-    """
-    from ..cache import ledger as ledger_mod
-
-    magic = getattr(ledger_mod, "_MAGIC", None)
+def open_index(paths: CacheLayout) -> SQLiteIndex:
+    # Never create a schema here: an empty index over entry files is a lost index, and making it
+    # a valid empty one would hand every entry to the orphan sweep (issue 9, item 2).
     try:
-        fd = os.open(paths.ledger, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        head = os.pread(fd, len(magic or b""), 0) if magic else b""
-    finally:
-        os.close(fd)
-    if not magic or head != magic:
-        return None
-    led = ledger_mod.Ledger(paths.ledger)
-    try:
-        return [LedgerSlot(s.index, s.token, s.reserved_bytes, s.writes, s.intent) for s in led.used()]
-    finally:
-        led.close()
-
-
-def cache_paths(root: str | os.PathLike, *, index_may_be_missing: bool = False) -> CachePaths:
-    """The cache's layout; :class:`CacheRootError` when ``root`` is not a cachewatch cache.
-
-    With ``index_may_be_missing`` a root that has ``.cachewatch/`` but lost its index is
-    accepted (``verify --repair`` rebuilds the index from the files).
-    """
-    r = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
-    if r.exists() and not r.is_dir():
-        raise CacheRootError(f"cache root '{r}' is a file, not a directory; give the cache directory")
-    if not r.exists():
-        raise CacheRootError(f"cache root '{r}' does not exist; check the path or [cache] root in cachewatch.toml")
-    meta = r / META_DIR
-    if not (meta / "index.sqlite").is_file() and not (index_may_be_missing and meta.is_dir()):
-        raise CacheRootError(f"'{r}' is not a cachewatch cache (no {META_DIR}/index.sqlite); check the path or [cache] root")
-    return CachePaths(r, meta, meta / "tmp", meta / "owners", meta / "index.sqlite", meta / "lock")
-
-
-def open_index(paths: CachePaths) -> SQLiteIndex:
-    try:
-        return SQLiteIndex(paths.index_db, ProcessMutex(paths.lock))
+        return SQLiteIndex(paths.index_db, ProcessMutex(paths.index_lock), create=False)
+    except IndexLost:
+        raise CacheRootError(
+            f"cache index {paths.index_db} is empty (0 bytes or no cachewatch schema); rebuild it with "
+            f"`cachewatch verify {paths.root} --repair --max-size SIZE`"
+        ) from None
     except sqlite3.DatabaseError as exc:
         raise CacheRootError(
             f"cache index {paths.index_db} cannot be read ({exc}); move it aside and run "
             f"`cachewatch verify {paths.root} --repair --max-size SIZE` to re-index the files"
         ) from None
-
-
-def owner_alive_readonly(owners_dir: Path, token: str | None) -> bool:
-    """Like the cache's ``owner_alive`` but leaves a dead owner's token file in place."""
-    if not token:
-        return False
-    try:
-        fd = os.open(owners_dir / f"{token}.lock", os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # cannot tell: assume alive, never report a live writer's file as stale
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError as exc:
-        return exc.errno != errno.ENOLCK
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def hash_file(path: Path, buf: bytearray, token: CancelToken | None = None, on_bytes=None) -> tuple[int, int, str]:

@@ -35,15 +35,16 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..cache import Cache
-from ..cache.index import LIVE, REPLACED, WRITING, Row, SQLiteIndex
+from ..cache.index import Row
+from ..cache.integrity import CacheLayout, IndexSnapshot
 from ..cache.keys import SHARD_RE, name_to_key
 from ..errors import CacheRootError
 from ..sizes import format_duration, format_size
 from .base import CancelToken, Job, JobCancelled, JobContext
-from .cache_access import HASH_CHUNK_BYTES, CachePaths, cache_paths, hash_file, ledger_slots, open_index, owner_alive_readonly
+from .cache_access import HASH_CHUNK_BYTES, hash_file
 from .source import SourceSpec
 
 __all__ = ["verify_cache", "VerifyJob", "VerifyReport", "VerifyProblem", "PROBLEM_KINDS"]
@@ -198,11 +199,9 @@ class _Snapshot:
     max_bytes: int | None
 
 
-def _scan(paths: CachePaths, idx: SQLiteIndex) -> _Snapshot:
-    live = list(idx.iter_live("key"))
-    writing = idx.rows_in_state(WRITING)
-    replaced = idx.rows_in_state(REPLACED)
-    counters = idx.counters()
+def _scan(paths: CacheLayout, cache: Cache) -> _Snapshot:
+    snap: IndexSnapshot = cache.snapshot()
+    live, writing, replaced, counters = list(snap.live), list(snap.writing), list(snap.replaced), snap.counters
     disk: list[str] = []
     foreign: list[str] = []
     for top in os.scandir(paths.root):
@@ -213,15 +212,7 @@ def _scan(paths: CachePaths, idx: SQLiteIndex) -> _Snapshot:
                 disk.append(f"{top.name}/{entry.name}")
         else:
             foreign.append(top.name)
-    parts: list[str] = []
-    for d in (paths.tmp, paths.trash):
-        try:
-            parts += sorted(e.path for e in os.scandir(d) if e.is_file(follow_symlinks=False))
-        except FileNotFoundError:
-            pass
-    block = int(idx.get_meta("block_bytes") or 4096)
-    max_b = idx.get_meta("max_bytes")
-    return _Snapshot(live, writing, replaced, counters, sorted(disk), sorted(foreign), parts, block, int(max_b) if max_b else None)
+    return _Snapshot(live, writing, replaced, counters, sorted(disk), sorted(foreign), [], snap.block_bytes, snap.max_bytes)
 
 
 @dataclass
@@ -364,11 +355,11 @@ def verify_cache(
     ctx = ctx or JobContext("verify", "verify")
     t_start = time.perf_counter()
     workers = max(1, workers or os.cpu_count() or 1)
-    paths = cache_paths(root, index_may_be_missing=repair)
-    if not paths.index_db.is_file():
+    paths = CacheLayout.existing(root, index_may_be_missing=repair)
+    if repair and paths.index_unusable():  # missing, 0 bytes, or no cachewatch schema in it
         if max_size is None:
             raise CacheRootError(
-                f"cache '{paths.root}' has no index; pass --max-size (e.g. 100GB) with --repair to re-index its files"
+                f"cache '{paths.root}' has no usable index; pass --max-size (e.g. 100GB) with --repair to re-index its files"
             )
         Cache(paths.root, max_size=max_size, sweep=False, new_index_over_files=True).close()  # every file is then an orphan
         ctx.warn(f"cache '{paths.root}' had no index: a new one was made and every sound file will be re-indexed")
@@ -376,19 +367,13 @@ def verify_cache(
     problems: list[VerifyProblem] = []
     changed = 0
 
-    idx = open_index(paths)
-    try:
-        snap = _scan(paths, idx)
+    # Read-only first: dead writers' leftovers are judged before a writing open would reclaim them.
+    with Cache(paths.root, readonly=True, sweep=False) as ro:
+        snap = _scan(paths, ro)
         ctx.check()
-        # Dead writers' leftovers, judged before anything opens a Cache (which would reclaim them).
-        stale_parts = [p for p in snap.parts if not owner_alive_readonly(paths.owners, Path(p).name.split(".", 1)[0])]
-        stale_rows = [r for r in snap.writing if not owner_alive_readonly(paths.owners, r.owner)]  # older caches
-        stale_slots = [
-            sl for sl in (ledger_slots(paths) or [])
-            if (sl.reserved_bytes or sl.writes or sl.intent) and not owner_alive_readonly(paths.owners, sl.token)
-        ]
-    finally:
-        idx.close()
+        stale_parts = ro.stale_files()
+        stale_rows = ro.dead_writing_rows()  # older caches
+        stale_slots = [sl for sl in ro.writers() if sl.stale]
     for part in stale_parts:
         try:
             size = os.lstat(part).st_size
@@ -406,13 +391,10 @@ def verify_cache(
             detail += f", which was renaming a file to {sl.intent}"
         problems.append(VerifyProblem("stale_reservation", None, f"ledger:{sl.index}:{sl.token}", detail, sl.reserved_bytes))
 
-    cache: Cache | None = None
-    if repair:
-        # Opening the cache reclaims dead writers' reservations and .part files (the cache's own recovery).
-        cache = Cache(paths.root, sweep=False)
-        idx = cache.index
-    else:
-        idx = open_index(paths)
+    # With --repair a writing open: it reclaims dead writers' reservations and .part files (the
+    # cache's own recovery). Without, a read-only one that changes nothing.
+    cache: Cache | None = Cache(paths.root, sweep=False) if repair else None
+    view = cache if cache is not None else Cache(paths.root, readonly=True, sweep=False)
     try:
         suspects, bytes_read, hash_s = _hash_all(paths.root, snap.live, checksums, workers, ctx)
         ctx.check()
@@ -421,7 +403,7 @@ def verify_cache(
         ctx.progress("confirm", 0, len(suspects), message="confirming faults under the index lock")
         for i, s in enumerate(suspects):
             ctx.check()
-            prob, was_changed = _confirm_entry(paths.root, idx, cache, s)
+            prob, was_changed = _confirm_entry(paths.root, view, cache is not None, s)
             changed += was_changed
             if prob is not None:
                 problems.append(prob)
@@ -434,7 +416,7 @@ def verify_cache(
         hash_buf = bytearray(HASH_CHUNK_BYTES)
         for i, name in enumerate(candidates):
             ctx.check()
-            prob = _confirm_orphan(paths.root, idx, cache, name, hash_buf, ctx.token, snap)
+            prob = _confirm_orphan(paths.root, view, cache is not None, name, hash_buf, ctx.token, snap)
             if prob is not None:
                 problems.append(prob)
             ctx.progress("orphans", i + 1, len(candidates))
@@ -444,13 +426,14 @@ def verify_cache(
             if any(p.kind in ("stale_part", "stale_reservation") for p in problems):
                 cache.recover()
             fixed: list[VerifyProblem] = []
-            slots_now = {(sl.index, sl.token) for sl in (ledger_slots(paths) or [])}
+            slots_now = {(sl.index, sl.token) for sl in cache.writers()}
+            still_stale = set(cache.stale_files())
             for p in problems:
                 if p.kind == "stale_part":
                     part = Path(p.path or "")
-                    if part.exists() and not owner_alive_readonly(paths.owners, part.name.split(".", 1)[0]):
+                    if str(part) in still_stale:
                         try:
-                            part.unlink()
+                            part.unlink()  # the cache's recovery judged its owner dead and did not get to it
                         except FileNotFoundError:
                             pass
                     p = _with_action(p, "removed") if not part.exists() else p
@@ -459,24 +442,26 @@ def verify_cache(
                     if (int(index), token) not in slots_now:
                         p = _with_action(p, "released")
                 elif p.kind == "stale_reservation":
-                    row_id = next((r.id for r in stale_rows if r.key == p.key), None)
-                    if row_id is not None and idx.state_of(row_id) is None:
-                        p = _with_action(p, "released")
+                    row = next((r for r in stale_rows if r.key == p.key), None)
+                    if row is not None:
+                        with cache.surgery() as surg:
+                            if not surg.row_present(row):
+                                p = _with_action(p, "released")
                 fixed.append(p)
             problems = fixed
 
         # ------------------------------------------------ counters
-        prob = _check_counters(idx, snap, repair=cache is not None)
+        prob = _check_counters(view, snap, repair=cache is not None)
         if prob is not None:
             problems.append(prob)
         elif cache is not None and any(p.repaired for p in problems):
-            with idx.transaction():
-                idx.recount()
+            with cache.surgery() as surg:
+                surg.recount()
 
         # ------------------------------------------------ completeness, from a fresh look at the index
         complete = extra = None
         if items is not None:
-            fresh = {r.key for r in idx.iter_live("key")}
+            fresh = {r.key for r in view.snapshot().live}
             unsound = {p.key for p in problems if p.kind in _UNSOUND and not p.repaired}
             source_keys = {it.key for it in items}
             complete = 0
@@ -487,10 +472,7 @@ def verify_cache(
                     problems.append(VerifyProblem("missing_entry", it.key, str(it.path), f"source item {it.relpath}", it.size_bytes))
             extra = len(fresh - source_keys)
     finally:
-        if cache is not None:
-            cache.close()
-        else:
-            idx.close()
+        view.close()
 
     return VerifyReport(
         root=str(paths.root),
@@ -522,18 +504,18 @@ def _with_action(p: VerifyProblem, action: str) -> VerifyProblem:
     return VerifyProblem(p.kind, p.key, p.path, p.detail, p.size_bytes, action)
 
 
-def _confirm_entry(root: Path, idx: SQLiteIndex, cache: Cache | None, s: _Checked) -> tuple[VerifyProblem | None, int]:
+def _confirm_entry(root: Path, view: Cache, fix: bool, s: _Checked) -> tuple[VerifyProblem | None, int]:
     """Re-check one suspect under the index lock; repair it there when ``cache`` is given."""
     row = s.row
     path = root / row.name
-    with idx.transaction():
-        cur = idx.live_row(row.key)
+    with view.surgery() as surg:
+        cur = surg.live_row(row.key)
         if cur is None or _identity(cur) != _identity(row):
             return None, 1  # evicted, deleted or rewritten since the snapshot: not a fault
         if s.status == "bad_row":
             prob = VerifyProblem("bad_row", row.key, None, f"name {row.name!r} is not inside a shard directory", row.size)
-            if cache is not None:  # the row goes; whatever file it names is not touched
-                idx.delete_rows([row.id])
+            if fix:  # the row goes; whatever file it names is not touched
+                surg.drop_row(row)
                 prob = _with_action(prob, "row removed")
             return prob, 0
         try:
@@ -544,8 +526,8 @@ def _confirm_entry(root: Path, idx: SQLiteIndex, cache: Cache | None, s: _Checke
             if st is not None:
                 return None, 1
             prob = VerifyProblem("missing_file", row.key, str(path), "the index lists it but the file is gone", row.size)
-            if cache is not None:
-                idx.delete_rows([row.id])  # the index's own triggers keep its size totals
+            if fix:
+                surg.drop_row(row)
                 prob = _with_action(prob, "row removed")
             return prob, 0
         if s.ino is not None and st.st_ino != s.ino:
@@ -558,23 +540,21 @@ def _confirm_entry(root: Path, idx: SQLiteIndex, cache: Cache | None, s: _Checke
             prob = VerifyProblem("checksum_mismatch", row.key, str(path), f"expected xxh3 {row.checksum}, got {s.digest}", row.size)
         elif s.status == "inode":
             prob = VerifyProblem("inode_mismatch", row.key, str(path), f"index inode {row.ino}, file inode {st.st_ino}; content matches", row.size)
-            if cache is not None:
+            if fix:
                 digest = s.digest if s.digest is not None else row.checksum
-                # the same entry, indexed again with the inode it has now (created/accessed restart)
-                idx.delete_rows([row.id])
-                idx.insert_live(row.key, row.name, row.size, row.charge, digest or "", st.st_ino, time.time())
+                surg.reindex(row, st.st_ino, digest or "")
                 prob = _with_action(prob, "re-indexed")
             return prob, 0
         else:  # pragma: no cover
             return None, 0
-        if cache is not None:
-            cache.delete(row.key)  # re-entrant transaction; a pinned file is moved aside, still counted
+        if fix:
+            surg.drop_entry(row.key)  # as Cache.delete: a pinned file stays where it is, still counted
             prob = _with_action(prob, "dropped")
         return prob, 0
 
 
 def _confirm_orphan(
-    root: Path, idx: SQLiteIndex, cache: Cache | None, name: str, buf: bytearray, token: CancelToken, snap: _Snapshot
+    root: Path, view: Cache, fix: bool, name: str, buf: bytearray, token: CancelToken, snap: _Snapshot
 ) -> VerifyProblem | None:
     path = root / name
     try:
@@ -595,8 +575,8 @@ def _confirm_orphan(
             return None
         except OSError:
             digest = None
-    with idx.transaction():
-        if idx.rows_with_name(name, states=(LIVE, REPLACED)):
+    with view.surgery() as surg:
+        if surg.owned_name(name):
             return None  # committed since the snapshot, or an old version a reader still pins
         try:
             st2 = os.lstat(path)
@@ -607,49 +587,29 @@ def _confirm_orphan(
         key = name_to_key(name)
         kind_detail = "a symlink" if is_link else "no index row"
         prob = VerifyProblem("orphan_file", key, str(path), kind_detail, st.st_size)
-        if cache is None:
+        if not fix:
             return prob
-        if is_link or digest is None or key is None or idx.live_row(key) is not None:
+        if is_link or digest is None or key is None or surg.live_row(key) is not None:
             why = "symlink removed" if is_link else ("deleted (name does not give back a key)" if key is None else "deleted")
             os.unlink(path)
             return _with_action(prob, why)
-        charge = -(-st.st_size // cache.block_bytes) * cache.block_bytes
-        if idx.counters().used_bytes + charge > cache.max_bytes:
+        if not surg.adopt_orphan(key, name, st.st_size, ino, digest):
             os.unlink(path)
             return _with_action(prob, "deleted (no room under max_size)")
-        now = time.time()
-        idx.insert_live(key, name, st.st_size, charge, digest, ino, now)
         return _with_action(prob, "re-indexed")
 
 
-def _sums(live: Iterable[Row], writing: Iterable[Row], replaced: Iterable[Row]) -> dict[str, int]:
-    live = list(live)
-    writing = list(writing)
-    return {
-        "live_bytes": sum(r.charge for r in live),
-        "live_data_bytes": sum(r.size for r in live),
-        "entries": len(live),
-        "reserved_bytes": sum(r.charge for r in writing),
-        "writers": len(writing),
-        "replaced_bytes": sum(r.charge for r in replaced),
-    }
-
-
-def _diff(counters: Any, sums: dict[str, int]) -> list[str]:
-    return [f"{k} {getattr(counters, k)} != {v} from rows" for k, v in sums.items() if getattr(counters, k) != v]
-
-
-def _check_counters(idx: SQLiteIndex, snap: _Snapshot, *, repair: bool) -> VerifyProblem | None:
-    if not _diff(snap.counters, _sums(snap.live, snap.writing, snap.replaced)) and not repair:
+def _check_counters(view: Cache, snap: _Snapshot, *, repair: bool) -> VerifyProblem | None:
+    first = IndexSnapshot(tuple(snap.live), tuple(snap.writing), tuple(snap.replaced), snap.counters, snap.block_bytes, snap.max_bytes)
+    if not first.counter_differences() and not repair:
         return None
-    with idx.transaction():
-        sums = _sums(idx.iter_live("key"), idx.rows_in_state(WRITING), idx.rows_in_state(REPLACED))
-        diff = _diff(idx.counters(), sums)
+    with view.surgery() as surg:
+        diff = surg.counter_differences()
         if not diff:
             return None
         prob = VerifyProblem("counter_mismatch", None, None, "; ".join(diff))
         if repair:
-            idx.recount()
+            surg.recount()
             prob = _with_action(prob, "recounted")
         return prob
 

@@ -8,16 +8,15 @@ from pathlib import Path
 import xxhash
 
 from cachewatch.engine import Cache
-from cachewatch.engine.cache.index import REPLACED, WRITING
 
 
 def assert_index_matches_files(root: Path, *, value_check=None) -> int:
     """Open the cache (which runs start-up recovery) and compare every row with the disk."""
     with Cache(root, sweep=False) as cache:
-        idx = cache.index
-        assert idx.rows_in_state(WRITING) == [], "reservations survived recovery"
-        assert idx.rows_in_state(REPLACED) == [], "replaced versions survived with no reader"
-        live = {r.name: r for r in idx.iter_live("key")}
+        snap = cache.snapshot()
+        assert snap.writing == (), "reservations survived recovery"
+        assert snap.replaced == (), "replaced versions survived with no reader"
+        live = {r.name: r for r in snap.live}
         files = {}
         for shard in root.iterdir():
             if shard.name == ".cachewatch":
@@ -34,7 +33,7 @@ def assert_index_matches_files(root: Path, *, value_check=None) -> int:
             if value_check is not None:
                 assert value_check(data), f"{name}: value is not a complete value"
             charged += row.charge
-        c = idx.counters()
+        c = snap.counters
         assert (c.live_bytes, c.entries, c.reserved_bytes, c.writers, c.replaced_bytes) == (charged, len(live), 0, 0, 0)
         assert c.used_bytes <= cache.max_bytes
         s = cache.stats()

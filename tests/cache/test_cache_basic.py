@@ -201,7 +201,9 @@ def test_over_max_at_startup_goes_down_to_target(cache_root: Path) -> None:
     with Cache(cache_root, max_size="1MiB") as cache:
         for i in range(60):
             cache.put(f"k{i}", b"w" * 16 * KiB)
-    with Cache(cache_root, max_size="256KiB") as smaller:
+    # Only an explicit resize changes a root's max (issue 9, item 3); then it applies at once.
+    with Cache(cache_root, max_size="256KiB", resize=True) as smaller:
+        assert smaller.max_bytes == 256 * KiB
         s = smaller.stats()
         assert s.used_bytes <= smaller.target_bytes
         assert smaller.eviction_log(1)[0].reason == "startup"

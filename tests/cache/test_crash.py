@@ -74,7 +74,7 @@ def _committed(root: Path) -> int:
     return int(row[0])
 
 
-@pytest.mark.parametrize("point", ["after_reserve", "mid_write", "after_rename"])
+@pytest.mark.parametrize("point", ["after_reserve", "mid_write", "after_rename", "before_commit", "after_commit"])
 @pytest.mark.parametrize("existing", [False, True])
 def test_death_at_each_step_of_a_put(cache_root: Path, point: str, existing: bool) -> None:
     with Cache(cache_root, max_size="1MiB") as cache:
@@ -86,16 +86,16 @@ def test_death_at_each_step_of_a_put(cache_root: Path, point: str, existing: boo
     proc.join(30)
     assert proc.exitcode == -signal.SIGKILL
     leftovers = os.listdir(cache_root / ".cachewatch" / "tmp")
-    if point != "after_reserve" and point != "after_rename":
+    if point == "mid_write":
         assert leftovers, "the crash must leave a .part behind for this test to mean anything"
+    committed = point == "after_commit"
+    with Cache(cache_root, readonly=True) as ro:  # before any recovery: the committed state only
+        assert ro.read("k") == (b"N" * 10_000 if committed else (b"old" if existing else None))
     assert_index_matches_files(cache_root)  # re-opening recovers
     with Cache(cache_root) as cache:
         assert cache.read("other") == b"survives"
         got = cache.read("k")
-        # The interrupted put never committed: the key holds its old value, or (when the dead
-        # writer had already renamed over it) nothing: never the uncommitted bytes.
-        if point == "after_rename":
-            assert got is None
-        else:
-            assert got == (b"old" if existing else None)
+        # The new file never goes over a committed row's name: an interrupted put leaves the key
+        # with its old value (or none); a committed one with the new value. Never a mix.
+        assert got == (b"N" * 10_000 if committed else (b"old" if existing else None))
         assert cache.stats().reserved_bytes == 0

@@ -215,23 +215,10 @@ def torn_entry_checker(root: str, stop_file: str, out: str) -> None:
 
 
 def die_at(root: str, key: str, point: str) -> None:
-    """Stop a put at a chosen point with SIGKILL (uses the private steps of Cache.put)."""
-    from cachewatch.engine.cache.keys import key_to_name
+    """Stop a real put at a chosen step with SIGKILL (the cache's CACHEWATCH_CRASH_AT points)."""
+    from cachewatch.engine.cache import cache as cache_mod
 
+    cache_mod._CRASH_AT = f"put_{point}"  # this forked child only
     cache = Cache(root, sweep=False)
-    name = key_to_name(key)
-    data = b"N" * 10_000
-    slot, part = cache._reserve(key, cache._charge(len(data)))
-    part_path = cache._tmp / part
-    if point == "after_reserve":
-        os.kill(os.getpid(), signal.SIGKILL)
-    part_path.write_bytes(data[:3000])
-    if point == "mid_write":
-        os.kill(os.getpid(), signal.SIGKILL)
-    with open(part_path, "ab") as fh:
-        fh.write(data[3000:])
-    from cachewatch.engine.cache.cache import _rename_into_place
-
-    cache._ledger.set_intent(slot, name)  # as _commit does just before its rename
-    _rename_into_place(part_path, cache.root / name)  # the commit's rename, without its COMMIT
-    os.kill(os.getpid(), signal.SIGKILL)
+    cache.put(key, b"N" * 10_000)
+    raise AssertionError(f"put went past crash point {point}")

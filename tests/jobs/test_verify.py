@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -111,8 +112,8 @@ def plant(fault: str, root: Path, spec: SourceSpec, victim_index: int = 3) -> tu
             p.write_bytes(b"sound content nobody indexed")
             return "orphan_file", key
         if fault == "counter_mismatch":
-            with c.index.transaction():
-                c.index.add_counters(live_bytes=4096 * 7, entries=2)
+            with sqlite3.connect(root / ".cachewatch" / "index.sqlite", timeout=30) as db:  # a damaged counter row
+                db.execute("UPDATE counters SET live_bytes = live_bytes + ?, entries = entries + 2", (4096 * 7,))
             return "counter_mismatch", None
         if fault == "restored_inode":
             tmp = victim.path.with_name("copy.tmp")
@@ -296,8 +297,8 @@ def test_a_row_naming_a_file_outside_the_cache_is_dropped_and_the_file_never_tou
     outside.write_text("not the cache's")
     with Cache(root, sweep=False) as c:
         row = c.entries(order="key")[0]
-        with c.index.transaction():  # a hand-edited (or hostile) index
-            c.index._db.execute("UPDATE entries SET name = ? WHERE key = ?", ("../../precious.txt", row.key))
+    with sqlite3.connect(root / ".cachewatch" / "index.sqlite", timeout=30) as db:  # a hand-edited (or hostile) index
+        db.execute("UPDATE entries SET name = ? WHERE key = ?", ("../../precious.txt", row.key))
     report = verify_cache(root)
     assert sorted(p.kind for p in report.problems) == ["bad_row", "orphan_file"]  # its real file lost its row
     fixed = verify_cache(root, repair=True)
