@@ -247,3 +247,17 @@ def test_a_stopped_engine_does_not_stall_the_training(tmp_path: Path) -> None:
                 pass
         host.kill()
         host.wait()
+
+
+def test_the_supervisor_lines_come_after_the_last_output_on_their_own_lines(tmp_path: Path) -> None:
+    log = tmp_path / "training.log"
+    script = tmp_path / "t.py"
+    script.write_text("import sys\nsys.stdout.write('\\rstep 1\\rstep 2')\nsys.stdout.flush()\nsys.exit(4)\n")
+    sup = Supervisor([PY, str(script)], log_path=log)
+    sup.start()
+    assert sup.wait(60).exit_code == 4
+    lines = log.read_bytes().split(b"\n")
+    assert lines[0].startswith(MARKER) and b"attempt 1:" in lines[0]
+    assert lines[1] == b"step 2"  # the unfinished last line is ended before the supervisor's line
+    assert lines[2].startswith(MARKER) and b"attempt 1: exited with code 4 after" in lines[2]
+    assert lines[3:] == [b""]
