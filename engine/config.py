@@ -225,6 +225,10 @@ class RunConfig:
     preflight: str = _f(_choice("off", "warn", "require", "build"), "off", doc="cache check before launch")
     log_dir: Path | None = _f(_opt_path, doc="where training logs and run state go")
     name: str | None = _f(_opt_str, doc="engine name shown by `cachewatch ls`")
+    tty: bool = _f(_bool, True, doc="give the training a pseudo-terminal (progress bars draw as on a terminal); false: pipes")
+    log_max_size: int = _f(_size, 100_000_000, doc="training.log is rotated when it would grow past this; 0: never")
+    log_keep: int = _f(_int(0), 3, doc="rotated training logs kept (training.log.1 ...)")
+    log_max_line: int = _f(_size, 65536, doc="longer output lines are cut here, with a marker (at least 16 bytes)")
 
 
 @dataclass(frozen=True)

@@ -254,6 +254,10 @@ class Engine:
                 policy=RestartPolicy(run.restart, run.max_restarts, run.backoff, run.backoff_max),
                 stop_grace_s=run.stop_grace,
                 on_event=self._on_training_event,
+                tty=run.tty,
+                max_line_bytes=run.log_max_line,
+                log_max_bytes=run.log_max_size,
+                log_keep=run.log_keep,
             )
             try:
                 self.supervisor.start()

@@ -2,6 +2,12 @@
 
 Polling ``fstat`` a few times a second costs microseconds and needs no inotify; it also
 works on network filesystems where inotify does not.
+
+The training log is rotated by the output pump (:mod:`..training.output`): offsets in it
+are *logical*, counted from the first byte ever written, and go on growing across
+rotations. ``training.log.base`` says where the current file starts; older bytes are in
+``training.log.1``, ``.2``... while they are kept. A log that was never rotated has no base
+file, and its offsets are plain file offsets.
 """
 
 from __future__ import annotations
@@ -10,36 +16,84 @@ import os
 import time
 from pathlib import Path
 
+from ..training.output import read_base, rotated_path, utf8_safe_end
 from .protocol import LOG_CHUNK_MAX_BYTES, LogChunk
 
-__all__ = ["FileTail", "read_chunk", "utf8_safe_end"]
+__all__ = ["FileTail", "read_chunk", "read_logical", "utf8_safe_end"]
+
+_MAX_ROTATED = 1000  # more kept files than anyone configures; the walk stops at the first gap
 
 
-def utf8_safe_end(data: bytes) -> int:
-    """Length of the longest prefix of ``data`` that does not end inside a UTF-8 character."""
-    n = len(data)
-    i = n - 1
-    # Walk back over continuation bytes (10xxxxxx) to the lead byte of the last character.
-    while i >= 0 and n - i <= 4 and (data[i] & 0xC0) == 0x80:
-        i -= 1
-    if i < 0 or n - i > 4:
-        return n  # not UTF-8 anyway; let the decoder replace it
-    lead = data[i]
-    need = 1 if lead < 0x80 else 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4 if lead >> 3 == 0b11110 else 1
-    return n if n - i >= need else i
+def read_logical(path: str | os.PathLike[str], offset: int, max_bytes: int) -> tuple[int, bytes, int]:
+    """``(start, data, end)``: bytes of the (rotated) log from logical ``offset`` (negative:
+    that many before the end), at most ``max_bytes`` and never past one file's end; ``end``
+    is the logical end of the log now. ``start`` is later than ``offset`` when the bytes
+    asked for were rotated away. A rotation while reading is noticed and the read retried."""
+    path = Path(path)
+    for attempt in range(20):
+        base = read_base(path)
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            if base and attempt < 19:
+                time.sleep(0.005)  # between "log -> log.1" and the new log's creation
+                continue
+            fh = None
+        try:
+            size = os.fstat(fh.fileno()).st_size if fh is not None else 0
+            if read_base(path) != base:
+                continue  # rotated while we opened it
+            end = base + size
+            start = max(0, end + offset) if offset < 0 else min(offset, end)
+            if start >= base:
+                if fh is None or start == end:
+                    return start, b"", end
+                fh.seek(start - base)
+                return start, fh.read(min(max_bytes, end - start)), end
+        finally:
+            if fh is not None:
+                fh.close()
+        # Before the current file: walk back through the rotated ones.
+        seg_end = base
+        found: tuple[Path, int, int] | None = None
+        for n in range(1, _MAX_ROTATED):
+            try:
+                seg_size = os.stat(rotated_path(path, n)).st_size
+            except FileNotFoundError:
+                break
+            seg_start = seg_end - seg_size
+            found = (rotated_path(path, n), seg_start, seg_end)
+            if start >= seg_start:
+                break
+            seg_end = seg_start
+        if found is None:
+            offset = base  # nothing older is kept: go on from the current file's start
+            continue
+        fpath, seg_start, seg_end = found
+        start = max(start, seg_start)
+        try:
+            with open(fpath, "rb") as old:
+                old.seek(start - seg_start)
+                data = old.read(min(max_bytes, seg_end - start))
+        except FileNotFoundError:
+            continue
+        if read_base(path) != base:
+            continue
+        return start, data, end
+    return max(0, offset), b"", max(0, offset)
 
 
 def read_chunk(path: str | os.PathLike[str], offset: int, max_bytes: int = 64 * 1024) -> LogChunk:
-    """Bytes from ``offset`` (negative: that many from the end) as text, never splitting a character."""
+    """Bytes from logical ``offset`` (negative: that many from the end) as text, never
+    splitting a character. Offsets go on across rotations (see the module doc)."""
     max_bytes = max(1, min(int(max_bytes), LOG_CHUNK_MAX_BYTES))
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            start = max(0, size + offset) if offset < 0 else min(offset, size)
-            fh.seek(start)
-            data = fh.read(min(max_bytes, size - start))
-    except FileNotFoundError:
-        return LogChunk(offset=0, next_offset=0, size=0, data="", path=str(path))
+    start, data, size = read_logical(path, offset, max_bytes)
+    while data and len(data) < max_bytes and start + len(data) < size:
+        # The bytes asked for span a rotation: go on into the next file.
+        more_start, more, size = read_logical(path, start + len(data), max_bytes - len(data))
+        if more_start != start + len(data) or not more:
+            break
+        data += more
     end = utf8_safe_end(data)
     if end == 0 and data:
         end = len(data)  # a lone broken character: pass it on (replaced) rather than stall
@@ -53,75 +107,101 @@ def read_chunk(path: str | os.PathLike[str], offset: int, max_bytes: int = 64 * 
 
 
 class FileTail:
-    """New bytes appended to one file since the last call. A file that shrank starts over at 0.
+    """New bytes appended to one file since the last call, following it across rotations.
 
-    The file stays open between calls, so a poll with nothing new is one ``fstat``; whether
-    the path now names another file (removed, replaced) is checked about once a second.
+    ``offset`` is logical (see the module doc). The current file stays open between calls,
+    so a poll with nothing new is one ``fstat`` and one ``stat``. When the name points to a
+    new file (the log was rotated), the old file, still open, is read to its end first,
+    then any file rotated away in between, then the new one: no byte is lost or repeated.
+    A file that shrank (truncated by hand) is read again from its start.
     """
-
-    _RECHECK_S = 1.0
 
     def __init__(self, path: str | os.PathLike[str], offset: int = 0) -> None:
         self.path = Path(path)
         self.offset = offset
         self._fd: int | None = None
         self._ino: int | None = None
-        self._checked = 0.0
+        self._base = 0  # logical offset of the open file's first byte
 
     @classmethod
     def at_end(cls, path: str | os.PathLike[str]) -> "FileTail":
-        try:
-            return cls(path, os.stat(path).st_size)
-        except FileNotFoundError:
-            return cls(path, 0)
+        return cls(path, cls(path).size())
 
     def size(self) -> int:
-        try:
-            return os.stat(self.path).st_size
-        except FileNotFoundError:
-            return 0
+        """The logical end of the file now."""
+        return read_logical(self.path, 0, 0)[2]
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            self._ino = None
 
-    def _open(self) -> int | None:
-        now = time.monotonic()
-        if self._fd is not None and now - self._checked < self._RECHECK_S:
-            return self._fd
-        self._checked = now
-        try:
-            ino = os.stat(self.path).st_ino
-        except FileNotFoundError:
+    def _open_current(self) -> bool:
+        """Open the file the name points to now, with its base. False if there is none."""
+        for _ in range(20):
+            base = read_base(self.path)
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if not base:
+                    return False
+                time.sleep(0.005)  # mid-rotation
+                continue
+            if read_base(self.path) != base:
+                os.close(fd)
+                continue
             self.close()
-            return None
-        if self._fd is not None and ino == self._ino:
-            return self._fd
-        self.close()
+            self._fd, self._ino, self._base = fd, os.fstat(fd).st_ino, base
+            return True
+        return False
+
+    def _renamed(self) -> bool:
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.stat(self.path).st_ino != self._ino
         except FileNotFoundError:
-            return None
-        if self._ino is not None and ino != self._ino:
-            self.offset = 0  # another file under the same name: read it from its start
-        self._ino = os.fstat(self._fd).st_ino
-        return self._fd
+            return True
 
     def read_new(self, max_bytes: int = 1024 * 1024) -> tuple[int, bytes]:
         """``(offset_of_data, data)``; empty when nothing new. At most ``max_bytes`` per call."""
-        fd = self._open()
-        if fd is None:
+        if self._fd is None and not self._open_current():
             return self.offset, b""
-        size = os.fstat(fd).st_size
-        if size < self.offset:
-            self.offset = 0  # truncated
-        if size == self.offset:
-            return self.offset, b""
-        data = os.pread(fd, min(max_bytes, size - self.offset), self.offset)
-        start = self.offset
-        self.offset += len(data)
-        return start, data
+        assert self._fd is not None
+        for _ in range(8):
+            end = self._base + os.fstat(self._fd).st_size
+            if self.offset < self._base or self.offset > end:
+                if self.offset > end and not self._renamed():
+                    self.offset = self._base  # truncated by hand: read it again from its start
+                    continue
+                if self.offset < self._base:
+                    # Bytes in files rotated away since we opened this one: read them by name.
+                    start, data, _ = read_logical(self.path, self.offset, max_bytes)
+                    if data:
+                        self.offset = start + len(data)
+                        return start, data
+                    self.offset = max(self.offset, start)
+                    if self.offset < self._base:
+                        self.offset = self._base
+                    continue
+            if self.offset < end:
+                data = os.pread(self._fd, min(max_bytes, end - self.offset), self.offset - self._base)
+                start = self.offset
+                self.offset += len(data)
+                return start, data
+            # Nothing new in the open file: was it rotated? Its end is final then (the pump
+            # renames it before writing to the new one), and we have read it all.
+            if not self._renamed():
+                return self.offset, b""
+            end = self._base + os.fstat(self._fd).st_size
+            if end > self.offset:
+                continue  # written just before the rename: read it from the old file first
+            old_end = end
+            if not self._open_current():
+                self.close()
+                return self.offset, b""
+            if self._base < old_end:
+                self.offset = self._base  # a log started over (removed by hand): from its start
+        return self.offset, b""
 
     def read_lines(self, max_bytes: int = 1024 * 1024) -> list[bytes]:
         """Complete new lines only; a line still being written is left for the next call."""

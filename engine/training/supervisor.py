@@ -4,9 +4,15 @@ The training runs in its own session (``start_new_session``), so it is the leade
 own process group: SIGSTOP/SIGCONT/SIGTERM go to the group and reach the DataLoader
 workers, and a terminal closing (SIGHUP to the terminal's group) never touches it.
 
-Both output streams go straight into the log file (``O_APPEND``), not through a pipe: the
-training never blocks on a slow reader and never gets SIGPIPE if the engine dies. The
-engine tails the file. ``PYTHONUNBUFFERED=1`` makes Python trainings write as they go.
+Both output streams go into one pseudo-terminal (``tty=True``, the default: Rich, tqdm and
+Keras draw their progress as on a terminal; it is 200 columns wide and not the training's
+controlling terminal, so no SIGHUP ever comes from it) or one pipe (``tty=False``). The
+output pump (:mod:`.output`), a small process in its own session, reads the other end and
+appends to the log: redraws collapsed, escape codes removed, long lines cut, the log
+rotated by size. It is not a thread of the engine so that the training outlives the
+engine as it always did: a ``kill -9`` of the engine leaves the training and the pump
+running, and the log keeps being written. The engine tails the file.
+``PYTHONUNBUFFERED=1`` makes Python trainings write as they go.
 
 With ``progress_path``, the training gets ``CACHEWATCH_PROGRESS_FILE`` naming it (the
 reporting API writes there), and the file is emptied before each attempt.
@@ -18,10 +24,12 @@ callback may call back into the supervisor.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -29,6 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import CachewatchError
+from . import output
+from .output import DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, DEFAULT_MAX_LINE_BYTES, append_to_log, open_pty, tty_environment
 from .runstate import AttemptRecord, RestartPolicy, TrainingInfo, TrainingState, describe_exit, signal_name
 
 __all__ = ["Supervisor", "LaunchError", "SupervisorError", "PROGRESS_ENV", "ENGINE_ENV", "check_command"]
@@ -36,6 +46,9 @@ __all__ = ["Supervisor", "LaunchError", "SupervisorError", "PROGRESS_ENV", "ENGI
 PROGRESS_ENV = "CACHEWATCH_PROGRESS_FILE"
 ENGINE_ENV = "CACHEWATCH_ENGINE"
 _HISTORY = 10
+_PUMP_DRAIN_S = 5.0  # after the training's group is gone, how long its last output may take to reach the log
+_F_SETPIPE_SZ = 1031
+_PIPE_BYTES = 1024 * 1024  # a pipe this large absorbs a flood while the pump sleeps between reads
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 
@@ -91,11 +104,21 @@ class Supervisor:
         policy: RestartPolicy = RestartPolicy(),
         stop_grace_s: float = 10.0,
         on_event: EventCallback | None = None,
+        tty: bool = True,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        log_keep: int = DEFAULT_LOG_KEEP,
     ) -> None:
         self.command = tuple(str(a) for a in command)
         self.log_path = Path(log_path)
         self.cwd = None if cwd is None else str(cwd)
+        self.tty = bool(tty)
+        self.max_line_bytes = int(max_line_bytes)
+        self.log_max_bytes = int(log_max_bytes)
+        self.log_keep = int(log_keep)
         self.env = dict(os.environ if env is None else env)
+        if self.tty:
+            self.env = tty_environment(self.env)
         self.env["PYTHONUNBUFFERED"] = "1"
         self.progress_path = None if progress_path is None else Path(progress_path)
         if self.progress_path is not None:
@@ -104,6 +127,8 @@ class Supervisor:
         self._on_event = on_event
         self._cond = threading.Condition(threading.RLock())
         self._proc: subprocess.Popen[bytes] | None = None
+        self._pump: subprocess.Popen[bytes] | None = None
+        self._deferred_markers: list[bytes] = []
         self._info = TrainingInfo(command=self.command, state=TrainingState.STARTING, cwd=self.cwd,
                                   log_path=str(self.log_path), policy=policy)
         self._stop_requested = False
@@ -245,14 +270,64 @@ class Supervisor:
     def _write_marker(self, text: str) -> None:
         # A line in the training log saying what the supervisor did, so the log reads alone.
         line = f"[cachewatch] {time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n".encode()
-        try:
-            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        pump = self._pump
+        if pump is not None and pump.poll() is None:
+            # The pump is the log's one writer while it runs (it may be mid-line, or rotating):
+            # the line goes in after the training's last output.
+            self._deferred_markers.append(line)
+            return
+        # A full disk must not stop the supervision (append_to_log swallows it); the event
+        # log still records what happened.
+        append_to_log(self.log_path, line, self.log_max_bytes, self.log_keep)
+
+    def _open_output(self) -> tuple[int, int]:
+        """``(read_end, write_end)`` of the training's output: a pty, or a large pipe."""
+        if self.tty:
             try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+                return open_pty()
+            except OSError as exc:
+                raise LaunchError(f"cannot open a pseudo-terminal for the training ({exc.strerror}); set [run] tty = false") from None
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(w, _F_SETPIPE_SZ, _PIPE_BYTES)
         except OSError:
-            pass  # a full disk must not stop the supervision; the event log still records it
+            pass  # above /proc/sys/fs/pipe-max-size: the default 64 KiB pipe works too
+        return r, w
+
+    def _start_pump(self, read_fd: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-I", "-S", output.__file__, "--fd", str(read_fd), "--log", str(self.log_path),
+             "--max-line-bytes", str(self.max_line_bytes), "--log-max-bytes", str(self.log_max_bytes),
+             "--log-keep", str(self.log_keep)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            pass_fds=(read_fd,),
+            start_new_session=True,
+        )
+
+    def _end_pump(self) -> None:
+        """Wait for the pump to write the exited attempt's last output, then the held markers.
+        Called by the watcher without the lock: ``info()`` and commands answer meanwhile."""
+        with self._cond:
+            pump = self._pump
+        if pump is not None:
+            try:
+                pump.wait(_PUMP_DRAIN_S)
+            except subprocess.TimeoutExpired:
+                # Something outside the training's group (it called setsid) still holds the
+                # terminal open; the next attempt gets a new pump, this one writes what it has.
+                pump.terminate()
+                try:
+                    pump.wait(2.0)
+                except subprocess.TimeoutExpired:
+                    pump.kill()
+                    pump.wait()
+        with self._cond:
+            if self._pump is pump:
+                self._pump = None
+            markers, self._deferred_markers = self._deferred_markers, []
+        for line in markers:
+            append_to_log(self.log_path, line, self.log_max_bytes, self.log_keep)
 
     def _launch_locked(self) -> None:
         check_command(self.command, self.cwd, self.env)
@@ -266,26 +341,38 @@ class Supervisor:
                 self.progress_path.write_bytes(b"")
             except OSError as exc:
                 raise LaunchError(f"cannot create the progress file {self.progress_path} ({exc.strerror}); check [run] log_dir") from None
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        read_fd, write_fd = self._open_output()
         try:
-            proc = subprocess.Popen(
-                self.command,
-                cwd=self.cwd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
-        except FileNotFoundError:
-            raise LaunchError(f"cannot start training: '{self.command[0]}' not found; check the command or PATH") from None
-        except PermissionError:
-            raise LaunchError(f"cannot start training: '{self.command[0]}' is not executable; chmod +x it or start it with its interpreter") from None
-        except OSError as exc:
-            raise LaunchError(f"cannot start training: '{self.command[0]}' ({exc.strerror}); add a #! line or start it with its interpreter") from None
+            try:
+                proc = subprocess.Popen(
+                    self.command,
+                    cwd=self.cwd,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=write_fd,
+                    stderr=write_fd,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except FileNotFoundError:
+                raise LaunchError(f"cannot start training: '{self.command[0]}' not found; check the command or PATH") from None
+            except PermissionError:
+                raise LaunchError(f"cannot start training: '{self.command[0]}' is not executable; chmod +x it or start it with its interpreter") from None
+            except OSError as exc:
+                raise LaunchError(f"cannot start training: '{self.command[0]}' ({exc.strerror}); add a #! line or start it with its interpreter") from None
+            finally:
+                os.close(write_fd)  # the training holds it now; the pump sees the end when it closes
+            try:
+                self._pump = self._start_pump(read_fd)
+            except OSError as exc:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+                raise LaunchError(f"cannot start the output pump ({exc.strerror}); check that {sys.executable} still exists") from None
         finally:
-            os.close(fd)
+            os.close(read_fd)
         self._proc = proc
         now = time.time()
         self._info = replace(
@@ -349,6 +436,7 @@ class Supervisor:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+            self._end_pump()
             if not self._after_exit(proc, returncode, now):
                 self._flush_events()
                 return
