@@ -109,6 +109,11 @@ def build_parser(frontend: FrontEnd | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 process``, ``3 processes``: a figure with its noun, singular when it is one."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
