@@ -148,3 +148,63 @@ def test_reading_back_holds_the_view_and_end_follows_again() -> None:
             await until(pilot, lambda: shows(app, last), "still following", timeout=5)
 
     asyncio.run(go())
+
+
+def evictions_from(t0: float, n: int, reason: str = "target", every_s: float = 0.08) -> list[dict]:
+    """``n`` evictions of 9 files, as the demo's cache makes them, the newest first."""
+    out = [{"time": t0 + i * every_s, "cache": "/demo/cache", "reason": reason, "files": 9, "bytes": 147_456,
+            "size_before": 7_192_576, "size_after": 7_045_120, "dry_run": False} for i in range(n)]
+    return out[::-1]
+
+
+def with_evictions(snap: EngineSnapshot, evictions: list[dict], seq: int) -> EngineSnapshot:
+    data = copy.deepcopy(snap.to_json())
+    data["evictions"], data["seq"] = evictions, seq
+    return EngineSnapshot.from_json(data)
+
+
+def eviction_rows(app: CachewatchApp) -> list[str]:
+    import re
+
+    return [row for row in screen_text(app).splitlines() if re.search(r"│\d\d:\d\d:\d\d +\d+ ", row)]
+
+
+def test_a_manual_eviction_stays_in_view_under_a_flood_of_small_ones() -> None:
+    base = S.snapshot()
+    t = S.T0 - 600
+    flood = evictions_from(t, 50)  # 4 s of the demo's evictions: what the engine keeps (50)
+    source = FixedSource(with_evictions(base, flood, seq=10))
+    app = CachewatchApp(source, refresh_s=0.1)
+
+    async def go() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: eviction_rows(app), "the eviction rows")
+            rows = eviction_rows(app)
+            assert len(rows) == 1 and "450" in rows[0] and "target ×50 since" in rows[0], rows
+            manual = {"time": t + 4.1, "cache": "/demo/cache", "reason": "manual", "files": 120, "bytes": 1_966_080,
+                      "size_before": 7_100_000, "size_after": 5_000_000, "dry_run": False}
+            source.snapshot = with_evictions(base, [manual, *flood[:49]], seq=11)
+            await until(pilot, lambda: len(eviction_rows(app)) == 2, "the manual row")
+            # The flood goes on; the engine's 50 no longer include the manual eviction.
+            for i, start in enumerate((t + 4.2, t + 8.2, t + 12.2)):
+                source.snapshot = with_evictions(base, evictions_from(start, 50), seq=12 + i)
+                await until(pilot, lambda: app.snapshot.seq == 12 + i, "the next snapshot")
+            await pilot.pause(0.3)
+            rows = eviction_rows(app)
+            assert len(rows) == 3, rows  # the new run, the manual eviction, the run before it
+            assert "manual" in rows[1] and "120" in rows[1]
+            assert "target ×150 since" in rows[0] and "1350" in rows[0]
+
+    asyncio.run(go())
+
+
+def test_sparse_evictions_are_not_folded() -> None:
+    # Seed 000's evictions, 23 minutes apart, stay one row each (the main-screen snapshots too).
+    app = CachewatchApp(FixedSource(S.snapshot()), refresh_s=0.1)
+
+    async def go() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: len(eviction_rows(app)) == 9, "nine rows")
+            assert not any("×" in row for row in eviction_rows(app))
+
+    asyncio.run(go())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -32,10 +33,18 @@ _ANSWERS = frozenset("ynq")  # no size is written with these letters
 
 
 class SizeInput(Input):
-    """The size field: y, n and q answer the dialog instead of being typed."""
+    """The size field: y, n and q answer the dialog instead of being typed.
 
-    def check_consume_key(self, key: str, character: str | None) -> bool:
-        return character not in _ANSWERS and super().check_consume_key(key, character)
+    Handled here, in the field's own turn, not by a priority binding of the dialog: keys
+    typed fast ("3MBy" from a script, a paste) are queued to the field, and a priority
+    binding ran y before the field had taken "MB", evicting to "3".
+    """
+
+    async def on_key(self, event: events.Key) -> None:
+        if event.character in _ANSWERS:
+            event.prevent_default()  # not typed into the field
+            event.stop()
+            await self.run_action("screen.submit" if event.character == "y" else "screen.cancel")
 
 
 @dataclass(frozen=True)
@@ -48,12 +57,11 @@ class EvictRequest:
 
 class EvictDialog(FormDialog[EvictRequest]):
     SUBMIT_BUTTON = "evict"
-    # priority, and SizeInput lets them through: the size field has the focus and would take
-    # y, n and q as text otherwise.
+    # With the size field focused, SizeInput answers y, n and q itself (see there).
     BINDINGS = [
-        Binding("y", "submit", "Evict", show=False, priority=True),
-        Binding("n", "cancel", "Cancel", show=False, priority=True),
-        Binding("q", "cancel", "Cancel", show=False, priority=True),
+        Binding("y", "submit", "Evict", show=False),
+        Binding("n", "cancel", "Cancel", show=False),
+        Binding("q", "cancel", "Cancel", show=False),
         Binding("escape", "cancel", "Cancel", show=False),
     ]
 
@@ -82,6 +90,17 @@ class EvictDialog(FormDialog[EvictRequest]):
 
     def on_mount(self) -> None:
         self.query_one("#size", Input).focus()
+
+    def on_key(self, event: events.Key) -> None:
+        # A size typed before the field has the focus (typed right after `e`, or with the
+        # focus on a button) still goes into the field, instead of being dropped and leaving
+        # y to evict to the target.
+        field = self.query_one("#size", SizeInput)
+        char = event.character
+        if not field.has_focus and char and char.isprintable() and char not in _ANSWERS:
+            event.stop()
+            field.focus()
+            field.insert_text_at_cursor(char)
 
     def _request(self) -> EvictRequest | None:
         raw = self.query_one("#size", Input).value.strip()
