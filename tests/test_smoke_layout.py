@@ -79,6 +79,14 @@ def test_python_m_engine_cli_is_the_command_line() -> None:
     assert out.stdout.strip() == f"cachewatch {cachewatch.engine.__version__}"
 
 
+def test_run_help_says_what_run_does() -> None:
+    # The help is plain text in a terminal: no reStructuredText markup, no promise of a future.
+    out = subprocess.run([sys.executable, "-m", "cachewatch.engine.cli", "run", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "``" not in out.stdout and "will take this place" not in out.stdout
+    assert "the dashboard on it" in out.stdout and 'preflight = "require"' in out.stdout
+
+
 def test_version_command() -> None:
     import cachewatch.engine
 
