@@ -28,7 +28,7 @@ REPO = HERE.parent
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cachewatch.tui.cli", *args], env=env, cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cachewatch.engine.cli", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, check=True, timeout=120)
 
 
@@ -75,6 +75,10 @@ async def main() -> int:
         await shoot(entry, (160, 48), "main-160x48")
 
         async def eviction_log(app, pilot) -> None:  # noqa: ANN001
+            # A manual eviction among the demo's own (folded into one row a minute).
+            await pilot.press("e", *"3MB", "y")
+            await until(pilot, lambda: any(e.reason == "manual" for e in app.snapshot.evictions), "the manual eviction")
+            await pilot.pause(3)
             await pilot.press("h", "z")
 
         await shoot(entry, (120, 36), "eviction-log", eviction_log, wait_evictions=20)
@@ -118,7 +122,7 @@ async def main() -> int:
         await shoot(oom, (100, 32), "oom-alert-details", alert_details)
     finally:
         for name in started:
-            subprocess.run([sys.executable, "-m", "cachewatch.tui.cli", "stop", name, "--yes"], env=env,
+            subprocess.run([sys.executable, "-m", "cachewatch.engine.cli", "stop", name, "--yes"], env=env,
                            capture_output=True, timeout=60)
     return 0
 

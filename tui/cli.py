@@ -1,44 +1,52 @@
-"""The ``cachewatch`` entry point: the engine's commands plus the dashboard's.
+"""The dashboard's part of the ``cachewatch`` command line (a :class:`FrontEnd` of the engine's).
+
+The command line belongs to the engine (``cachewatch.engine.cli``, the console script);
+this module plugs the dashboard into it:
 
 ``cachewatch``
     the dashboard on the current config's engine: attaches to it when it runs, otherwise
     starts it in the background (``[run] command`` and ``[cache]`` of ``cachewatch.toml``)
     and attaches.
 ``cachewatch run -- CMD``
-    starts an engine running CMD in the background and opens the dashboard on it
-    (``--headless`` / ``--foreground`` are the engine's own modes, no dashboard).
+    in a terminal: starts an engine running CMD in the background and opens the dashboard
+    on it (``--headless`` / ``--foreground`` are the engine's own modes, no dashboard).
 ``cachewatch attach [NAME]``
     the dashboard on a running engine.
 ``cachewatch demo``
     a small real training through a small cache, and the dashboard on it.
 
+Every engine these start comes from the engine's launch plan
+(:func:`cachewatch.engine.cli.launch.plan_launch`): the command, the name and the
+``[run] preflight`` are checked in the terminal before the dashboard opens, exactly as for
+``run --headless``.
+
 Quitting the dashboard (``q``) detaches; the engine and the training keep running.
 ``--readonly`` removes every action that changes the training or the cache.
 
-Textual is imported only when a dashboard is actually opened, so headless commands start
-fast and work on machines without a terminal.
+This module imports no Textual: the engine loads it to build ``--help`` and for every
+command. Textual is imported only when a dashboard is actually opened.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from typing import Any, Sequence
 
-from cachewatch.engine.cli import EXIT_OK, build_parser, print_json, run_parsed
-from cachewatch.engine.cli.run_cmd import prepare_run
-from cachewatch.engine.config import load_config
+from cachewatch.engine.cli import EXIT_OK, FrontEnd, print_json
+from cachewatch.engine.cli.launch import LaunchPlan, plan_launch, running_engine_for
+from cachewatch.engine.config import Config, load_config
 from cachewatch.engine.daemon import runtime
-from cachewatch.engine.daemon.process import resolve_name, start_daemon
 from cachewatch.engine.errors import CachewatchError, ConfigError
-from cachewatch.engine.training.supervisor import check_command
 
-__all__ = ["main"]
+__all__ = ["FRONTEND", "main", "register"]
 
 
-def _readonly_arg(p: argparse.ArgumentParser, *, suppress: bool = True) -> None:
-    p.add_argument("--readonly", action="store_true", default=argparse.SUPPRESS if suppress else False,
+def _readonly_arg(p: argparse.ArgumentParser) -> None:
+    # SUPPRESS: `cachewatch --readonly run ...` is not undone by run's own default.
+    p.add_argument("--readonly", action="store_true", default=argparse.SUPPRESS,
                    help="no action that changes the training or the cache (evict, split, pause, restart, stop)")
 
 
@@ -57,10 +65,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="with --headless: print the engine's entry and the demo directory as JSON")
     p.set_defaults(func=cmd_demo)
 
-    run = sub.choices.get("run")
-    if run is not None:
-        _readonly_arg(run)
-
 
 def _readonly(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "readonly", False))
@@ -69,50 +73,35 @@ def _readonly(args: argparse.Namespace) -> bool:
 # ---------------------------------------------------------------------------------- commands
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """``cachewatch`` with no command."""
-    from .launch import engine_for_config, open_dashboard, require_terminal
-    from .source import EngineSource
+    from .launch import require_terminal
 
     require_terminal()
     cfg = load_config(getattr(args, "config", None))
-    entry = engine_for_config(cfg)
+    entry = running_engine_for(cfg)
     if entry is not None:
-        return open_dashboard(EngineSource(entry), cfg, readonly=_readonly(args))
+        return _open(entry, cfg, args)
     if cfg.path is None:
         raise ConfigError(
             "no engine is running and there is no cachewatch.toml here to start one from; "
             "try `cachewatch demo`, start a training with `cachewatch run -- CMD`, or `cachewatch attach NAME`"
         )
-    command = tuple(cfg.run.command)
-    if command:
-        check_command(command, cfg.run.cwd or os.getcwd())
-    elif cfg.cache.root is None:
-        raise ConfigError(f"{cfg.path} has neither [run] command nor [cache] root: nothing for an engine to watch")
-    name = resolve_name(cfg, command, None)
-    source = EngineSource(launch=lambda: start_daemon(cfg.path, command=command, name=name), name=name)
-    return open_dashboard(source, cfg, readonly=_readonly(args),
-                          intro=f"started engine {name} in the background; q detaches, the engine keeps running")
+    plan = plan_launch(cfg, watch_only=True)
+    return _open(plan, cfg, args, intro=f"started engine {plan.name} in the background; q detaches, the engine keeps running")
+
+
+def view_plan(plan: LaunchPlan, args: argparse.Namespace) -> int:
+    """``cachewatch run -- CMD`` in a terminal: the planned engine in the background, the dashboard here."""
+    return _open(plan, plan.config, args,
+                 intro=f"engine {plan.name} runs the training in the background; q detaches, S stops the training")
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    from .launch import open_dashboard, require_terminal
-    from .source import EngineSource
+    from .launch import require_terminal
 
     require_terminal()
     cfg = load_config(getattr(args, "config", None))
     entry = runtime.find_engine(args.name, config_path=cfg.path)
-    return open_dashboard(EngineSource(entry), cfg, readonly=_readonly(args))
-
-
-def cmd_run_dashboard(args: argparse.Namespace) -> int:
-    """``cachewatch run -- CMD`` without ``--headless``/``--foreground``: engine in the background, dashboard here."""
-    from .launch import check_name_free, open_dashboard
-    from .source import EngineSource
-
-    cfg, command_t, name = prepare_run(args, check_name=check_name_free)
-    source = EngineSource(
-        launch=lambda: start_daemon(cfg.path, command=command_t, name=name, metrics_port=args.metrics_port), name=name)
-    return open_dashboard(source, cfg, readonly=_readonly(args),
-                          intro=f"engine {name} runs the training in the background; q detaches, S stops the training")
+    return _open(entry, cfg, args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -123,30 +112,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
         setup_dir = os.path.dirname(running.config or "") or "?"
         if args.headless:
             return _print_demo(running, setup_dir, args.json)
-        from .launch import open_dashboard
-        from .source import EngineSource
-
         cfg = load_config(running.config) if running.config and os.path.isfile(running.config) else load_config(None)
-        return open_dashboard(EngineSource(running), cfg, readonly=_readonly(args), after=_demo_after(setup_dir),
-                              intro="the demo was already running: attached to it")
+        return _open(running, cfg, args, after=_demo_after(setup_dir), intro="the demo was already running: attached to it")
     if not args.headless:
         from .launch import require_terminal
 
         require_terminal()
     setup = prepare_demo(args.dir)
-    cfg = load_config(setup.config_path)
+    try:
+        cfg = load_config(setup.config_path)
+        plan = plan_launch(cfg, command=setup.command, name=DEMO_NAME, cwd=str(setup.directory))
+    except CachewatchError:
+        shutil.rmtree(setup.directory, ignore_errors=True)  # refused before anything ran: leave nothing behind
+        raise
     if args.headless:
-        entry = start_daemon(setup.config_path, command=setup.command, name=DEMO_NAME, cwd=setup.directory)
-        return _print_demo(entry, str(setup.directory), args.json)
+        return _print_demo(plan.start(), str(setup.directory), args.json)
+    return _open(plan, cfg, args, after=_demo_after(str(setup.directory)),
+                 intro=f"{setup.describe()}. Eviction starts within a minute. "
+                       "q detaches (the demo goes on), S stops the training, `cachewatch stop demo` ends it")
+
+
+def _open(target: LaunchPlan | runtime.EngineEntry, cfg: Config, args: argparse.Namespace, *, intro: str = "",
+          after: Any = None) -> int:
+    """The dashboard on a running engine, or on a planned one that it starts (on its first poll,
+    so the screen is up while the engine starts)."""
     from .launch import open_dashboard
     from .source import EngineSource
 
-    source = EngineSource(
-        launch=lambda: start_daemon(setup.config_path, command=setup.command, name=DEMO_NAME, cwd=setup.directory),
-        name=DEMO_NAME)
-    return open_dashboard(source, cfg, readonly=_readonly(args), after=_demo_after(str(setup.directory)),
-                          intro=f"{setup.describe()}. Eviction starts within a minute. "
-                                "q detaches (the demo goes on), S stops the training, `cachewatch stop demo` ends it")
+    if isinstance(target, LaunchPlan):
+        source = EngineSource(launch=target.start, name=target.name)
+    else:
+        source = EngineSource(target)
+    return open_dashboard(source, cfg, readonly=_readonly(args), intro=intro, after=after)
 
 
 def _demo_after(directory: str) -> Any:
@@ -171,17 +168,14 @@ def _print_demo(entry: runtime.EngineEntry, directory: str, as_json: bool) -> in
     return EXIT_OK
 
 
-# -------------------------------------------------------------------------------------- main
+FRONTEND = FrontEnd(register=register, view_options=_readonly_arg, default=cmd_dashboard, view=view_plan)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(extra=(register,))
-    _readonly_arg(parser, suppress=False)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args.func = cmd_dashboard
-    elif args.command == "run" and not (args.headless or args.foreground) and sys.stdout.isatty() and sys.stdin.isatty():
-        # Without a terminal `run` keeps the engine's behaviour (follow the output).
-        args.func = cmd_run_dashboard
-    return run_parsed(args, parser)
+    """The engine's command line (kept so ``python -m cachewatch.tui.cli`` goes on working)."""
+    from cachewatch.engine.cli import main as engine_main
+
+    return engine_main(argv)
 
 
 if __name__ == "__main__":

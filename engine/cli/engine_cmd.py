@@ -24,7 +24,7 @@ from ..daemon.results import StopResult
 from ..daemon.snapshot import EngineSnapshot
 from ..events import EventLog
 from ..sizes import format_duration, format_size, parse_duration
-from . import EXIT_OK, print_json
+from . import EXIT_OK, count, print_json
 
 __all__ = ["register", "format_status", "follow"]
 
@@ -82,6 +82,25 @@ def _pct(part: float, whole: float) -> str:
     return f"{100.0 * part / whole:.1f} %" if whole else "-"
 
 
+def _job_line(j: Any) -> str:
+    """A running job's phase and figures; a finished job's outcome (not its last phase's counters)."""
+    if j.state == "running":
+        figures = f"{j.done}/{j.total} {j.unit}" if j.total else (f"{j.done} {j.unit}" if j.done else "")
+        return f"{j.id} running" + (f" {j.message}" if j.message else "") + (f": {figures}" if figures else "")
+    if j.state in ("failed", "cancelled"):
+        return f"{j.id} {j.state}" + (f": {j.error}" if j.error else "")
+    result = j.result or {}
+    if j.kind == "verify":
+        if result.get("ok"):
+            return f"{j.id} done: the cache is clean"
+        remaining = result.get("remaining") or {}
+        n = sum(int(v) for v in remaining.values()) if remaining else len(result.get("problems") or ())
+        return f"{j.id} done: {count(n, 'problem')} (cachewatch verify --repair)"
+    if j.kind == "split" and result.get("ok") is False:
+        return f"{j.id} done: some inputs failed"
+    return f"{j.id} done" + (f": {j.done} {j.unit}" if j.done and j.unit else "")
+
+
 def format_status(s: EngineSnapshot) -> list[str]:
     """The human ``cachewatch status`` lines for a snapshot."""
     rows: list[tuple[str, str]] = []
@@ -129,8 +148,8 @@ def format_status(s: EngineSnapshot) -> list[str]:
     w = s.workers
     if w is not None and w.processes:
         cpu = w.cpu_percent_total
-        rows.append(("workers", f"{w.worker_count} DataLoader workers, "
-                                f"{len(w.processes)} processes, "
+        rows.append(("workers", f"{count(w.worker_count, 'DataLoader worker')}, "
+                                f"{count(len(w.processes), 'process', 'processes')}, "
                                 f"CPU {'?' if cpu is None else f'{cpu:.0f} %'}, "
                                 f"RSS {format_size(w.rss_bytes_total)}"))
     g = s.gpu
@@ -181,8 +200,7 @@ def format_status(s: EngineSnapshot) -> list[str]:
         for r in a.remedies:
             rows.append(("", f"  - {r}"))
     for j in s.jobs[:5]:
-        total = f"/{j.total}" if j.total else ""
-        rows.append(("job", f"{j.id} {j.state} {j.done}{total} {j.unit} {j.message}".rstrip()))
+        rows.append(("job", _job_line(j)))
     rows.append(("log", e.log_path))
     if e.metrics_url:
         rows.append(("metrics", e.metrics_url))

@@ -16,7 +16,7 @@ import psutil
 from ..config import load_config
 from ..errors import ConfigError
 from ..sizes import format_size, parse_duration, SizeError
-from . import EXIT_OK, EXIT_PROBLEMS, print_json
+from . import EXIT_OK, EXIT_PROBLEMS, count, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,7 +81,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             print(f"training {tree.reason}")
         else:
             cpu = f"{tree.cpu_percent_total:.0f} % of a core" if tree.cpu_percent_total is not None else "CPU ?"
-            print(f"training pid {tree.root_pid}: {len(tree.processes)} processes, {tree.worker_count} workers "
+            print(f"training pid {tree.root_pid}: {count(len(tree.processes), 'process', 'processes')}, "
+                  f"{count(tree.worker_count, 'worker')} "
                   f"({tree.worker_detection}), {cpu}, RSS {format_size(tree.rss_bytes_total)}")
             for p in tree.processes:
                 pc = f"{p.cpu_percent:5.0f} %" if p.cpu_percent is not None else "    ? "

@@ -1,33 +1,29 @@
-"""``cachewatch run [--headless | --foreground] [--name N] [--metrics-port P] -- CMD ARGS...``
+"""cachewatch run [--headless | --foreground] [--name N] [--metrics-port P] -- CMD ARGS...
 
-Starts an engine that supervises the training command:
+Starts an engine that supervises the training command: the words after --, or [run]
+command in cachewatch.toml. Before anything starts, the command is checked and [run]
+preflight runs: with preflight = "require" an incomplete cache refuses the launch.
 
-``--headless``
-    a detached engine (its own session, stdio to ``engine.log``) that outlives this shell
-    and the terminal; prints how to reach it and returns at once.
-``--foreground``
-    the engine in this process, the training's output on this terminal; Ctrl-C stops the
-    training gracefully; the exit code is the training's.
-neither
-    a detached engine, then this terminal follows its output (the dashboard will take this
-    place); Ctrl-C only detaches, the training goes on.
+  (neither)     in a terminal: a detached engine and the dashboard on it; q detaches,
+                the training goes on. Without a terminal (or without the dashboard
+                installed): this shell follows the training's output; Ctrl-C detaches.
+  --headless    a detached engine (its own session, output to engine.log) that outlives
+                this shell and the terminal; prints how to reach it and returns at once.
+  --foreground  the engine in this process, the training's output here; Ctrl-C stops
+                the training gracefully; the exit code is the training's.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from typing import Any, Callable
 
-from ..config import Config, load_config
+from ..config import load_config
 from ..daemon.client import EngineClient
 from ..daemon.eventtext import format_command
-from ..daemon.process import resolve_name, run_engine, start_daemon
-from ..errors import ConfigError
-from ..training.supervisor import check_command
 from . import EXIT_OK, print_json
 from .engine_cmd import follow
+from .launch import LaunchPlan, plan_launch
 
 __all__ = ["register"]
 
@@ -36,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="start an engine that runs and watches the training command",
-        description=__doc__,
+        description=__doc__.split("\n\n", 1)[1],  # the usage line is argparse's own
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS,
@@ -51,70 +47,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def preflight(cfg: Config) -> None:
-    """``[run] preflight``: is the cache complete for the source before the training starts (seed 004)?
-
-    Done here, in the terminal, so a refusal or a warning is read by the person who launched;
-    ``build`` builds what is missing first (Ctrl-C cancels it cleanly).
-    """
-    if cfg.run.preflight == "off":
-        return
-    try:
-        from ..jobs.preflight import run_preflight  # the jobs package: verify/build/pre-flight
-    except ImportError:
-        raise ConfigError(
-            f"[run] preflight = {cfg.run.preflight!r} needs the maintenance jobs, which this build lacks; set preflight = 'off'"
-        ) from None
-
-    def show(event: Any) -> None:
-        text = getattr(event, "text", None)
-        if text:
-            print(f"cachewatch: pre-flight: {text}", file=sys.stderr)
-
-    result = run_preflight(cfg, on_event=show)
-    for line in result.warnings:
-        print(f"cachewatch: warning: {line}", file=sys.stderr)
-    if result.ok and result.message and not result.warnings:
-        print(f"cachewatch: pre-flight: {result.message}", file=sys.stderr)
-    result.raise_if_refused()
-
-
-def prepare_run(args: argparse.Namespace, check_name: Callable[[str], None] | None = None) -> tuple[Config, tuple[str, ...], str]:
-    """What every form of ``cachewatch run`` does before it starts anything: the config, the
-    command (``-- CMD`` or ``[run] command``), checked to exist, the engine's name (``check_name``
-    may refuse it), then the pre-flight."""
+def plan_run(args: argparse.Namespace) -> LaunchPlan:
+    """What every form of ``cachewatch run`` starts, once the command, the name and the pre-flight pass."""
     command = list(args.cmd)
     if command and command[0] == "--":
         command = command[1:]
-    cfg = load_config(getattr(args, "config", None))
-    if args.metrics_port is not None and not (0 <= args.metrics_port <= 65535):
-        raise ConfigError(f"--metrics-port {args.metrics_port} is not a port; give a number from 1 to 65535")
-    command_t = tuple(command) or cfg.run.command
-    check_command(command_t, cfg.run.cwd or os.getcwd())
-    name = resolve_name(cfg, command_t, args.name)
-    if check_name is not None:
-        check_name(name)
-    preflight(cfg)
-    return cfg, command_t, name
+    return plan_launch(load_config(getattr(args, "config", None)), command=command, name=args.name,
+                       metrics_port=args.metrics_port)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg, command, name = prepare_run(args)
-
+    plan = plan_run(args)
     if args.foreground:
-        code = run_engine(
-            cfg,
-            name=name,
-            command=command,
-            cwd=os.getcwd(),
-            metrics_port=args.metrics_port,
-            foreground=True,
-            exit_with_training=True,
-            echo=sys.stdout.buffer,
-        )
-        return code
-
-    entry = start_daemon(cfg.path, command=command, name=name, metrics_port=args.metrics_port)
+        return plan.run_foreground(echo=sys.stdout.buffer)
+    frontend = getattr(args, "frontend", None)
+    if not args.headless and frontend is not None and sys.stdin.isatty() and sys.stdout.isatty():
+        return frontend.view(plan, args)  # the dashboard starts the planned engine and shows it
+    entry = plan.start()
     if args.headless:
         if args.json:
             print_json(entry.to_json())

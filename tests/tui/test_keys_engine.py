@@ -12,6 +12,7 @@ import asyncio
 import gzip
 import os
 import pickle
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Callable
 import pytest
 
 from cachewatch.engine.daemon import EngineClient, EngineEntry
+from cachewatch.engine.sizes import parse_size
 from cachewatch.tui.app import CachewatchApp
 from cachewatch.tui.screens.alert_details import AlertDetailsScreen
 from cachewatch.tui.screens.confirm import ConfirmationModal
@@ -112,12 +114,17 @@ def test_evict_to_a_typed_size(engine_env: EngineEnv) -> None:
                         and app.snapshot.caches[0].stats.entries > 20, "the cache to fill")
             await pilot.press("e")
             assert isinstance(app.screen, EvictDialog)
-            assert app.screen.focused.id == "cancel"  # the safe answer
-            await pilot.press("enter")  # Enter on Cancel: nothing is sent
+            size_field = app.screen.query_one("#size")
+            assert app.screen.focused is size_field  # a size can be typed at once
+            # The example is a size of this cache (below what it holds), not a fixed one.
+            example = re.search(r"or a size \((\w+(?:\.\w+)?)\)", size_field.placeholder).group(1)
+            assert parse_size(example) < app.screen.view.stats.used_bytes
+            await pilot.press("enter")  # Enter on the empty field: asks, evicts nothing
+            assert isinstance(app.screen, EvictDialog)
+            assert "type a size" in str(app.screen.query_one("#error").render())
+            await pilot.press("n")
             assert not isinstance(app.screen, EvictDialog)
-            await pilot.press("e")
-            await pilot.press("tab", "tab")  # to the size field
-            await pilot.press(*"200KB", "enter")
+            await pilot.press("e", *"200KB", "y")  # y submits what was typed
             await until(pilot, lambda: any(e.reason == "manual" for e in app.snapshot.evictions), "a manual eviction")
             await pilot.pause(0.3)
             await until(pilot, lambda: "manual" in screen_text(app), "manual on screen")  # the row in the eviction log

@@ -1,8 +1,9 @@
 """End to end in a real terminal: ``cachewatch demo`` in a detached tmux session.
 
 Keys go in with ``tmux send-keys``, the screen comes back with ``tmux capture-pane``. The
-demo's cache size and eviction log change on screen, ``v`` gives a verify result, ``q``
-detaches with the training still running, and ``cachewatch stop demo`` then ends it cleanly.
+demo's cache size and eviction log change on screen, a manual eviction to a typed size
+stays in view while the demo keeps evicting, ``v`` gives a verify result, ``q`` detaches
+with the training still running, and ``cachewatch stop demo`` then ends it cleanly.
 """
 
 from __future__ import annotations
@@ -63,11 +64,16 @@ def eviction_rows(text: str) -> list[str]:
     return re.findall(r"\d\d:\d\d:\d\d +\d+ +[\d.]+ [kKMGT]?B", text)
 
 
+def manual_rows(text: str) -> list[str]:
+    """Rows of the eviction log for a manual eviction (not the notification that says it)."""
+    return re.findall(r"\d\d:\d\d:\d\d +\d+ +[\d.]+ [kKMGT]?B [^│]*manual", text)
+
+
 def test_demo_in_tmux(engine_env: EngineEnv, tmp_path: Path) -> None:
     sock = str(tmp_path / "tmux.sock")
     env_prefix = (f"XDG_RUNTIME_DIR={os.environ['XDG_RUNTIME_DIR']} XDG_STATE_HOME={os.environ['XDG_STATE_HOME']} "
                   f"TERM=xterm-256color")
-    cmd = f"{env_prefix} {sys.executable} -m cachewatch.tui.cli demo --dir {tmp_path}; echo DASHBOARD-EXITED $?; sleep 60"
+    cmd = f"{env_prefix} {sys.executable} -m cachewatch.engine.cli demo --dir {tmp_path}; echo DASHBOARD-EXITED $?; sleep 60"
     tmux("new-session", "-d", "-s", SESSION, "-x", "80", "-y", "24", cmd, socket=sock)  # the smallest supported
     try:
         # The cache fills and evicts: the size on screen takes several values and eviction rows appear.
@@ -77,12 +83,24 @@ def test_demo_in_tmux(engine_env: EngineEnv, tmp_path: Path) -> None:
             figure = cache_figure(t)
             if figure is not None:
                 sizes.add(figure)
-            return len(sizes) >= 2 and len(eviction_rows(t)) >= 2
+            return len(sizes) >= 2 and len(eviction_rows(t)) >= 1
 
         text = wait_screen(sock, size_moved_and_evicted, "the cache size to change and evictions to show", timeout=60)
         rows_before, evicted_before = eviction_rows(text), evicted_total(text)
         wait_screen(sock, lambda t: eviction_rows(t) != rows_before and evicted_total(t) > evicted_before,
                     "newer evictions in the log and a higher evicted count")
+
+        # A manual eviction to a typed size, then the demo's own evictions (many a second)
+        # go on: the manual row stays in view.
+        tmux("send-keys", "-t", SESSION, "e", socket=sock)
+        wait_screen(sock, lambda t: "Evict the cache?" in t, "the evict dialog")
+        tmux("send-keys", "-t", SESSION, "-l", "3MB", socket=sock)
+        tmux("send-keys", "-t", SESSION, "y", socket=sock)
+        wait_screen(sock, lambda t: "Evict the cache?" not in t and manual_rows(t), "the manual eviction in the log")
+        # Typed right after the dialog showed, "3MB" then y: the engine got the typed size.
+        assert "evict to=3MB" in run_cli("events", "demo", "--kind", "command").stdout
+        time.sleep(3)
+        assert manual_rows(screen(sock)), screen(sock)
 
         tmux("send-keys", "-t", SESSION, "v", socket=sock)
         result = wait_screen(sock, lambda t: "Verify result" in t, "the verify result", timeout=60)

@@ -5,14 +5,17 @@ build their text at the width they have now; showing the same snapshot again (no
 changed since the last poll) does not repaint.
 
 A new snapshot usually changes a few figures, not the whole panel. When a panel is drawn
-as one-line texts (all of them are), only the lines whose text changed are marked dirty,
-so Textual re-renders and rewrites those lines alone: at 160x48 this halves what the
-dashboard writes to the terminal every second.
+as texts (all of them are), only the screen rows of the texts that changed are marked
+dirty, so Textual rewrites those rows alone: at 160x48 this halves what the dashboard
+writes to the terminal every second. Rows, not texts: a text that wraps (the "no GPU"
+reason in a narrow panel) takes several rows, and every text under it moves down by as
+many. When the rows move (a text wraps differently, one is added), the whole panel is
+repainted.
 """
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.text import Text
 from textual.geometry import Region
 from textual.widget import Widget
@@ -32,8 +35,8 @@ class Panel(Widget, can_focus=True):
         self.border_title = self.TITLE
         self.snapshot: EngineSnapshot | None = None
         self.history: History = History()
-        # (width, drawing, its lines) of the last show(); render() hands the drawing to Textual
-        self._drawn: tuple[int, RenderableType, list[tuple[str, str]] | None] | None = None
+        # (width, drawing, its rows) of the last show(); render() hands the drawing to Textual
+        self._drawn: tuple[int, RenderableType, list[_Line] | None] | None = None
         self._drawn_for: tuple[object, ...] | None = None
 
     def show(self, snapshot: EngineSnapshot | None, history: History) -> None:
@@ -45,12 +48,17 @@ class Panel(Widget, can_focus=True):
         previous = self._drawn
         self.render()
         lines = self._drawn[2] if self._drawn is not None else None
-        if lines is None or previous is None or previous[0] != width or previous[2] is None or len(previous[2]) != len(lines):
-            self.refresh()
+        if (lines is None or previous is None or previous[0] != width or previous[2] is None
+                or [n for _, n in previous[2]] != [n for _, n in lines]):
+            self.refresh()  # the rows moved: repaint all of it
             return
-        changed = [i for i, (a, b) in enumerate(zip(previous[2], lines)) if a != b]
-        if changed:
-            self.refresh(*(Region(0, i, width, 1) for i in changed))
+        regions, y = [], 0
+        for (old, rows), (new, _) in zip(previous[2], lines):
+            if old != new:
+                regions.append(Region(0, y, width, rows))
+            y += rows
+        if regions:
+            self.refresh(*regions)
 
     @property
     def inner_width(self) -> int:
@@ -71,22 +79,26 @@ class Panel(Widget, can_focus=True):
             drawing: RenderableType = Text("waiting for the engine…", style="dim")
         else:
             drawing = self.draw(self.snapshot, self.inner_width)
-        self._drawn = (self.inner_width, drawing, _flat_lines(drawing))
+        self._drawn = (self.inner_width, drawing, _line_rows(drawing, self.inner_width, self.app.console))
         return drawing
 
     def draw(self, snap: EngineSnapshot, width: int) -> RenderableType:
         raise NotImplementedError
 
 
-def _flat_lines(renderable: RenderableType) -> list[tuple[str, str]] | None:
-    """(text, styles) of each line when a drawing is one-line texts (possibly grouped), else None."""
-    out: list[tuple[str, str]] = []
+_Line = tuple[tuple[str, str], int]  # ((text, styles), the rows it takes at the panel's width)
+
+
+def _line_rows(renderable: RenderableType, width: int, console: Console) -> list[_Line] | None:
+    """Each text of a drawing made of texts (possibly grouped), with the rows it takes, else None."""
+    out: list[_Line] = []
 
     def walk(r: object) -> bool:
         if isinstance(r, Group):
             return all(walk(x) for x in r.renderables)
         if isinstance(r, Text) and "\n" not in r.plain:
-            out.append((r.plain, repr(r.spans) + str(r.style)))
+            rows = 1 if r.no_wrap else len(r.wrap(console, width))  # a cut line keeps to one row
+            out.append(((r.plain, repr(r.spans) + str(r.style)), rows))
             return True
         return False
 
