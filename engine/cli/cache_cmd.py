@@ -1,4 +1,4 @@
-"""``cachewatch cache stats|ls|log|evict``: look at and trim a managed cache."""
+"""``cachewatch cache stats|ls|log|evict|push|pull``: look at, trim and move a managed cache."""
 
 from __future__ import annotations
 
@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--dry-run", action="store_true", help="only report what would be evicted")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func=cmd_evict)
+
+    from .sync_cmd import register_actions as register_sync  # push / pull live in their own module
+
+    register_sync(csub)
 
 
 def open_cache_from_args(args: argparse.Namespace) -> Cache:
