@@ -170,7 +170,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     args.root = str(root)
     printer = SyncPrinter(quiet=args.quiet or (args.json and not sys.stderr.isatty()))
     with open_cache_from_args(args) as cache:
-        remote = open_remote(url, create=not args.dry_run, workers=workers)
+        remote = open_remote(url, create=not args.dry_run, must_exist=False, workers=workers)
         try:
             report = push(cache, remote, source=source, workers=workers, dry_run=args.dry_run, on_progress=printer)
         finally:

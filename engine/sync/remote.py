@@ -70,12 +70,12 @@ class VolumeRemote(Remote):
     name exists: the create-only commit, atomic on local filesystems and on NFS.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool, must_exist: bool = True) -> None:
         self.path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
         self.url = str(self.path)
         if self.path.exists() and not self.path.is_dir():
             raise RemoteConfigError(f"remote '{self.path}' is a file, not a directory; give a directory or s3://bucket/prefix")
-        if not self.path.is_dir():
+        if not self.path.is_dir() and (create or must_exist):
             if not create:
                 raise RemoteConfigError(f"remote '{self.path}' does not exist; check the path (is the volume mounted?)")
             try:
@@ -175,8 +175,9 @@ class VolumeRemote(Remote):
             _unlink_quiet(tmp)
 
 
-def open_remote(url: str, *, create: bool = False, workers: int = 16) -> Remote:
-    """``s3://bucket/prefix`` or a directory path (``file://`` accepted)."""
+def open_remote(url: str, *, create: bool = False, must_exist: bool = True, workers: int = 16) -> Remote:
+    """``s3://bucket/prefix`` or a directory path (``file://`` accepted); a push's dry run passes neither
+    ``create`` nor ``must_exist``: a directory not made yet is an empty remote."""
     if not url or not url.strip():
         raise RemoteConfigError("no remote given: pass s3://bucket/prefix or a directory, or set [cache] remote")
     if url.startswith("s3://"):
@@ -188,7 +189,7 @@ def open_remote(url: str, *, create: bool = False, workers: int = 16) -> Remote:
         raise RemoteConfigError(f"remote {url!r}: scheme '{scheme}://' is not supported; use s3://bucket/prefix or a directory path")
     if url.startswith("file://"):
         url = url[len("file://"):]
-    return VolumeRemote(url, create=create)
+    return VolumeRemote(url, create=create, must_exist=must_exist)
 
 
 def _unlink_quiet(path: str | os.PathLike[str]) -> None:

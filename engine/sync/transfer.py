@@ -254,7 +254,6 @@ def push(
     t0 = time.monotonic()
     cancelled = cancelled or (lambda: False)
     meter = _Meter("push", on_progress, 0, 0)
-    meter.phase("listing")
     entries = cache.entries("key")
     present = {name: size for name, size in remote.list_objects()}
     latest = read_latest_manifest(remote)
@@ -408,7 +407,6 @@ def pull(
     t0 = time.monotonic()
     cancelled = cancelled or (lambda: False)
     meter = _Meter("pull", on_progress, 0, 0)
-    meter.phase("listing")
     latest = read_latest_manifest(remote)
     if latest is None:
         raise NoManifest(f"nothing has been pushed to {remote.url} yet (no manifest); run `cachewatch cache push` where the cache was built")
