@@ -34,6 +34,8 @@ def register_actions(csub: argparse._SubParsersAction) -> None:
                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("paths", nargs="*", metavar="[ROOT] URL", help="cache directory (default [cache] root) and remote (default [cache] remote)")
     sp.add_argument("--no-source", action="store_true", help="do not record the [source] fingerprint in the manifest")
+    sp.add_argument("--check-remote", action="store_true",
+                    help="list the remote's objects even if its newest manifest covers the cache (finds objects deleted there)")
     _common(sp)
     sp.set_defaults(func=cmd_push)
 
@@ -172,7 +174,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     with open_cache_from_args(args) as cache:
         remote = open_remote(url, create=not args.dry_run, must_exist=False, workers=workers)
         try:
-            report = push(cache, remote, source=source, workers=workers, dry_run=args.dry_run, on_progress=printer)
+            report = push(cache, remote, source=source, workers=workers, dry_run=args.dry_run,
+                          check_remote=args.check_remote, on_progress=printer)
         finally:
             printer.close()
             remote.close()

@@ -247,16 +247,26 @@ def push(
     source: SourceFingerprint | None = None,
     workers: int = DEFAULT_WORKERS,
     dry_run: bool = False,
+    check_remote: bool = False,
     on_progress: ProgressFn | None = None,
     cancelled: CancelledFn | None = None,
 ) -> SyncReport:
-    """Upload what the remote lacks of ``cache`` (a :class:`~cachewatch.engine.cache.Cache`), then commit a manifest."""
+    """Upload what the remote lacks of ``cache`` (a :class:`~cachewatch.engine.cache.Cache`), then commit a manifest.
+
+    ``check_remote`` lists the remote's objects even when the newest manifest covers every
+    entry (objects deleted at the remote behind cachewatch's back are then sent again).
+    """
     t0 = time.monotonic()
     cancelled = cancelled or (lambda: False)
     meter = _Meter("push", on_progress, 0, 0)
     entries = cache.entries("key")
-    present = {name: size for name, size in remote.list_objects()}
     latest = read_latest_manifest(remote)
+    # Objects a committed manifest names were all stored before it was created: no need to list
+    # them again. Only entries it does not cover (new, changed, or left by an interrupted push)
+    # cost a listing, so an unchanged push is one manifest read, whatever the size of the cache.
+    present: dict[str, int] = {} if latest is None else {e.object: e.size_bytes for e in latest[1].entries}
+    if check_remote or any(not e.checksum or object_name(e.checksum, e.size_bytes) not in present for e in entries):
+        present = {name: size for name, size in remote.list_objects()}
 
     final: dict[str, tuple[int, str]] = {}  # key -> (size, xxh3) of what the manifest will say
     todo: list[_Upload] = []

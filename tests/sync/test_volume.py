@@ -160,3 +160,17 @@ def test_bad_workers_is_a_usage_error(tmp_path: Path, bad: str) -> None:
     make_cache(tmp_path / "src", files=1)
     r = run_cli("cache", "push", str(tmp_path / "src"), str(tmp_path / "r"), "--workers", bad)
     assert r.returncode == 2 and "--workers" in r.stderr
+
+
+def test_an_object_deleted_at_the_remote_is_sent_again_with_check_remote(tmp_path: Path) -> None:
+    src, remote = tmp_path / "src", tmp_path / "remote"
+    make_cache(src, files=6)
+    assert run_cli("cache", "push", str(src), str(remote)).returncode == 0
+    gone = object_files(remote)[0]
+    gone.unlink()
+    # By default the newest manifest is trusted (an unchanged push reads one manifest, lists nothing) ...
+    plain = _json(run_cli("cache", "push", str(src), str(remote), "--json"))
+    assert plain["up_to_date"] and not gone.exists()
+    # ... --check-remote lists the objects and repairs the remote.
+    checked = _json(run_cli("cache", "push", str(src), str(remote), "--check-remote", "--json"))
+    assert checked["files_transferred"] == 1 and gone.exists()
