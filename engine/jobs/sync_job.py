@@ -27,7 +27,9 @@ __all__ = ["SyncJob", "open_config_cache", "preflight_pull"]
 
 def _progress_to(ctx: JobContext) -> Any:
     def on_progress(p: SyncProgress) -> None:
-        ctx.progress(p.phase, p.files_done, p.files_total, unit="files", bytes_done=p.bytes_done, bytes_total=p.bytes_total)
+        # The message repeats bytes, rate and ETA for runners that only forward (done, total, message).
+        ctx.progress(p.phase, p.files_done, p.files_total, unit="files", bytes_done=p.bytes_done, bytes_total=p.bytes_total,
+                     message=p.line().split("  ", 3)[-1] if p.bytes_total else "")
 
     return on_progress
 
