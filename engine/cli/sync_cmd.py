@@ -64,6 +64,7 @@ class SyncPrinter:
         self.plain_interval_s = plain_interval_s
         self._last_plain = 0.0
         self._last_phase = ""
+        self._last_done: tuple[str, int] | None = None  # the completion line is printed once
         self._drawn = False
 
     def __call__(self, p: SyncProgress) -> None:
@@ -76,8 +77,11 @@ class SyncPrinter:
             self._drawn = True
         else:
             now = time.monotonic()
-            if p.phase != self._last_phase or now - self._last_plain >= self.plain_interval_s:
+            last = p.files_done == p.files_total and p.phase != "committing" and (p.phase, p.files_done) != self._last_done
+            if p.phase != self._last_phase or now - self._last_plain >= self.plain_interval_s or last:
                 self._last_plain, self._last_phase = now, p.phase
+                if last:
+                    self._last_done = (p.phase, p.files_done)
                 self.stream.write(line + "\n")
         self.stream.flush()
 

@@ -28,9 +28,10 @@ def test_push_then_pull_into_an_empty_cache_is_identical_and_verifies_clean(tmp_
     m = Manifest.from_bytes((remote / manifest_name(1)).read_bytes(), "m")
     assert sorted(e.key for e in m.entries) == sorted(content)
 
-    pull = run_cli("cache", "pull", str(remote), str(dst), "--max-size", "50MB", "--json")
+    pull = run_cli("cache", "pull", str(remote), str(dst), "--max-size", "50MB")
     assert pull.returncode == 0, pull.stderr
-    assert _json(pull)["files_transferred"] == 40
+    assert "downloaded 40 files" in pull.stdout
+    assert "pull  downloading  40/40 files" in pull.stderr  # the progress line, with bytes done of total
     assert cache_content(dst) == content
     verify = run_cli("verify", str(dst), "--no-source")
     assert verify.returncode == 0, verify.stdout + verify.stderr
