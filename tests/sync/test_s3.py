@@ -30,6 +30,12 @@ def test_push_pull_round_trip_over_s3_verifies_clean(tmp_path: Path, s3_server, 
     listed = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=prefix + "manifests/")
     assert [o["Key"] for o in listed["Contents"]] == [prefix + manifest_name(1)]
 
+    objs = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=prefix + "objects/")["Contents"]
+    assert len(objs) == 30
+    head = s3_server.client().head_object(Bucket=bucket, Key=objs[0]["Key"], ChecksumMode="ENABLED")
+    assert head.get("ChecksumCRC32")  # uploaded with a payload checksum the server verified and kept
+    assert head["Metadata"]["xxh3"] == objs[0]["Key"].rsplit("/", 1)[-1].split("-")[0]
+
     again = run_cli("cache", "push", str(src), s3_url, "--json", env=env)
     rep = json.loads(again.stdout)
     assert rep["files_transferred"] == 0 and rep["up_to_date"]
