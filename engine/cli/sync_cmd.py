@@ -15,7 +15,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from types import SimpleNamespace
+from typing import IO, Any
 
 from ..cache import Cache
 from ..config import Config, load_config
@@ -150,6 +151,42 @@ def open_or_create_cache(cfg: Config, root: Path, max_size: int | str | None) ->
     return Cache(root, max_size=max_size, sweep=False)
 
 
+class _PlannedCache:
+    """What a dry-run pull needs of a cache that does not exist yet, without creating it."""
+
+    def __init__(self, root: Path, max_bytes: int, target_ratio: float) -> None:
+        from ..config import target_bytes
+
+        probe = root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        self.root = root
+        self._stats = SimpleNamespace(block_bytes=os.statvfs(probe).f_frsize or 4096, max_bytes=max_bytes,
+                                      target_bytes=target_bytes(max_bytes, target_ratio))
+
+    def stats(self) -> SimpleNamespace:
+        return self._stats
+
+    def entries(self, order: str = "key") -> list[Any]:
+        return []
+
+    def __enter__(self) -> "_PlannedCache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _cache_or_plan(cfg: Config, root: Path, max_size: int | None) -> "Cache | _PlannedCache":
+    if (root / ".cachewatch" / "index.sqlite").is_file():
+        return open_or_create_cache(cfg, root, max_size)
+    same = cfg.cache.root is not None and Path(os.path.abspath(cfg.cache.root)) == root
+    limit = max_size if max_size is not None else (cfg.cache.max_size if same else None)
+    if limit is None:
+        raise ConfigError(f"cache '{root}' does not exist yet and has no size limit: pass --max-size SIZE or set [cache] max_size")
+    return _PlannedCache(root, limit, cfg.cache.target_ratio)
+
+
 def _finish(report: SyncReport, args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_json())
@@ -199,7 +236,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
     printer = SyncPrinter(quiet=args.quiet or (args.json and not sys.stderr.isatty()))
     remote = open_remote(url, create=False, workers=workers)
     try:
-        with open_or_create_cache(cfg, root, max_size) as cache:
+        opened = open_or_create_cache if not args.dry_run else _cache_or_plan
+        with opened(cfg, root, max_size) as cache:
             try:
                 report = pull(cache, remote, workers=workers, dry_run=args.dry_run, on_progress=printer)
             finally:
