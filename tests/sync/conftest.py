@@ -52,7 +52,7 @@ class S3Server:
 
 
 def start_moto(tmp: Path, **env: str) -> S3Server:
-    pytest.importorskip("moto.server", reason="moto[server] is in the dev extra: pip install -e '.[dev]'")
+    import moto.server  # noqa: F401  -- in the dev extra; a missing one fails here, loudly, rather than skipping
     port = _free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     full = dict(os.environ, TMPDIR=str(tmp), **env)
