@@ -198,6 +198,7 @@ class CacheConfig:
     target_ratio: float = _f(_ratio, 0.9, doc="eviction goes down to max_size x target_ratio")
     target_size: int | None = _f(_opt_size, doc="eviction target as a size; overrides target_ratio")
     ttl: float | None = _f(_opt_duration, doc="entries older than this (since written) are expired")
+    remote: str | None = _f(_opt_str, doc="where `cache push`/`cache pull` and preflight = pull go: s3://bucket/prefix or a directory")
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ class RunConfig:
     backoff: float = _f(_duration, 5.0, doc="first delay before a restart; doubles each time")
     backoff_max: float = _f(_duration, 300.0, doc="longest delay between restarts")
     stop_grace: float = _f(_duration, 10.0, doc="SIGTERM to SIGKILL delay on stop")
-    preflight: str = _f(_choice("off", "warn", "require", "build"), "off", doc="cache check before launch")
+    preflight: str = _f(_choice("off", "warn", "require", "build", "pull"), "off", doc="cache check before launch")
     log_dir: Path | None = _f(_opt_path, doc="where training logs and run state go")
     name: str | None = _f(_opt_str, doc="engine name shown by `cachewatch ls`")
     tty: bool = _f(_bool, True, doc="give the training a pseudo-terminal (progress bars draw as on a terminal); false: pipes")

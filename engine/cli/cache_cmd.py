@@ -1,4 +1,4 @@
-"""``cachewatch cache stats|ls|log|evict|resize``: look at, trim and resize a managed cache.
+"""``cachewatch cache stats|ls|log|evict|resize|push|pull``: look at, trim, resize and move a managed cache.
 
 ``stats``, ``ls`` and ``log`` open the cache read-only: they never delete, evict or recover
 anything, whatever max_size the config names (one root has one max; ``resize`` changes it).
@@ -57,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--target-size", metavar="SIZE", help="the new target (default: target_ratio of the max)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func=cmd_resize)
+
+    from .sync_cmd import register_actions as register_sync  # push / pull live in their own module
+
+    register_sync(csub)
 
 
 def _root_from_args(args: argparse.Namespace):

@@ -43,7 +43,7 @@ __all__ = ["EngineClient", "AsyncEngineClient", "connect"]
 
 # Command names by result type, so ``client.command("pause").training`` type-checks.
 _TrainingCommand = Literal["pause", "resume", "restart", "start"]
-_JobCommand = Literal["verify", "build", "split", "cancel_job"]
+_JobCommand = Literal["verify", "build", "split", "push", "pull", "cancel_job"]
 
 
 def _hello_message(client_name: str) -> dict[str, Any]:

@@ -762,6 +762,12 @@ class Engine:
     def _cmd_split(self, args: dict[str, Any]) -> dict[str, Any]:
         return self._start_job("split", args)
 
+    def _cmd_push(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._start_job("push", args)
+
+    def _cmd_pull(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._start_job("pull", args)
+
     def _cmd_cancel_job(self, args: dict[str, Any]) -> dict[str, Any]:
         jid = args.get("job_id")
         try:

@@ -124,6 +124,12 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec("split", "split large batch files into smaller ones",
                     frozen_map({"input": "file or directory", "output": "directory", "traces_per_batch": "items per batch"}),
                     destructive=True, long_running=True),
+        CommandSpec("push", "upload the cache to [cache] remote (only what is missing), then commit a manifest",
+                    frozen_map({"url": "s3://bucket/prefix or a directory; default [cache] remote", "dry_run": "only report"}),
+                    long_running=True),
+        CommandSpec("pull", "fetch what the cache lacks from [cache] remote, every object verified",
+                    frozen_map({"url": "s3://bucket/prefix or a directory; default [cache] remote", "dry_run": "only report"}),
+                    long_running=True),
         CommandSpec("cancel_job", "cancel a running job", frozen_map({"job_id": "id from the snapshot's jobs"})),
     )
 }

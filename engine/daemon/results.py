@@ -12,7 +12,7 @@ command                                 result
 pause, resume, restart, start           :class:`TrainingResult`
 stop                                    :class:`StopResult`
 dismiss_alert                           :class:`AlertResult`
-verify, build, split, cancel_job        :class:`JobResult`
+verify, build, split, push, pull, cancel_job  :class:`JobResult`
 evict                                   :class:`EvictResult`
 ======================================  =====================
 """
@@ -100,6 +100,8 @@ RESULT_TYPES: Mapping[str, type[CommandResult]] = {
     "verify": JobResult,
     "build": JobResult,
     "split": JobResult,
+    "push": JobResult,
+    "pull": JobResult,
     "cancel_job": JobResult,
     "evict": EvictResult,
 }

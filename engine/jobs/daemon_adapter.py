@@ -35,6 +35,10 @@ JOB_ARGS: dict[str, dict[str, str]] = {
         "source": "source directory (default: [source] dir)",
     },
     "build": {"root": "cache directory (default: [cache] root)", "workers": "worker processes", "source": "source directory"},
+    "push": {"url": "s3://bucket/prefix or a directory (default: [cache] remote)", "root": "cache directory",
+             "workers": "parallel transfers", "dry_run": "true: only report"},
+    "pull": {"url": "s3://bucket/prefix or a directory (default: [cache] remote)", "root": "cache directory",
+             "workers": "parallel transfers", "dry_run": "true: only report"},
     "split": {
         "input": "file or directory", "output": "directory", "traces_per_batch": "items per sub-batch (250)",
         "compress": "true (default) or false", "compress_level": "0-9 (6)", "validate": "true (default)",
@@ -85,6 +89,14 @@ def job_from_args(kind: str, args: Mapping[str, Any], config: Config) -> Job:
         raise BadJobArgs(f"no job kind {kind!r}; known: {', '.join(JOB_ARGS)}")
     if unknown:
         raise BadJobArgs(f"{kind}: unknown argument {sorted(unknown)[0]!r}; known: {', '.join(JOB_ARGS[kind])}")
+    if kind in ("push", "pull"):
+        from .sync_job import SyncJob
+
+        url = _str(args, "url") or config.cache.remote
+        root = _str(args, "root") or (str(config.cache.root) if config.cache.root else None)
+        if not url or not root:
+            raise BadJobArgs(f"{kind} needs a cache and a remote: pass root and url or set [cache] root and [cache] remote")
+        return SyncJob(kind, root, url, config=config, workers=_int(args, "workers", 16) or 16, dry_run=_bool(args, "dry_run"))
     source = SourceSpec.from_config(config, dir=_str(args, "source"))
     if kind == "verify":
         root = _str(args, "root") or (str(config.cache.root) if config.cache.root else None)
@@ -110,7 +122,7 @@ def job_from_args(kind: str, args: Mapping[str, Any], config: Config) -> Job:
 
 
 def job_factories() -> dict[str, Callable[[Any, Mapping[str, Any], JobContext], Mapping[str, Any]]]:
-    """``{"verify": f, "build": f, "split": f}`` with ``f(engine, args, ctx) -> report mapping``.
+    """``{"verify": f, "build": f, "split": f, "push": f, "pull": f}`` with ``f(engine, args, ctx) -> report mapping``.
 
     ``ctx`` is the runner's :class:`JobContext`, handed to the job as it is: progress keeps
     its phase, bytes and ETA. Split runs in a child process (see :func:`execute`).
@@ -123,4 +135,4 @@ def job_factories() -> dict[str, Callable[[Any, Mapping[str, Any], JobContext], 
         factory.__name__ = f"{kind}_job"
         return factory
 
-    return {k: make(k) for k in ("verify", "build", "split")}
+    return {k: make(k) for k in ("verify", "build", "split", "push", "pull")}

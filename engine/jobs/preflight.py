@@ -10,6 +10,8 @@ directory other than the configured one, and the rest was built during training 
              what is missing and how to fix it.
 ``build``    check; build what is missing (the ``build`` job), check again, and refuse
              only if items still fail.
+``pull``     check; pull what is missing from ``[cache] remote`` (``cachewatch cache pull``,
+             every object verified), check again, and refuse if items are still missing.
 
 The check is quick on purpose: each source item's key must have a live index row whose
 file exists with the recorded size. It does not hash (``cachewatch verify`` does).
@@ -33,7 +35,7 @@ from .source import SourceItem, SourceSpec
 
 __all__ = ["run_preflight", "check_completeness", "PreflightResult", "PreflightRefused", "Completeness", "MODES"]
 
-MODES = ("off", "warn", "require", "build")
+MODES = ("off", "warn", "require", "build", "pull")
 
 
 class PreflightRefused(CachewatchError):
@@ -169,6 +171,10 @@ def run_preflight(
         return PreflightResult(mode, True, line, True, c, warnings=(line,))
     if mode == "require":
         return PreflightResult(mode, False, line, True, c)
+    if mode == "pull":
+        from .sync_job import preflight_pull  # the S3/volume code loads only when asked for
+
+        return preflight_pull(config, mode, items, source, c, ctx, workers)
 
     # mode == "build"
     ctx.message(f"pre-flight: building {c.missing_count} missing entries in '{c.root}' before the training starts")

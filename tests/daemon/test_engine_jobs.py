@@ -26,7 +26,7 @@ def test_verify_runs_as_a_job_and_finds_damage(engine_env: EngineEnv) -> None:
     paths[3].write_bytes(b"damaged")  # a file changed behind the cache's back
     cfg = engine_env.tmp / "cachewatch.toml"
     cfg.write_text(f"[cache]\nroot = '{root}'\nmax_size = '10MB'\n")
-    assert set(default_parts(load_config(cfg)).jobs) == {"verify", "build", "split"}, "engine/jobs is not in this build"
+    assert set(default_parts(load_config(cfg)).jobs) >= {"verify", "build", "split"}, "engine/jobs is not in this build"
     entry = engine_env.start(*python_cmd("import time\nwhile True: time.sleep(1)"), name="jobs", args=("--config", str(cfg)))
     with EngineClient(entry.socket) as c:
         job = c.command("verify").job

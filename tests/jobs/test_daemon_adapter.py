@@ -39,7 +39,7 @@ def test_build_then_verify_through_the_factories(tmp_path: Path, transform_dir: 
     make_source(tmp_path, 5)
     engine = Engine(load_config(write_config(tmp_path)))
     f = job_factories()
-    assert set(f) == {"verify", "build", "split"}
+    assert set(f) == {"verify", "build", "split", "push", "pull"}
     ctx, seen = engine_context()
     built = f["build"](engine, {"workers": 2}, ctx)
     assert built["ok"] is True and built["built"] == 5 and "complete" in built["summary"]
