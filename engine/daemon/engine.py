@@ -43,7 +43,7 @@ from ..cache import Cache
 from ..config import Config
 from ..errors import CachewatchError
 from ..events import Event, EventLog
-from ..sizes import format_size, parse_size
+from ..sizes import format_size
 from ..training.runstate import RestartPolicy, TrainingState
 from ..training.supervisor import ENGINE_ENV, LaunchError, Supervisor, SupervisorError
 from . import orphans, runtime
@@ -694,22 +694,35 @@ class Engine:
 
     # ------------------------------------------------------------------------------ commands
     def execute(self, name: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Run one command (see ``protocol.COMMANDS``); raise :class:`CommandFailed` on refusal."""
-        args = dict(args or {})
-        if name not in COMMANDS:
+        """Run one command (see ``protocol.COMMANDS``); raise :class:`CommandFailed` on refusal.
+
+        The arguments are checked against the command table first: a wrong type, a value out of
+        range, an unknown or missing argument is refused with ``bad_args`` naming it, before
+        anything starts.
+        """
+        spec = COMMANDS.get(name) if isinstance(name, str) else None
+        if spec is None:
             raise CommandFailed(
                 f"unknown command {name!r}; known: {', '.join(sorted(COMMANDS))}", ErrorCode.UNKNOWN_COMMAND.value
             )
-        handler = getattr(self, f"_cmd_{name}")
+        sent = dict(args or {})  # recorded as the client wrote it ("200KB", not 200000)
         try:
-            result = handler(args)
+            args = spec.check_args({} if args is None else args)
+        except ValueError as exc:
+            raise CommandFailed(str(exc), ErrorCode.BAD_ARGS.value) from None
+        try:
+            if spec.long_running:  # a job: answered at once with its id, progress comes as events
+                result = self._start_job(name, args)
+            else:
+                result = getattr(self, f"_cmd_{name}")(args)
         except CommandFailed:
             raise
         except SupervisorError as exc:
             raise CommandFailed(str(exc), ErrorCode.CONFLICT.value) from None
         except CachewatchError as exc:
             raise CommandFailed(str(exc), ErrorCode.FAILED.value) from None
-        self.record("command", command=name, args={k: v for k, v in args.items() if isinstance(v, (str, int, float, bool))})
+        self.record("command", command=name, args={k: v for k, v in sent.items() if isinstance(v, (str, int, float, bool))},
+                    destructive=spec.is_destructive(args))
         self._publish()  # the next snapshot a client sees already shows what the command did
         return result
 
@@ -725,12 +738,7 @@ class Engine:
         return self.cache
 
     def _cmd_evict(self, args: dict[str, Any]) -> dict[str, Any]:
-        to = args.get("to")
-        if to is not None:
-            try:
-                to = parse_size(to, what="to")
-            except (ValueError, CachewatchError) as exc:
-                raise CommandFailed(str(exc), ErrorCode.BAD_ARGS.value) from None
+        to = args.get("to")  # bytes: the command table parsed "80GB"
         root = args.get("root")
         target: Any = None
         if root is not None and (self.cache is None or os.path.abspath(str(root)) != str(self.cache.root)):
@@ -773,8 +781,6 @@ class Engine:
 
     def _cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
         what = args.get("what", "training")
-        if what not in ("training", "engine"):
-            raise CommandFailed(f"stop what={what!r}: say 'training' or 'engine'", ErrorCode.BAD_ARGS.value)
         out: dict[str, Any] = {"engine_stopping": what == "engine"}
         if self.supervisor is not None:
             info = self.supervisor.info()
@@ -801,15 +807,6 @@ class Engine:
                                 ErrorCode.UNAVAILABLE.value)
         view = self.jobs.start(kind, lambda job: factory(self, args, job))
         return {"job": view.to_json()}
-
-    def _cmd_verify(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._start_job("verify", args)
-
-    def _cmd_build(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._start_job("build", args)
-
-    def _cmd_split(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._start_job("split", args)
 
     def _cmd_cancel_job(self, args: dict[str, Any]) -> dict[str, Any]:
         jid = args.get("job_id")
