@@ -292,6 +292,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         print_json([dict(e.to_json(), training_state=state) for e, state in rows])
         return EXIT_OK
+    for name, orphan in _orphans(args, {e.name for e in engines}):
+        print(f"cachewatch: warning: the engine {name} is gone but its training still runs ({orphan.describe()}); "
+              f"`cachewatch stop {name}` stops it", file=sys.stderr)
     if not rows:
         print("no engines running")
         return EXIT_OK
@@ -300,6 +303,32 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for e, state in rows:
         print(f"{e.name:<24} {e.pid:>7}  {format_duration(now - e.started):>8}  {state:<11} {format_command(e.command)}")
     return EXIT_OK
+
+
+def _orphans(args: argparse.Namespace, live: set[str]) -> list[tuple[str, Any]]:
+    """Trainings whose engine was killed: from each state directory's ``training.json``."""
+    dirs: dict[str, Path] = {}
+    root = runtime.state_dir_path("x").parent
+    try:
+        for d in root.iterdir():
+            if (d / orphans.RECORD_NAME).is_file():
+                dirs[d.name] = d
+    except OSError:
+        pass
+    try:
+        cfg = load_config(getattr(args, "config", None))
+        if cfg.run.log_dir is not None and cfg.path is not None:
+            dirs.setdefault(cfg.run.name or runtime.default_engine_name(cfg.path), Path(cfg.run.log_dir))
+    except Exception:
+        pass
+    out = []
+    for name, d in sorted(dirs.items()):
+        if name in live:
+            continue
+        orphan = orphans.find_orphan(d)
+        if orphan is not None:
+            out.append((name, orphan))
+    return out
 
 
 def _print_event(ev: Any, as_json: bool) -> None:

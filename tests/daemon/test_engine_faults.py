@@ -272,6 +272,10 @@ def test_a_training_left_by_a_killed_engine_is_refused_then_stoppable(engine_env
     wait_for(lambda: _gone(entry.pid), what="the engine died")
     assert not _gone(leader) and all(not _gone(p) for p in escaped)  # what kill -9 leaves behind
 
+    out = run_cli("ls")  # warned about wherever engines are listed
+    assert f"the engine orph is gone but its training still runs (pid {leader}" in out.stderr
+    assert "`cachewatch stop orph` stops it" in out.stderr
+
     marker = engine_env.tmp / "second"
     out = run_cli("run", "--headless", "--name", "orph", "--", *_marker_training(marker))
     line = _one_line_exit_2(out)
