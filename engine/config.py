@@ -119,7 +119,7 @@ def _ratio(raw: Any, key: str, base: Path) -> float:
 
 def _path(raw: Any, key: str, base: Path) -> Path:
     if not isinstance(raw, (str, os.PathLike)) or not str(raw).strip():
-        raise ConfigError(f"{key} = {raw!r} is not a path; write a directory path as a string")
+        raise ConfigError(f"{key} = {short_repr(raw)} is not a path; write a directory path as a string")
     _no_nul(str(raw), key)
     p = Path(os.path.expanduser(str(raw)))
     return p if p.is_absolute() else (base / p)
@@ -133,7 +133,7 @@ def _opt_path(raw: Any, key: str, base: Path) -> Path | None:
 
 def _str(raw: Any, key: str, base: Path) -> str:
     if not isinstance(raw, str):
-        raise ConfigError(f"{key} = {raw!r} must be a string")
+        raise ConfigError(f"{key} = {short_repr(raw)} must be a string")
     return _no_nul(raw, key)
 
 
@@ -231,7 +231,7 @@ def _globs(raw: Any, key: str, base: Path) -> tuple[str, ...]:
         return ()
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list) or not all(isinstance(g, str) and g.strip() for g in items):
-        raise ConfigError(f"{key} = {raw!r} must be a glob or a list of globs, e.g. '*.jpg' or ['*.jpg', '*.png']")
+        raise ConfigError(f"{key} = {short_repr(raw)} must be a glob or a list of globs, e.g. '*.jpg' or ['*.jpg', '*.png']")
     for g in items:
         _no_nul(g, key)
     from .watch.filters import glob_to_regex
@@ -246,7 +246,7 @@ def _globs(raw: Any, key: str, base: Path) -> tuple[str, ...]:
 
 def _str_map(raw: Any, key: str, base: Path) -> dict[str, str]:
     if not isinstance(raw, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
-        raise ConfigError(f"{key} = {raw!r} must be a table of strings, e.g. {{ evict = 'E' }}")
+        raise ConfigError(f"{key} = {short_repr(raw)} must be a table of strings, e.g. {{ evict = 'E' }}")
     return {_no_nul(k, key): _no_nul(v, key) for k, v in raw.items()}
 
 
@@ -506,14 +506,14 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
         _validate(cfg, where)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}" if file is not None and not str(exc).startswith(where) else str(exc)) from None
-    except (OSError, ValueError) as exc:  # e.g. a root that cannot be stat'ed
-        raise ConfigError(f"{where}: a path in the config cannot be checked ({exc}); fix it") from None
+    except (OSError, ValueError) as exc:  # a blind spot of the checks above: still one line
+        raise ConfigError(f"{where}: a path in the config cannot be checked ({type(exc).__name__}); fix it") from None
     return cfg
 
 
 def _validate(cfg: Config, where: str) -> None:
     c = cfg.cache
-    if c.root is not None and c.root.exists() and not c.root.is_dir():
+    if c.root is not None and _is_file(c.root, "[cache] root"):
         raise ConfigError(f"[cache] root = '{c.root}' is a file, not a directory; point it at a directory")
     if c.max_size is not None and c.max_size == 0:
         raise ConfigError("[cache] max_size = 0 leaves no room for any entry; give a positive size like '100GB'")
@@ -534,7 +534,7 @@ def _validate(cfg: Config, where: str) -> None:
             f"[run] backoff_max = {cfg.run.backoff_max:g}s is below backoff = {cfg.run.backoff:g}s; raise backoff_max"
         )
     for w in cfg.watch:
-        if w.root.exists() and not w.root.is_dir():
+        if _is_file(w.root, "[[watch]] root"):
             raise ConfigError(f"[[watch]] root = '{w.root}' is a file, not a directory; point it at a directory")
         if w.target_size is not None and w.target_size > w.max_size:
             raise ConfigError(
@@ -543,6 +543,21 @@ def _validate(cfg: Config, where: str) -> None:
             )
         if w.max_size == 0:
             raise ConfigError(f"[[watch]] max_size = 0 for '{w.root}'; give a positive size like '100GB'")
+
+
+def _is_file(path: Path, key: str) -> bool:
+    """True when ``path`` exists and is not a directory; a path the OS refuses names the key."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno in (20,):  # ENOTDIR: a parent is a file; the directory cannot be created there
+            return True
+        raise ConfigError(f"{key} = {short_repr(str(path))} cannot be used ({exc.strerror}); fix the path") from None
+    import stat as _stat
+
+    return not _stat.S_ISDIR(st.st_mode)
 
 
 def _human(n: int) -> str:
