@@ -48,15 +48,18 @@ RECORD_NAME = "training.json"
 
 
 def start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat); None if gone.
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat); None if
+    gone or dead (a zombie nobody reaped yet: a killed engine whose parent is slow to reap).
 
     Together with the pid it names one process for the life of the machine: a pid reused by
     another process has another start time.
     """
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-        return int(data.rsplit(b")", 1)[1].split()[19])
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        if fields[0] in (b"Z", b"X"):
+            return None
+        return int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
 
