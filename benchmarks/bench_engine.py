@@ -47,7 +47,12 @@ sys.path.insert(0, str(REPO))
 from cachewatch.engine import Cache  # noqa: E402
 from cachewatch.engine.daemon import EngineClient, start_daemon  # noqa: E402
 from cachewatch.engine.daemon.protocol import LogPush, SnapshotPush  # noqa: E402
-from cachewatch.engine.daemon.snapshot import part_value  # noqa: E402
+from cachewatch.engine.daemon.snapshot import EngineSnapshot  # noqa: E402
+
+
+def _has_epoch(snap: EngineSnapshot) -> bool:
+    return snap.progress is not None and snap.progress.epoch is not None
+
 
 CUED_TRAINING = r"""
 import os, sys, time
@@ -118,8 +123,8 @@ def bench_cpu(tmp: Path, seconds: float, workers: int) -> dict:
                 out[label.replace("_pct", "_pushes_per_s")] = pushes / seconds
                 snap = client.snapshot()
         out["training_state"] = snap.training.state.value
-        out["workers_seen"] = part_value(snap.workers, "worker_count")
-        out["progress_source"] = part_value(snap.progress, "source")
+        out["workers_seen"] = snap.workers.worker_count if snap.workers is not None else None
+        out["progress_source"] = snap.progress.source if snap.progress is not None else None
         du_loop = subprocess.Popen(["sh", "-c", f"while true; do du -sh '{root}' >/dev/null; sleep 1; done"])
         try:
             out["du_loop_pct"] = measure_cpu(du_loop.pid, seconds, children=True)
@@ -190,9 +195,9 @@ def bench_latency(tmp: Path, trials: int) -> dict:
                     now = time.perf_counter()
                     if isinstance(msg, LogPush) and f"cue {n}\n" in msg.chunk.data and got_line is None:
                         got_line = now - t0
-                    if isinstance(msg, SnapshotPush) and part_value(msg.snapshot.progress, "epoch") == n and got_progress is None:
+                    if isinstance(msg, SnapshotPush) and msg.snapshot.progress is not None and msg.snapshot.progress.epoch == n and got_progress is None:
                         got_progress = now - t0
-                    if got_line is not None and msg is None and part_value(client.snapshot().progress, "epoch") is None:
+                    if got_line is not None and msg is None and not _has_epoch(client.snapshot()):
                         break  # no progress feed in this build: only the line is measured
                 assert got_line is not None, "the printed line never reached the client"
                 line_s.append(got_line)

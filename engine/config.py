@@ -234,7 +234,7 @@ def _globs(raw: Any, key: str, base: Path) -> tuple[str, ...]:
         raise ConfigError(f"{key} = {short_repr(raw)} must be a glob or a list of globs, e.g. '*.jpg' or ['*.jpg', '*.png']")
     for g in items:
         _no_nul(g, key)
-    from .watch.filters import glob_to_regex
+    from .globs import glob_to_regex
 
     for g in items:
         try:
@@ -342,6 +342,7 @@ class WatchConfig:
     scan_interval: float = _f(_duration(1.0, 7 * _DAY), 300.0, doc="period of the reconciling full scan (1s to 7d)")
     dry_run: bool = _f(_bool, False, doc="report what would be evicted, delete nothing")
     state_dir: Path | None = _f(_opt_path, doc="where the watch keeps its events (default: $XDG_STATE_HOME/cachewatch/watch/<hash>)")
+    allow_dangerous_root: bool = _f(_bool, False, doc="accept a system directory or one holding your home as root (refused otherwise)")
 
 
 @dataclass(frozen=True)

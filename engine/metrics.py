@@ -16,8 +16,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .daemon.snapshot import part_value
+from .daemon.snapshot import EngineSnapshot
 from .errors import CachewatchError
+from .monitor.gpu import GpuInfo
+from .training.progress import ProgressSnapshot
 
 __all__ = ["SnapshotCollector", "MetricsServer", "start_metrics_server", "TRAINING_STATES"]
 
@@ -27,7 +29,7 @@ TRAINING_STATES = ("starting", "running", "paused", "restarting", "exited", "sto
 class SnapshotCollector(Collector):
     """Turns ``snapshot_fn()`` (an ``EngineSnapshot``) into metric families on each scrape."""
 
-    def __init__(self, snapshot_fn: Callable[[], Any]) -> None:
+    def __init__(self, snapshot_fn: Callable[[], EngineSnapshot | None]) -> None:
         self._snapshot_fn = snapshot_fn
 
     def collect(self) -> Iterator[Any]:
@@ -48,7 +50,7 @@ class SnapshotCollector(Collector):
             active.add_metric([engine, sev], sum(1 for a in snap.alerts if a.severity == sev and a.active and not a.dismissed))
         yield active
 
-    def _caches(self, snap: Any, engine: str) -> Iterator[Any]:
+    def _caches(self, snap: EngineSnapshot, engine: str) -> Iterator[Any]:
         gauges = {
             "size_bytes": ("cachewatch_cache_size_bytes", "Bytes of entry files on disk (block-rounded)"),
             "used_bytes": ("cachewatch_cache_used_bytes", "Bytes on disk plus writes in flight (what the bound applies to)"),
@@ -73,24 +75,26 @@ class SnapshotCollector(Collector):
             labels = [engine, view.root]
             for k, fam in g.items():
                 fam.add_metric(labels, getattr(s, k))
-            for k, fam in c.items():
-                fam.add_metric(labels, getattr(s, k))
+            for k, counter in c.items():
+                counter.add_metric(labels, getattr(s, k))
             if view.disk_free_bytes is not None:
                 free.add_metric(labels, view.disk_free_bytes)
         for w in snap.watched:
-            labels = [engine, str(part_value(w, "root", default=""))]
-            for k in ("size_bytes", "max_bytes", "target_bytes", "entries"):
-                g[k].add_metric(labels, part_value(w, k, default=0))
-            g["used_bytes"].add_metric(labels, part_value(w, "size_bytes", default=0))
-            for k in ("evicted_files", "evicted_bytes"):
-                c[k].add_metric(labels, part_value(w, k, default=0))
-            if part_value(w, "disk_free_bytes") is not None:
-                free.add_metric(labels, part_value(w, "disk_free_bytes"))
+            labels = [engine, w.root]
+            g["size_bytes"].add_metric(labels, w.size_bytes)
+            g["max_bytes"].add_metric(labels, w.max_bytes)
+            g["target_bytes"].add_metric(labels, w.target_bytes)
+            g["entries"].add_metric(labels, w.entries)
+            g["used_bytes"].add_metric(labels, w.size_bytes)
+            c["evicted_files"].add_metric(labels, w.evicted_files)
+            c["evicted_bytes"].add_metric(labels, w.evicted_bytes)
+            if w.disk_free_bytes is not None:
+                free.add_metric(labels, w.disk_free_bytes)
         yield from g.values()
         yield from c.values()
         yield free
 
-    def _training(self, snap: Any, engine: str) -> Iterator[Any]:
+    def _training(self, snap: EngineSnapshot, engine: str) -> Iterator[Any]:
         t = snap.training
         state = GaugeMetricFamily("cachewatch_training_state", "1 for the training's current state", labels=["engine", "state"])
         restarts = CounterMetricFamily("cachewatch_training_restarts", "Relaunches of the training", labels=["engine"])
@@ -107,20 +111,21 @@ class SnapshotCollector(Collector):
                 exit_code.add_metric([engine], t.exit_code)
         yield from (state, restarts, duration, exit_code)
         p = snap.progress
-        fields = {
-            ("epoch",): ("cachewatch_training_epoch", "Epoch in progress (1-based)"),
-            ("total_epochs",): ("cachewatch_training_epochs_total", "Epochs planned"),
-            ("step",): ("cachewatch_training_step", "Step within the epoch"),
-            ("total_steps",): ("cachewatch_training_steps_per_epoch", "Steps per epoch"),
-            ("loss",): ("cachewatch_training_loss", "Last reported loss"),
-            ("eta", "remaining_s"): ("cachewatch_training_eta_seconds", "Estimated time to the end of the training"),
-            ("eta", "finish_time"): ("cachewatch_training_finish_timestamp_seconds", "Estimated end of the training (Unix time)"),
-            ("eta", "step_s"): ("cachewatch_training_seconds_per_step", "Average seconds per step (batch)"),
-            ("eta", "avg_epoch_s"): ("cachewatch_training_epoch_seconds", "Average epoch duration"),
+        fields: dict[str, tuple[str, Callable[[ProgressSnapshot], float | int | None]]] = {
+            "cachewatch_training_epoch": ("Epoch in progress (1-based)", lambda p: p.epoch),
+            "cachewatch_training_epochs_total": ("Epochs planned", lambda p: p.total_epochs),
+            "cachewatch_training_step": ("Step within the epoch", lambda p: p.step),
+            "cachewatch_training_steps_per_epoch": ("Steps per epoch", lambda p: p.total_steps),
+            "cachewatch_training_loss": ("Last reported loss", lambda p: p.loss),
+            "cachewatch_training_eta_seconds": ("Estimated time to the end of the training", lambda p: p.eta.remaining_s),
+            "cachewatch_training_finish_timestamp_seconds": ("Estimated end of the training (Unix time)",
+                                                             lambda p: p.eta.finish_time),
+            "cachewatch_training_seconds_per_step": ("Average seconds per step (batch)", lambda p: p.eta.step_s),
+            "cachewatch_training_epoch_seconds": ("Average epoch duration", lambda p: p.eta.avg_epoch_s),
         }
-        for path, (name, help_) in fields.items():
+        for name, (help_, read) in fields.items():
             fam = GaugeMetricFamily(name, help_, labels=["engine"])
-            value = part_value(p, *path)
+            value = read(p) if p is not None else None
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 fam.add_metric([engine], float(value))
             yield fam
@@ -129,51 +134,55 @@ class SnapshotCollector(Collector):
         procs = GaugeMetricFamily("cachewatch_training_processes", "Processes in the training's tree", labels=["engine"])
         rss = GaugeMetricFamily("cachewatch_training_rss_bytes", "Resident memory of the training's process tree", labels=["engine"])
         cpu = GaugeMetricFamily("cachewatch_training_cpu_percent", "CPU of the training's process tree (100 = one core)", labels=["engine"])
-        if w is not None and part_value(w, "processes"):
-            workers.add_metric([engine], part_value(w, "worker_count", default=0))
-            procs.add_metric([engine], len(part_value(w, "processes")))
-            rss.add_metric([engine], part_value(w, "rss_bytes_total", default=0))
-            total_cpu = part_value(w, "cpu_percent_total")
+        if w is not None and w.processes:
+            workers.add_metric([engine], w.worker_count)
+            procs.add_metric([engine], len(w.processes))
+            rss.add_metric([engine], w.rss_bytes_total)
+            total_cpu = w.cpu_percent_total
             if total_cpu is not None:
                 cpu.add_metric([engine], total_cpu)
         yield from (workers, procs, rss, cpu)
 
-    def _gpu(self, snap: Any, engine: str) -> Iterator[Any]:
+    def _gpu(self, snap: EngineSnapshot, engine: str) -> Iterator[Any]:
         gpu = snap.gpu
         available = GaugeMetricFamily("cachewatch_gpu_available", "1 when GPUs are sampled through NVML and present", labels=["engine"])
-        devices = part_value(gpu, "gpus", default=())
-        available.add_metric([engine], 1.0 if part_value(gpu, "state") == "ok" and devices else 0.0)
+        devices = gpu.gpus if gpu is not None else ()
+        available.add_metric([engine], 1.0 if gpu is not None and gpu.state == "ok" and devices else 0.0)
         yield available
         labels = ["engine", "gpu", "name"]
-        fams = {
-            "utilization_percent": GaugeMetricFamily("cachewatch_gpu_utilization_ratio", "GPU utilization (0-1)", labels=labels),
-            "memory_used_bytes": GaugeMetricFamily("cachewatch_gpu_memory_used_bytes", "GPU memory used", labels=labels),
-            "memory_total_bytes": GaugeMetricFamily("cachewatch_gpu_memory_total_bytes", "GPU memory total", labels=labels),
-            "temperature_c": GaugeMetricFamily("cachewatch_gpu_temperature_celsius", "GPU temperature", labels=labels),
-            "power_w": GaugeMetricFamily("cachewatch_gpu_power_watts", "GPU power draw", labels=labels),
-            "training_memory_bytes": GaugeMetricFamily("cachewatch_gpu_training_memory_bytes",
-                                                       "GPU memory held by the training's processes", labels=labels),
-        }
+        fams: list[tuple[GaugeMetricFamily, Callable[[GpuInfo], float | int | None]]] = [
+            (GaugeMetricFamily("cachewatch_gpu_utilization_ratio", "GPU utilization (0-1)", labels=labels),
+             lambda d: None if d.utilization_percent is None else d.utilization_percent / 100.0),
+            (GaugeMetricFamily("cachewatch_gpu_memory_used_bytes", "GPU memory used", labels=labels),
+             lambda d: d.memory_used_bytes),
+            (GaugeMetricFamily("cachewatch_gpu_memory_total_bytes", "GPU memory total", labels=labels),
+             lambda d: d.memory_total_bytes),
+            (GaugeMetricFamily("cachewatch_gpu_temperature_celsius", "GPU temperature", labels=labels),
+             lambda d: d.temperature_c),
+            (GaugeMetricFamily("cachewatch_gpu_power_watts", "GPU power draw", labels=labels), lambda d: d.power_w),
+            (GaugeMetricFamily("cachewatch_gpu_training_memory_bytes", "GPU memory held by the training's processes",
+                               labels=labels), lambda d: d.training_memory_bytes),
+        ]
         for dev in devices:
-            lab = [engine, str(part_value(dev, "index")), str(part_value(dev, "name", default=""))]
-            for attr, fam in fams.items():
-                value = part_value(dev, attr)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    fam.add_metric(lab, value / 100.0 if attr == "utilization_percent" else float(value))
-        yield from fams.values()
+            lab = [engine, str(dev.index), dev.name or ""]
+            for fam, read in fams:
+                value = read(dev)
+                if value is not None:
+                    fam.add_metric(lab, float(value))
+        yield from (fam for fam, _ in fams)
 
-    def _host(self, snap: Any, engine: str) -> Iterator[Any]:
+    def _host(self, snap: EngineSnapshot, engine: str) -> Iterator[Any]:
         h = snap.host
         total = GaugeMetricFamily("cachewatch_host_memory_total_bytes", "System memory", labels=["engine"])
         avail = GaugeMetricFamily("cachewatch_host_memory_available_bytes", "System memory available", labels=["engine"])
         ratio = GaugeMetricFamily("cachewatch_host_memory_ratio", "System memory in use (0-1), what the alert compares", labels=["engine"])
         disk = GaugeMetricFamily("cachewatch_host_disk_free_bytes", "Free bytes on the cache root's filesystem", labels=["engine", "path"])
-        if part_value(h, "memory", "total_bytes"):
-            total.add_metric([engine], part_value(h, "memory", "total_bytes"))
-            avail.add_metric([engine], part_value(h, "memory", "available_bytes", default=0))
-            ratio.add_metric([engine], part_value(h, "memory", "percent", default=0.0) / 100.0)
-        if part_value(h, "disk", "free_bytes") is not None:
-            disk.add_metric([engine, str(part_value(h, "disk", "path", default=""))], part_value(h, "disk", "free_bytes"))
+        if h is not None and h.memory.total_bytes:
+            total.add_metric([engine], h.memory.total_bytes)
+            avail.add_metric([engine], h.memory.available_bytes)
+            ratio.add_metric([engine], h.memory.percent / 100.0)
+        if h is not None and h.disk is not None:
+            disk.add_metric([engine, h.disk.path], h.disk.free_bytes)
         yield from (total, avail, ratio, disk)
 
 
@@ -191,7 +200,7 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def start_metrics_server(snapshot_fn: Callable[[], Any], port: int, host: str = "127.0.0.1") -> MetricsServer:
+def start_metrics_server(snapshot_fn: Callable[[], EngineSnapshot | None], port: int, host: str = "127.0.0.1") -> MetricsServer:
     """Serve ``/metrics`` on ``host:port`` (port 0 picks a free one) in a daemon thread."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot_fn))

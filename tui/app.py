@@ -15,19 +15,29 @@ Data flow, and why:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, ClassVar, Iterable, Mapping, TypeVar, overload
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import Footer
 
 from cachewatch.engine.daemon.errors import CommandFailed
+from cachewatch.engine.daemon.results import (
+    AlertResult,
+    CommandResult,
+    EvictResult,
+    JobResult,
+    StopResult,
+    TrainingResult,
+)
 from cachewatch.engine.daemon.snapshot import Alert, CacheView, EngineSnapshot, JobView
+from cachewatch.engine.training.runstate import TrainingInfo
 
 from . import commands
 from .screens.alert_details import AlertDetailsScreen
@@ -63,8 +73,11 @@ class Polled(Message):
                 and not message.update.fatal)
 
 
+_W = TypeVar("_W", bound=Widget)
+
+
 class CommandDone(Message):
-    def __init__(self, action_id: str, command: str, result: Mapping[str, Any] | None, error: str | None) -> None:
+    def __init__(self, action_id: str, command: str, result: CommandResult | None, error: str | None) -> None:
         super().__init__()
         self.action_id = action_id
         self.command = command
@@ -77,7 +90,7 @@ class CachewatchApp(App[None]):
     TITLE = "cachewatch"
     ENABLE_COMMAND_PALETTE = True
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
-    BINDINGS = commands.bindings()
+    BINDINGS: ClassVar[list[BindingType]] = [*commands.bindings()]
 
     def __init__(self, source: SnapshotSource, *, refresh_s: float = 1.0, readonly: bool = False,
                  keymap: Mapping[str, str] | None = None, engine_name: str = "", intro: str = "") -> None:
@@ -113,10 +126,18 @@ class CachewatchApp(App[None]):
         yield JobsBar(id="jobs")
         yield Footer(compact=True, show_command_palette=False)
 
-    def _main(self, selector: str | type, expect: type | None = None):  # noqa: ANN202
+    @overload
+    def _main(self, selector: type[_W]) -> _W: ...
+    @overload
+    def _main(self, selector: str, expect: type[_W]) -> _W: ...
+
+    def _main(self, selector: str | type[_W], expect: type[_W] | None = None) -> _W:
         """A widget of the dashboard screen, whatever dialog is on top (``App.query_one`` looks at the top one)."""
         main = self.screen_stack[0]
-        return main.query_one(selector) if expect is None else main.query_one(selector, expect)
+        if isinstance(selector, str):
+            assert expect is not None
+            return main.query_one(selector, expect)
+        return main.query_one(selector)
 
     def on_mount(self) -> None:
         if self.keymap:
@@ -212,7 +233,7 @@ class CachewatchApp(App[None]):
             return
         getattr(self, f"_do_{action_id}")()
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for action in commands.available(self.readonly):
             keys = "/".join(commands.key_label(k) for k in commands.effective_keys(action, self.keymap))
@@ -241,11 +262,11 @@ class CachewatchApp(App[None]):
             return  # the reply came back while the dashboard shuts down
         if message.error is not None:
             self.notify(message.error, title=f"{message.command} refused", severity="error", timeout=8)
-        else:
-            text = _describe_result(message.command, message.result or {})
-            job = (message.result or {}).get("job")
-            if isinstance(job, Mapping) and job.get("id") and message.command in ("verify", "split", "build"):
-                self._awaited_jobs[str(job["id"])] = message.action_id
+        elif message.result is not None:
+            result = message.result
+            text = _describe_result(message.command, result)
+            if isinstance(result, JobResult) and message.command in ("verify", "split", "build"):
+                self._awaited_jobs[result.job.id] = message.action_id
             self.notify(text, title=message.command, timeout=6)
         self.poll_now()
 
@@ -299,7 +320,7 @@ class CachewatchApp(App[None]):
 
         self.push_screen(SplitDialog(), chosen)
 
-    def _training(self) -> Any:
+    def _training(self) -> TrainingInfo | None:
         return None if self.snapshot is None else self.snapshot.training
 
     def _do_pause(self) -> None:
@@ -407,23 +428,19 @@ class CachewatchApp(App[None]):
 _PAST = {"pause": "paused", "resume": "resumed", "restart": "restarted", "start": "started", "stop": "stopped"}
 
 
-def _describe_result(command: str, result: Mapping[str, Any]) -> str:
+def _describe_result(command: str, result: CommandResult) -> str:
     """One line saying what the engine did."""
-    if command == "evict":
-        return str(result.get("describe") or f"evicted {result.get('files', 0)} files")
-    if command in _PAST:
-        training = result.get("training") or {}
-        state = training.get("state")
+    if isinstance(result, EvictResult):
+        return result.describe or f"evicted {result.files} files"
+    if isinstance(result, (TrainingResult, StopResult)) and command in _PAST:
+        state = result.training.state.value if result.training is not None else None
         return f"training {_PAST[command]}" + (f" (now {state})" if state else "")
-    if command in ("verify", "split", "build"):
-        job = result.get("job") or {}
-        return f"{command} started ({job.get('id', '?')}); the result shows when it ends"
-    if command == "dismiss_alert":
-        alert = result.get("alert") or {}
-        return f"dismissed: {alert.get('title', 'alert')}"
-    if command == "cancel_job":
-        job = result.get("job") or {}
-        return f"cancelling {job.get('id', 'the job')}"
+    if isinstance(result, JobResult):
+        if command == "cancel_job":
+            return f"cancelling {result.job.id}"
+        return f"{command} started ({result.job.id}); the result shows when it ends"
+    if isinstance(result, AlertResult):
+        return f"dismissed: {result.alert.title}"
     return "done"
 
 

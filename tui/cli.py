@@ -42,7 +42,7 @@ def _readonly_arg(p: argparse.ArgumentParser, *, suppress: bool = True) -> None:
                    help="no action that changes the training or the cache (evict, split, pause, restart, stop)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("attach", help="open the dashboard on a running engine (q detaches; the training goes on)")
     p.add_argument("name", nargs="?", metavar="NAME", help="engine name (default: the config's engine, or the only one)")
     p.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS,

@@ -61,7 +61,7 @@ def check_torch() -> None:
         raise DemoError("the demo trains with torch, which is not installed; run `pip install \"torch==2.13.0\"` (CPU build)")
 
 
-def prepare_demo(base: str | os.PathLike | None = None) -> DemoSetup:
+def prepare_demo(base: str | os.PathLike[str] | None = None) -> DemoSetup:
     """Write the demo's ``cachewatch.toml`` into a new temporary directory (under ``base``)."""
     check_torch()
     script = example_script()

@@ -11,7 +11,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from cachewatch.engine.daemon.snapshot import EngineSnapshot, part_value
+from cachewatch.engine.daemon.snapshot import EngineSnapshot
 
 __all__ = ["History", "HistoryRecorder", "HISTORY_POINTS"]
 
@@ -30,7 +30,7 @@ class History:
 class HistoryRecorder:
     def __init__(self, points: int = HISTORY_POINTS) -> None:
         self._points = points
-        self._series: dict[tuple[str, Any], collections.deque] = {}
+        self._series: dict[tuple[str, Any], collections.deque[Any]] = {}
         self._last_seq: int | None = None
         self._last_step: Any = None
         self._view: History | None = None
@@ -51,15 +51,13 @@ class HistoryRecorder:
             if c.stats is not None:
                 self._add("cache", c.root, float(c.stats.used_bytes))
         for w in snap.watched:
-            self._add("watched", str(part_value(w, "root", default="")), float(part_value(w, "size_bytes", default=0) or 0))
-        gpu = snap.gpu
-        for g in part_value(gpu, "gpus", default=()) or ():
-            index = part_value(g, "index", default=0)
-            self._add("util", index, part_value(g, "utilization_percent"))
-            self._add("gmem", index, part_value(g, "memory_used_bytes"))
+            self._add("watched", w.root, float(w.size_bytes))
+        for g in snap.gpu.gpus if snap.gpu is not None else ():
+            self._add("util", g.index, g.utilization_percent)
+            self._add("gmem", g.index, g.memory_used_bytes)
         progress = snap.progress
-        loss = part_value(progress, "loss")
-        step = (part_value(progress, "epoch"), part_value(progress, "step"))
+        loss = progress.loss if progress is not None else None
+        step = (progress.epoch, progress.step) if progress is not None else (None, None)
         if loss is not None and step != self._last_step:
             self._last_step = step
             self._add("loss", None, float(loss))
@@ -69,7 +67,7 @@ class HistoryRecorder:
         if self._view is not None:
             return self._view
 
-        def pick(kind: str) -> dict[Any, tuple]:
+        def pick(kind: str) -> dict[Any, tuple[Any, ...]]:
             return {key: tuple(q) for (k, key), q in self._series.items() if k == kind}
 
         self._view = History(

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from cachewatch.engine.daemon.client import EngineClient
 from cachewatch.engine.daemon.errors import CommandFailed, ConnectionLost, EngineError, ProtocolError
+from cachewatch.engine.daemon.results import CommandResult
 from cachewatch.engine.daemon.runtime import EngineEntry
 from cachewatch.engine.daemon.snapshot import EngineSnapshot
 from cachewatch.engine.errors import CachewatchError
@@ -52,7 +53,7 @@ class SnapshotSource(Protocol):
 
     def poll(self) -> Update: ...
 
-    def command(self, name: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
+    def command(self, name: str, args: Mapping[str, Any]) -> CommandResult:
         """Run an engine command; raise :class:`CommandFailed` with the engine's reason."""
 
     def close(self) -> None: ...
@@ -173,7 +174,7 @@ class EngineSource:
         return tuple(out[-LOG_KEEP_LINES:])
 
     # ------------------------------------------------------------------------------ command
-    def command(self, name: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
+    def command(self, name: str, args: Mapping[str, Any]) -> CommandResult:
         with self._command_lock:
             for attempt in (1, 2):
                 try:

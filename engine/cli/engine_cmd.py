@@ -20,7 +20,8 @@ from ..daemon.client import EngineClient, connect
 from ..daemon.errors import CommandFailed, ConnectionLost, EngineError, NoEngine
 from ..daemon.eventtext import describe_event, format_command, format_time
 from ..daemon.protocol import EventPush, LogPush, SnapshotPush
-from ..daemon.snapshot import EngineSnapshot, part_value
+from ..daemon.results import StopResult
+from ..daemon.snapshot import EngineSnapshot
 from ..events import EventLog
 from ..sizes import format_duration, format_size, parse_duration
 from . import EXIT_OK, print_json
@@ -81,9 +82,6 @@ def _pct(part: float, whole: float) -> str:
     return f"{100.0 * part / whole:.1f} %" if whole else "-"
 
 
-_get = part_value
-
-
 def format_status(s: EngineSnapshot) -> list[str]:
     """The human ``cachewatch status`` lines for a snapshot."""
     rows: list[tuple[str, str]] = []
@@ -109,54 +107,54 @@ def format_status(s: EngineSnapshot) -> list[str]:
     p = s.progress
     if p is not None:
         parts = []
-        epoch, total_epochs = _get(p, "epoch"), _get(p, "total_epochs")
-        step, total_steps = _get(p, "step"), _get(p, "total_steps")
+        epoch, total_epochs = p.epoch, p.total_epochs
+        step, total_steps = p.step, p.total_steps
         if epoch is not None:
             parts.append(f"epoch {epoch}/{total_epochs or '?'}")
         if step is not None:
             parts.append(f"step {step}/{total_steps or '?'}")
-        loss = _get(p, "loss")
+        loss = p.loss
         if isinstance(loss, (int, float)):
             parts.append(f"loss {loss:.4g}")
-        remaining, finish = _get(p, "eta", "remaining_s"), _get(p, "eta", "finish_time")
+        remaining, finish = p.eta.remaining_s, p.eta.finish_time
         if remaining is not None:
             when = time.strftime("%a %H:%M", time.localtime(finish)) if finish else "?"
             parts.append(f"ETA {format_duration(remaining)} (finish {when})")
-        step_s, avg_epoch = _get(p, "eta", "step_s"), _get(p, "eta", "avg_epoch_s")
+        step_s, avg_epoch = p.eta.step_s, p.eta.avg_epoch_s
         if step_s is not None:
             parts.append(f"{step_s:.3g} s/batch")
         if avg_epoch is not None:
             parts.append(f"avg epoch {format_duration(avg_epoch)}")
         rows.append(("progress", ", ".join(parts) or "no progress seen yet"))
     w = s.workers
-    if w is not None and _get(w, "processes"):
-        cpu = _get(w, "cpu_percent_total")
-        rows.append(("workers", f"{_get(w, 'worker_count', default=0)} DataLoader workers, "
-                                f"{len(_get(w, 'processes'))} processes, "
+    if w is not None and w.processes:
+        cpu = w.cpu_percent_total
+        rows.append(("workers", f"{w.worker_count} DataLoader workers, "
+                                f"{len(w.processes)} processes, "
                                 f"CPU {'?' if cpu is None else f'{cpu:.0f} %'}, "
-                                f"RSS {format_size(_get(w, 'rss_bytes_total', default=0))}"))
+                                f"RSS {format_size(w.rss_bytes_total)}"))
     g = s.gpu
     if g is None:
         rows.append(("gpu", "not sampled (this engine has no GPU sampler)"))
-    elif _get(g, "state") != "ok" or not _get(g, "gpus"):
-        rows.append(("gpu", f"no GPU ({_get(g, 'reason') or _get(g, 'state')})"))
+    elif g.state != "ok" or not g.gpus:
+        rows.append(("gpu", f"no GPU ({g.reason or g.state})"))
     else:
-        for dev in _get(g, "gpus"):
-            used, total = _get(dev, "memory_used_bytes"), _get(dev, "memory_total_bytes")
+        for dev in g.gpus:
+            used, total = dev.memory_used_bytes, dev.memory_total_bytes
             mem = f"{format_size(used or 0)} / {format_size(total)}" if total else "memory ?"
-            util = _get(dev, "utilization_percent")
-            temp, power, mine = _get(dev, "temperature_c"), _get(dev, "power_w"), _get(dev, "training_memory_bytes")
+            util = dev.utilization_percent
+            temp, power, mine = dev.temperature_c, dev.power_w, dev.training_memory_bytes
             extra = "".join([
                 f", {temp:.0f} C" if temp is not None else "",
                 f", {power:.0f} W" if power is not None else "",
                 f", training {format_size(mine)}" if mine else "",
             ])
-            rows.append((f"gpu{_get(dev, 'index')}", f"{_get(dev, 'name') or '?'} {'?' if util is None else f'{util:.0f} %'}, {mem}{extra}"))
+            rows.append((f"gpu{dev.index}", f"{dev.name or '?'} {'?' if util is None else f'{util:.0f} %'}, {mem}{extra}"))
     h = s.host
-    if h is not None and _get(h, "memory", "total_bytes"):
-        total = _get(h, "memory", "total_bytes")
-        used = total - _get(h, "memory", "available_bytes", default=0)
-        rows.append(("memory", f"{format_size(used)} / {format_size(total)} in use ({_get(h, 'memory', 'percent', default=0):.0f} %)"))
+    if h is not None and h.memory.total_bytes:
+        total = h.memory.total_bytes
+        used = total - h.memory.available_bytes
+        rows.append(("memory", f"{format_size(used)} / {format_size(total)} in use ({h.memory.percent:.0f} %)"))
     for c in s.caches:
         if c.stats is None:
             rows.append(("cache", f"{c.root}: {c.error or 'not read yet'}"))
@@ -167,10 +165,10 @@ def format_status(s: EngineSnapshot) -> list[str]:
         rows.append(("cache", f"{c.root}: {format_size(st.size_bytes, binary=False)} of {format_size(st.max_bytes, binary=False)} "
                               f"({_pct(st.size_bytes, st.max_bytes)}), target {format_size(st.target_bytes, binary=False)}, "
                               f"{st.entries} entries, hit rate {rate}{free}"))
-    for w in s.watched:
-        rows.append(("watched", f"{_get(w, 'root')}: {format_size(_get(w, 'size_bytes', default=0), binary=False)} of "
-                                f"{format_size(_get(w, 'max_bytes', default=0), binary=False)}, {_get(w, 'entries', default=0)} files"
-                                + (" (dry run)" if _get(w, "dry_run") else "")))
+    for ws in s.watched:
+        rows.append(("watched", f"{ws.root}: {format_size(ws.size_bytes, binary=False)} of "
+                                f"{format_size(ws.max_bytes, binary=False)}, {ws.entries} files"
+                                + (" (dry run)" if ws.dry_run else "")))
     if s.evictions:
         ev = s.evictions[0]
         rows.append(("eviction", f"last {format_time(ev.time)}: {ev.files} files ({format_size(ev.bytes, binary=False)}), "
@@ -259,7 +257,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
             result = client.command("stop", what=what)
         except CommandFailed as exc:
             if exc.code == "unavailable" and what == "engine":
-                result = {}
+                result = StopResult(engine_stopping=True)
             else:
                 raise
     if what == "engine":
@@ -267,12 +265,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(e.name == entry.name for e in runtime.list_engines()):
             time.sleep(0.05)
-    training = result.get("training")
+    training = result.training
     if args.json:
-        print_json(result)
+        print_json(result.to_json())
         return EXIT_OK
-    if training:
-        print(f"training: {training.get('exit_reason') or training.get('state')}")
+    if training is not None:
+        print(f"training: {training.exit_reason or training.state.value}")
     print(f"engine {entry.name}: " + ("stopped" if what == "engine" else "still running"))
     return EXIT_OK
 

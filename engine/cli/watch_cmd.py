@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", default="10s", metavar="DURATION", help="status line period (default 10s)")
     p.add_argument("--once", action="store_true", help="scan, evict if over max, print the result and exit")
     p.add_argument("--json", action="store_true", help="machine-readable output (JSON lines while running)")
+    p.add_argument("--allow-dangerous-root", action="store_true", default=None,
+                   help="accept a system directory (/usr, /var...) or one holding your home as ROOT; refused otherwise")
     p.set_defaults(func=cmd_watch)
 
 
@@ -111,6 +113,8 @@ def build_watchers(args: argparse.Namespace) -> list[WatchedDirectory]:
         overrides["dry_run"] = True
     if args.state_dir is not None:
         overrides["state_dir"] = args.state_dir
+    if args.allow_dangerous_root:
+        overrides["allow_dangerous_root"] = True
     extra: dict[str, Any] = {"writer_pids": _writer_pids(args.pid)}
     if args.scan_workers is not None:
         extra["scan_workers"] = args.scan_workers
@@ -127,7 +131,7 @@ def build_watchers(args: argparse.Namespace) -> list[WatchedDirectory]:
             values = dict(
                 target_ratio=base.target_ratio, target_size=base.target_size, include=base.include,
                 exclude=base.exclude, min_age=base.min_age, scan_interval=base.scan_interval,
-                dry_run=base.dry_run, state_dir=base.state_dir,
+                dry_run=base.dry_run, state_dir=base.state_dir, allow_dangerous_root=base.allow_dangerous_root,
             )
             max_size = max_size or base.max_size
         if max_size is None:
@@ -150,6 +154,7 @@ def build_watchers(args: argparse.Namespace) -> list[WatchedDirectory]:
             values = dict(
                 target_ratio=w.target_ratio, target_size=w.target_size, include=w.include, exclude=w.exclude,
                 min_age=w.min_age, scan_interval=w.scan_interval, dry_run=w.dry_run, state_dir=w.state_dir,
+                allow_dangerous_root=w.allow_dangerous_root,
             )
             values.update(overrides)
             entries.append((w.root, w.max_size, values))
@@ -181,6 +186,10 @@ def status_line(s: WatchStats) -> str:
     parts.append(f"[{s.access_source}]")
     for a in s.alerts:
         parts.append(f"! {a.message}")
+    if s.unreadable_paths:
+        n = len(s.unreadable_paths)
+        parts.append(f"! {n} unreadable director{'y' if n == 1 else 'ies'} not counted: {', '.join(s.unreadable_paths[:3])}"
+                     + (" ..." if n > 3 else ""))
     return "  ".join(parts)
 
 

@@ -21,7 +21,6 @@ from .snapshot import (
     EngineSnapshot,
     EvictionView,
     JobView,
-    PART_TYPES,
 )
 
 __all__ = [
@@ -55,5 +54,4 @@ __all__ = [
     "EvictionView",
     "Alert",
     "JobView",
-    "PART_TYPES",
 ]

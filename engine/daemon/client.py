@@ -16,7 +16,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Literal, Sequence, overload
 
 from .._version import __version__
 from ..events import Event
@@ -36,9 +36,14 @@ from .protocol import (
     encode,
     parse_server_message,
 )
+from .results import AlertResult, CommandResult, EvictResult, JobResult, StopResult, TrainingResult, decode_result
 from .snapshot import EngineSnapshot
 
 __all__ = ["EngineClient", "AsyncEngineClient", "connect"]
+
+# Command names by result type, so ``client.command("pause").training`` type-checks.
+_TrainingCommand = Literal["pause", "resume", "restart", "start"]
+_JobCommand = Literal["verify", "build", "split", "cancel_job"]
 
 
 def _hello_message(client_name: str) -> dict[str, Any]:
@@ -62,7 +67,7 @@ def _result(resp: Response) -> Any:
     raise CommandFailed(resp.error.message, resp.error.code)
 
 
-def connect(name: str | None = None, *, config_path: str | os.PathLike | None = None, client_name: str = "cachewatch",
+def connect(name: str | None = None, *, config_path: str | os.PathLike[str] | None = None, client_name: str = "cachewatch",
             timeout_s: float = 10.0) -> "EngineClient":
     """A connected :class:`EngineClient` to the engine called ``name`` (or the only/config's one)."""
     entry = runtime.find_engine(name, config_path=config_path)
@@ -75,7 +80,7 @@ def connect(name: str | None = None, *, config_path: str | os.PathLike | None = 
 class EngineClient:
     """Blocking client. Not thread-safe: use it from one thread (or guard it)."""
 
-    def __init__(self, path: str | os.PathLike, *, client_name: str = "cachewatch", timeout_s: float = 10.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, client_name: str = "cachewatch", timeout_s: float = 10.0) -> None:
         self.path = Path(path)
         self.timeout_s = timeout_s
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -153,9 +158,23 @@ class EngineClient:
     def snapshot(self) -> EngineSnapshot:
         return EngineSnapshot.from_json(self.request(ClientType.SNAPSHOT.value))
 
-    def command(self, name: str, **args: Any) -> dict[str, Any]:
-        """Run an engine command; :class:`CommandFailed` (with ``.code``) if the engine refuses."""
-        return self.request(ClientType.COMMAND.value, name=name, args=args)
+    @overload
+    def command(self, name: _TrainingCommand, **args: Any) -> TrainingResult: ...
+    @overload
+    def command(self, name: Literal["stop"], **args: Any) -> StopResult: ...
+    @overload
+    def command(self, name: Literal["dismiss_alert"], **args: Any) -> AlertResult: ...
+    @overload
+    def command(self, name: _JobCommand, **args: Any) -> JobResult: ...
+    @overload
+    def command(self, name: Literal["evict"], **args: Any) -> EvictResult: ...
+    @overload
+    def command(self, name: str, **args: Any) -> CommandResult: ...
+
+    def command(self, name: str, **args: Any) -> CommandResult:
+        """Run an engine command and return its typed result (see ``results.py``);
+        :class:`CommandFailed` (with ``.code``) if the engine refuses."""
+        return decode_result(name, self.request(ClientType.COMMAND.value, name=name, args=args))
 
     def subscribe(self, *, snapshots: bool = True, events: bool = False, kinds: Sequence[str] | None = None,
                   log: bool = False, log_offset: int | None = None, interval_s: float = 0.0) -> None:
@@ -247,7 +266,7 @@ class AsyncEngineClient:
         self.close_reason = ""
 
     @classmethod
-    async def connect(cls, path: str | os.PathLike, *, client_name: str = "dashboard", on_push: PushHandler | None = None,
+    async def connect(cls, path: str | os.PathLike[str], *, client_name: str = "dashboard", on_push: PushHandler | None = None,
                       timeout_s: float = 10.0) -> "AsyncEngineClient":
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(os.fspath(path), limit=MAX_PUSH_BYTES), timeout_s)
         try:
@@ -307,9 +326,22 @@ class AsyncEngineClient:
     async def snapshot(self) -> EngineSnapshot:
         return EngineSnapshot.from_json(await self.request(ClientType.SNAPSHOT.value))
 
-    async def command(self, name: str, **args: Any) -> dict[str, Any]:
+    @overload
+    async def command(self, name: _TrainingCommand, **args: Any) -> TrainingResult: ...
+    @overload
+    async def command(self, name: Literal["stop"], **args: Any) -> StopResult: ...
+    @overload
+    async def command(self, name: Literal["dismiss_alert"], **args: Any) -> AlertResult: ...
+    @overload
+    async def command(self, name: _JobCommand, **args: Any) -> JobResult: ...
+    @overload
+    async def command(self, name: Literal["evict"], **args: Any) -> EvictResult: ...
+    @overload
+    async def command(self, name: str, **args: Any) -> CommandResult: ...
+
+    async def command(self, name: str, **args: Any) -> CommandResult:
         # A stop or restart waits for the training to exit (up to [run] stop_grace).
-        return await self.request(ClientType.COMMAND.value, timeout_s=600.0, name=name, args=args)
+        return decode_result(name, await self.request(ClientType.COMMAND.value, timeout_s=600.0, name=name, args=args))
 
     async def subscribe(self, *, snapshots: bool = True, events: bool = False, log: bool = False,
                         log_offset: int | None = None, kinds: Sequence[str] | None = None, interval_s: float = 0.0) -> None:

@@ -47,12 +47,13 @@ def to_json(value: Any) -> Any:
 
 
 def _uses_generic(cls: type) -> bool:
-    return getattr(cls, "__json_generic__", False)
+    return bool(getattr(cls, "__json_generic__", False))
 
 
 def from_json(cls: type[T], data: Any) -> T:
     """Build ``cls`` from what :func:`to_json` produced."""
-    return _convert(cls, data)
+    out: T = _convert(cls, data)
+    return out
 
 
 @lru_cache(maxsize=None)
@@ -92,7 +93,7 @@ def _convert(tp: Any, data: Any) -> Any:
             return tp(data)
         own = tp.__dict__.get("from_json")
         if own is not None and not _uses_generic(tp):
-            return tp.from_json(data)
+            return getattr(tp, "from_json")(data)
         if dataclasses.is_dataclass(tp):
             if not isinstance(data, Mapping):
                 raise TypeError(f"{tp.__name__} needs an object, got {type(data).__name__}")

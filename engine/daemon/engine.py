@@ -36,7 +36,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from .._version import __version__
 from ..cache import Cache
@@ -46,6 +46,7 @@ from ..events import Event, EventLog
 from ..sizes import format_size
 from ..training.runstate import RestartPolicy, TrainingState
 from ..training.supervisor import ENGINE_ENV, LaunchError, Supervisor, SupervisorError
+from ..watch.stats import WatchStats
 from . import orphans, runtime
 from .alerts import AlertBoard
 from .errors import CommandFailed
@@ -65,6 +66,7 @@ _EVICTIONS_KEPT = 50
 _PARSE_WINDOW_BYTES = 256 * 1024  # at most this much new output is parsed per poll
 _WATCH_ALERT_KINDS = ("over_max", "eviction_blocked", "max_soon", "disk_full_soon", "events_lost", "root_gone")
 
+_T = TypeVar("_T")
 SnapshotListener = Callable[[EngineSnapshot], None]
 EventListener = Callable[[Event], None]
 LogListener = Callable[[int, bytes], None]
@@ -81,8 +83,8 @@ class Engine:
         *,
         name: str,
         command: Sequence[str] = (),
-        state_dir: str | os.PathLike | None = None,
-        cwd: str | os.PathLike | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
         parts: EngineParts | None = None,
         exit_with_training: bool = False,
         tail_interval_s: float = 0.05,
@@ -149,7 +151,7 @@ class Engine:
         self._snapshot: EngineSnapshot | None = None
         self._last_publish = 0.0
         self._snapshot_listeners: list[SnapshotListener] = []
-        self._interest: list[Callable[[], bool]] = []
+        self._interest: list[Callable[[], float | None]] = []
         self._event_listeners: list[EventListener] = []
         self._log_listeners: list[LogListener] = []
         self._stop_listeners: list[StopListener] = []
@@ -162,7 +164,7 @@ class Engine:
         self._evictions: collections.deque[EvictionView] = collections.deque(maxlen=_EVICTIONS_KEPT)
 
     # ------------------------------------------------------------------------------ listeners
-    def _add(self, bucket: list, fn: Any) -> Callable[[], None]:
+    def _add(self, bucket: list[Any], fn: Any) -> Callable[[], None]:
         with self._lock:
             bucket.append(fn)
 
@@ -214,7 +216,7 @@ class Engine:
     def add_stop_listener(self, fn: StopListener) -> Callable[[], None]:
         return self._add(self._stop_listeners, fn)
 
-    def _call(self, bucket: list, *args: Any) -> None:
+    def _call(self, bucket: list[Any], *args: Any) -> None:
         with self._lock:
             fns = list(bucket)
         for fn in fns:
@@ -414,12 +416,13 @@ class Engine:
             self._cache_sampler.poke()  # fresh sizes right behind the eviction
         return bool(found)
 
-    def _sampled_caches(self) -> tuple[CacheView | None, tuple[Any, ...]]:
+    def _sampled_caches(self) -> tuple[CacheView | None, tuple[WatchStats, ...]]:
         latest = self._cache_sampler.latest() if self._cache_sampler is not None else None
         if latest is None:
             view = CacheView(root=str(self.config.cache.root), error=self._cache_error) if self.config.cache.root else None
             return view, ()
-        return latest
+        view, watched = latest
+        return view, watched
 
     # --------------------------------------------------------------------------------- events
     def record(self, kind: str, /, *, time_s: float | None = None, **fields: Any) -> Event:
@@ -479,7 +482,7 @@ class Engine:
                           f"attempt {attempt} {fields.get('reason', '')}{follow}; the log tail says why", figures=figures)
         if self.parts.classify_exit is not None:
             try:
-                sig_num = int(_signal.Signals[sig]) if sig in _signal.Signals.__members__ else None
+                sig_num = int(_signal.Signals[str(sig)]) if sig in _signal.Signals.__members__ else None
                 diag = self.parts.classify_exit(exit_code=code, signal=sig_num, cuda_oom=self._feed.last_cuda_oom,
                                                 stopped_by_user=False)
             except Exception:
@@ -505,8 +508,9 @@ class Engine:
 
     def _on_job(self, kind: str, view: JobView) -> None:
         if kind:
-            fields = {"job_id": view.id, "job_kind": view.kind, "state": view.state, "done": view.done,
-                      "total": view.total, "message": view.message}
+            fields: dict[str, Any] = {"job_id": view.id, "job_kind": view.kind, "state": view.state, "done": view.done,
+                                      "total": view.total, "message": view.message, "phase": view.phase,
+                                      "bytes_done": view.bytes_done, "bytes_total": view.bytes_total, "eta_s": view.eta_s}
             if kind == "job.finished":
                 fields.update(error=view.error, result=dict(view.result))
             self.record(kind, **fields)
@@ -670,9 +674,9 @@ class Engine:
             engine=info,
             training=self.supervisor.info() if self.supervisor is not None else None,
             progress=_safe_value(lambda: self._feed.snapshot(now)),
-            workers=getattr(mon, "tree", None),
-            gpu=getattr(mon, "gpu", None),
-            host=getattr(mon, "host", None),
+            workers=mon.tree if mon is not None else None,
+            gpu=mon.gpu if mon is not None else None,
+            host=mon.host if mon is not None else None,
             caches=(cache_view,) if cache_view is not None else (),
             watched=watched,
             evictions=tuple(self._evictions),
@@ -710,6 +714,7 @@ class Engine:
             args = spec.check_args({} if args is None else args)
         except ValueError as exc:
             raise CommandFailed(str(exc), ErrorCode.BAD_ARGS.value) from None
+        result: dict[str, Any]
         try:
             if spec.long_running:  # a job: answered at once with its id, progress comes as events
                 result = self._start_job(name, args)
@@ -752,9 +757,9 @@ class Engine:
             target = self._need_cache()
         report = target.evict(to=to, dry_run=bool(args.get("dry_run", False)))
         self._poll_evictions()
-        out = report.to_json()
+        out: dict[str, Any] = report.to_json()
         out["keys"] = out["keys"][:100]
-        out["root"] = str(target.root) if target is self.cache else _watch_root(target)
+        out["root"] = str(target.root) if isinstance(target, Cache) else _watch_root(target)
         out["describe"] = report.describe(out["root"])
         return out
 
@@ -849,7 +854,7 @@ def _safe(fn: Callable[..., Sequence[Any]], *args: Any) -> Sequence[Any]:
         return ()
 
 
-def _safe_value(fn: Callable[[], Any]) -> Any:
+def _safe_value(fn: Callable[[], _T]) -> _T | None:
     try:
         return fn()
     except Exception:

@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..events import Event, EventLog
 
@@ -35,7 +36,7 @@ class EvictionFollower:
         self.offsets_file = offsets_file
         self._sources: list[_Source] = []
         try:
-            self._saved: dict = json.loads(offsets_file.read_text())
+            self._saved: dict[str, Any] = json.loads(offsets_file.read_text())
             if not isinstance(self._saved, dict):
                 self._saved = {}
         except (OSError, ValueError):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no stubs installed; used through a few calls
 
 __all__ = [
     "RUN_ID_ENV",
@@ -66,7 +66,7 @@ def start_ticks(pid: int) -> int | None:
 
 def _alive(p: psutil.Process) -> bool:
     try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
@@ -228,7 +228,7 @@ class Orphan:
     def describe(self) -> str:
         who = f"pid {self.pid}" if self.pid is not None else f"pids {', '.join(map(str, self.pids[:5]))}"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started)) if self.started else "?"
-        cmd = " ".join(self.command)
+        cmd = " ".join(" ".join(self.command).split())  # one line, whatever `python -c` code it holds
         if len(cmd) > 60:
             cmd = cmd[:57] + "..."
         return f"{who}, started {when}: {cmd}"

@@ -14,13 +14,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
+from ..monitor.monitor import MonitorSnapshot
+from ..training.progress import ProgressSnapshot
 from .codec import frozen_map
 
 __all__ = [
     "Finding",
     "MonitorLike",
     "ProgressFeedLike",
-    "JobContext",
     "JobFactory",
     "EngineParts",
     "PeriodicSampler",
@@ -54,8 +55,8 @@ class MonitorLike(Protocol):
 
     def set_root_pid(self, pid: int | None) -> None: ...
 
-    def snapshot(self) -> Any:
-        """An object with ``host``, ``tree`` and ``gpu`` (each None before its first sample)."""
+    def snapshot(self) -> MonitorSnapshot:
+        """``host``, ``tree`` and ``gpu``, each None before its first sample."""
 
 
 class ProgressFeedLike(Protocol):
@@ -72,7 +73,7 @@ class ProgressFeedLike(Protocol):
     def finish(self, time_s: float | None = None) -> list[Any]:
         """The attempt exited; returns alerts completed by the end of the output."""
 
-    def snapshot(self, now: float | None = None) -> Any: ...
+    def snapshot(self, now: float | None = None) -> ProgressSnapshot | None: ...
 
 
 # (progress file, attempt start time) -> a feed for that attempt
@@ -81,16 +82,9 @@ FeedFactory = Callable[[Any, float], ProgressFeedLike]
 ExitClassifier = Callable[..., Any]
 
 
-class JobContext(Protocol):
-    """What a maintenance job gets from the engine's job runner."""
-
-    cancelled: threading.Event
-
-    def progress(self, done: int, total: int | None = None, message: str = "", unit: str = "") -> None: ...
-
-
-# (engine, args, context) -> result mapping; runs in its own thread
-JobFactory = Callable[[Any, Mapping[str, Any], JobContext], Mapping[str, Any]]
+# (engine, args, context) -> result mapping; runs in its own thread with the runner's
+# cachewatch.engine.jobs.base.JobContext (see daemon/jobrunner.py)
+JobFactory = Callable[[Any, Mapping[str, Any], Any], Mapping[str, Any]]
 
 
 @dataclass
@@ -117,7 +111,7 @@ class NoProgress:
     def finish(self, time_s: float | None = None) -> list[Any]:
         return []
 
-    def snapshot(self, now: float | None = None) -> Any:
+    def snapshot(self, now: float | None = None) -> ProgressSnapshot | None:
         return None
 
 
@@ -179,7 +173,7 @@ def default_parts(config: Any) -> EngineParts:
     from ..monitor import Monitor
     from ..training.feed import ProgressFeed
     from ..training.oom import classify_exit
-    from ..watch import WatchedDirectory
+    from ..watch.watcher import WatchedDirectory
 
     parts.monitor = Monitor.from_config(config)
     parts.new_feed = lambda path, started: ProgressFeed(path, started_time=started)

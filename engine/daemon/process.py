@@ -53,12 +53,12 @@ def resolve_name(cfg: Config, command: Sequence[str], name: str | None) -> str:
 
 
 def start_daemon(
-    config_path: str | os.PathLike | None = None,
+    config_path: str | os.PathLike[str] | None = None,
     *,
     command: Sequence[str] = (),
     name: str | None = None,
     metrics_port: int | None = None,
-    cwd: str | os.PathLike | None = None,
+    cwd: str | os.PathLike[str] | None = None,
     timeout_s: float = 60.0,
     python: str | None = None,
 ) -> EngineEntry:

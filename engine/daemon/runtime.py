@@ -242,7 +242,7 @@ def check_engine_name(name: str) -> str:
     return name
 
 
-def default_engine_name(config_path: str | os.PathLike | None, command: Sequence[str] = ()) -> str:
+def default_engine_name(config_path: str | os.PathLike[str] | None, command: Sequence[str] = ()) -> str:
     """A stable name for an engine: the config's directory, else the training script's name.
 
     The name is what people type (``cachewatch status proj``), so it comes from something
@@ -425,7 +425,7 @@ def list_engines(rdir: Path | None = None, *, clean: bool = True) -> list[Engine
     return out
 
 
-def find_engine(name: str | None = None, rdir: Path | None = None, *, config_path: str | os.PathLike | None = None) -> EngineEntry:
+def find_engine(name: str | None = None, rdir: Path | None = None, *, config_path: str | os.PathLike[str] | None = None) -> EngineEntry:
     """The running engine called ``name``; without a name, the config's engine or the only one."""
     engines = list_engines(rdir)
     if name is not None:

@@ -173,7 +173,7 @@ class EngineServer:
     def __init__(
         self,
         engine: Engine,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         *,
         max_clients: int = 64,
         max_queue_bytes: int = 8 * 1024 * 1024,
@@ -218,10 +218,10 @@ class EngineServer:
             os.chmod(self.path, 0o600)
         self.engine.set_endpoints(socket_path=str(self.path))
         self._removers = [
-            self.engine.add_snapshot_listener(lambda s: self._interest[0] and self._threadsafe(self._on_snapshot, s),
+            self.engine.add_snapshot_listener(lambda s: self._forward(0, self._on_snapshot, s),
                                               wants=lambda: self._snapshot_interval),
-            self.engine.add_event_listener(lambda e: self._interest[1] and self._threadsafe(self._on_event, e)),
-            self.engine.add_log_listener(lambda o, d: self._interest[2] and self._threadsafe(self._on_log, o, d)),
+            self.engine.add_event_listener(lambda e: self._forward(1, self._on_event, e)),
+            self.engine.add_log_listener(lambda o, d: self._forward(2, self._on_log, o, d)),
         ]
 
     async def serve(self) -> None:
@@ -230,6 +230,11 @@ class EngineServer:
             await self.start()
         assert self._closed is not None
         await self._closed.wait()
+
+    def _forward(self, kind: int, fn: Any, *args: Any) -> None:
+        """Hand a push of one kind (0 snapshots, 1 events, 2 log) to the loop, if a client wants that kind."""
+        if self._interest[kind]:
+            self._threadsafe(fn, *args)
 
     def _threadsafe(self, fn: Any, *args: Any) -> None:
         loop = self._loop

@@ -4,33 +4,39 @@ Every type here is a frozen dataclass with units in its field names; ``to_json()
 ``from_json()`` convert at the edge (the socket, ``status --json``). A dashboard holds one
 :class:`EngineSnapshot` and renders it; nothing in it changes under the renderer.
 
-Five fields hold the snapshots of the packages the engine composes, unchanged:
-``progress`` (``engine.training.progress.ProgressSnapshot``: epoch, step, loss, ETA),
-``workers`` (``engine.monitor.process_tree.TreeSnapshot``: the training's processes and
-DataLoader workers), ``gpu`` (``engine.monitor.gpu.GpuSnapshot``) and ``host``
-(``engine.monitor.host.HostSnapshot``), and ``watched`` (one
-``engine.watch.stats.WatchStats`` per ``[[watch]]`` directory). They are decoded with their own ``from_json``
-(see :data:`PART_TYPES`); a build without that package keeps the JSON as a read-only
-mapping. A part the engine does not have is None (``gpu`` None means GPUs are not
+Five fields hold the snapshots of the packages the engine composes, unchanged and typed:
+``progress`` (:class:`~cachewatch.engine.training.progress.ProgressSnapshot`: epoch, step,
+loss, ETA), ``workers`` (:class:`~cachewatch.engine.monitor.process_tree.TreeSnapshot`: the
+training's processes and DataLoader workers), ``gpu``
+(:class:`~cachewatch.engine.monitor.gpu.GpuSnapshot`), ``host``
+(:class:`~cachewatch.engine.monitor.host.HostSnapshot`) and ``watched`` (one
+:class:`~cachewatch.engine.watch.stats.WatchStats` per ``[[watch]]`` directory). Each is
+decoded with its own ``from_json``; a reader uses plain attributes (``snap.gpu.gpus[0].power_w``),
+so a misspelled name is a type error (mypy runs in CI) or an ``AttributeError``, never a
+silent blank. A part the engine does not have is None (``gpu`` None means GPUs are not
 sampled at all; "no GPU on this machine" is a ``GpuSnapshot`` whose ``state`` says so).
+The daemon may import these packages; they never import the daemon (an import-linter
+contract in pyproject.toml).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Self
 
 from ..cache.types import CacheStats
+from ..monitor.gpu import GpuSnapshot
+from ..monitor.host import HostSnapshot
+from ..monitor.process_tree import TreeSnapshot
+from ..training.progress import ProgressSnapshot
 from ..training.runstate import TrainingInfo
+from ..watch.stats import WatchStats
 from .codec import from_json as _from_json
 from .codec import frozen_map
 from .codec import to_json as _to_json
 
 __all__ = [
     "EngineInfo",
-    "PART_TYPES",
-    "part_value",
     "CacheView",
     "EvictionView",
     "Alert",
@@ -57,54 +63,12 @@ class _Json:
                 object.__setattr__(self, f.name, tuple(value))
 
     def to_json(self) -> dict[str, Any]:
-        return _to_json(self)
+        out: dict[str, Any] = _to_json(self)
+        return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Any:
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
         return _from_json(cls, data)
-
-
-# field -> "module:Class" of the part snapshot it holds (imported on first decode)
-PART_TYPES: dict[str, str] = {
-    "progress": "cachewatch.engine.training.progress:ProgressSnapshot",
-    "workers": "cachewatch.engine.monitor.process_tree:TreeSnapshot",
-    "gpu": "cachewatch.engine.monitor.gpu:GpuSnapshot",
-    "host": "cachewatch.engine.monitor.host:HostSnapshot",
-    "watched": "cachewatch.engine.watch.stats:WatchStats",  # a tuple of them
-}
-
-
-def _part_class(field_name: str) -> Any:
-    module, _, cls = PART_TYPES[field_name].partition(":")
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError):
-        return None
-
-
-def decode_part(field_name: str, data: Any) -> Any:
-    """A part snapshot from JSON: its own type when this build has it, else a read-only mapping."""
-    if data is None:
-        return None
-    cls = _part_class(field_name)
-    if isinstance(data, list):
-        return tuple(cls.from_json(d) if cls is not None else frozen_map(d) for d in data)
-    if cls is not None:
-        return cls.from_json(data)
-    return frozen_map(data)
-
-
-def part_value(obj: Any, *path: str, default: Any = None) -> Any:
-    """``obj.a.b`` of a part snapshot, whether decoded to its type or kept as JSON (``obj["a"]["b"]``).
-
-    Derived figures (``worker_count``, ``training_memory_bytes``) are properties of the types
-    and keys of their JSON alike, so readers need not care which they hold.
-    """
-    for name in path:
-        if obj is None:
-            return default
-        obj = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-    return default if obj is None else obj
 
 
 def cache_stats_from_json(data: Mapping[str, Any]) -> CacheStats:
@@ -188,6 +152,11 @@ class JobView(_Json):
     message: str = ""
     result: Mapping[str, Any] = field(default_factory=frozen_map)
     error: str | None = None
+    # From the job's JobProgress (engine/jobs/base.py): what it is doing now, bytes, estimate.
+    phase: str = ""  # e.g. "load", "split", "hash", "build"
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    eta_s: float | None = None  # None until it can be estimated
 
 
 @dataclass(frozen=True)
@@ -198,12 +167,12 @@ class EngineSnapshot(_Json):
     time: float
     engine: EngineInfo
     training: TrainingInfo | None = None
-    progress: Any = None  # ProgressSnapshot: epoch/step/loss and ``eta`` (EtaEstimate)
-    workers: Any = None  # TreeSnapshot: processes with role, CPU, RSS; ``worker_count``
-    gpu: Any = None  # GpuSnapshot: ``state``/``reason``, per-GPU figures, training's GPU memory
-    host: Any = None  # HostSnapshot: memory, swap, disk of the cache root, host alerts
+    progress: ProgressSnapshot | None = None  # epoch/step/loss and ``eta`` (EtaEstimate)
+    workers: TreeSnapshot | None = None  # processes with role, CPU, RSS; ``worker_count``
+    gpu: GpuSnapshot | None = None  # ``state``/``reason``, per-GPU figures, training's GPU memory
+    host: HostSnapshot | None = None  # memory, swap, disk of the cache root, host alerts
     caches: tuple[CacheView, ...] = ()
-    watched: tuple[Any, ...] = ()  # WatchStats of each [[watch]] directory
+    watched: tuple[WatchStats, ...] = ()  # one per [[watch]] directory
     evictions: tuple[EvictionView, ...] = ()  # newest first
     alerts: tuple[Alert, ...] = ()  # newest first
     jobs: tuple[JobView, ...] = ()  # running first, then the most recent finished
@@ -223,14 +192,6 @@ class EngineSnapshot(_Json):
         if self.training is not None:
             out["training"] = self.training.to_json(self.time)
         return out
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "EngineSnapshot":
-        parts = {name: data.get(name) for name in PART_TYPES}
-        snap = _from_json(cls, {k: v for k, v in data.items() if k not in PART_TYPES})
-        from dataclasses import replace
-
-        return replace(snap, **{name: decode_part(name, value) for name, value in parts.items()})
 
     @property
     def active_alerts(self) -> tuple[Alert, ...]:

@@ -29,7 +29,7 @@ def utf8_safe_end(data: bytes) -> int:
     return n if n - i >= need else i
 
 
-def read_chunk(path: str | os.PathLike, offset: int, max_bytes: int = 64 * 1024) -> LogChunk:
+def read_chunk(path: str | os.PathLike[str], offset: int, max_bytes: int = 64 * 1024) -> LogChunk:
     """Bytes from ``offset`` (negative: that many from the end) as text, never splitting a character."""
     max_bytes = max(1, min(int(max_bytes), LOG_CHUNK_MAX_BYTES))
     try:
@@ -61,7 +61,7 @@ class FileTail:
 
     _RECHECK_S = 1.0
 
-    def __init__(self, path: str | os.PathLike, offset: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike[str], offset: int = 0) -> None:
         self.path = Path(path)
         self.offset = offset
         self._fd: int | None = None
@@ -69,7 +69,7 @@ class FileTail:
         self._checked = 0.0
 
     @classmethod
-    def at_end(cls, path: str | os.PathLike) -> "FileTail":
+    def at_end(cls, path: str | os.PathLike[str]) -> "FileTail":
         try:
             return cls(path, os.stat(path).st_size)
         except FileNotFoundError:

@@ -1,8 +1,9 @@
 """Maintenance jobs: verify, build and split; each cancellable and reporting progress.
 
 Every job is a :class:`Job` (``kind``, ``run(ctx)`` returning a report) that runs in
-the foreground of a CLI command (:func:`run_job`), under :class:`JobRunner` (threads or
-child processes, one per kind), or under the daemon's runner (``daemon_adapter``).
+the foreground of a CLI command (:func:`run_job`) or under the engine's job runner
+(``cachewatch.engine.daemon.jobrunner``) through :func:`execute`, which runs split in a
+child process. Progress is one frozen type, :class:`JobProgress`, from job to dashboard.
 """
 
 from .base import (
@@ -16,14 +17,14 @@ from .base import (
     JobCancelled,
     JobContext,
     JobEvent,
+    JobFailed,
     JobFinished,
-    JobHandle,
     JobMessage,
     JobProgress,
     JobReport,
-    JobRunner,
     JobStarted,
     event_from_json,
+    execute,
     run_job,
 )
 from .build import BuildFailure, BuildJob, BuildReport, build_cache
@@ -38,8 +39,6 @@ __all__ = [
     "Job",
     "JobReport",
     "JobContext",
-    "JobRunner",
-    "JobHandle",
     "CancelToken",
     "JobCancelled",
     "JobBusy",
@@ -50,6 +49,8 @@ __all__ = [
     "JobFinished",
     "event_from_json",
     "run_job",
+    "execute",
+    "JobFailed",
     "STATUS_OK",
     "STATUS_PROBLEMS",
     "STATUS_FAILED",

@@ -2,19 +2,21 @@
 
 A job is a small picklable object with a ``kind`` and a ``run(ctx)`` method that
 returns a report (``ok``, ``summary()``, ``to_json()``). Everything it tells the
-world goes through its :class:`JobContext`: progress (throttled), messages, and the
-cancel token it must check between units of work. The same job runs
+world goes through its :class:`JobContext`: progress (one frozen type,
+:class:`JobProgress`: phase, items done/total, bytes, ETA, message; throttled),
+messages, and the cancel token it must check between units of work. The same job runs
 
 * in the foreground of a CLI command (:func:`run_job`, in a worker thread so that
-  Ctrl-C becomes a clean cancel instead of an exception in the middle of a write),
-* in a daemon thread or a child process under :class:`JobRunner` (one job per kind
-  at a time), or
-* under another runner that only offers a ``threading.Event`` and a
-  ``progress(done, total, message, unit)`` callback (see ``daemon_adapter``).
+  Ctrl-C becomes a clean cancel instead of an exception in the middle of a write), or
+* under the engine's runner (``cachewatch.engine.daemon.jobrunner``, one thread per job,
+  one job per kind), through :func:`execute`: in that thread, or, for a job whose
+  ``isolation`` is ``"process"`` (split), in a child process (:mod:`.child`) so that an
+  out-of-memory kill takes the job down and not the engine.
 
 Cancelling never leaves damage: jobs only ever publish complete results (cache
 entries through the cache's atomic put, split outputs through ``.part`` + rename) and
-clean up their own partial files before :class:`JobCancelled` leaves ``run``.
+clean up their own partial files before :class:`JobCancelled` leaves ``run``; a job
+killed in its child process is cleaned up after by its ``crash_cleanup``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import itertools
 import logging
 import multiprocessing
 import os
-import queue
 import threading
 import time
 import traceback
@@ -33,7 +34,6 @@ from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Mapping, Protocol, Union
 
 from ..errors import CachewatchError
-from ..events import EventLog
 
 __all__ = [
     "Job",
@@ -47,8 +47,8 @@ __all__ = [
     "JobMessage",
     "JobFinished",
     "JobEvent",
-    "JobHandle",
-    "JobRunner",
+    "JobFailed",
+    "execute",
     "run_job",
     "event_from_json",
     "STATUS_OK",
@@ -73,6 +73,10 @@ class JobCancelled(CachewatchError):
 
 class JobBusy(CachewatchError):
     """A job of the same kind is already running here."""
+
+
+class JobFailed(CachewatchError):
+    """A job that ran in a child process failed (or its process died); the message says why."""
 
 
 class CancelToken:
@@ -222,6 +226,9 @@ class Job(ABC):
     """A maintenance job. Subclasses are picklable dataclasses holding their options."""
 
     kind: ClassVar[str] = "job"
+    # "process": the engine runs it in a child process (a job that can use more memory than
+    # the engine can afford to lose: split loads whole batch files).
+    isolation: ClassVar[str] = "thread"
 
     def describe(self) -> str:
         return self.kind
@@ -229,6 +236,11 @@ class Job(ABC):
     @abstractmethod
     def run(self, ctx: "JobContext") -> JobReport:
         """Do the work; check ``ctx.token`` often; raise :class:`JobCancelled` when cancelled."""
+
+    def crash_cleanup(self) -> Callable[[int], None]:
+        """Asked just before the job starts in a child process: what removes, given the child's pid,
+        whatever the child left half done if it is killed (kill -9, the OOM killer)."""
+        return lambda pid: None
 
 
 class JobContext:
@@ -316,6 +328,12 @@ class JobContext:
         self.last_progress = p
         self.emit(p)
 
+    def forward(self, event: JobEvent) -> None:
+        """Pass on an event a job reported elsewhere (in a child process), as if reported here."""
+        if isinstance(event, JobProgress):
+            self.last_progress = event
+        self.emit(event)
+
     def message(self, text: str, level: str = "info") -> None:
         self.emit(JobMessage(self.job_id, self.kind, level, text))
 
@@ -365,231 +383,12 @@ def _execute(job: Job, ctx: JobContext) -> tuple[JobFinished, JobReport | None, 
     return finished, report, error
 
 
-class JobHandle:
-    """A started job: wait for it, cancel it, read its last progress."""
-
-    def __init__(self, job: Job, job_id: str, token: CancelToken, isolation: str) -> None:
-        self.job = job
-        self.job_id = job_id
-        self.kind = job.kind
-        self.token = token
-        self.isolation = isolation
-        self.last_progress: JobProgress | None = None
-        self.result: JobFinished | None = None
-        self.report: JobReport | None = None  # the report object itself (thread isolation only)
-        self.exception: BaseException | None = None  # what stopped a failed job (thread isolation only)
-        self._done = threading.Event()
-        self.process: multiprocessing.process.BaseProcess | None = None
-
-    def cancel(self) -> None:
-        self.token.cancel()
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def wait(self, timeout_s: float | None = None) -> JobFinished | None:
-        self._done.wait(timeout_s)
-        return self.result
-
-
-class JobRunner:
-    """Runs jobs in threads or child processes, one at a time per kind.
-
-    ``on_event`` receives every :data:`JobEvent` (from the job's thread, or from this
-    runner's pump thread for process isolation). With ``event_log`` the start and end of
-    each job, and its warnings, are also appended there as ``job.*`` events.
-
-    ``isolation="process"`` runs the job in a fresh ``forkserver`` child: a job that dies
-    (an out-of-memory kill while splitting a huge pickle) cannot take the runner's process
-    with it; the runner reports it as failed with the exit status.
-    """
-
-    def __init__(
-        self,
-        on_event: Callable[[JobEvent], None] | None = None,
-        *,
-        isolation: str = "thread",
-        event_log: EventLog | None = None,
-    ) -> None:
-        if isolation not in ("thread", "process"):
-            raise ValueError(f"isolation = {isolation!r}; use 'thread' or 'process'")
-        self.on_event = on_event
-        self.isolation = isolation
-        self.event_log = event_log
-        self._lock = threading.Lock()
-        self._running: dict[str, JobHandle] = {}  # kind -> handle
-        self._handles: dict[str, JobHandle] = {}
-
-    def _dispatch(self, handle: JobHandle, event: JobEvent) -> None:
-        if isinstance(event, JobProgress):
-            handle.last_progress = event
-        if self.event_log is not None and not isinstance(event, JobProgress):
-            if not (isinstance(event, JobMessage) and event.level == "info"):
-                data = event.to_json()
-                kind = data.pop("type")
-                data.pop("time_s", None)
-                try:
-                    self.event_log.append(kind, **data)
-                except OSError:
-                    log.debug("cannot write job event", exc_info=True)
-        if self.on_event is not None:
-            try:
-                self.on_event(event)
-            except Exception:
-                log.debug("job event listener failed", exc_info=True)
-
-    def start(self, job: Job, *, isolation: str | None = None) -> JobHandle:
-        """Start ``job``; :class:`JobBusy` if a job of its kind is already running here."""
-        isolation = isolation or self.isolation
-        with self._lock:
-            busy = self._running.get(job.kind)
-            if busy is not None and not busy.done:
-                raise JobBusy(
-                    f"a {job.kind} job is already running ({busy.job_id}); wait for it to finish or cancel it first"
-                )
-            job_id = _new_id(job.kind)
-            if isolation == "process":
-                ctx_mp = _mp_context()
-                token = CancelToken(ctx_mp.Event())
-            else:
-                ctx_mp = None
-                token = CancelToken()
-            handle = JobHandle(job, job_id, token, isolation)
-            self._running[job.kind] = handle
-            self._handles[job_id] = handle
-        if isolation == "process":
-            self._start_process(handle, ctx_mp)
-        else:
-            threading.Thread(target=self._thread_main, args=(handle,), name=f"job-{job_id}", daemon=True).start()
-        return handle
-
-    def _finish(self, handle: JobHandle, finished: JobFinished) -> None:
-        handle.result = finished
-        with self._lock:
-            if self._running.get(handle.kind) is handle:
-                del self._running[handle.kind]
-        handle._done.set()
-
-    def _thread_main(self, handle: JobHandle) -> None:
-        ctx = JobContext(handle.job_id, handle.kind, handle.token, lambda e: self._dispatch(handle, e))
-        finished: JobFinished | None = None
-        try:
-            finished, handle.report, handle.exception = _execute(handle.job, ctx)
-        except BaseException as exc:  # KeyboardInterrupt/SystemExit in a job thread: report, never hang waiters
-            handle.exception = exc
-            finished = JobFinished(handle.job_id, handle.kind, STATUS_FAILED, str(exc), 0.0, error=repr(exc))
-        finally:
-            if finished is None:
-                finished = JobFinished(handle.job_id, handle.kind, STATUS_FAILED, "job thread died", 0.0)
-            self._finish(handle, finished)
-
-    def _start_process(self, handle: JobHandle, ctx_mp: Any) -> None:
-        events: Any = ctx_mp.SimpleQueue()
-        proc = ctx_mp.Process(
-            target=_process_main,
-            args=(handle.job, handle.job_id, handle.token._event, events),
-            name=f"cachewatch-job-{handle.job_id}",
-            daemon=False,
-        )
-        proc.start()
-        handle.process = proc
-        threading.Thread(target=self._pump, args=(handle, proc, events), name=f"job-pump-{handle.job_id}", daemon=True).start()
-
-    def _pump(self, handle: JobHandle, proc: Any, events: Any) -> None:
-        finished: JobFinished | None = None
-        reader = _QueueReader(events)
-        try:
-            while finished is None:
-                item = reader.get(0.2)
-                if item is None and not proc.is_alive():
-                    item = reader.get(0.5)  # the last events may still be in the pipe
-                    if item is None:
-                        break
-                if item is None:
-                    continue
-                try:
-                    event = event_from_json(item)
-                except (TypeError, ValueError):
-                    log.debug("unreadable job event %r", item)
-                    continue
-                self._dispatch(handle, event)
-                if isinstance(event, JobFinished):
-                    finished = event
-        finally:
-            if finished is None:
-                proc.join(5.0)
-                code = proc.exitcode
-                why = (
-                    f"killed by signal {-code}" + (" (probably out of memory)" if code == -9 else "")
-                    if code is not None and code < 0
-                    else f"exited with status {code}"
-                )
-                finished = JobFinished(
-                    handle.job_id, handle.kind, STATUS_FAILED, f"job process {why}", 0.0, error=f"job process {why}"
-                )
-                self._dispatch(handle, finished)
-            proc.join(5.0)
-            self._finish(handle, finished)
-
-    def get(self, job_id: str) -> JobHandle | None:
-        with self._lock:
-            return self._handles.get(job_id)
-
-    def running(self) -> list[JobHandle]:
-        with self._lock:
-            return [h for h in self._running.values() if not h.done]
-
-    def cancel(self, job_id: str) -> bool:
-        handle = self.get(job_id)
-        if handle is None or handle.done:
-            return False
-        handle.cancel()
-        return True
-
-    def shutdown(self, *, cancel: bool = True, timeout_s: float | None = 30.0) -> None:
-        handles = self.running()
-        if cancel:
-            for h in handles:
-                h.cancel()
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        for h in handles:
-            h.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-
-
 def _mp_context() -> Any:
-    # forkserver: never fork a multi-threaded parent (the daemon) into a job.
+    # forkserver: never fork a multi-threaded parent (the engine) into a job or a job's worker.
     try:
         return multiprocessing.get_context("forkserver")
     except ValueError:  # pragma: no cover - platforms without forkserver
         return multiprocessing.get_context("spawn")
-
-
-class _QueueReader:
-    """A SimpleQueue read with a timeout (SimpleQueue has none; its reader pipe can be polled)."""
-
-    def __init__(self, q: Any) -> None:
-        self.q = q
-
-    def get(self, timeout_s: float) -> Any:
-        if self.q._reader.poll(timeout_s):
-            try:
-                return self.q.get()
-            except (EOFError, OSError):
-                return None
-        return None
-
-
-def _process_main(job: Job, job_id: str, cancel_event: Any, events: Any) -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to cancel
-
-    def emit(event: JobEvent) -> None:
-        events.put(event.to_json())
-
-    ctx = JobContext(job_id, job.kind, CancelToken(cancel_event), emit)
-    _execute(job, ctx)
 
 
 def run_job(
@@ -643,3 +442,22 @@ def run_job(
     if finished.status == STATUS_FAILED and error is not None:
         raise error
     return finished, report
+
+
+def execute(job: Job, ctx: JobContext) -> dict[str, Any]:
+    """Run ``job`` for a runner and return its report as JSON (with ``summary``).
+
+    In the calling thread, or in a child process when ``job.isolation == "process"``
+    (see :mod:`.child`); either way progress and messages reach ``ctx`` and
+    ``ctx.token`` cancels. Raises :class:`JobCancelled` when cancelled before a report,
+    a :class:`CachewatchError` when the job fails (:class:`JobFailed` from a child, its
+    death included).
+    """
+    if job.isolation == "process":
+        from .child import run_in_child
+
+        return run_in_child(job, ctx)
+    report = job.run(ctx)
+    out = report.to_json()
+    out["summary"] = report.summary()
+    return out

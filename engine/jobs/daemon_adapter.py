@@ -1,8 +1,8 @@
 """The jobs as the headless engine runs them: ``(engine, args, ctx) -> result mapping``.
 
-The engine's own runner gives a job a context with a ``cancelled`` ``threading.Event``
-and ``progress(done, total, message, unit)``; :func:`job_factories` adapts each job
-kind to that, so wiring is one line in the engine's parts::
+The engine's runner (``daemon/jobrunner.py``) gives each job function a
+:class:`~.base.JobContext`; :func:`job_factories` builds the job a client asked for from
+its JSON arguments and runs it with that context, so wiring is one line in the engine's parts::
 
     from cachewatch.engine.jobs.daemon_adapter import job_factories
     parts.jobs.update(job_factories())
@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from ..config import Config
 from ..errors import CachewatchError
-from .base import CancelToken, Job, JobContext, JobEvent, JobMessage, JobProgress
+from .base import Job, JobContext, execute
 from .build import BuildJob
 from .source import SourceSpec
 from .split import SplitJob, SplitOptions
@@ -64,6 +64,13 @@ def _int(args: Mapping[str, Any], name: str, default: int | None = None) -> int 
     return v
 
 
+def _level(args: Mapping[str, Any]) -> int:
+    v = args.get("compress_level", 6)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 9:
+        raise BadJobArgs(f"compress_level = {v!r} must be a whole number from 0 to 9")
+    return v
+
+
 def _str(args: Mapping[str, Any], name: str, default: str | None = None) -> str | None:
     v = args.get(name, default)
     if v is not None and not isinstance(v, str):
@@ -95,38 +102,23 @@ def job_from_args(kind: str, args: Mapping[str, Any], config: Config) -> Job:
         raise BadJobArgs("delete_original needs confirmed = true: ask the user first")
     opts = SplitOptions(
         input=inp, output=out, traces_per_batch=_int(args, "traces_per_batch", 250) or 250,
-        compress=_bool(args, "compress", True), compress_level=int(args.get("compress_level", 6)),
+        compress=_bool(args, "compress", True), compress_level=_level(args),
         delete_original=delete, validate=_bool(args, "validate", True), pattern=_str(args, "pattern", "*.pkl*") or "*.pkl*",
         workers=_int(args, "workers"), overwrite=_bool(args, "overwrite"), skip_existing=_bool(args, "skip_existing"),
     )
     return SplitJob(opts.checked())
 
 
-def _forward(dctx: Any) -> Callable[[JobEvent], None]:
-    last: list[JobProgress] = []
+def job_factories() -> dict[str, Callable[[Any, Mapping[str, Any], JobContext], Mapping[str, Any]]]:
+    """``{"verify": f, "build": f, "split": f}`` with ``f(engine, args, ctx) -> report mapping``.
 
-    def emit(event: JobEvent) -> None:
-        if isinstance(event, JobProgress):
-            last[:] = [event]
-            dctx.progress(event.done, event.total, f"{event.phase}: {event.message}" if event.message else event.phase, event.unit)
-        elif isinstance(event, JobMessage) and event.level != "info":
-            p = last[0] if last else None  # keep the counts; only the message changes
-            dctx.progress(p.done if p else 0, p.total if p else None, f"{event.level}: {event.text}", p.unit if p else "")
+    ``ctx`` is the runner's :class:`JobContext`, handed to the job as it is: progress keeps
+    its phase, bytes and ETA. Split runs in a child process (see :func:`execute`).
+    """
 
-    return emit
-
-
-def job_factories() -> dict[str, Callable[[Any, Mapping[str, Any], Any], Mapping[str, Any]]]:
-    """``{"verify": f, "build": f, "split": f}`` with ``f(engine, args, ctx) -> report mapping``."""
-
-    def make(kind: str) -> Callable[[Any, Mapping[str, Any], Any], Mapping[str, Any]]:
-        def factory(engine: Any, args: Mapping[str, Any], dctx: Any) -> Mapping[str, Any]:
-            job = job_from_args(kind, dict(args or {}), engine.config)
-            ctx = JobContext(getattr(dctx, "id", kind), kind, CancelToken(dctx.cancelled), _forward(dctx))
-            report = job.run(ctx)
-            out = report.to_json()
-            out["summary"] = report.summary()
-            return out
+    def make(kind: str) -> Callable[[Any, Mapping[str, Any], JobContext], Mapping[str, Any]]:
+        def factory(engine: Any, args: Mapping[str, Any], ctx: JobContext) -> Mapping[str, Any]:
+            return execute(job_from_args(kind, dict(args or {}), engine.config), ctx)
 
         factory.__name__ = f"{kind}_job"
         return factory

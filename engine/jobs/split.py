@@ -31,7 +31,7 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..sizes import format_duration, format_size
 from .base import Job, JobCancelled, JobContext
@@ -267,17 +267,54 @@ def _pid_alive(pid: int) -> bool:
 
 def _clean_stale_parts(out_dir: Path, plan: InputPlan) -> None:
     rx = re.compile(re.escape(plan.name) + r"_sub\d{4,}" + re.escape(plan.out_suffix) + r"\.(\d+)\.part$")
+    dead: set[int] = set()
     for p in out_dir.iterdir():
-        m = rx.match(p.name)
+        part = rx.match(p.name)
+        m = part or _PUBLISHING.match(p.name)
         if not m:
             continue
         pid = int(m.group(1))
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid == os.getpid():
+            p.unlink(missing_ok=True)
+        elif _pid_alive(pid):
+            if not part:
+                continue  # a live split publishing another input here: none of ours
             raise SplitError(f"another split (pid {pid}) is writing sub-batches of '{plan.path.name}' in '{out_dir}'; wait for it")
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
+        else:
+            dead.add(pid)
+    for pid in dead:
+        undo_dead_split(out_dir, pid)
+
+
+# ``.split.<pid>.publishing``: written just before a split renames its validated ``.part``
+# files to their final names and removed once the input is dealt with. Found with its
+# process gone (kill -9 between two renames), it says which outputs form a half-published set.
+_PUBLISHING = re.compile(r"^\.split\.(\d+)\.publishing$")
+
+
+def _publishing_path(out_dir: Path, pid: int) -> Path:
+    return out_dir / f".split.{pid}.publishing"
+
+
+def undo_dead_split(out_dir: Path, pid: int) -> None:
+    """Remove what split process ``pid`` (dead) left in ``out_dir``: its ``.part`` files, and a set of
+    outputs it was publishing when it died, unless it had already deleted that set's input (then the
+    set is complete and validated, and the only copy)."""
+    if not out_dir.is_dir():
+        return
+    for p in out_dir.iterdir():
+        if p.name.endswith(f".{pid}.part"):
+            p.unlink(missing_ok=True)
+    manifest = _publishing_path(out_dir, pid)
+    try:
+        lines = manifest.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    except FileNotFoundError:
+        return
+    if lines and os.path.exists(lines[0]):  # the input is still there: the half-published outputs go
+        for name in lines[1:]:
+            if name and "/" not in name:
+                (out_dir / name).unlink(missing_ok=True)
+    manifest.unlink(missing_ok=True)
 
 
 def _fsync_file(path: Path) -> None:
@@ -399,6 +436,9 @@ def _split_one(plan: InputPlan, opts: SplitOptions, ctx: JobContext, pool: Threa
         if durable:
             for p in parts:
                 _fsync_file(p)
+        manifest = _publishing_path(out_dir, os.getpid())
+        manifest.write_text("\n".join([str(plan.path.resolve()), *(f.name for f in finals)]) + "\n",
+                            encoding="utf-8", errors="surrogateescape")
         for p, f in zip(parts, finals):
             os.replace(p, f)
             renamed.append(f)
@@ -416,6 +456,7 @@ def _split_one(plan: InputPlan, opts: SplitOptions, ctx: JobContext, pool: Threa
             os.unlink(plan.path)
             deleted = True
             _fsync_dir(plan.path.parent)
+        manifest.unlink(missing_ok=True)
         return SplitInputResult(
             input=str(plan.path), format=plan.fmt.name, input_bytes=plan.size_bytes, items=count,
             outputs=tuple(str(f) for f in finals), output_bytes=sum(sizes), validated=opts.validate,
@@ -436,6 +477,7 @@ def _split_one(plan: InputPlan, opts: SplitOptions, ctx: JobContext, pool: Threa
                 f.unlink()
             except FileNotFoundError:
                 pass
+        _publishing_path(out_dir, os.getpid()).unlink(missing_ok=True)
         if created_dir:
             try:
                 out_dir.rmdir()  # only if still empty: leave no trace of a failed split
@@ -517,6 +559,21 @@ def recommend_for(input_path: str | None = None, pattern: str = DEFAULT_PATTERN,
 class SplitJob(Job):
     options: SplitOptions
     kind = "split"
+    isolation = "process"  # a batch bigger than memory gets the split killed, never the engine
+
+    def crash_cleanup(self) -> Callable[[int], None]:
+        out = Path(self.options.output).expanduser()
+        existed = out.exists()
+
+        def cleanup(pid: int) -> None:
+            undo_dead_split(out, pid)
+            if not existed:
+                try:
+                    out.rmdir()  # only if empty: a killed split leaves no trace
+                except OSError:
+                    pass
+
+        return cleanup
 
     def describe(self) -> str:
         return f"split {self.options.input} -> {self.options.output} ({self.options.traces_per_batch} per batch)"

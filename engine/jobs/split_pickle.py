@@ -32,11 +32,11 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable
 
-from .base import JobCancelled, JobContext
+from .base import CancelToken, JobCancelled, JobContext
 from .equality import items_equal, pickle_digest
 from .split_formats import Check, CountingRaw, SplitInputError, SplitValidationError, Splitter, shown_name
 
-__all__ = ["PickleSplitter", "load_pickle", "GZIP_MAGIC"]
+__all__ = ["PickleSplitter", "load_pickle", "gzip_damage", "GZIP_MAGIC"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 _READ_BUFFER = 1 << 20
@@ -48,7 +48,10 @@ def load_pickle(
     """Load a pickle (gzip-compressed or not), with clear errors for every way it can be broken.
 
     ``to_the_end`` also reads what follows the pickle: nothing may, and for gzip that read is
-    what checks the stream's CRC (``pickle.load`` stops at its STOP opcode, before the trailer).
+    what checks the stream's CRC and length (``pickle.load`` stops at its STOP opcode, before
+    the trailer): without it a flipped bit in the deflate data can load as a changed item.
+    When a gzip input fails to load in any way (a flipped length can read as "out of memory"
+    or "truncated"), the whole stream is checked and a damaged one is reported as such.
     """
     try:
         size = os.stat(path).st_size
@@ -73,30 +76,60 @@ def load_pickle(
             if to_the_end and stream.read(1):
                 raise _bad(path, "has data after the end of its pickle")
             return obj
-        except (JobCancelled, SplitInputError):
+        except (JobCancelled, SplitInputError, KeyboardInterrupt, SystemExit):
             raise
-        except EOFError as exc:
-            if compressed and "end-of-stream" in str(exc):
-                raise _bad(path, f"is truncated: the gzip stream ends early ({format(size, ',')} bytes on disk)",
-                           "copy or re-create it completely") from None
-            raise _bad(path, "is truncated: the pickle ends early", "re-create it") from None
-        except gzip.BadGzipFile as exc:
-            raise _bad(path, f"is not a valid gzip file ({exc})") from None
-        except zlib.error as exc:
-            raise _bad(path, f"has corrupt compressed data ({exc})") from None
-        except pickle.UnpicklingError as exc:
-            raise _bad(path, f"is not a valid pickle ({exc})") from None
-        except (ModuleNotFoundError, ImportError, AttributeError) as exc:
-            raise SplitInputError(
-                f"'{path}' needs code that is not importable here to load ({type(exc).__name__}: {exc}); "
-                f"run split in the environment that wrote it"
-            ) from None
-        except MemoryError:
-            raise SplitInputError(
-                f"not enough memory to load '{path}'; free memory or split on a machine with more (see --recommend)"
-            ) from None
-        except Exception as exc:
-            raise _bad(path, f"cannot be loaded ({type(exc).__name__}: {exc})") from None
+        except BaseException as exc:
+            if compressed:
+                damage = gzip_damage(path, ctx.token if ctx is not None else None)
+                if damage is not None:
+                    raise _bad(path, damage, "restore it from a good copy (`gzip -t` reports it too)") from None
+            raise _load_error(path, exc, compressed, size) from None
+
+
+def gzip_damage(path: Path, token: CancelToken | None = None) -> str | None:
+    """What is wrong with the gzip file ``path`` (bad CRC, bad length, bad deflate data, cut short), or None.
+
+    Reads every member to its end, as ``gzip -t`` does, keeping nothing in memory.
+    """
+    try:
+        with gzip.open(path, "rb") as g:
+            while g.read(_READ_BUFFER):
+                if token is not None:
+                    token.raise_if_cancelled()
+    except EOFError:
+        return f"is truncated: the gzip stream ends early ({format(os.stat(path).st_size, ',')} bytes on disk)"
+    except gzip.BadGzipFile as exc:
+        return f"is not a valid gzip file ({exc})"
+    except zlib.error as exc:
+        return f"has corrupt compressed data ({exc})"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def _load_error(path: Path, exc: BaseException, compressed: bool, size: int) -> SplitInputError:
+    """The one-line message for a pickle that does not load (its gzip stream, if any, being sound)."""
+    if isinstance(exc, EOFError):
+        if compressed and "end-of-stream" in str(exc):
+            return _bad(path, f"is truncated: the gzip stream ends early ({format(size, ',')} bytes on disk)",
+                        "copy or re-create it completely")
+        return _bad(path, "is truncated: the pickle ends early", "re-create it")
+    if isinstance(exc, gzip.BadGzipFile):
+        return _bad(path, f"is not a valid gzip file ({exc})")
+    if isinstance(exc, zlib.error):
+        return _bad(path, f"has corrupt compressed data ({exc})")
+    if isinstance(exc, pickle.UnpicklingError):
+        return _bad(path, f"is not a valid pickle ({exc})")
+    if isinstance(exc, (ModuleNotFoundError, ImportError, AttributeError)):
+        return SplitInputError(
+            f"'{path}' needs code that is not importable here to load ({type(exc).__name__}: {exc}); "
+            f"run split in the environment that wrote it"
+        )
+    if isinstance(exc, MemoryError):
+        return SplitInputError(
+            f"not enough memory to load '{path}'; free memory or split on a machine with more (see --recommend)"
+        )
+    return _bad(path, f"cannot be loaded ({type(exc).__name__}: {exc})")
 
 
 def _bad(path: Path, reason: str, advice: str = "") -> SplitInputError:
@@ -221,7 +254,9 @@ class PickleSplitter(Splitter):
         def on_bytes(n: int) -> None:
             ctx.progress("load", n, total, unit="bytes", bytes_done=n, bytes_total=total, message=f"loading {name}")
 
-        obj = load_pickle(path, on_bytes=on_bytes, ctx=ctx)
+        # to_the_end: a gzip input is read through its trailer, so its CRC and length are checked
+        # before anything is written (and long before --delete-original may remove it).
+        obj = load_pickle(path, on_bytes=on_bytes, ctx=ctx, to_the_end=True)
         if not isinstance(obj, (list, tuple)):
             kind = type(obj).__name__
             del obj

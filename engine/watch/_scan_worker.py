@@ -38,6 +38,9 @@ _MTIME = attrgetter("st_mtime")
 
 
 _COUNTERS = ("vanished", "errors", "symlinks", "other", "other_fs", "excluded")
+# Directories the scan may not read (EACCES), by relative path ("" is the root): their files
+# count as 0 B, which the watch must say. Bounded: a tree of a million such is one message.
+MAX_UNREADABLE = 100
 
 
 def encode_name(name: str) -> bytes:
@@ -59,6 +62,12 @@ class ScanChunk:
         self.access = array.array("d")
         self.keys = array.array("Q")
         self.vanished = self.errors = self.symlinks = self.other = self.other_fs = self.excluded = 0
+        self.unreadable: list[str] = []
+
+    def denied(self, rel: str) -> None:
+        self.errors += 1
+        if len(self.unreadable) < MAX_UNREADABLE:
+            self.unreadable.append(rel)
 
     def counters(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in _COUNTERS}
@@ -72,7 +81,7 @@ class ScanChunk:
             self.sizes.tobytes(),
             self.access.tobytes(),
             self.keys.tobytes(),
-            json.dumps(self.counters()).encode(),
+            json.dumps({**self.counters(), "unreadable": self.unreadable}).encode(),
         ]
         out = [MAGIC]
         for p in parts:
@@ -100,7 +109,10 @@ class ScanChunk:
         self.access.frombytes(parts[4])
         self.keys.frombytes(parts[5])
         for k, v in json.loads(parts[6]).items():
-            setattr(self, k, int(v))
+            if k == "unreadable":
+                self.unreadable = [str(x) for x in v]
+            else:
+                setattr(self, k, int(v))
         return self
 
 
@@ -149,6 +161,9 @@ class Walker:
                 names = os.listdir(b".")
             else:
                 names = list(map(str.encode, os.listdir(fd), repeat("utf-8"), repeat("surrogateescape")))
+        except PermissionError:
+            c.denied(rel)
+            return []
         except OSError:
             c.errors += 1
             return []
@@ -219,12 +234,18 @@ class Walker:
         self._record(rel, kept, kept_st, seed)
         return subdirs
 
-    def open_child(self, parent_fd: int, name: str) -> int:
-        """An fd for a subdirectory, never through a symlink and never onto another filesystem; -1 if gone."""
+    def open_child(self, parent_fd: int, name: str, rel: str = "") -> int:
+        """An fd for a subdirectory, never through a symlink and never onto another filesystem; -1 if gone.
+
+        ``rel``: the subdirectory's path from the root, recorded if it may not be read.
+        """
         try:
             fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
         except FileNotFoundError:
             self.chunk.vanished += 1
+            return -1
+        except PermissionError:
+            self.chunk.denied(rel or name)
             return -1
         except OSError:  # ELOOP: swapped for a symlink; ENOTDIR: swapped for a file; EACCES
             self.chunk.errors += 1
@@ -242,8 +263,9 @@ class Walker:
     def open_rel(self, root_fd: int, rel: str) -> int:
         """Walk ``rel`` from the root one component at a time (no symlink anywhere on the way)."""
         fd = os.dup(root_fd)
-        for part in rel.split("/"):
-            child = self.open_child(fd, part)
+        parts = rel.split("/")
+        for i, part in enumerate(parts):
+            child = self.open_child(fd, part, "/".join(parts[: i + 1]))
             os.close(fd)
             if child < 0:
                 return -1
@@ -264,10 +286,10 @@ class Walker:
                     if dfd != fd:
                         os.close(dfd)
                     continue
-                cfd = self.open_child(dfd, name)
+                crel = drel + "/" + name if drel else name
+                cfd = self.open_child(dfd, name, crel)
                 if cfd < 0:
                     continue
-                crel = drel + "/" + name if drel else name
                 stack.append((cfd, crel, iter(())))
                 stack[-1] = (cfd, crel, iter(self.scan_dir(cfd, crel)))
                 if self.on_dir is not None:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from ._scan_worker import ScanChunk, Walker, open_root
+from ._scan_worker import MAX_UNREADABLE, ScanChunk, Walker, open_root
 from .filters import PathFilter
 
 __all__ = ["Scanner", "ScanReport", "RootIdentity", "default_scan_workers", "merge_chunks"]
@@ -62,9 +62,12 @@ class ScanReport:
     other_fs: int
     excluded: int
     time: float
+    unreadable: tuple[str, ...] = ()  # directories (from the root; "" is the root) that may not be read
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["unreadable"] = list(self.unreadable)
+        return out
 
 
 def default_scan_workers() -> int:
@@ -86,6 +89,7 @@ def merge_chunks(chunks: list[ScanChunk]) -> ScanChunk:
         out.keys.extend(c.keys)
         for k, v in c.counters().items():
             setattr(out, k, getattr(out, k) + v)
+        out.unreadable.extend(c.unreadable)
     return out
 
 
@@ -189,6 +193,7 @@ class Scanner:
             duration_s=time.perf_counter() - t0,
             workers=n_workers,
             time=time.time(),
+            unreadable=tuple(chunk.unreadable[:MAX_UNREADABLE]),
             **chunk.counters(),
         )
         return chunk, report

@@ -54,6 +54,9 @@ class WatchStats:
     events_path: str
     alerts: tuple[WatchAlert, ...]
     time: float
+    # Directories under the root the last scan could not read (absolute paths, at most 100):
+    # their files are not counted, so size_bytes is too low by what they hold.
+    unreadable_paths: tuple[str, ...] = ()
 
     # Same names as CacheStats where a dashboard may look for them.
     @property
@@ -79,6 +82,7 @@ class WatchStats:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["alerts"] = [a.to_json() for a in self.alerts]
+        out["unreadable_paths"] = list(self.unreadable_paths)
         out["used_bytes"] = self.used_bytes
         out["data_bytes"] = self.data_bytes
         return out
@@ -88,4 +92,5 @@ class WatchStats:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in d.items() if k in names}
         values["alerts"] = tuple(WatchAlert.from_json(a) for a in d.get("alerts", ()))
+        values["unreadable_paths"] = tuple(d.get("unreadable_paths", ()))
         return cls(**values)

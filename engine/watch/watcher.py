@@ -36,6 +36,7 @@ from .enforcer import Enforcer, PassOutcome, RootChanged
 from .errors import WatchError
 from .filters import PathFilter
 from .growth import GrowthTracker, WatchAlert, alerts_for
+from .roots import ALLOW_FLAG, dangerous_root_reason
 from .scanner import RootIdentity, Scanner, ScanReport
 from .state import EVENTS_FILE, default_state_dir, lock_state_dir, prepare_state_dir
 from .stats import WatchStats
@@ -93,6 +94,8 @@ class WatchedDirectory:
     (an iterable, or a callable returning one, e.g. a training's process tree);
     None checks every process this user can inspect.
     ``scan_workers``: processes for the full scan (None: one per CPU, up to 8; 0: in-process).
+    ``allow_dangerous_root``: accept a system directory or one holding the home directory
+    (refused otherwise, see :mod:`.roots`).
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class WatchedDirectory:
         sample_interval: float = 1.0,
         growth_window: float = 60.0,
         alert_horizon: float = 3600.0,
+        allow_dangerous_root: bool = False,
     ) -> None:
         path = Path(os.path.abspath(os.path.expanduser(root)))
         if not path.exists():
@@ -121,8 +125,10 @@ class WatchedDirectory:
             kind = "a symlink" if path.is_symlink() else "not a directory"
             raise WatchError(f"watch root '{path}' is {kind}; give the cache directory itself")
         real = os.path.realpath(path)
-        if real == "/" or real == os.path.realpath(os.path.expanduser("~")):
-            raise WatchError(f"watch root '{real}' is the whole filesystem or your home; give the cache directory itself")
+        danger = None if allow_dangerous_root else dangerous_root_reason(real)
+        if danger is not None:
+            raise WatchError(f"watch root '{real}' {danger}; give the cache directory itself "
+                             f"(or pass {ALLOW_FLAG}, allow_dangerous_root = true in [[watch]], if you truly mean it)")
         st = os.stat(real)
         self.root = RootIdentity(real, st.st_dev, st.st_ino)
         self.max_bytes = _size(max_size, "max_size")
@@ -180,6 +186,8 @@ class WatchedDirectory:
         self._over_since: float | None = None  # when the index first showed more than max (for the event log)
         self._listeners: list[Callable[[EvictionReport], None]] = []
         self._lock_fd: int | None = None
+        self._unreadable: tuple[str, ...] = ()  # absolute paths, from the last full scan
+        self._warned_unreadable: set[str] = set()  # each one is warned about once per watch
 
     @classmethod
     def from_config(cls, cfg: WatchConfig, **kwargs: Any) -> "WatchedDirectory":
@@ -193,6 +201,7 @@ class WatchedDirectory:
             scan_interval=cfg.scan_interval,
             dry_run=cfg.dry_run,
             state_dir=cfg.state_dir,
+            allow_dangerous_root=cfg.allow_dangerous_root,
         )
         values.update(kwargs)
         return cls(cfg.root, cfg.max_size, **values)
@@ -464,6 +473,7 @@ class WatchedDirectory:
             correction = new.size_bytes - old_tree.size_bytes
         self._scans += 1
         self._last_scan = report
+        self._note_unreadable(report.unreadable)
         self._last_correction = correction if reason != "start" else 0
         self._root_ok = True
         if reason != "start":
@@ -483,6 +493,20 @@ class WatchedDirectory:
         if self._tree.size_bytes > self.max_bytes:
             self._wake.set()
         return report
+
+    def _note_unreadable(self, rels: tuple[str, ...]) -> None:
+        """Keep the directories the scan could not read for stats(); warn once about each new one."""
+        paths = tuple(os.path.join(self.root.path, r) if r else self.root.path for r in rels)
+        self._unreadable = paths
+        new = [p for p in paths if p not in self._warned_unreadable]
+        if not new:
+            return
+        self._warned_unreadable.update(new)
+        shown = ", ".join(new[:3]) + (f" and {len(new) - 3} more" if len(new) > 3 else "")
+        log.warning("watch %s: cannot read %d director%s (%s); their files are not counted, so the size is too low; "
+                    "give this user read access or exclude them", self.root.path, len(new), "y" if len(new) == 1 else "ies",
+                    shown)
+        self._event("watch.unreadable", paths=list(new))
 
     def _rescan_dir_locked(self, rel: str) -> None:
         self._tree.remove_dir_tree(rel)
@@ -754,6 +778,7 @@ class WatchedDirectory:
             events_path=str(self.events.path),
             alerts=self._alerts,
             time=time.time(),
+            unreadable_paths=self._unreadable,
         )
 
     def files(self, order: str = "lru", limit: int | None = None) -> list[IndexedFile]:

@@ -108,12 +108,12 @@ def test_pause_resume_and_restart_through_the_socket(engine_env: EngineEnv) -> N
         root = psutil.Process(pid)
         wait_for(lambda: len(root.children()) == 2, what="two workers")
         group = [pid] + [p.pid for p in root.children()]
-        assert c.command("pause")["training"]["state"] == "paused"
+        assert c.command("pause").training.state.value == "paused"
         wait_for(lambda: all(proc_state(p) == "T" for p in group), what="group stopped")
-        assert c.command("resume")["training"]["state"] == "running"
+        assert c.command("resume").training.state.value == "running"
         wait_for(lambda: all(proc_state(p) in "SR" for p in group), what="group running")
-        info = c.command("restart")["training"]
-        assert info["attempt"] == 2 and info["pid"] != pid and info["state"] == "running"
+        info = c.command("restart").training
+        assert info.attempt == 2 and info.pid != pid and info.state.value == "running"
         wait_for(lambda: all(not psutil.pid_exists(p) or proc_state(p) == "Z" for p in group), what="old group gone")
         kinds = [e.kind for e in c.events(kinds=["training"])]
     assert kinds[-5:] == ["training.paused", "training.resumed", "training.exited", "training.restarted", "training.started"]
@@ -135,7 +135,7 @@ def test_commands_that_do_not_fit_get_clear_refusals(engine_env: EngineEnv) -> N
                 assert getattr(exc, "code", None) == code and text in str(exc), (name, exc)
             else:
                 raise AssertionError(f"{name} was accepted")
-        assert c.command("start")["training"]["attempt"] == 2  # a finished training can be started again
+        assert c.command("start").training.attempt == 2  # a finished training can be started again
 
 
 def test_a_command_that_cannot_start_is_one_line_and_leaves_no_engine(engine_env: EngineEnv) -> None:
@@ -241,16 +241,16 @@ def test_evictions_reach_the_event_stream_once(engine_env: EngineEnv) -> None:
     entry = engine_env.start(*TICKER, name="evict", args=("--config", str(cfg)))
     with EngineClient(entry.socket) as c:
         result = c.command("evict", to="500KB")
-        assert result["files"] > 0 and result["size_after"] <= 500_000
-        wait_for(lambda: c.snapshot().evictions and c.snapshot().evictions[0].reason == result["reason"], what="snapshot eviction")
-        wait_for(lambda: c.snapshot().caches[0].stats.size_bytes == result["size_after"], what="fresh cache stats")
+        assert result.files > 0 and result.size_after <= 500_000 and result.root == str(root)
+        wait_for(lambda: c.snapshot().evictions and c.snapshot().evictions[0].reason == result.reason, what="snapshot eviction")
+        wait_for(lambda: c.snapshot().caches[0].stats.size_bytes == result.size_after, what="fresh cache stats")
     # An eviction by another process (a DataLoader worker's put) is seen too.
     with Cache(root) as cache:
         outside = cache.evict(to=100_000)
     assert outside.files > 0
     wait_for(lambda: len(_events(entry, ["eviction"])) == 2, what="second eviction event")
     evs = _events(entry, ["eviction"])
-    assert [e.get("files") for e in evs] == [result["files"], outside.files]
+    assert [e.get("files") for e in evs] == [result.files, outside.files]
     assert all(e.get("cache") == str(root) for e in evs)
     # A new engine with the same name does not copy them again.
     assert run_cli("stop", "evict", "--yes").returncode == 0
@@ -327,7 +327,7 @@ def test_the_asyncio_client_attaches_commands_and_detaches(engine_env: EngineEnv
         await client.command("resume")
         tail = await client.log(-100, 100)
         await client.close()
-        return pushes, refused, paused["training"]["pid"] if tail.size else -1
+        return pushes, refused, paused.training.pid if tail.size else -1
 
     pushes, refused, pid = asyncio.run(session())
     assert refused == "unknown_command"

@@ -41,9 +41,9 @@ def test_a_job_reports_progress_and_can_be_cancelled(make_engine) -> None:
     # item count and ``quick`` as "slowly".
     def counting_job(engine, args, ctx):
         for i in range(args.get("workers", 5)):
-            if ctx.cancelled.is_set():
+            if ctx.cancelled:  # ctx: the jobs' JobContext (engine/jobs/base.py), as every job gets it
                 return {"counted": i, "cancelled": True}
-            ctx.progress(i + 1, args.get("workers", 5), f"item {i}", "items")
+            ctx.progress("count", i + 1, args.get("workers", 5), message=f"item {i}")
             if args.get("quick"):
                 release.wait(0.05)
         return {"counted": args.get("workers", 5)}
@@ -53,6 +53,7 @@ def test_a_job_reports_progress_and_can_be_cancelled(make_engine) -> None:
     wait_for(lambda: engine.snapshot().jobs[0].state == "done", what="job done")
     view = engine.snapshot().jobs[0]
     assert view.id == job["id"] and view.done == 3 and view.total == 3 and dict(view.result) == {"counted": 3}
+    assert view.phase == "count" and view.unit == "items"
     wait_for(lambda: engine.query_events(kinds=["job.finished"]), what="job.finished event")
     kinds = [e.kind for e in engine.query_events(kinds=["job"])]
     assert kinds[0] == "job.started" and kinds[-1] == "job.finished" and "job.progress" in kinds

@@ -9,7 +9,6 @@ import time
 from cachewatch.engine import load_config
 from cachewatch.engine.daemon import EngineClient
 from cachewatch.engine.daemon.parts import default_parts
-from cachewatch.engine.daemon.snapshot import part_value
 
 from .util import EngineEnv, python_cmd, run_cli, wait_for
 
@@ -26,14 +25,14 @@ def test_a_watched_directory_is_shown_evicted_and_recorded(engine_env: EngineEnv
     assert default_parts(load_config(cfg)).new_watch is not None, "engine/watch is not in this build"
     entry = engine_env.start(*python_cmd("import time\nwhile True: time.sleep(1)"), name="watch", args=("--config", str(cfg)))
     with EngineClient(entry.socket) as c:
-        wait_for(lambda: c.snapshot().watched and part_value(c.snapshot().watched[0], "entries") == 20, what="watched figures")
+        wait_for(lambda: c.snapshot().watched and c.snapshot().watched[0].entries == 20, what="watched figures")
         w = c.snapshot().watched[0]
-        assert part_value(w, "root") == str(root) and part_value(w, "size_bytes") == 200_000
+        assert w.root == str(root) and w.size_bytes == 200_000
         result = c.command("evict", root=str(root), to="100KB")
-        assert result["files"] == 10 and result["root"] == str(root)
+        assert result.files == 10 and result.root == str(root)
         assert sorted(p.name for p in root.iterdir()) == [f"f{i:02d}.bin" for i in range(10, 20)]  # the oldest went
         wait_for(lambda: [e.get("files") for e in c.events(kinds=["eviction"])] == [10], what="eviction event")
         assert c.events(kinds=["eviction"])[0].get("cache") == str(root)
-        wait_for(lambda: part_value(c.snapshot().watched[0], "entries") == 10, what="figures after eviction")
+        wait_for(lambda: c.snapshot().watched[0].entries == 10, what="figures after eviction")
     status = run_cli("status", "watch").stdout
     assert f"watched   {root}:" in status

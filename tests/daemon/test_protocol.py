@@ -25,8 +25,10 @@ from cachewatch.engine.daemon.protocol import (
     encode,
     parse_server_message,
 )
-from cachewatch.engine.daemon.snapshot import Alert, CacheView, EngineInfo, EngineSnapshot, EvictionView, JobView, part_value
+from cachewatch.engine.daemon.snapshot import Alert, CacheView, EngineInfo, EngineSnapshot, EvictionView, JobView
 from cachewatch.engine.daemon.tail import read_chunk, utf8_safe_end
+from cachewatch.engine.training.eta import EtaEstimate
+from cachewatch.engine.training.progress import ProgressSnapshot
 from cachewatch.engine.training.runstate import AttemptRecord, RestartPolicy, TrainingInfo, TrainingState
 
 
@@ -49,7 +51,7 @@ def _snapshot() -> EngineSnapshot:
                       remedies=("mixed precision", "smaller batch"), figures={"tried_to_allocate_bytes": 20971520}),),
         jobs=(JobView(id="verify-1", kind="verify", state="running", started=now, done=3, total=10),),
         log_size_bytes=1234,
-        progress={"epoch": 4, "total_epochs": 15, "eta": {"remaining_s": 139680.0}},
+        progress=ProgressSnapshot(epoch=4, total_epochs=15, eta=EtaEstimate(remaining_s=139680.0)),
     )
 
 
@@ -63,10 +65,10 @@ def test_a_snapshot_survives_json_unchanged() -> None:
     assert s.training == snap.training
     assert s.alerts == snap.alerts and s.jobs == snap.jobs and s.evictions == snap.evictions
     assert s.engine == snap.engine and s.log_size_bytes == 1234
-    # Part snapshots come back as their package's type where the build has it, else as JSON.
-    assert part_value(s.progress, "epoch") == 4 and part_value(s.progress, "eta", "remaining_s") == 139680.0
+    # Part snapshots come back as their package's own type.
+    assert s.progress == snap.progress and s.progress is not None and s.progress.eta.remaining_s == 139680.0
     mine, theirs = s.to_json(), snap.to_json()
-    assert {k: v for k, v in mine.items() if k != "progress"} == {k: v for k, v in theirs.items() if k != "progress"}
+    assert mine == theirs
     assert EngineSnapshot.from_json(json.loads(json.dumps(mine))).to_json() == mine
 
 

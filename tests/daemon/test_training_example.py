@@ -13,7 +13,6 @@ from cachewatch.engine import load_config
 from cachewatch.engine.daemon import EngineClient
 from cachewatch.engine.daemon.parts import default_parts
 from cachewatch.engine.daemon.protocol import SnapshotPush
-from cachewatch.engine.daemon.snapshot import part_value
 
 from .util import EXAMPLE, EngineEnv, python_cmd, run_cli, wait_for
 
@@ -56,15 +55,15 @@ def test_a_real_training_is_observed_through_a_socket_client(engine_env: EngineE
                 continue
             s = msg.snapshot
             p = s.progress
-            if p is not None and part_value(p, "epoch") is not None:
-                steps.add((part_value(p, "epoch"), part_value(p, "step", default=0)))
-                totals.add((part_value(p, "total_epochs"), part_value(p, "total_steps")))
-                sources.add(part_value(p, "source"))
-                remaining = part_value(p, "eta", "remaining_s")
+            if p is not None and p.epoch is not None:
+                steps.add((p.epoch, p.step or 0))
+                totals.add((p.total_epochs, p.total_steps))
+                sources.add(p.source)
+                remaining = p.eta.remaining_s
                 if remaining is not None and s.training.state.value == "running":
-                    etas.append((remaining, part_value(p, "eta", "finish_time")))
+                    etas.append((remaining, p.eta.finish_time))
             if s.workers is not None and s.training.state.value == "running":
-                worker_counts.add(part_value(s.workers, "worker_count", default=0))
+                worker_counts.add(s.workers.worker_count)
             if s.training.state.over:
                 final = s.training
                 break

@@ -1,4 +1,4 @@
-"""The job interface: events as data, one job per kind, cancel, process isolation, Ctrl-C."""
+"""The job interface and its one runner: events as data, one job per kind, cancel, process isolation, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -19,25 +19,26 @@ import pytest
 from cachewatch.engine.errors import CachewatchError
 from cachewatch.engine.jobs import (
     Job,
-    JobBusy,
     JobContext,
     JobFinished,
     JobMessage,
     JobProgress,
-    JobRunner,
     JobStarted,
     event_from_json,
     run_job,
 )
-from cachewatch.engine.jobs.base import STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, STATUS_PROBLEMS
+from cachewatch.engine.daemon.jobrunner import JobRunner
+from cachewatch.engine.daemon.snapshot import JobView
+from cachewatch.engine.jobs.base import STATUS_OK, STATUS_PROBLEMS
 
-from ..helpers import REPO
+from ..helpers import REPO, wait_for
 
 
 @dataclass(frozen=True)
 class CountReport:
     counted: int
     target: int
+    pid: int = 0
 
     @property
     def ok(self) -> bool:
@@ -47,7 +48,7 @@ class CountReport:
         return f"counted {self.counted}"
 
     def to_json(self) -> dict:
-        return {"counted": self.counted, "target": self.target}
+        return {"counted": self.counted, "target": self.target, "pid": self.pid}
 
 
 @dataclass
@@ -61,9 +62,15 @@ class CountJob(Job):
     def run(self, ctx: JobContext) -> CountReport:
         for i in range(self.target):
             ctx.check()
-            ctx.progress("count", i, self.target, force=True)
+            ctx.progress("count", i, self.target, bytes_done=100 * i, bytes_total=100 * self.target,
+                         message=f"item {i}", force=True)
             time.sleep(self.step_s)
-        return CountReport(self.target, self.target)
+        return CountReport(self.target, self.target, os.getpid())
+
+
+@dataclass
+class ProcessCountJob(CountJob):
+    isolation = "process"
 
 
 @dataclass
@@ -80,6 +87,7 @@ class GateJob(Job):
 @dataclass
 class SuicideJob(Job):
     kind = "suicide"
+    isolation = "process"
 
     def run(self, ctx: JobContext) -> CountReport:
         ctx.progress("dying", 1, 2, force=True)
@@ -94,6 +102,11 @@ class FailingJob(Job):
 
     def run(self, ctx: JobContext) -> CountReport:
         raise CachewatchError("input 'x' is broken; fix it")
+
+
+@dataclass
+class ProcessFailingJob(FailingJob):
+    isolation = "process"
 
 
 def test_events_are_frozen_data_that_round_trip_through_json() -> None:
@@ -112,47 +125,61 @@ def test_events_are_frozen_data_that_round_trip_through_json() -> None:
     assert events[1].fraction == 5 / 9
 
 
+def _runner() -> tuple[JobRunner, list[tuple[str, JobView]]]:
+    seen: list[tuple[str, JobView]] = []
+    return JobRunner(lambda kind, view: seen.append((kind, view))), seen
+
+
 def test_one_job_per_kind_at_a_time() -> None:
-    runner = JobRunner()
+    runner, _ = _runner()
     gate = threading.Event()
-    first = runner.start(GateJob(gate))
-    with pytest.raises(JobBusy, match="already running"):
-        runner.start(GateJob(gate))
-    other = runner.start(CountJob(target=3))  # another kind runs alongside
-    assert other.wait(30).status == STATUS_OK
+    first = runner.start_job(GateJob(gate))
+    with pytest.raises(CachewatchError, match="already running"):
+        runner.start_job(GateJob(gate))
+    other = runner.start_job(CountJob(target=3))  # another kind runs alongside
+    assert runner.wait(other.id, 30).state == "done"
     gate.set()
-    assert first.wait(30).status == STATUS_OK
-    again = runner.start(GateJob(gate))
-    assert again.wait(30).status == STATUS_OK
+    assert runner.wait(first.id, 30).state == "done"
+    again = runner.start_job(GateJob(gate))
+    assert runner.wait(again.id, 30).state == "done"
 
 
-def test_cancel_stops_a_job_and_says_so() -> None:
-    seen: list = []
-    runner = JobRunner(seen.append)
-    h = runner.start(CountJob(target=10_000))
-    while h.last_progress is None or h.last_progress.done < 3:
-        time.sleep(0.01)
-    assert runner.cancel(h.job_id)
-    finished = h.wait(30)
-    assert finished.status == STATUS_CANCELLED
-    assert isinstance(seen[0], JobStarted) and isinstance(seen[-1], JobFinished)
-    assert h.last_progress.done < 10_000
+@pytest.mark.parametrize("job", [CountJob(target=10_000), ProcessCountJob(target=10_000)], ids=["thread", "process"])
+def test_cancel_stops_a_job_and_says_so(job: Job) -> None:
+    runner, seen = _runner()
+    view = runner.start_job(job)
+    wait_for(lambda: runner.jobs()[0].done >= 3, timeout=60, what="some progress")
+    runner.cancel(view.id)
+    final = runner.wait(view.id, 60)
+    assert final.state == "cancelled" and final.done < 10_000
+    assert seen[0][0] == "job.started" and seen[-1][0] == "job.finished"
 
 
-def test_a_job_in_a_process_reports_progress_and_its_result() -> None:
-    seen: list = []
-    runner = JobRunner(seen.append, isolation="process")
-    h = runner.start(CountJob(target=5, step_s=0.0))
-    finished = h.wait(60)
-    assert finished.status == STATUS_OK and finished.report == {"counted": 5, "target": 5}
-    assert [e.done for e in seen if isinstance(e, JobProgress)] == [0, 1, 2, 3, 4]
+def test_a_job_in_a_process_reports_phase_bytes_and_eta_and_its_result() -> None:
+    runner, seen = _runner()
+    view = runner.start_job(ProcessCountJob(target=5, step_s=0.0))
+    final = runner.wait(view.id, 60)
+    assert final.state == "done" and final.result["counted"] == 5 and final.result["summary"] == "counted 5"
+    progress = [v for _, v in seen if v.state == "running" and v.phase]
+    assert [v.done for v in progress] == [0, 1, 2, 3, 4]  # every update, from the child, in order
+    assert all(v.phase == "count" and v.total == 5 and v.unit == "items" for v in progress)
+    assert [v.bytes_done for v in progress] == [0, 100, 200, 300, 400] and progress[-1].bytes_total == 500
+    assert progress[-1].message == "item 4"
+    assert final.result["pid"] != os.getpid()  # it really ran in another process
 
 
-def test_a_job_process_that_dies_is_reported_and_the_runner_lives_on() -> None:
-    runner = JobRunner(isolation="process")
-    finished = runner.start(SuicideJob()).wait(60)
-    assert finished.status == STATUS_FAILED and "killed by signal 9 (probably out of memory)" in finished.summary
-    assert runner.start(CountJob(target=2, step_s=0.0)).wait(60).status == STATUS_OK
+def test_a_job_process_killed_by_signal_9_fails_the_job_and_the_runner_lives_on() -> None:
+    runner, _ = _runner()
+    final = runner.wait(runner.start_job(SuicideJob()).id, 60)
+    assert final.state == "failed" and "was killed by signal 9 (SIGKILL), probably out of memory" in (final.error or "")
+    again = runner.wait(runner.start_job(ProcessCountJob(target=2, step_s=0.0)).id, 60)
+    assert again.state == "done"
+
+
+def test_a_failing_job_in_a_process_fails_with_its_one_line_error() -> None:
+    runner, _ = _runner()
+    final = runner.wait(runner.start_job(ProcessFailingJob()).id, 60)
+    assert final.state == "failed" and final.error == "input 'x' is broken; fix it"
 
 
 def test_run_job_raises_the_jobs_error_for_the_cli() -> None:

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 from cachewatch.engine import Cache, load_config
-from cachewatch.engine.jobs import BuildJob, JobContext, JobProgress, JobRunner, SourceSpec, verify_cache
-from cachewatch.engine.jobs.base import STATUS_CANCELLED
+from cachewatch.engine.daemon.jobrunner import JobRunner
+from cachewatch.engine.daemon.snapshot import JobView
+from cachewatch.engine.jobs import BuildJob, JobContext, SourceSpec, verify_cache
 
 from ..helpers import REPO, run_cli, wait_for
 from .conftest import entries_by_key, make_source, write_config
@@ -149,15 +150,14 @@ def test_cancelling_a_build_leaves_a_consistent_cache_that_resumes(tmp_path: Pat
     cfg = load_config(write_config(tmp_path))
     job = BuildJob.from_config(cfg, workers=2)
 
-    def on_event(e) -> None:
-        if isinstance(e, JobProgress) and e.phase == "build" and e.done >= 1:
-            handle.cancel()
+    def on_change(kind: str, view: JobView) -> None:
+        if view.state == "running" and view.phase == "build" and view.done >= 1:
+            runner.cancel(view.id)
 
-    runner = JobRunner(on_event)
-    handle = runner.start(job)
-    finished = handle.wait(120)
-    assert finished is not None and finished.status == STATUS_CANCELLED
-    assert finished.report["cancelled"] is True and finished.report["built"] < 40
+    runner = JobRunner(on_change)
+    final = runner.wait(runner.start_job(job).id, 120)
+    assert final.state == "cancelled"
+    assert final.result["cancelled"] is True and final.result["built"] < 40
     check = verify_cache(tmp_path / "cache")
     assert check.ok, check.summary()  # no stale reservation, no .part, counters agree
     (transform_dir / "delay.txt").unlink()

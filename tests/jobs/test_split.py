@@ -20,8 +20,6 @@ import pytest
 import torch
 
 from cachewatch.engine.jobs import (
-    JobProgress,
-    JobRunner,
     SplitError,
     SplitInputError,
     SplitJob,
@@ -30,7 +28,8 @@ from cachewatch.engine.jobs import (
     recommend,
     split_files,
 )
-from cachewatch.engine.jobs.base import STATUS_CANCELLED
+from cachewatch.engine.daemon.jobrunner import JobRunner
+from cachewatch.engine.daemon.snapshot import JobView
 from cachewatch.engine.jobs.equality import deep_equal
 from cachewatch.engine.jobs.split_pickle import PickleSplitter
 
@@ -396,17 +395,17 @@ def test_a_full_disk_removes_partial_outputs_and_keeps_the_original(tmp_path: Pa
 # ------------------------------------------------------------------------------- cancel, reruns
 def test_cancel_mid_split_leaves_no_outputs_and_the_input_intact(tmp_path: Path) -> None:
     src = tmp_path / "b.pkl.gz"
-    _pickle_gz(src, traces(200))
+    _pickle_gz(src, [np.random.default_rng(i).random(2000) for i in range(600)])  # 300 sub-batches to write
     before = sha(src)
 
-    def on_event(e: Any) -> None:
-        if isinstance(e, JobProgress) and e.phase == "split" and e.done >= 1:
-            handle.cancel()
+    def on_change(kind: str, view: JobView) -> None:
+        if view.state == "running" and view.phase == "split" and view.done >= 1:
+            runner.cancel(view.id)
 
-    runner = JobRunner(on_event)
-    handle = runner.start(SplitJob(SplitOptions(str(src), str(tmp_path / "o"), traces_per_batch=5, workers=1)))
-    finished = handle.wait(120)
-    assert finished is not None and finished.status == STATUS_CANCELLED
+    runner = JobRunner(on_change)
+    view = runner.start_job(SplitJob(SplitOptions(str(src), str(tmp_path / "o"), traces_per_batch=2, workers=1)))
+    final = runner.wait(view.id, 120)
+    assert final.state == "cancelled" and final.result["cancelled"] is True
     assert outputs(tmp_path / "o") == []
     assert sha(src) == before
 
@@ -480,3 +479,89 @@ def test_gzip_outputs_use_run_length_coding_only_where_it_costs_nothing() -> Non
         assert write(obj)[0] == data  # deterministic
         level6 = len(gzip.compress(pickle.dumps(obj, protocol=5), 6))
         assert len(data) <= level6 * 1.005
+
+
+# ------------------------------------------------------------------ corrupt gzip inputs (issue 9.1)
+def _flip_positions(n: int) -> list[int]:
+    """Header bytes, every trailer byte (CRC32 and length), and positions spread over the deflate data."""
+    body = list(range(10, n - 8, max(1, (n - 18) // 48)))
+    return sorted(set([0, 3, 4, 8, 9] + body + list(range(n - 8, n))))
+
+
+def test_a_gzip_input_with_a_flipped_bit_is_refused_or_splits_to_identical_items(tmp_path: Path) -> None:
+    items = [{"id": i, "x": np.arange(i, i + 40, dtype=np.float32), "s": "trace " * (i % 5)} for i in range(24)]
+    good = tmp_path / "good.pkl.gz"
+    _pickle_gz(good, items)
+    data = good.read_bytes()
+    refused = accepted = 0
+    for pos in _flip_positions(len(data)):
+        bit = pos % 8
+        d = tmp_path / f"flip{pos}"
+        d.mkdir()
+        src = d / "b.pkl.gz"
+        flipped = bytearray(data)
+        flipped[pos] ^= 1 << bit
+        src.write_bytes(bytes(flipped))
+        gzip_ok = subprocess.run(["gzip", "-t", str(src)], capture_output=True).returncode == 0
+        out = d / "o"
+        try:
+            split_files(SplitOptions(str(src), str(out), traces_per_batch=5, delete_original=True, workers=2))
+        except SplitInputError as exc:
+            refused += 1
+            msg = str(exc)
+            assert str(src) in msg and "\n" not in msg, (pos, msg)
+            assert src.read_bytes() == bytes(flipped), pos  # the original is untouched, never deleted
+            assert outputs(out) == [], pos  # no output, no .part file
+            continue
+        accepted += 1
+        # Only a flip that changes nothing the data depends on may be accepted (an mtime, an OS byte):
+        assert gzip_ok, f"byte {pos} bit {bit}: gzip -t fails, yet split accepted it"
+        got = sum((_load_pickle(p) for p in outputs(out)), [])
+        assert len(got) == len(items) and all(deep_equal(a, b) for a, b in zip(items, got)), pos
+    assert refused >= 40 and accepted >= 1  # the sweep really hit both kinds
+
+
+def test_a_corrupt_gzip_input_is_refused_by_the_command_in_one_line(tmp_path: Path) -> None:
+    src = tmp_path / "b.pkl.gz"
+    _pickle_gz(src, traces(12))
+    data = bytearray(src.read_bytes())
+    data[-6] ^= 0x10  # in the CRC32: the items load fine, only the check fails
+    src.write_bytes(bytes(data))
+    r = run_cli("split", "-i", str(src), "-o", str(tmp_path / "o"), "-n", "4", "--delete-original", "--yes", "--quiet")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(src) in lines[0] and "CRC check failed" in lines[0], r.stderr
+    assert src.read_bytes() == bytes(data) and outputs(tmp_path / "o") == []
+
+
+def test_a_split_killed_while_publishing_leaves_no_half_set_and_never_the_only_copy_lost(tmp_path: Path) -> None:
+    from cachewatch.engine.jobs.split import undo_dead_split
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    src = tmp_path / "b.pkl.gz"
+    _pickle_gz(src, traces(6))
+    o = tmp_path / "o"
+    o.mkdir()
+    (o / "other_sub0000.pkl.gz").write_bytes(b"not ours")
+
+    def killed_between_two_renames() -> None:  # sub0000 published, sub0001 still a .part; the manifest says which set
+        (o / "b_sub0000.pkl.gz").write_bytes(b"validated")
+        (o / f"b_sub0001.pkl.gz.{pid}.part").write_bytes(b"validated")
+        (o / f".split.{pid}.publishing").write_text(f"{src.resolve()}\nb_sub0000.pkl.gz\nb_sub0001.pkl.gz\n")
+
+    killed_between_two_renames()
+    undo_dead_split(o, pid)  # what the engine runs when its split process dies
+    assert [p.name for p in outputs(o)] == ["other_sub0000.pkl.gz"]
+    # the next split into the same directory does the same for a dead CLI split, then its own work
+    killed_between_two_renames()
+    split_files(SplitOptions(str(src), str(o), traces_per_batch=3, overwrite=True))
+    assert [p.name for p in outputs(o)] == ["b_sub0000.pkl.gz", "b_sub0001.pkl.gz", "other_sub0000.pkl.gz"]
+    assert len(_load_pickle(o / "b_sub0000.pkl.gz")) == 3
+    # killed after deleting its input: the published set is the only copy and stays
+    gone = tmp_path / "gone.pkl.gz"
+    (o / "gone_sub0000.pkl.gz").write_bytes(b"only copy")
+    (o / f".split.{pid}.publishing").write_text(f"{gone}\ngone_sub0000.pkl.gz\n")
+    undo_dead_split(o, pid)
+    assert (o / "gone_sub0000.pkl.gz").read_bytes() == b"only copy"
+    assert not (o / f".split.{pid}.publishing").exists()

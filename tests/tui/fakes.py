@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from cachewatch.engine.daemon.errors import CommandFailed
+from cachewatch.engine.daemon.results import CommandResult
 from cachewatch.engine.daemon.snapshot import EngineSnapshot
 from cachewatch.tui.history import History
 from cachewatch.tui.source import Update
@@ -40,7 +41,7 @@ class FixedSource:
     name = "aplantida"
 
     def __init__(self, snapshot: EngineSnapshot, *, log_lines: tuple[str, ...] = LOG_LINES,
-                 replies: Mapping[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]] | None = None) -> None:
+                 replies: Mapping[str, Callable[[Mapping[str, Any]], CommandResult]] | None = None) -> None:
         self.snapshot = snapshot
         self.history = fixed_history(snapshot)
         self.log_lines = log_lines
@@ -52,7 +53,7 @@ class FixedSource:
         first, self._first = self._first, False
         return Update(self.snapshot, self.history, self.log_lines if first else (), log_reset=first)
 
-    def command(self, name: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
+    def command(self, name: str, args: Mapping[str, Any]) -> CommandResult:
         self.commands.append((name, dict(args)))
         reply = self.replies.get(name)
         if reply is None:

@@ -105,3 +105,97 @@ def test_foreground_run_evicts_live_and_stops_cleanly(root: Path, state: Path, s
     assert "stopped watching" in out[-1]
     ev = [json.loads(x)["kind"] for x in (state / "events.jsonl").read_text().splitlines()]
     assert ev[0] == "watch.started" and "eviction" in ev and ev[-1] == "watch.stopped"
+
+
+def test_a_system_directory_is_refused_in_one_line_with_the_way_out(state: Path) -> None:
+    r = run_cli("watch", "/usr", "--max", "1GB", "--once", "--dry-run", "--state-dir", str(state))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "'/usr' is a system directory" in r.stderr
+    assert "--allow-dangerous-root" in r.stderr and r.stdout == ""
+
+
+def test_a_home_ancestor_is_refused_on_the_command_line_and_in_config_unless_allowed(tmp_path: Path, state: Path) -> None:
+    people = tmp_path / "people"
+    home = people / "alice"
+    home.mkdir(parents=True)
+    write(home / "notes.txt", 5000, age_s=3600)
+    env = {"HOME": str(home)}
+    base = ["--max", "1KB", "--min-age", "0", "--once", "--json", "--scan-workers", "0", "--state-dir", str(state)]
+    r = run_cli("watch", str(people), *base, env=env)
+    assert r.returncode == 2 and "holds your home directory" in r.stderr and r.stderr.count("\n") == 1
+    assert (home / "notes.txt").exists()
+    r = run_cli("watch", str(people), *base, "--dry-run", "--allow-dangerous-root", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["stats"]["would_evict_files"] == 1 and (home / "notes.txt").exists()
+    # the same rule for [[watch]] entries, and the same way out
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    entry = f"[[watch]]\nroot = '{people}'\nmax_size = '1KB'\nmin_age = 0\ndry_run = true\nstate_dir = '{state}'\n"
+    (cfg / "cachewatch.toml").write_text(entry)
+    r = run_cli("watch", "--once", "--json", "--scan-workers", "0", cwd=cfg, env=env)
+    assert r.returncode == 2 and "holds your home directory" in r.stderr and "allow_dangerous_root" in r.stderr
+    (cfg / "cachewatch.toml").write_text(entry + "allow_dangerous_root = true\n")
+    r = run_cli("watch", "--once", "--json", "--scan-workers", "0", cwd=cfg, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (home / "notes.txt").exists()
+
+
+def _without_root_privileges() -> list[str]:
+    """A command prefix under which permission bits apply: root keeps its uid but loses the
+    capabilities that bypass them (the kernel's own check, as for a second user)."""
+    import os
+
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_an_unreadable_subdirectory_is_reported_not_silently_counted_as_empty(root: Path, state: Path,
+                                                                              workers: str) -> None:
+    for i in range(4):
+        write(root / "open" / f"f{i}", 1000)
+    for i in range(3):
+        write(root / "secret" / f"s{i}", 10_000)
+    (root / "secret").chmod(0)
+    try:
+        r = subprocess.run(
+            [*_without_root_privileges(), sys.executable, "-m", "cachewatch.tui.cli", "watch", str(root), "--max", "1GB",
+             "--once", "--json", "--scan-workers", workers, "--state-dir", str(state)],
+            capture_output=True, text=True, cwd=REPO, timeout=120,
+        )
+    finally:
+        (root / "secret").chmod(0o755)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout)["stats"]
+    assert stats["unreadable_paths"] == [str(root / "secret")]
+    assert stats["size_bytes"] == 4000  # what could be read; the status says what could not
+    warnings = [line for line in r.stderr.splitlines() if "cannot read" in line]
+    assert len(warnings) == 1 and str(root / "secret") in warnings[0], r.stderr
+    events = [json.loads(x) for x in (state / "events.jsonl").read_text().splitlines()]
+    assert [e["paths"] for e in events if e["kind"] == "watch.unreadable"] == [[str(root / "secret")]]
+
+
+def test_a_running_watch_warns_once_and_keeps_the_unreadable_directory_in_its_status(root: Path, state: Path) -> None:
+    write(root / "open" / "f", 1000)
+    write(root / "secret" / "s", 10_000)
+    (root / "secret").chmod(0)
+    proc = subprocess.Popen(
+        [*_without_root_privileges(), sys.executable, "-m", "cachewatch.tui.cli", "watch", str(root), "--max", "1GB",
+         "--interval", "0.2s", "--scan-interval", "0.2s", "--scan-workers", "0", "--state-dir", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    t.start()
+    try:
+        wait_for(lambda: sum("unreadable director" in line for line in out) >= 3, timeout=60, what="status lines")
+        wait_for(lambda: sum(json.loads(x)["kind"] == "watch.scan"
+                             for x in (state / "events.jsonl").read_text().splitlines()) >= 2, timeout=60,
+                 what="two rescans")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        t.join(timeout=5)
+        (root / "secret").chmod(0o755)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert err.count("cannot read") == 1, err
+    assert any(f"1 unreadable directory not counted: {root / 'secret'}" in line for line in out)

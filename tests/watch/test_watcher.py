@@ -155,3 +155,29 @@ def test_one_enforcer_per_root(root: Path, state: Path) -> None:
             second.check_once()
     with WatchedDirectory(root, "1MB", state_dir=state, scan_workers=0):  # free again once stopped
         pass
+
+
+@pytest.mark.parametrize("path", ["/usr", "/usr/lib", "/etc", "/var", "/proc", "/proc/1", "/home", "/tmp", "/opt", "/"])
+def test_system_directories_are_refused_unless_explicitly_allowed(path: str, state: Path) -> None:
+    with pytest.raises(WatchError) as e:
+        WatchedDirectory(path, "1MB", state_dir=state)
+    msg = str(e.value)
+    assert "\n" not in msg and f"'{os.path.realpath(path)}'" in msg and "--allow-dangerous-root" in msg
+    assert "system" in msg or "whole filesystem" in msg
+    # the explicit flag lifts the refusal (constructing starts nothing: no scan, no deletion)
+    assert WatchedDirectory(path, "1MB", state_dir=state, allow_dangerous_root=True).root.path == os.path.realpath(path)
+
+
+def test_the_home_directory_and_every_directory_above_it_are_refused(tmp_path: Path, state: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "people" / "staff" / "alice"
+    (home / ".cache" / "torch").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    for refused, words in [(home, "is your home directory"), (home.parent, "holds your home directory"),
+                           (tmp_path / "people", "holds your home directory")]:
+        with pytest.raises(WatchError, match=words):
+            WatchedDirectory(refused, "1MB", state_dir=state)
+    # a cache inside the home, and a sibling of an ancestor, are what a watch is for
+    assert WatchedDirectory(home / ".cache" / "torch", "1MB", state_dir=state)
+    (tmp_path / "people" / "shared-cache").mkdir()
+    assert WatchedDirectory(tmp_path / "people" / "shared-cache", "1MB", state_dir=state)

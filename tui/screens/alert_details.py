@@ -49,7 +49,7 @@ class AlertDetailsScreen(ModalScreen[str | None]):
         when = f"{a.severity} · first {fmt.clock(a.time)}"
         if a.count > 1:
             when += f" · {a.count} times, last {fmt.clock(a.last_time)}"
-        parts: list = [Text(a.text)] if a.text else []
+        parts: list[Text] = [Text(a.text)] if a.text else []
         if a.remedies:
             parts.append(Text("\nWhat to do", style="bold"))
             parts.extend(Text(f"  • {r}") for r in a.remedies)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from rich.console import Group, RenderableType
 from rich.text import Text
+from textual.geometry import Size
 from textual.widget import Widget
 
 from cachewatch.engine.daemon.snapshot import Alert, EngineSnapshot
@@ -74,5 +75,5 @@ class AlertBanner(Widget):
             lines.append(line)
         return Group(*lines)
 
-    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[override]
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return min(len(self.alerts), _MAX_LINES)

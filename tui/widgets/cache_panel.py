@@ -10,9 +10,8 @@ from __future__ import annotations
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from typing import Any
-
-from cachewatch.engine.daemon.snapshot import CacheView, EngineSnapshot, part_value
+from cachewatch.engine.daemon.snapshot import CacheView, EngineSnapshot
+from cachewatch.engine.watch.stats import WatchStats
 
 from .. import format as fmt
 from .panel import Panel
@@ -27,8 +26,8 @@ class CachePanel(Panel):
         blocks: list[RenderableType] = []
         for view in snap.caches:
             blocks.append(self._managed(view, width))
-        for view in snap.watched:
-            blocks.append(self._watched(view, width))
+        for watched in snap.watched:
+            blocks.append(self._watched(watched, width))
         if not blocks:
             return Text("no cache configured: set [cache] root and max_size in cachewatch.toml", style="dim")
         return Group(*blocks)
@@ -71,12 +70,12 @@ class CachePanel(Panel):
         label = " size"
         return [fmt.one_line(fmt.sparkline(history, max(1, width - len(label))) + Text(label, style="dim"))]
 
-    def _watched(self, view: Any, width: int) -> RenderableType:
-        """A ``[[watch]]`` directory (``engine.watch.stats.WatchStats``, or its JSON)."""
-        root = str(part_value(view, "root", default=""))
-        size_bytes = int(part_value(view, "size_bytes", default=0) or 0)
-        max_bytes = int(part_value(view, "max_bytes", default=0) or 0)
-        target = int(part_value(view, "target_bytes", default=0) or 0)
+    def _watched(self, view: WatchStats, width: int) -> RenderableType:
+        """A ``[[watch]]`` directory."""
+        root = view.root
+        size_bytes = view.size_bytes
+        max_bytes = view.max_bytes
+        target = view.target_bytes
         head = Text(fmt.shorten_path(root, max(1, width - 10)), style="bold")
         head.append(" (watched)", "dim")
         lines: list[RenderableType] = [fmt.one_line(head), self._gauge_line(size_bytes, max_bytes, target, width)]
@@ -85,20 +84,20 @@ class CachePanel(Panel):
         if size_bytes > max_bytes:
             items.append(Text("OVER MAX", "bold white on red"))
         items.append(Text(f"target {fmt.size(target)}", "yellow"))
-        items.append(f"{part_value(view, 'entries', default=0)} files")
-        free = part_value(view, "disk_free_bytes")
+        items.append(f"{view.entries} files")
+        free = view.disk_free_bytes
         if free is not None:
             items.append(f"free {fmt.size(free)}")
-        growth = part_value(view, "growth_bytes_per_min")
+        growth = view.growth_bytes_per_min
         if growth:
             items.append(f"+{fmt.size(growth)}/min")
-        to_max = part_value(view, "time_to_max_s")
+        to_max = view.time_to_max_s
         if to_max is not None:
             items.append(f"max in {fmt.duration(to_max)}")
-        evicted = part_value(view, "evicted_files", default=0)
+        evicted = view.evicted_files
         if evicted:
-            items.append(f"evicted {evicted} ({fmt.size(part_value(view, 'evicted_bytes', default=0))})")
-        if part_value(view, "dry_run"):
+            items.append(f"evicted {evicted} ({fmt.size(view.evicted_bytes)})")
+        if view.dry_run:
             items.append(Text("dry run", "bold magenta"))
         lines.extend(fmt.pack(items, width))
         return Group(*lines)

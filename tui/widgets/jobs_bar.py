@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Group, RenderableType
 from rich.text import Text
+from textual.geometry import Size
 from textual.widget import Widget
 
 from cachewatch.engine.daemon.snapshot import EngineSnapshot, JobView
@@ -74,5 +75,5 @@ class JobsBar(Widget):
             lines.append(line)
         return Group(*lines)
 
-    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[override]
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return len(self.jobs)

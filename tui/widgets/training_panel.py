@@ -13,7 +13,8 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from cachewatch.engine.daemon.snapshot import EngineSnapshot, part_value
+from cachewatch.engine.daemon.snapshot import EngineSnapshot
+from cachewatch.engine.training.runstate import TrainingInfo
 
 from .. import format as fmt
 from .panel import Panel
@@ -31,7 +32,7 @@ _STATE_STYLE = {
 }
 
 
-def state_text(training: Any, now: float) -> Text:
+def state_text(training: TrainingInfo | None, now: float) -> Text:
     """``● running`` / ``■ exited with code 1`` / ``⏸ paused 2m 10s``: the state as one phrase."""
     if training is None:
         return Text("no training: this engine watches the cache only", style="dim")
@@ -76,7 +77,7 @@ def display_command(argv: tuple[str, ...]) -> str:
     return shlex.join(out)
 
 
-def _failed(training: Any) -> bool:
+def _failed(training: TrainingInfo) -> bool:
     return training.state.value == "failed" or bool(training.signal) or bool(training.exit_code)
 
 
@@ -113,16 +114,16 @@ class TrainingPanel(Panel):
         if p is None:
             return [Text("no progress seen yet (report API or Epoch/tqdm output)", style="dim")]
         out: list[RenderableType] = []
-        epoch, epochs = part_value(p, "epoch"), part_value(p, "total_epochs")
-        step, steps = part_value(p, "step"), part_value(p, "total_steps")
-        loss = part_value(p, "loss")
-        eta = part_value(p, "eta")
+        epoch, epochs = p.epoch, p.total_epochs
+        step, steps = p.step, p.total_steps
+        loss = p.loss
+        eta = p.eta
         epoch_label = (f"epoch {epoch}/{epochs}" if epochs else f"epoch {epoch}") if epoch is not None else ""
         step_label = (f"step {step}/{steps}" if steps else f"step {step}") if step is not None else ""
         pad = max(len(epoch_label), len(step_label)) + 1
         if epoch is not None:
             line = Text(f"{epoch_label:<{pad}}")
-            done = part_value(eta, "fraction_done")
+            done = eta.fraction_done
             if done is None and epochs:
                 done = (epoch - 1) / epochs
             if done is not None:
@@ -138,10 +139,10 @@ class TrainingPanel(Panel):
             out.append(fmt.one_line(line))
         elif isinstance(loss, (int, float)):
             out.append(Text(f"loss {loss:.4g}", style="bold"))
-        remaining = part_value(eta, "remaining_s")
-        finish = part_value(eta, "finish_time")
-        step_s = part_value(eta, "step_s")
-        avg_epoch = part_value(eta, "avg_epoch_s")
+        remaining = eta.remaining_s
+        finish = eta.finish_time
+        step_s = eta.step_s
+        avg_epoch = eta.avg_epoch_s
         line = fmt.one_line(Text())
         if remaining is not None:
             line.append("ETA ", "bold")
@@ -165,10 +166,10 @@ class TrainingPanel(Panel):
         tree = snap.workers
         if tree is None:
             return []
-        processes = part_value(tree, "processes", default=()) or ()
-        workers = [p for p in processes if part_value(p, "role") == "worker"]
-        cpu = [part_value(p, "cpu_percent") for p in processes]
-        rss = sum(part_value(p, "rss_bytes", default=0) or 0 for p in processes)
+        processes = tree.processes
+        workers = [p for p in processes if p.role == "worker"]
+        cpu = [p.cpu_percent for p in processes]
+        rss = sum(p.rss_bytes or 0 for p in processes)
         line = fmt.one_line(Text())
         line.append(f"workers {len(workers)}", "bold")
         known_cpu = [c for c in cpu if c is not None]
@@ -180,9 +181,9 @@ class TrainingPanel(Panel):
             shown = processes if len(processes) <= room - 1 else processes[: max(0, room - 2)]
             rows = []
             for proc in shown:
-                c = part_value(proc, "cpu_percent")
-                rows.append((str(part_value(proc, "pid")), str(part_value(proc, "role")),
-                             "--" if c is None else f"{c:.0f}%", fmt.gib(part_value(proc, "rss_bytes"))))
+                c = proc.cpu_percent
+                rows.append((str(proc.pid), proc.role,
+                             "--" if c is None else f"{c:.0f}%", fmt.gib(proc.rss_bytes)))
             w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("pid", "role", "CPU", "RSS"))]
             table = [fmt.one_line(Text(f"{'pid':>{w[0]}} {'role':<{w[1]}} {'CPU':>{w[2]}} {'RSS':>{w[3]}}", style="dim"))]
             for pid, role, cpu_s, rss_s in rows:
