@@ -710,6 +710,7 @@ class Engine:
             args = spec.check_args({} if args is None else args)
         except ValueError as exc:
             raise CommandFailed(str(exc), ErrorCode.BAD_ARGS.value) from None
+        result: dict[str, Any]
         try:
             if spec.long_running:  # a job: answered at once with its id, progress comes as events
                 result = self._start_job(name, args)

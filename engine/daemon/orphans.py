@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no stubs installed; used through a few calls
 
 __all__ = [
     "RUN_ID_ENV",
@@ -66,7 +66,7 @@ def start_ticks(pid: int) -> int | None:
 
 def _alive(p: psutil.Process) -> bool:
     try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
