@@ -228,7 +228,7 @@ class Orphan:
     def describe(self) -> str:
         who = f"pid {self.pid}" if self.pid is not None else f"pids {', '.join(map(str, self.pids[:5]))}"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started)) if self.started else "?"
-        cmd = " ".join(self.command)
+        cmd = " ".join(" ".join(self.command).split())  # one line, whatever `python -c` code it holds
         if len(cmd) > 60:
             cmd = cmd[:57] + "..."
         return f"{who}, started {when}: {cmd}"

@@ -301,8 +301,11 @@ def test_the_record_names_one_process_not_a_reused_pid(tmp_path: Path) -> None:
                   "pid": proc.pid, "pgid": proc.pid, "start_ticks": orphans.start_ticks(proc.pid), "started": time.time(),
                   "command": ["sleep", "60"]}
         (tmp_path / orphans.RECORD_NAME).write_text(json.dumps(record))
+        record["command"] = ["python", "-c", "import time\nwhile True:\n    time.sleep(1)"]
+        (tmp_path / orphans.RECORD_NAME).write_text(json.dumps(record))
         found = orphans.find_orphan(tmp_path)
         assert found is not None and found.pid == proc.pid
+        assert "\n" not in found.describe() and "import time while True:" in found.describe()  # one line
         # The same pid with another start time is another process (the pid was reused): no orphan,
         # and the stale record goes.
         record["start_ticks"] += 1
