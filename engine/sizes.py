@@ -10,7 +10,17 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["parse_size", "format_size", "parse_duration", "format_duration", "SizeError"]
+__all__ = ["parse_size", "format_size", "parse_duration", "format_duration", "SizeError", "MAX_SIZE_BYTES", "short_repr"]
+
+# The largest byte count cachewatch can store: SQLite integers (the index) and off_t are
+# signed 64-bit. "1e300PB" would otherwise become an infinite float and an OverflowError.
+MAX_SIZE_BYTES = 2**63 - 1
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'" if text[0] in "'\"" else text[: limit - 3] + "..."
 
 
 class SizeError(ValueError):
@@ -46,27 +56,32 @@ def parse_size(value: int | float | str, *, what: str = "size") -> int:
     Negative sizes, unknown units and non-numbers raise :class:`SizeError`.
     """
     if isinstance(value, bool):
-        raise SizeError(f"{what} = {value!r} is not a size; write a number of bytes or a string like '100GB'")
+        raise SizeError(f"{what} = {short_repr(value)} is not a size; write a number of bytes or a string like '100GB'")
     if isinstance(value, (int, float)):
         number, unit = float(value), ""
         if isinstance(value, int):
             if value < 0:
-                raise SizeError(f"{what} = {value!r} is negative; sizes must be 0 or more")
+                raise SizeError(f"{what} = {short_repr(value)} is negative; sizes must be 0 or more")
+            if value > MAX_SIZE_BYTES:
+                raise SizeError(f"{what} = {short_repr(value)} is too large; sizes go up to 9.2 EB (2**63 - 1 bytes)")
             return value
     elif isinstance(value, str):
         m = _NUMBER.match(value)
         if not m:
-            raise SizeError(f"{what} = {value!r} is not a size; write a number with a unit, like '100GB' or '64MiB'")
+            raise SizeError(f"{what} = {short_repr(value)} is not a size; write a number with a unit, like '100GB' or '64MiB'")
         number, unit = float(m.group(1)), m.group(2)
         if unit.lower() not in _SIZE_UNITS:
-            raise SizeError(f"{what} = {value!r} has unknown unit {unit!r}; use {_UNIT_HELP}")
+            raise SizeError(f"{what} = {short_repr(value)} has unknown unit {unit!r}; use {_UNIT_HELP}")
     else:
-        raise SizeError(f"{what} = {value!r} is not a size; write a number of bytes or a string like '100GB'")
+        raise SizeError(f"{what} = {short_repr(value)} is not a size; write a number of bytes or a string like '100GB'")
     if math.isnan(number) or math.isinf(number):
-        raise SizeError(f"{what} = {value!r} is not a finite size")
+        raise SizeError(f"{what} = {short_repr(value)} is not a finite size")
     if number < 0:
-        raise SizeError(f"{what} = {value!r} is negative; sizes must be 0 or more")
-    return int(round(number * _SIZE_UNITS[unit.lower()]))
+        raise SizeError(f"{what} = {short_repr(value)} is negative; sizes must be 0 or more")
+    total = number * _SIZE_UNITS[unit.lower()]
+    if not math.isfinite(total) or total > MAX_SIZE_BYTES:
+        raise SizeError(f"{what} = {short_repr(value)} is too large; sizes go up to 9.2 EB (2**63 - 1 bytes)")
+    return int(round(total))
 
 
 def format_size(n_bytes: int | float, *, binary: bool = True, precision: int = 1) -> str:
@@ -107,27 +122,29 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)")
 def parse_duration(value: int | float | str, *, what: str = "duration") -> float:
     """Return ``value`` in seconds. Accepts numbers and strings like ``"90s"``, ``"1h30m"``, ``"7d"``."""
     if isinstance(value, bool):
-        raise SizeError(f"{what} = {value!r} is not a duration; write seconds or a string like '30s', '2h'")
+        raise SizeError(f"{what} = {short_repr(value)} is not a duration; write seconds or a string like '30s', '2h'")
     if isinstance(value, (int, float)):
         if value < 0 or math.isnan(value) or math.isinf(value):
-            raise SizeError(f"{what} = {value!r} must be a finite number of seconds, 0 or more")
+            raise SizeError(f"{what} = {short_repr(value)} must be a finite number of seconds, 0 or more")
         return float(value)
     if not isinstance(value, str):
-        raise SizeError(f"{what} = {value!r} is not a duration; write seconds or a string like '30s', '2h'")
+        raise SizeError(f"{what} = {short_repr(value)} is not a duration; write seconds or a string like '30s', '2h'")
     text = value.strip()
     if text.startswith("-"):
-        raise SizeError(f"{what} = {value!r} is negative; durations must be 0 or more")
+        raise SizeError(f"{what} = {short_repr(value)} is negative; durations must be 0 or more")
     pos, total, parts = 0, 0.0, 0
     for m in _DURATION_PART.finditer(text):
         if text[pos : m.start()].strip():
             break
         unit = m.group(2).lower()
         if unit not in _DURATION_UNITS:
-            raise SizeError(f"{what} = {value!r} has unknown unit {m.group(2)!r}; use ms, s, m, h, d or w")
+            raise SizeError(f"{what} = {short_repr(value)} has unknown unit {m.group(2)!r}; use ms, s, m, h, d or w")
         total += float(m.group(1)) * _DURATION_UNITS[unit]
         pos, parts = m.end(), parts + 1
     if parts == 0 or text[pos:].strip():
-        raise SizeError(f"{what} = {value!r} is not a duration; write seconds or a string like '30s', '1h30m', '7d'")
+        raise SizeError(f"{what} = {short_repr(value)} is not a duration; write seconds or a string like '30s', '1h30m', '7d'")
+    if not math.isfinite(total):  # a 400-digit number of weeks is an infinite float
+        raise SizeError(f"{what} = {short_repr(value)} must be a finite duration")
     return total
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config
-from ..daemon import runtime
+from ..daemon import orphans, runtime
 from ..daemon.client import EngineClient, connect
 from ..daemon.errors import CommandFailed, ConnectionLost, EngineError, NoEngine
 from ..daemon.eventtext import describe_event, format_command, format_time
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="the full snapshot as JSON")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("stop", help="stop the training gracefully, then the engine")
+    p = sub.add_parser("stop", help="stop the training gracefully, then the engine (or a training whose engine was killed)")
     name_arg(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask")
     p.add_argument("--training-only", action="store_true", help="stop the training but keep the engine")
@@ -227,8 +227,43 @@ def _confirm(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def _stop_orphan(args: argparse.Namespace) -> bool:
+    """``stop NAME`` when no engine NAME runs: stop the training a killed engine left, if any."""
+    try:
+        cfg = load_config(getattr(args, "config", None))
+    except Exception:
+        cfg = None
+    name = args.name or (cfg.run.name if cfg is not None else None)
+    if name is None and cfg is not None and cfg.path is not None:
+        name = runtime.default_engine_name(cfg.path)
+    if name is None:
+        return False
+    sdir = runtime.state_dir_path(runtime.check_engine_name(name), cfg.run.log_dir if cfg is not None else None)
+    if not sdir.is_dir():
+        return False
+    orphan = orphans.find_orphan(sdir)
+    if orphan is None:
+        return False
+    if not args.yes and sys.stdin.isatty():
+        if not _confirm(f"No engine {name!r} runs, but its training does ({orphan.describe()}). Stop it?"):
+            print("not stopped", file=sys.stderr)
+            return True
+    grace = cfg.run.stop_grace if cfg is not None else 10.0
+    ended = orphans.stop_orphan(sdir, orphan, grace)
+    if args.json:
+        print_json({"orphan": True, "pids": ended, "command": list(orphan.command)})
+    else:
+        print(f"stopped the training left by the engine {name} ({len(ended)} processes: {', '.join(map(str, ended))})")
+    return True
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
-    entry = runtime.find_engine(args.name, config_path=_config_path(args))
+    try:
+        entry = runtime.find_engine(args.name, config_path=_config_path(args))
+    except NoEngine:
+        if _stop_orphan(args):
+            return EXIT_OK
+        raise
     what = "training" if args.training_only else "engine"
     if not args.yes and sys.stdin.isatty():
         target = "the training" if what == "training" else f"the training and the engine {entry.name!r}"
@@ -273,6 +308,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         print_json([dict(e.to_json(), training_state=state) for e, state in rows])
         return EXIT_OK
+    for name, orphan in _orphans(args, {e.name for e in engines}):
+        print(f"cachewatch: warning: the engine {name} is gone but its training still runs ({orphan.describe()}); "
+              f"`cachewatch stop {name}` stops it", file=sys.stderr)
     if not rows:
         print("no engines running")
         return EXIT_OK
@@ -281,6 +319,32 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for e, state in rows:
         print(f"{e.name:<24} {e.pid:>7}  {format_duration(now - e.started):>8}  {state:<11} {format_command(e.command)}")
     return EXIT_OK
+
+
+def _orphans(args: argparse.Namespace, live: set[str]) -> list[tuple[str, Any]]:
+    """Trainings whose engine was killed: from each state directory's ``training.json``."""
+    dirs: dict[str, Path] = {}
+    root = runtime.state_dir_path("x").parent
+    try:
+        for d in root.iterdir():
+            if (d / orphans.RECORD_NAME).is_file():
+                dirs[d.name] = d
+    except OSError:
+        pass
+    try:
+        cfg = load_config(getattr(args, "config", None))
+        if cfg.run.log_dir is not None and cfg.path is not None:
+            dirs.setdefault(cfg.run.name or runtime.default_engine_name(cfg.path), Path(cfg.run.log_dir))
+    except Exception:
+        pass
+    out = []
+    for name, d in sorted(dirs.items()):
+        if name in live:
+            continue
+        orphan = orphans.find_orphan(d)
+        if orphan is not None:
+            out.append((name, orphan))
+    return out
 
 
 def _print_event(ev: Any, as_json: bool) -> None:

@@ -33,6 +33,7 @@ import signal as _signal
 import socket as _socket
 import threading
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
@@ -42,11 +43,11 @@ from ..cache import Cache
 from ..config import Config
 from ..errors import CachewatchError
 from ..events import Event, EventLog
-from ..sizes import format_size, parse_size
+from ..sizes import format_size
 from ..training.runstate import RestartPolicy, TrainingState
 from ..training.supervisor import ENGINE_ENV, LaunchError, Supervisor, SupervisorError
 from ..watch.stats import WatchStats
-from . import runtime
+from . import orphans, runtime
 from .alerts import AlertBoard
 from .errors import CommandFailed
 from .jobrunner import JobRunner
@@ -95,8 +96,13 @@ class Engine:
         self.config = config
         self.name = runtime.check_engine_name(name)
         self.command = tuple(command) or tuple(config.run.command)
-        self.state_dir = Path(state_dir) if state_dir is not None else runtime.state_dir(name, config.run.log_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = (runtime.ensure_state_dir(Path(state_dir)) if state_dir is not None
+                          else runtime.state_dir(name, config.run.log_dir))
+        # Created 0600 before their writers (the supervisor, the event log) would create them 0644.
+        for fname in ("training.log", "progress.jsonl", "events.jsonl"):
+            runtime.create_private_file(self.state_dir / fname)
+        self.run_id = uuid.uuid4().hex  # tags every process of the training (see orphans.py)
+        self.tree = orphans.TreeKeeper(self.run_id)
         self.cwd = str(config.run.cwd) if config.run.cwd is not None else (str(cwd) if cwd is not None else os.getcwd())
         self.log_path = self.state_dir / "training.log"
         self.progress_path = self.state_dir / "progress.jsonl"
@@ -243,6 +249,7 @@ class Engine:
             run = self.config.run
             env = dict(self._env)
             env[ENGINE_ENV] = self.name
+            env[orphans.RUN_ID_ENV] = self.run_id
             if self.config.path is not None:
                 env[CONFIG_ENV] = str(self.config.path)
             self.supervisor = Supervisor(
@@ -284,7 +291,10 @@ class Engine:
         if stop_training and self.supervisor is not None:
             info = self.supervisor.info()
             if info.state.live or info.state is TrainingState.RESTARTING:
-                self.supervisor.stop()
+                self._stop_training(self.supervisor.stop)
+            else:
+                self._end_leftovers(self.tree.members(None))
+            orphans.remove_record(self.state_dir, self.run_id)
         self.jobs.shutdown()
         self._closing = True
         self._wake.set()
@@ -313,6 +323,43 @@ class Engine:
                 self.cache.close()
             except Exception:
                 log.exception("cache close failed")
+
+    def _stop_training(self, how: Callable[[], Any], *, rescan: bool = True) -> Any:
+        """``how()`` (the supervisor's stop or restart: SIGTERM/SIGKILL to the training's group),
+        then the same to every process of the training that left the group (``setsid``).
+
+        The tree is taken before the leader goes (after, its children belong to init); with
+        ``rescan`` (a stop), processes tagged with the run id are looked for again afterwards;
+        not after a restart, whose new attempt carries the same tag.
+        """
+        sup = self.supervisor
+        assert sup is not None
+        leader = sup.info().pid
+        before = self.tree.members(leader)
+        try:
+            leader_group = os.getpgid(leader) if leader else None
+        except OSError:
+            leader_group = None
+        outside = [p for p in before if _pgid(p.pid) != leader_group]
+        for p in outside:  # their grace period runs alongside the group's
+            for sig in (_signal.SIGTERM, _signal.SIGCONT):
+                try:
+                    p.send_signal(sig)
+                except Exception:
+                    pass
+        result = how()
+        left = {p.pid: p for p in before}
+        if rescan:
+            for p in self.tree.members(None):
+                left.setdefault(p.pid, p)
+        self._end_leftovers(list(left.values()), signalled=[p.pid for p in outside])
+        return result
+
+    def _end_leftovers(self, procs: list[Any], signalled: Sequence[int] = ()) -> None:
+        ended = set(orphans.end_processes(procs, self.config.run.stop_grace)) | set(signalled)
+        if ended:
+            self.record("training.leftovers_ended", pids=sorted(ended),
+                        reason="processes of the training outside its process group (setsid)")
 
     # ------------------------------------------------------------------------- caches, watches
     def _open_caches(self) -> None:
@@ -401,6 +448,10 @@ class Engine:
         now = time.time()
         monitor = self.parts.monitor
         if kind == "training.started":
+            pid = fields.get("pid")
+            if isinstance(pid, int):
+                orphans.write_record(self.state_dir, run_id=self.run_id, pid=pid, command=self.command,
+                                     engine_name=self.name)
             with self._poll_lock:
                 self._poll_files()  # what the previous attempt wrote still belongs to it
                 self._feed = self.parts.new_feed(self.progress_path, now) if self.parts.new_feed is not None else NoProgress()
@@ -559,6 +610,9 @@ class Engine:
     def _check_thresholds(self) -> None:
         now = time.time()
         mon = self.parts.monitor.snapshot() if self.parts.monitor is not None else None
+        tree = getattr(mon, "tree", None)
+        if tree is not None:
+            self.tree.note(getattr(tree, "processes", ()))
         host = getattr(mon, "host", None)
         if host is not None:
             # The host sampler decides memory and disk alerts against [monitor] thresholds.
@@ -648,22 +702,36 @@ class Engine:
 
     # ------------------------------------------------------------------------------ commands
     def execute(self, name: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Run one command (see ``protocol.COMMANDS``); raise :class:`CommandFailed` on refusal."""
-        args = dict(args or {})
-        if name not in COMMANDS:
+        """Run one command (see ``protocol.COMMANDS``); raise :class:`CommandFailed` on refusal.
+
+        The arguments are checked against the command table first: a wrong type, a value out of
+        range, an unknown or missing argument is refused with ``bad_args`` naming it, before
+        anything starts.
+        """
+        spec = COMMANDS.get(name) if isinstance(name, str) else None
+        if spec is None:
             raise CommandFailed(
                 f"unknown command {name!r}; known: {', '.join(sorted(COMMANDS))}", ErrorCode.UNKNOWN_COMMAND.value
             )
-        handler = getattr(self, f"_cmd_{name}")
+        sent = dict(args or {})  # recorded as the client wrote it ("200KB", not 200000)
         try:
-            result: dict[str, Any] = handler(args)
+            args = spec.check_args({} if args is None else args)
+        except ValueError as exc:
+            raise CommandFailed(str(exc), ErrorCode.BAD_ARGS.value) from None
+        result: dict[str, Any]
+        try:
+            if spec.long_running:  # a job: answered at once with its id, progress comes as events
+                result = self._start_job(name, args)
+            else:
+                result = getattr(self, f"_cmd_{name}")(args)
         except CommandFailed:
             raise
         except SupervisorError as exc:
             raise CommandFailed(str(exc), ErrorCode.CONFLICT.value) from None
         except CachewatchError as exc:
             raise CommandFailed(str(exc), ErrorCode.FAILED.value) from None
-        self.record("command", command=name, args={k: v for k, v in args.items() if isinstance(v, (str, int, float, bool))})
+        self.record("command", command=name, args={k: v for k, v in sent.items() if isinstance(v, (str, int, float, bool))},
+                    destructive=spec.is_destructive(args))
         self._publish()  # the next snapshot a client sees already shows what the command did
         return result
 
@@ -679,12 +747,7 @@ class Engine:
         return self.cache
 
     def _cmd_evict(self, args: dict[str, Any]) -> dict[str, Any]:
-        to = args.get("to")
-        if to is not None:
-            try:
-                to = parse_size(to, what="to")
-            except (ValueError, CachewatchError) as exc:
-                raise CommandFailed(str(exc), ErrorCode.BAD_ARGS.value) from None
+        to = args.get("to")  # bytes: the command table parsed "80GB"
         root = args.get("root")
         target: Any = None
         if root is not None and (self.cache is None or os.path.abspath(str(root)) != str(self.cache.root)):
@@ -711,7 +774,10 @@ class Engine:
         return {"training": self._need_supervisor().resume().to_json()}
 
     def _cmd_restart(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"training": self._need_supervisor().restart().to_json()}
+        sup = self._need_supervisor()
+        if not sup.info().state.live:
+            return {"training": sup.restart().to_json()}
+        return {"training": self._stop_training(sup.restart, rescan=False).to_json()}
 
     def _cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
         sup = self._need_supervisor()
@@ -724,13 +790,11 @@ class Engine:
 
     def _cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
         what = args.get("what", "training")
-        if what not in ("training", "engine"):
-            raise CommandFailed(f"stop what={what!r}: say 'training' or 'engine'", ErrorCode.BAD_ARGS.value)
         out: dict[str, Any] = {"engine_stopping": what == "engine"}
         if self.supervisor is not None:
             info = self.supervisor.info()
             if not info.state.over:
-                info = self.supervisor.stop()
+                info = self._stop_training(self.supervisor.stop)
             out["training"] = info.to_json()
         elif what == "training":
             self._need_supervisor()
@@ -753,27 +817,19 @@ class Engine:
         view = self.jobs.start(kind, lambda job: factory(self, args, job))
         return {"job": view.to_json()}
 
-    def _cmd_verify(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._start_job("verify", args)
-
-    def _cmd_build(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._start_job("build", args)
-
-    def _cmd_split(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._start_job("split", args)
-
-    def _cmd_push(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._start_job("push", args)
-
-    def _cmd_pull(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._start_job("pull", args)
-
     def _cmd_cancel_job(self, args: dict[str, Any]) -> dict[str, Any]:
         jid = args.get("job_id")
         try:
             return {"job": self.jobs.cancel(str(jid)).to_json()}
         except KeyError:
             raise CommandFailed(f"no job {jid!r}; take the id from the snapshot's jobs", ErrorCode.BAD_ARGS.value) from None
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _watch_root(w: Any) -> str:

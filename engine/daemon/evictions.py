@@ -82,7 +82,9 @@ class EvictionFollower:
         data = {str(s.events.path): {"ino": s.ino, "offset": s.offset} for s in self._sources}
         tmp = self.offsets_file.with_name(self.offsets_file.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(data))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # the state dir is private
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(data))
             os.replace(tmp, self.offsets_file)
         except OSError as exc:
             log.warning("cannot save eviction offsets in %s: %s", self.offsets_file, exc)

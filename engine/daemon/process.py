@@ -10,6 +10,12 @@ session with its stdio going to ``engine.log``, and waits on a pipe for the daem
 the name, start the engine, serve the socket (and metrics), until a stop request or
 SIGTERM/SIGINT; then stop the training gracefully, say ``bye`` to clients and release the
 name.
+
+Start-up order, so that a failure never leaves a training nobody can reach: take the name;
+refuse if a killed engine's training still runs (``orphans.py``); bind the control socket
+and the metrics port; publish the registry entry; only then launch the training. Anything
+that still fails after the launch (an exception of any kind) stops the training before the
+error is reported.
 """
 
 from __future__ import annotations
@@ -19,16 +25,17 @@ import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
 from typing import Any, Callable, Sequence
 
 from .._version import __version__
-from ..config import Config, load_config
+from ..config import Config, check_port, load_config
 from ..errors import CachewatchError
 from ..training.supervisor import check_command
-from . import runtime
+from . import orphans, runtime
 from .engine import Engine
 from .errors import EngineError, EngineNameTaken
 from .protocol import PROTOCOL_VERSION
@@ -57,6 +64,8 @@ def start_daemon(
 ) -> EngineEntry:
     """Start a detached engine (and its training) that outlives this process and its terminal."""
     cfg = load_config(config_path)
+    if metrics_port is not None:
+        check_port(metrics_port)
     command = tuple(command) or cfg.run.command
     cwd = os.path.abspath(cwd if cwd is not None else os.getcwd())
     if command:
@@ -71,6 +80,7 @@ def start_daemon(
                 f"`cachewatch stop {name}`, or pick another --name"
             )
     sdir = runtime.state_dir(name, cfg.run.log_dir)
+    _refuse_orphan(name, sdir)  # said here too, so the person sees it before a daemon starts
     engine_log = sdir / "engine.log"
     argv = [python or sys.executable, "-m", DAEMON_MODULE, "--name", name, "--cwd", cwd]
     if cfg.path is not None:
@@ -128,6 +138,37 @@ def _read_status(fd: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> st
     return data.split(b"\n", 1)[0].decode(errors="replace").strip()
 
 
+def _refuse_orphan(name: str, sdir: Any) -> None:
+    orphan = orphans.find_orphan(sdir)
+    if orphan is not None:
+        raise EngineError(
+            f"the training of an earlier engine {name!r} is still running without it ({orphan.describe()}); "
+            f"stop it with `cachewatch stop {name}`, or pick another --name"
+        )
+
+
+def bind_socket(path: Any) -> socket.socket:
+    """The control socket, bound (mode 0600) and listening, before anything is launched.
+
+    Connections that come before the server runs wait in the backlog.
+    """
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.fspath(path))
+        # The directory is 0700 already; 0600 on the socket is the second lock on the door.
+        os.chmod(path, 0o600)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise EngineError(f"cannot listen on {path} ({exc.strerror or exc}); set XDG_RUNTIME_DIR to a writable directory") from None
+    sock.setblocking(False)
+    return sock
+
+
 def run_engine(
     config: Config,
     *,
@@ -146,6 +187,8 @@ def run_engine(
     ``echo`` (a binary stream) receives the training output as it comes (foreground mode).
     """
     try:
+        if metrics_port is not None:
+            check_port(metrics_port)
         lock = runtime.claim_name(name)
     except CachewatchError as exc:
         if ready:
@@ -153,25 +196,38 @@ def run_engine(
         raise
     engine: Engine | None = None
     metrics = None
+    sock: socket.socket | None = None
     try:
         try:
             engine = Engine(config, name=name, command=command, cwd=cwd, exit_with_training=exit_with_training)
-            if echo is not None:
-                engine.add_log_listener(lambda _o, data: _echo(echo, data))
-            engine.start()
+            _refuse_orphan(name, engine.state_dir)  # under the name lock: no live engine can own it
+            sock = bind_socket(lock.socket_path)
             port = metrics_port if metrics_port is not None else (config.metrics.port or None)
             if port is not None:
                 from ..metrics import start_metrics_server
 
                 metrics = start_metrics_server(engine.snapshot, port, config.metrics.host)
                 engine.set_endpoints(metrics_url=metrics.url)
-        except CachewatchError as exc:
+            engine.set_endpoints(socket_path=str(lock.socket_path))
+            _publish(lock, engine)
+            if echo is not None:
+                engine.add_log_listener(lambda _o, data: _echo(echo, data))
+            engine.start()  # the training is launched only now
+        except BaseException as exc:
             if ready:
-                ready(f"error {exc}")
+                ready(f"error {_one_line(exc)}")
             if engine is not None:
-                engine.close()
+                engine.close()  # stops a training that was launched already
+            if sock is not None:
+                sock.close()
             raise
-        asyncio.run(_serve(engine, lock, ready, foreground))
+        try:
+            asyncio.run(_serve(engine, lock, ready, foreground, sock))
+        except BaseException as exc:
+            if ready:
+                ready(f"error {_one_line(exc)}")
+            engine.close()  # whatever broke, no training is left running unreachable
+            raise
     finally:
         if metrics is not None:
             metrics.close()
@@ -186,32 +242,45 @@ def run_engine(
     return int(info.exit_code or 0)
 
 
-async def _serve(engine: Engine, lock: runtime.EngineLock, ready: Callable[[str], None] | None, foreground: bool) -> None:
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, CachewatchError):
+        return str(exc).replace("\n", " ")
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return "the engine was interrupted during start-up; the training was stopped"
+    return f"the engine crashed during start-up ({type(exc).__name__}: {exc}); the training was stopped; see the engine log"
+
+
+def _publish(lock: runtime.EngineLock, engine: Engine) -> None:
+    try:
+        lock.publish(
+            EngineEntry(
+                name=engine.name,
+                pid=os.getpid(),
+                socket=str(lock.socket_path),
+                started=engine.info.started,
+                protocol=PROTOCOL_VERSION,
+                version=__version__,
+                config=engine.info.config_path,
+                command=engine.command,
+                state_dir=str(engine.state_dir),
+                log_path=str(engine.log_path),
+                metrics_url=engine.info.metrics_url,
+            )
+        )
+    except OSError as exc:
+        raise EngineError(
+            f"cannot write the engine entry in {lock.rdir} ({exc.strerror or exc}); free space there or set XDG_RUNTIME_DIR"
+        ) from None
+
+
+async def _serve(engine: Engine, lock: runtime.EngineLock, ready: Callable[[str], None] | None, foreground: bool,
+                 sock: socket.socket | None = None) -> None:
     loop = asyncio.get_running_loop()
-    server = EngineServer(engine, lock.socket_path)
+    server = EngineServer(engine, lock.socket_path, sock=sock)
     try:
         await server.start()
     except OSError as exc:
-        msg = f"cannot listen on {lock.socket_path} ({exc.strerror or exc})"
-        if ready:
-            ready(f"error {msg}")
-        engine.close()
-        raise EngineError(msg) from None
-    lock.publish(
-        EngineEntry(
-            name=engine.name,
-            pid=os.getpid(),
-            socket=str(lock.socket_path),
-            started=engine.info.started,
-            protocol=PROTOCOL_VERSION,
-            version=__version__,
-            config=engine.info.config_path,
-            command=engine.command,
-            state_dir=str(engine.state_dir),
-            log_path=str(engine.log_path),
-            metrics_url=engine.info.metrics_url,
-        )
-    )
+        raise EngineError(f"cannot listen on {lock.socket_path} ({exc.strerror or exc})") from None
     stop_signals = (signal.SIGTERM, signal.SIGINT)
     for sig in stop_signals:
         loop.add_signal_handler(sig, engine.request_stop, f"signal {signal.Signals(sig).name}")
@@ -266,6 +335,12 @@ def daemon_main(argv: Sequence[str] | None = None) -> int:
                 pass
             ready_file = None
 
+    # Until the event loop takes SIGTERM over, it must unwind (and stop a launched training)
+    # rather than kill the engine on the spot.
+    def interrupted(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         if args.cwd:
             os.chdir(args.cwd)
@@ -275,6 +350,6 @@ def daemon_main(argv: Sequence[str] | None = None) -> int:
         ready(f"error {exc}")
         print(f"cachewatch: {exc}", file=sys.stderr)
         return exc.exit_code
-    except Exception as exc:
-        ready(f"error the engine crashed during start-up ({type(exc).__name__}: {exc}); see the engine log")
+    except BaseException as exc:
+        ready(f"error {_one_line(exc)}")
         raise

@@ -31,8 +31,11 @@ __all__ = [
     "ClientType",
     "ServerType",
     "ErrorCode",
+    "ArgSpec",
     "CommandSpec",
     "COMMANDS",
+    "check_args",
+    "MAX_DEPTH",
     "Hello",
     "ErrorInfo",
     "Response",
@@ -50,6 +53,9 @@ MAX_REQUEST_BYTES = 64 * 1024
 # escaped as JSON; clients accept up to this.
 MAX_PUSH_BYTES = 16 * 1024 * 1024
 LOG_CHUNK_MAX_BYTES = 1024 * 1024
+# A request is a flat object with a few scalar arguments; deeper nesting is refused at the
+# line, before any code walks it recursively (Python's JSON parser itself stops near 1000).
+MAX_DEPTH = 16
 
 
 class ClientType(str, Enum):
@@ -94,45 +100,204 @@ class ErrorCode(str, Enum):
     TOO_SLOW = "too_slow"  # the client did not read its messages; it is dropped
 
 
+_ARG_TYPES = ("bool", "int", "str", "path", "size", "choice")
+_TEXT_MAX = 4096  # a path or an id longer than this is not one
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One argument of a command: its JSON type, range and whether it must be given.
+
+    ``type``: ``bool`` (true/false only), ``int`` (a whole number in ``[min, max]``), ``str``,
+    ``path`` (a non-empty string without NUL), ``size`` (bytes as a number, or a string like
+    ``"80GB"``; becomes a number), ``choice`` (one of ``choices``). ``needs``: the names of
+    boolean arguments that must be true when this one is true (``delete_original`` needs
+    ``confirmed``).
+    """
+
+    type: str
+    help: str
+    required: bool = False
+    min: int | None = None
+    max: int | None = None
+    choices: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        assert self.type in _ARG_TYPES, self.type
+
+    def check(self, name: str, value: Any) -> Any:
+        """The value to use, or :class:`ValueError` with one line naming ``name`` and what fits."""
+        t = self.type
+        if t == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"argument {name!r} must be true or false, not {_show(value)}")
+            return value
+        if t == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"argument {name!r} must be a whole number, not {_show(value)}")
+            if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+                raise ValueError(f"argument {name!r} = {value} is out of range; give {self.min} to {self.max}")
+            return value
+        if t == "size":
+            from ..sizes import parse_size
+
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise ValueError(f"argument {name!r} must be a size in bytes or a string like '80GB', not {_show(value)}")
+            try:
+                return parse_size(value, what=f"argument {name!r}")
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+        if not isinstance(value, str):
+            raise ValueError(f"argument {name!r} must be a string, not {_show(value)}")
+        if "\x00" in value or len(value) > _TEXT_MAX:
+            raise ValueError(f"argument {name!r} holds a NUL character or is longer than {_TEXT_MAX} characters")
+        if t == "path" and not value.strip():
+            raise ValueError(f"argument {name!r} must be a path, not an empty string")
+        if t == "choice" and value not in self.choices:
+            raise ValueError(f"argument {name!r} = {_show(value)} is not one of {', '.join(repr(c) for c in self.choices)}")
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "help": self.help, "required": self.required}
+        for k in ("min", "max"):
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
+        if self.choices:
+            out["choices"] = list(self.choices)
+        if self.needs:
+            out["needs"] = list(self.needs)
+        return out
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 @dataclass(frozen=True)
 class CommandSpec:
-    """One engine command. The dashboard builds its key table from these ``name`` values."""
+    """One engine command: the single table the engine validates arguments from and the
+    dashboard builds its keys and confirmations from.
+
+    ``destructive``: the command can stop the training or delete data, so clients ask first;
+    ``destructive_when`` / ``safe_when`` refine that by arguments (see :meth:`is_destructive`).
+    ``long_running``: answered at once with a job id; the work runs as a job whose progress
+    comes as events (the engine starts every such command through its job runner).
+    """
 
     name: str
     help: str
-    args: Mapping[str, str] = field(default_factory=frozen_map)  # arg -> description
-    destructive: bool = False  # clients ask before sending it
-    long_running: bool = False  # answered at once with a job id; progress comes as events
+    args: Mapping[str, ArgSpec] = field(default_factory=frozen_map)
+    destructive: bool = False
+    long_running: bool = False
+    destructive_when: tuple[str, ...] = ()  # boolean arguments that make it destructive when true
+    safe_when: tuple[str, ...] = ()  # boolean arguments that make it harmless when true (dry_run)
 
+    def is_destructive(self, args: Mapping[str, Any] | None = None) -> bool:
+        """Whether this call, with these arguments, stops something or deletes data."""
+        args = args or {}
+        if any(args.get(a) is True for a in self.safe_when):
+            return False
+        return self.destructive or any(args.get(a) is True for a in self.destructive_when)
+
+    def check_args(self, args: Any) -> dict[str, Any]:
+        """The arguments, checked and normalised, or :class:`ValueError` naming the first bad one."""
+        if not isinstance(args, Mapping):
+            raise ValueError(f"{self.name}: 'args' must be an object")
+        unknown = sorted(str(k) for k in args if k not in self.args)
+        if unknown:
+            known = ", ".join(self.args) or "none"
+            raise ValueError(f"{self.name}: unknown argument {_show(unknown[0])}; known: {known}")
+        out: dict[str, Any] = {}
+        for name, spec in self.args.items():
+            if name not in args or args[name] is None:
+                if spec.required:
+                    raise ValueError(f"{self.name}: argument {name!r} is required ({spec.help})")
+                continue
+            try:
+                out[name] = spec.check(name, args[name])
+            except ValueError as exc:
+                raise ValueError(f"{self.name}: {exc}") from None
+        for name, spec in self.args.items():
+            if out.get(name) is True:
+                for need in spec.needs:
+                    if out.get(need) is not True:
+                        raise ValueError(f"{self.name}: argument {name!r} needs {need!r} = true ({self.args[need].help})")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "help": self.help, "destructive": self.destructive, "long_running": self.long_running,
+                "destructive_when": list(self.destructive_when), "safe_when": list(self.safe_when),
+                "args": {k: v.to_json() for k, v in self.args.items()}}
+
+
+def _args(**specs: ArgSpec) -> Mapping[str, ArgSpec]:
+    return frozen_map(specs)
+
+
+_WORKERS = ArgSpec("int", "threads or processes to use", min=1, max=1024)
+_ROOT = ArgSpec("path", "cache directory (default: [cache] root)")
+_SOURCE = ArgSpec("path", "source directory (default: [source] dir)")
 
 COMMANDS: dict[str, CommandSpec] = {
     c.name: c
     for c in (
-        CommandSpec("evict", "evict the managed cache down to its target, or to a size",
-                    frozen_map({"to": "size to go down to ('80GB'); default: the target", "dry_run": "only report"}),
-                    destructive=True),
+        CommandSpec("evict", "evict the managed cache (or a watched directory) down to its target, or to a size",
+                    _args(to=ArgSpec("size", "size to go down to ('80GB'); default: the target"),
+                          dry_run=ArgSpec("bool", "only report what would go"),
+                          root=ArgSpec("path", "which cache or watched directory (default: the managed cache)")),
+                    destructive=True, safe_when=("dry_run",)),
         CommandSpec("pause", "pause the training (SIGSTOP to its whole process group)"),
         CommandSpec("resume", "resume a paused training (SIGCONT)"),
         CommandSpec("restart", "stop the training gracefully and start it again", destructive=True),
         CommandSpec("stop", "stop the training gracefully; with what='engine', the engine too",
-                    frozen_map({"what": "'training' (default) or 'engine'"}), destructive=True),
+                    _args(what=ArgSpec("choice", "'training' (default) or 'engine'", choices=("training", "engine"))),
+                    destructive=True),
         CommandSpec("start", "start the training again after it ended (same command)"),
-        CommandSpec("dismiss_alert", "hide an alert", frozen_map({"alert_id": "id from the snapshot's alerts"})),
-        CommandSpec("verify", "check the cache against its index and source", frozen_map({"repair": "fix what is found"}),
-                    long_running=True),
-        CommandSpec("build", "pre-build the cache from the source", long_running=True),
+        CommandSpec("dismiss_alert", "hide an alert",
+                    _args(alert_id=ArgSpec("str", "id from the snapshot's alerts", required=True))),
+        CommandSpec("verify", "check the cache against its index and source; with repair, fix what is found",
+                    _args(root=_ROOT, repair=ArgSpec("bool", "repair: drop or re-index what is wrong"),
+                          quick=ArgSpec("bool", "sizes only, no hashing"), workers=_WORKERS, source=_SOURCE),
+                    long_running=True, destructive_when=("repair",)),
+        CommandSpec("build", "pre-build the cache from the source",
+                    _args(root=_ROOT, workers=_WORKERS, source=_SOURCE), long_running=True),
         CommandSpec("split", "split large batch files into smaller ones",
-                    frozen_map({"input": "file or directory", "output": "directory", "traces_per_batch": "items per batch"}),
-                    destructive=True, long_running=True),
+                    _args(input=ArgSpec("path", "file or directory to split", required=True),
+                          output=ArgSpec("path", "directory for the parts", required=True),
+                          traces_per_batch=ArgSpec("int", "items per sub-batch (250)", min=1, max=10**9),
+                          compress=ArgSpec("bool", "gzip the parts (default true)"),
+                          compress_level=ArgSpec("int", "gzip level (6)", min=0, max=9),
+                          validate=ArgSpec("bool", "read every part back before finishing (default true)"),
+                          delete_original=ArgSpec("bool", "delete the inputs once their parts are validated",
+                                                  needs=("confirmed",)),
+                          confirmed=ArgSpec("bool", "the user said yes to deleting the originals"),
+                          pattern=ArgSpec("str", "which files of a directory ('*.pkl*')"),
+                          workers=_WORKERS,
+                          overwrite=ArgSpec("bool", "replace existing parts"),
+                          skip_existing=ArgSpec("bool", "skip inputs whose parts exist")),
+                    destructive=True, long_running=True, destructive_when=("delete_original", "overwrite")),
         CommandSpec("push", "upload the cache to [cache] remote (only what is missing), then commit a manifest",
-                    frozen_map({"url": "s3://bucket/prefix or a directory; default [cache] remote", "dry_run": "only report"}),
+                    _args(url=ArgSpec("str", "s3://bucket/prefix or a directory; default [cache] remote"), root=_ROOT,
+                          workers=_WORKERS, dry_run=ArgSpec("bool", "only report")),
                     long_running=True),
         CommandSpec("pull", "fetch what the cache lacks from [cache] remote, every object verified",
-                    frozen_map({"url": "s3://bucket/prefix or a directory; default [cache] remote", "dry_run": "only report"}),
+                    _args(url=ArgSpec("str", "s3://bucket/prefix or a directory; default [cache] remote"), root=_ROOT,
+                          workers=_WORKERS, dry_run=ArgSpec("bool", "only report")),
                     long_running=True),
-        CommandSpec("cancel_job", "cancel a running job", frozen_map({"job_id": "id from the snapshot's jobs"})),
+        CommandSpec("cancel_job", "cancel a running job",
+                    _args(job_id=ArgSpec("str", "id from the snapshot's jobs", required=True))),
     )
 }
+
+
+def check_args(name: str, args: Any) -> dict[str, Any]:
+    """``COMMANDS[name].check_args(args)``; :class:`ValueError` for an unknown command too."""
+    spec = COMMANDS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown command {name!r}; known: {', '.join(sorted(COMMANDS))}")
+    return spec.check_args(args)
 
 
 @dataclass(frozen=True)
@@ -244,11 +409,30 @@ def decode_line(line: bytes) -> dict[str, Any]:
         message = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not JSON ({exc.__class__.__name__}: {exc}); send one JSON object per line") from None
+    except RecursionError:
+        raise ProtocolError(f"JSON nested too deeply; a message nests at most {MAX_DEPTH} levels") from None
+    if _depth(message) > MAX_DEPTH:
+        raise ProtocolError(f"JSON nested too deeply; a message nests at most {MAX_DEPTH} levels")
     if not isinstance(message, dict):
         raise ProtocolError(f"a message must be a JSON object, not {type(message).__name__}")
     if not isinstance(message.get("type"), str):
         raise ProtocolError("a message needs a string field 'type'")
     return message
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value, without recursion (it may be deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            deepest = max(deepest, d)
+            if d > MAX_DEPTH:
+                return d
+            stack.extend((x, d + 1) for x in v)
+    return deepest
 
 
 def check_version(theirs: Any, *, who: str = "peer") -> None:

@@ -13,7 +13,9 @@ there is no runtime directory), mode 0700. Each running engine owns three files 
     can list engines without connecting to each.
 
 State that must outlive the engine (training log, event log) goes to the state directory,
-``$XDG_STATE_HOME/cachewatch/<name>/`` or ``[run] log_dir``.
+``$XDG_STATE_HOME/cachewatch/<name>/`` or ``[run] log_dir``. The training's output may hold
+secrets (an API key it printed), so that directory is private: mode 0700 and its files 0600,
+checked at every start (see :func:`ensure_state_dir`).
 """
 
 from __future__ import annotations
@@ -136,22 +138,99 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def state_dir(name: str, log_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """Where an engine keeps its training log, progress file and event log (created if missing)."""
+def state_dir_path(name: str, log_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """Where the engine called ``name`` keeps its state (nothing is created)."""
     env = os.environ if env is None else env
     if log_dir is not None:
-        path = Path(log_dir)
-    else:
-        base = env.get("XDG_STATE_HOME", "")
-        root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "state"
-        path = root / "cachewatch" / name
+        return Path(log_dir)
+    base = env.get("XDG_STATE_HOME", "")
+    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "cachewatch" / name
+
+
+def state_dir(name: str, log_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """Where an engine keeps its training log, progress file and event log: created if missing,
+    private in any case (see :func:`ensure_state_dir`)."""
+    path = state_dir_path(name, log_dir, env)
+    if log_dir is None:
+        try:  # $XDG_STATE_HOME/cachewatch lists the engines' names: private too
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _tighten_if_ours(path.parent)
+        except OSError as exc:
+            raise RuntimeDirError(
+                f"cannot create the engine state directory '{path.parent}' ({exc.strerror}); "
+                "set XDG_STATE_HOME or [run] log_dir to a writable directory"
+            ) from None
+    return ensure_state_dir(path)
+
+
+# Files an engine writes in its state directory; a directory holding only these is ours to tighten.
+STATE_FILES = ("training.log", "progress.jsonl", "events.jsonl", "engine.log", "training.json", "eviction-offsets.json")
+
+
+def _is_state_file(name: str) -> bool:
+    return name.startswith(STATE_FILES) or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def _tighten_if_ours(path: Path) -> None:
+    st = os.stat(path)
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def ensure_state_dir(path: Path) -> Path:
+    """Make ``path`` a private state directory (0700, files 0600), or say why it cannot be one.
+
+    Created 0700 when missing. An existing directory that other users can enter is tightened
+    when it is cachewatch's own (empty, or holding only engine state files) and refused
+    otherwise: chmod-ing a directory a person shares on purpose would be a surprise, leaving
+    it open would show the training's output (and any secret it prints) to every local user.
+    A directory of another user is always refused.
+    """
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
     except OSError as exc:
         raise RuntimeDirError(
             f"cannot create the engine state directory '{path}' ({exc.strerror}); set [run] log_dir to a writable directory"
         ) from None
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise RuntimeDirError(f"cannot use the engine state directory '{path}' ({exc.strerror}); set [run] log_dir") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise RuntimeDirError(f"engine state directory '{path}' is not a directory; remove it or set [run] log_dir")
+    if st.st_uid != os.getuid():
+        raise RuntimeDirError(
+            f"engine state directory '{path}' belongs to uid {st.st_uid}, not to you (uid {os.getuid()}); "
+            "set [run] log_dir to a directory of yours"
+        )
+    if st.st_mode & 0o077:
+        foreign = sorted(n for n in os.listdir(path) if not _is_state_file(n))
+        if foreign:
+            raise RuntimeDirError(
+                f"engine state directory '{path}' has mode {stat.S_IMODE(st.st_mode):04o}: other users could read the "
+                f"training's output; run `chmod 700 {path}` or set [run] log_dir to a directory of its own"
+            )
+        os.chmod(path, 0o700)
+    for entry in os.scandir(path):  # files an older version left 0644
+        try:
+            est = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(est.st_mode) and est.st_uid == os.getuid() and est.st_mode & 0o077:
+                os.chmod(entry.path, stat.S_IMODE(est.st_mode) & 0o700)
+        except OSError:
+            pass
     return path
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if it is missing (before a writer creates it 0644)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError:
+        pass  # the writer reports it, with its own fix
 
 
 # ------------------------------------------------------------------------------------- names
@@ -223,10 +302,17 @@ class EngineLock:
     def publish(self, entry: EngineEntry) -> None:
         """Write ``<name>.json`` atomically (after the socket listens, so readers can connect)."""
         tmp = self.rdir / f".{self.name}.json.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(entry.to_json(), fh)
-        os.replace(tmp, self.info_path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(entry.to_json(), fh)
+            os.replace(tmp, self.info_path)
+        except OSError:
+            try:  # a full disk must not leave a half-written entry behind
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
 
     def release(self) -> None:
         """Remove the socket and info file, then let go of the name."""

@@ -180,9 +180,11 @@ class EngineServer:
         send_timeout_s: float = 10.0,
         hello_timeout_s: float = 10.0,
         workers: int = 4,
+        sock: socket.socket | None = None,
     ) -> None:
         self.engine = engine
         self.path = Path(path)
+        self._sock = sock  # bound and listening already (the daemon binds before launching the training)
         self.max_clients = max_clients
         self.max_queue_bytes = max_queue_bytes
         self.send_timeout_s = send_timeout_s
@@ -204,13 +206,16 @@ class EngineServer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        self._server = await asyncio.start_unix_server(self._handle, path=os.fspath(self.path), limit=MAX_REQUEST_BYTES)
-        # The directory is 0700 already; 0600 on the socket is the second lock on the door.
-        os.chmod(self.path, 0o600)
+        if self._sock is not None:
+            self._server = await asyncio.start_unix_server(self._handle, sock=self._sock, limit=MAX_REQUEST_BYTES)
+        else:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self._server = await asyncio.start_unix_server(self._handle, path=os.fspath(self.path), limit=MAX_REQUEST_BYTES)
+            # The directory is 0700 already; 0600 on the socket is the second lock on the door.
+            os.chmod(self.path, 0o600)
         self.engine.set_endpoints(socket_path=str(self.path))
         self._removers = [
             self.engine.add_snapshot_listener(lambda s: self._forward(0, self._on_snapshot, s),

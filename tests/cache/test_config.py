@@ -121,3 +121,159 @@ def test_the_example_config_is_valid_and_says_what_the_docs_say() -> None:
     assert cfg.run.preflight == "require" and cfg.run.backoff_max == 300
     assert cfg.dashboard.keys == {"evict": "E"}
     assert cfg.watch[0].include == ("*.jpg",) and cfg.metrics.port == 0
+
+
+# --- issue 9 item 7: every config value either loads sane or gives one line naming the key ------
+
+import dataclasses
+import json
+import math
+import string
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cachewatch.engine.config import _SECTIONS, PORT_MAX
+from cachewatch.engine.sizes import MAX_SIZE_BYTES
+from tests.helpers import run_cli
+
+_KEYS = [(sec, f.name) for sec, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return _toml_str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return "{ " + ", ".join(f"{_toml_str(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+
+
+def _toml_str(v: str) -> str:
+    # JSON string escapes are TOML basic-string escapes (raw non-ASCII: TOML refuses surrogate escapes)
+    return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+_tricky_text = st.one_of(
+    _text,
+    st.sampled_from(["0s", "0", "1e300PB", "1e308", "inf", "nan", "-1", "70000", "65536", "a\x00b", "1h30m", "90%",
+                     "100GB", "64MiB", "9" * 400 + "w", "1e400", "  ", "off", "none", "true", "on-failure", "warn",
+                     "127.0.0.1", "mod:fn", "*.jpg", "2**63"]),
+    st.builds(lambda n, u: f"{n}{u}", st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["", "s", "ms", "h", "d", "PB", "GB", "KiB"])),
+)
+_scalar = st.one_of(
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    _tricky_text,
+)
+_value = st.one_of(_scalar, st.lists(_scalar, max_size=3), st.dictionaries(_text, _scalar, max_size=2))
+
+
+def _assert_sane(cfg) -> None:
+    """What every loaded config promises to the code that uses it."""
+    for sec, cls in _SECTIONS.items():
+        section = getattr(cfg, sec)
+        for f in dataclasses.fields(cls):
+            v = getattr(section, f.name)
+            if isinstance(v, float):
+                assert math.isfinite(v) and 0 <= v <= 3650 * 86400, (sec, f.name, v)
+            elif isinstance(v, int) and not isinstance(v, bool):
+                assert 0 <= v <= MAX_SIZE_BYTES, (sec, f.name, v)
+            elif isinstance(v, (str, Path)):
+                assert "\x00" not in str(v), (sec, f.name)
+            elif isinstance(v, tuple):
+                assert all("\x00" not in a for a in v), (sec, f.name)
+    assert 0 <= cfg.metrics.port <= PORT_MAX
+    assert 0.05 <= cfg.monitor.interval <= 3600 and 0 <= cfg.run.stop_grace <= 3600
+    assert cfg.dashboard.refresh >= 0.05
+
+
+def _one_line_naming(exc: ConfigError, *names: str) -> None:
+    msg = str(exc)
+    assert "\n" not in msg and msg.strip() == msg and len(msg) < 400, msg
+    assert any(n in msg for n in names), (names, msg)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(_KEYS), value=_value)
+def test_any_file_value_loads_sane_or_is_one_line_naming_the_key(tmp_path, key, value) -> None:
+    sec, name = key
+    p = write(tmp_path, f"[{sec}]\n{name} = {_toml_value(value)}\n")
+    try:
+        cfg = load_config(p, env={})
+    except ConfigError as exc:
+        # Cross-checks name the other key too (backoff_max vs backoff, target_size vs max_size).
+        _one_line_naming(exc, f"[{sec}] {name}", name)
+        assert str(p) in str(exc)  # and the file it came from
+    else:
+        _assert_sane(cfg)
+
+
+_env_name = st.one_of(
+    st.sampled_from([f"CACHEWATCH_{s.upper()}_{k.upper()}" for s, k in _KEYS]),
+    st.builds(lambda s, k: f"CACHEWATCH_{s}_{k}", st.sampled_from(["CAHCE", "CACHES", "RUNS", "MONITR", "WATCH", "X"]),
+              st.sampled_from([k.upper() for _, k in _KEYS])),
+    st.builds(lambda s, k: f"CACHEWATCH_{s.upper()}_{k}", st.sampled_from(list(_SECTIONS)),
+              st.text(string.ascii_uppercase + "_", min_size=1, max_size=12)),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=_env_name, value=_tricky_text.filter(lambda v: "\x00" not in v))  # the OS allows no NUL in the environment
+def test_any_environment_override_loads_sane_or_is_one_line_naming_the_variable(tmp_path, name, value) -> None:
+    p = write(tmp_path, "")
+    try:
+        cfg = load_config(p, env={name: value})
+    except ConfigError as exc:
+        _one_line_naming(exc, name, name.split("_", 2)[2].lower())
+    else:
+        _assert_sane(cfg)
+        assert name in {f"CACHEWATCH_{s.upper()}_{k.upper()}" for s, k in _KEYS}  # a typo never loads
+
+
+def test_a_typo_in_the_section_of_a_variable_is_an_error_like_one_in_the_key(tmp_path) -> None:
+    p = write(tmp_path, "")
+    with pytest.raises(ConfigError, match=r"CACHEWATCH_CAHCE_MAX_SIZE: no such setting.*CACHEWATCH_CACHE_MAX_SIZE"):
+        load_config(p, env={"CACHEWATCH_CAHCE_MAX_SIZE": "1GB"})
+    # What the engine hands its training is not a setting, and loads.
+    load_config(p, env={"CACHEWATCH_ENGINE": "x", "CACHEWATCH_PROGRESS_FILE": "/tmp/p", "CACHEWATCH_RUN_ID": "r"})
+
+
+BAD_FILES = {
+    "huge size": ('[cache]\nroot = "c"\nmax_size = "1e300PB"\n', "[cache] max_size"),
+    "port": ("[metrics]\nport = 70000\n", "[metrics] port"),
+    "nul in path": ('[cache]\nroot = "a\\u0000b"\nmax_size = "1GB"\n', "[cache] root"),
+    "zero interval": ('[monitor]\ninterval = "0s"\n', "[monitor] interval"),
+    "endless grace": ("[run]\nstop_grace = 1e308\n", "[run] stop_grace"),
+    "not utf-8": (b'[cache]\nroot = "\xff\xfe"\n', "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_config_is_one_line_and_exit_2_at_the_command_line(tmp_path, case) -> None:
+    text, fragment = BAD_FILES[case]
+    p = tmp_path / "cachewatch.toml"
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    out = run_cli("--config", str(p), "cache", "stats", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cachewatch: ") and fragment in lines[0], out.stderr
+    assert str(p) in lines[0]
+
+
+@pytest.mark.parametrize("argv", [("cache", "stats"), ("verify",), ("watch", "--once"), ("run", "--headless", "--", "sleep", "30")])
+def test_an_overflowing_max_size_is_one_line_in_every_command(tmp_path, argv) -> None:
+    p = write(tmp_path, '[cache]\nroot = "c"\nmax_size = "1e300PB"\n[[watch]]\nroot = "w"\nmax_size = "1e300PB"\n')
+    out = run_cli("--config", str(p), *argv, cwd=tmp_path, env={"XDG_STATE_HOME": str(tmp_path / "state")})
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "max_size" in out.stderr and "too large" in out.stderr
+    assert not (tmp_path / "state").exists()  # nothing was started

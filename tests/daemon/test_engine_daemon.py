@@ -127,7 +127,7 @@ def test_commands_that_do_not_fit_get_clear_refusals(engine_env: EngineEnv) -> N
             ("pause", {}, "conflict", "nothing to pause: the training is exited"),
             ("evict", {}, "unavailable", "this engine has no managed cache"),
             ("dismiss_alert", {"alert_id": "nope"}, "bad_args", "no alert 'nope'"),
-            ("stop", {"what": "everything"}, "bad_args", "say 'training' or 'engine'"),
+            ("stop", {"what": "everything"}, "bad_args", "argument 'what' = 'everything' is not one of 'training', 'engine'"),
         ]:
             try:
                 c.command(name, **args)

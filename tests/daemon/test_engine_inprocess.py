@@ -37,17 +37,19 @@ def make_engine(tmp_path: Path):
 def test_a_job_reports_progress_and_can_be_cancelled(make_engine) -> None:
     release = threading.Event()
 
+    # Only verify's own arguments pass the command table: this job reads ``workers`` as its
+    # item count and ``quick`` as "slowly".
     def counting_job(engine, args, ctx):
-        for i in range(args.get("n", 5)):
+        for i in range(args.get("workers", 5)):
             if ctx.cancelled:  # ctx: the jobs' JobContext (engine/jobs/base.py), as every job gets it
                 return {"counted": i, "cancelled": True}
-            ctx.progress("count", i + 1, args.get("n", 5), message=f"item {i}")
-            if args.get("wait"):
+            ctx.progress("count", i + 1, args.get("workers", 5), message=f"item {i}")
+            if args.get("quick"):
                 release.wait(0.05)
-        return {"counted": args.get("n", 5)}
+        return {"counted": args.get("workers", 5)}
 
     engine = make_engine(parts=EngineParts(jobs={"verify": counting_job}))
-    job = engine.execute("verify", {"n": 3})["job"]
+    job = engine.execute("verify", {"workers": 3})["job"]
     wait_for(lambda: engine.snapshot().jobs[0].state == "done", what="job done")
     view = engine.snapshot().jobs[0]
     assert view.id == job["id"] and view.done == 3 and view.total == 3 and dict(view.result) == {"counted": 3}
@@ -56,7 +58,7 @@ def test_a_job_reports_progress_and_can_be_cancelled(make_engine) -> None:
     kinds = [e.kind for e in engine.query_events(kinds=["job"])]
     assert kinds[0] == "job.started" and kinds[-1] == "job.finished" and "job.progress" in kinds
 
-    long = engine.execute("verify", {"n": 10_000, "wait": True})["job"]
+    long = engine.execute("verify", {"workers": 1000, "quick": True})["job"]
     with pytest.raises(CommandFailed, match="a verify job is already running"):
         engine.execute("verify", {})
     engine.execute("cancel_job", {"job_id": long["id"]})
@@ -67,7 +69,7 @@ def test_a_job_reports_progress_and_can_be_cancelled(make_engine) -> None:
 def test_a_job_kind_that_is_not_built_in_is_unavailable(make_engine) -> None:
     engine = make_engine()
     with pytest.raises(CommandFailed) as err:
-        engine.execute("split", {})
+        engine.execute("split", {"input": "a.pkl", "output": "out"})
     assert err.value.code == "unavailable" and "run `cachewatch split` instead" in str(err.value)
 
 

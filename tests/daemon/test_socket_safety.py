@@ -247,3 +247,76 @@ def test_several_clients_at_once_each_get_snapshots(engine_env: EngineEnv) -> No
     finally:
         for c in clients:
             c.close()
+
+
+# Issue 9 item 8: every argument is checked against the command table before anything starts.
+BAD_ARGS = [
+    ("verify", {"root": 5}, "'root'"),
+    ("verify", {"repair": "yes"}, "'repair'"),
+    ("verify", {"workers": 0}, "'workers'"),
+    ("verify", {"rootx": "/tmp"}, "'rootx'"),
+    ("split", {"input": "a.pkl", "output": "out", "compress_level": "abc"}, "'compress_level'"),
+    ("split", {"input": "a.pkl", "output": "out", "compress_level": 12}, "'compress_level'"),
+    ("split", {"output": "out"}, "'input'"),
+    ("split", {"input": "a.pkl", "output": "out", "delete_original": True}, "'confirmed'"),
+    ("split", {"input": "a\u0000b", "output": "out"}, "'input'"),
+    ("build", {"workers": True}, "'workers'"),
+    ("evict", {"to": "lots"}, "'to'"),
+    ("evict", {"to": "1e300PB"}, "'to'"),
+    ("evict", {"dry_run": 1}, "'dry_run'"),
+    ("stop", {"what": "universe"}, "'what'"),
+    ("cancel_job", {}, "'job_id'"),
+    ("dismiss_alert", {"alert_id": ["a"]}, "'alert_id'"),
+    ("pause", {"force": True}, "'force'"),
+]
+
+
+def test_bad_job_arguments_are_refused_before_anything_starts(engine_env: EngineEnv) -> None:
+    cfg = engine_env.tmp / "cachewatch.toml"
+    cfg.write_text(f"[cache]\nroot = '{engine_env.tmp / 'cache'}'\nmax_size = '10MB'\n")
+    entry = engine_env.start(*SLEEPER, name="badargs", args=("--config", str(cfg)))
+    pid = _training_pid(engine_env, entry)
+    raw = Raw(entry.socket)
+    raw.hello()
+    for i, (name, args, field) in enumerate(BAD_ARGS):
+        raw.send(json.dumps({"type": "command", "id": i, "name": name, "args": args}).encode() + b"\n")
+        r = raw.line()
+        assert (r["id"], r["ok"], r["error"]["code"]) == (i, False, "bad_args"), (name, args, r)
+        assert field in r["error"]["message"] and "\n" not in r["error"]["message"], (name, r)
+    with engine_env.client(entry) as c:
+        snap = c.snapshot()
+        assert snap.jobs == ()  # no job was started, to fail later
+        assert not [e for e in c.events(kinds=["command", "job"])]
+    assert "Traceback" not in (engine_env.state_dir("badargs") / "engine.log").read_text()
+    _still_fine(engine_env, entry, pid)
+
+
+def test_deeply_nested_json_is_refused_and_logged_no_exception(engine_env: EngineEnv) -> None:
+    entry = engine_env.start(*SLEEPER, name="nested")
+    pid = _training_pid(engine_env, entry)
+    for depth in (1000, 30_000, 40):  # 30k levels still fit the 64 KiB line
+        raw = Raw(entry.socket)
+        raw.hello()
+        raw.send(b'{"type": "command", "id": 1, "name": "verify", "args": {"root": ' + b"[" * depth + b"]" * depth + b"}}\n")
+        reply = raw.line()
+        assert reply["type"] == "error" and reply["error"]["code"] == "bad_json", reply
+        assert "nested too deeply" in reply["error"]["message"]
+        assert raw.closed()
+    log = (engine_env.state_dir("nested") / "engine.log").read_text()
+    assert "Traceback" not in log and "RecursionError" not in log and "exception" not in log.lower()
+    _still_fine(engine_env, entry, pid)
+
+
+def test_the_command_table_describes_every_argument_the_engine_accepts() -> None:
+    from cachewatch.engine.daemon.protocol import COMMANDS
+    from cachewatch.engine.jobs.daemon_adapter import JOB_ARGS
+
+    # The jobs' own argument lists and the table agree, so the table is the one place to look.
+    for kind, names in JOB_ARGS.items():
+        assert set(COMMANDS[kind].args) == set(names), kind
+        assert COMMANDS[kind].long_running
+    assert set(COMMANDS["evict"].args) == {"to", "dry_run", "root"}
+    assert not COMMANDS["evict"].is_destructive({"dry_run": True}) and COMMANDS["evict"].is_destructive({})
+    assert COMMANDS["verify"].is_destructive({"repair": True}) and not COMMANDS["verify"].is_destructive({})
+    assert COMMANDS["split"].is_destructive({"delete_original": True, "confirmed": True})
+    assert not COMMANDS["pause"].long_running and COMMANDS["stop"].args["what"].choices == ("training", "engine")
