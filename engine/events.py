@@ -104,7 +104,13 @@ class EventLog:
             except FileNotFoundError:
                 pass
             os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # A log in a private directory (an engine's state dir) stays private when rotation
+        # creates it anew; a cache's eviction log stays readable by whoever may read the cache.
+        try:
+            private = os.stat(self.path.parent).st_mode & 0o077 == 0
+        except OSError:
+            private = True
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600 if private else 0o644)
         self._fd_pid = os.getpid()
         return self._fd
 

@@ -272,7 +272,11 @@ def read_base(log_path: str | os.PathLike) -> int:
 def _write_base(log_path: Path, base: int) -> None:
     final = base_path(log_path)
     tmp = final.with_name(final.name + ".tmp")
-    tmp.write_text(f"{base}\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # beside a private log
+    try:
+        os.write(fd, f"{base}\n".encode())
+    finally:
+        os.close(fd)
     os.replace(tmp, final)
 
 
@@ -290,7 +294,7 @@ class LogWriter:
 
     def _open(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._size = os.fstat(self._fd).st_size
         return self._fd
 

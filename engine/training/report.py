@@ -91,7 +91,7 @@ def _open(path: str | bytes) -> int:
     with _lock:
         if _state is not None and _state[0] == path:
             return _state[1]
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         old = _state
         _state = (path, fd, os.environ.get("RANK"))
         _checked = time.monotonic()

@@ -326,3 +326,31 @@ def test_a_clean_stop_leaves_no_record(engine_env: EngineEnv) -> None:
     assert not (sdir / orphans.RECORD_NAME).exists()
     entry = engine_env.start("sleep", "60", name="clean")  # and the name starts again at once
     assert run_cli("stop", "clean", "--yes").returncode == 0
+
+
+def test_logs_recreated_by_rotation_stay_private(tmp_path: Path) -> None:
+    """A rotated training log or event log is created anew: in a private state dir it is 0600 too."""
+    from cachewatch.engine.events import EventLog
+    from cachewatch.engine.training.output import append_to_log
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    events = EventLog(state / "events.jsonl", max_bytes=200)
+    for i in range(20):  # several rotations
+        events.append("test.event", i=i, pad="x" * 50)
+    events.close()
+    log = state / "training.log"
+    for i in range(20):
+        append_to_log(log, b"line %d %s\n" % (i, b"y" * 60), max_bytes=300, keep=2)
+    made = [p for p in state.iterdir() if p.name.startswith(("events", "training.log"))]
+    assert len(made) >= 4  # current and rotated files of both
+    for p in made:
+        assert p.stat().st_mode & 0o077 == 0, f"{p.name} is {oct(p.stat().st_mode & 0o777)}"
+    # A cache's eviction log in a directory others may read stays readable to them.
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    pub = EventLog(shared / "events.jsonl")
+    pub.append("test.event")
+    pub.close()
+    assert (shared / "events.jsonl").stat().st_mode & 0o044 == 0o044
