@@ -153,6 +153,7 @@ def run_engine(
         raise
     engine: Engine | None = None
     metrics = None
+    fleet = None
     try:
         try:
             engine = Engine(config, name=name, command=command, cwd=cwd, exit_with_training=exit_with_training)
@@ -165,6 +166,9 @@ def run_engine(
 
                 metrics = start_metrics_server(engine.snapshot, port, config.metrics.host)
                 engine.set_endpoints(metrics_url=metrics.url)
+            from ..fleet.publisher import start_fleet  # here, not at the top: fleet imports the daemon
+
+            fleet = start_fleet(engine, config.fleet)
         except CachewatchError as exc:
             if ready:
                 ready(f"error {exc}")
@@ -173,6 +177,8 @@ def run_engine(
             raise
         asyncio.run(_serve(engine, lock, ready, foreground))
     finally:
+        if fleet is not None:
+            fleet.close()
         if metrics is not None:
             metrics.close()
         lock.release()
