@@ -60,6 +60,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.choices.get("run")
     if run is not None:
         _readonly_arg(run)
+    fleet = sub.choices.get("fleet")
+    if fleet is not None:  # `cachewatch fleet` in a terminal: the fleet screen (tui/screens/fleet.py)
+        fleet.set_defaults(fleet_dashboard=_fleet_dashboard)
+
+
+def _fleet_dashboard(cfg: Any, readonly: bool) -> int:
+    from .screens.fleet import open_fleet
+
+    return open_fleet(cfg, readonly=readonly)
 
 
 def _readonly(args: argparse.Namespace) -> bool:

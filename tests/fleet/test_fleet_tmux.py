@@ -1,0 +1,74 @@
+"""The fleet screen end to end in a real terminal (tmux): two engines in their own processes,
+one real redis-server; sorting, Enter into an engine's dashboard fed from Redis, a command
+through Redis, back to the fleet, and an engine killed -9 shown lost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cachewatch.engine.daemon import EngineClient
+from tests.daemon.util import EngineEnv, wait_for
+from tests.tui.test_tmux_e2e import tmux, wait_screen
+
+from .redis_server import RedisServer
+from .test_fleet_redis import fresh, start
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")  # CI has it
+
+SESSION = "cw-e2e"
+
+
+def hosts_in_order(text: str) -> list[str]:
+    out = []
+    for line in text.splitlines():
+        for h in ("alpha", "beta"):
+            if line.lstrip(" │").startswith(h):
+                out.append(h)
+    return out
+
+
+def state(entry) -> str:  # noqa: ANN001
+    with EngineClient(entry.socket) as c:
+        return c.snapshot().training.state.value
+
+
+def test_fleet_screen_sort_drill_down_command_and_back(engine_env: EngineEnv, redis_server: RedisServer,
+                                                         tmp_path: Path) -> None:
+    alpha = start(engine_env, redis_server, "trainer", "alpha", accept=True)
+    beta = start(engine_env, redis_server, "other", "beta")
+    wait_for(lambda: fresh(redis_server, {"alpha/trainer", "beta/other"}), timeout=30, what="engines fresh")
+    sock = str(tmp_path / "tmux.sock")
+    cmd = (f"TERM=xterm-256color {sys.executable} -m cachewatch.tui.cli fleet --url {redis_server.url}; "
+           "echo FLEET-EXITED $?; sleep 60")
+    tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "30", cmd, socket=sock)
+    try:
+        text = wait_screen(sock, lambda t: "alpha" in t and "beta" in t and "2 engines" in t, "both engines listed")
+        assert hosts_in_order(text) == ["alpha", "beta"]
+        tmux("send-keys", "-t", SESSION, "1", socket=sock)  # sort by host again: reversed
+        wait_screen(sock, lambda t: hosts_in_order(t) == ["beta", "alpha"], "reversed order")
+        tmux("send-keys", "-t", SESSION, "1", socket=sock)
+        wait_screen(sock, lambda t: hosts_in_order(t) == ["alpha", "beta"], "host order again")
+
+        tmux("send-keys", "-t", SESSION, "Enter", socket=sock)  # the cursor is on alpha
+        wait_screen(sock, lambda t: "alpha/trainer" in t and "tick" in t, "alpha's dashboard with its output from Redis")
+        tmux("send-keys", "-t", SESSION, "p", socket=sock)  # pause, through alpha's command stream
+        wait_for(lambda: state(alpha) == "paused", timeout=20,
+                 what="alpha paused by the remote dashboard")
+        wait_screen(sock, lambda t: "paused" in t, "paused on the remote dashboard")
+        tmux("send-keys", "-t", SESSION, "q", socket=sock)  # back to the fleet
+        wait_screen(sock, lambda t: "2 engines" in t and "alpha" in t and "beta" in t, "the fleet again")
+
+        os.kill(beta.pid, signal.SIGKILL)
+        wait_screen(sock, lambda t: "LOST" in t and "1 lost" in t, "beta shown lost")
+        tmux("send-keys", "-t", SESSION, "q", socket=sock)
+        done = wait_screen(sock, lambda t: "FLEET-EXITED" in t, "the fleet screen to exit")
+        assert "FLEET-EXITED 0" in done
+    finally:
+        subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True)
