@@ -282,7 +282,7 @@ class FleetConfig:
     password: str | None = _f(_opt_str, doc="Redis password (default: the URL's)")
     ca_file: Path | None = _f(_opt_path, doc="CA certificate for rediss:// (default: the system's)")
     prefix: str = _f(_str, "cachewatch", doc="first part of every key (an ACL grants ~prefix:*)")
-    interval: float = _f(_duration, 1.0, doc="heartbeat and summary period; an engine is lost after 3 of them")
+    interval: float = _f(_duration, 1.0, doc="heartbeat and summary period; an engine is lost after 2 missed")
     host: str | None = _f(_host_name, doc="host name shown in the fleet (default: this machine's)")
     accept_commands: bool = _f(_bool, False, doc="carry out commands sent through Redis (evict, pause, stop...)")
 

@@ -151,6 +151,7 @@ class FleetPublisher:
     def _publish_loop(self) -> None:
         r: Any = None
         delay = self.interval_s
+        next_beat = 0.0
         while not self._stop.is_set():
             try:
                 if r is None:
@@ -166,10 +167,14 @@ class FleetPublisher:
                 r = None
                 self._stop.wait(delay)
                 delay = min(self.backoff_max_s, delay * 2)
+                next_beat = 0.0
                 continue
             self._recovered()
             delay = self.interval_s
-            self._stop.wait(self.interval_s)
+            # Fixed rate, not "interval after the work": heartbeats stay one interval apart, which
+            # keeps a live engine well inside the reader's lost threshold.
+            next_beat = max(next_beat + self.interval_s, time.monotonic()) if next_beat else time.monotonic() + self.interval_s
+            self._stop.wait(max(0.0, next_beat - time.monotonic()))
         if r is not None:
             try:
                 r.close()

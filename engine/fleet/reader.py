@@ -3,7 +3,7 @@
 :meth:`FleetReader.read` is one pipelined round trip: the server's ``TIME``, the heartbeat
 set, and the summaries of the engines known from the previous read (an engine that just
 joined shows from the next refresh on; :meth:`read` with ``complete=True`` fetches it at once).
-An engine whose heartbeat is older than 3 of its intervals, or whose summary expired, is
+An engine whose heartbeat is older than 2 of its intervals, or whose summary expired, is
 *lost*, with the time of its last heartbeat; Redis unreachable gives a view that says so and
 holds no rows, so nothing stale is ever shown as fresh.
 
@@ -28,7 +28,9 @@ from .summary import FleetSummary
 
 __all__ = ["FleetRow", "FleetView", "FleetReader", "RemoteEngine", "LOST_AFTER_INTERVALS", "prometheus_targets"]
 
-LOST_AFTER_INTERVALS = 3.0
+# Lost when the heartbeat is older than this many intervals: one late heartbeat is tolerated,
+# and a screen refreshing once an interval shows a killed engine lost within 3 intervals.
+LOST_AFTER_INTERVALS = 2.0
 WATCH_TTL_MS = 5000
 
 

@@ -32,7 +32,7 @@ def test_the_documented_acl_user_runs_the_fleet_and_nothing_else(engine_env: Eng
     admin.set("other:secret", "x")
     env = {**host_env(engine_env, "acl-node"), "CACHEWATCH_FLEET_URL": redis_server.url,
            "CACHEWATCH_FLEET_USERNAME": "cachewatch", "CACHEWATCH_FLEET_PASSWORD": PASSWORD,
-           "CACHEWATCH_FLEET_HOST": "acl-node", "CACHEWATCH_FLEET_INTERVAL": "0.3s",
+           "CACHEWATCH_FLEET_HOST": "acl-node", "CACHEWATCH_FLEET_INTERVAL": "0.5s",
            "CACHEWATCH_FLEET_ACCEPT_COMMANDS": "true"}
     entry = engine_env.start(*TICKER, name="acl", env=env)
     viewer = {"CACHEWATCH_FLEET_URL": redis_server.url, "CACHEWATCH_FLEET_USERNAME": "cachewatch",
@@ -48,7 +48,8 @@ def test_the_documented_acl_user_runs_the_fleet_and_nothing_else(engine_env: Eng
     assert view["engines"][0]["summary"]["pid"] == entry.pid
     out = run_cli("fleet", "--send", "acl", "pause", env=viewer)  # a command, its reply, as that user
     assert out.returncode == 0, out.stderr
-    wait_for(lambda: fleet()["engines"][0]["summary"]["training_state"] == "paused", timeout=10, what="paused")
+    wait_for(lambda: (fleet()["engines"][0]["summary"] or {}).get("training_state") == "paused", timeout=10,
+             what="paused")
     assert "unreachable" not in (engine_env.state / "acl-node" / "cachewatch" / "acl" / "engine.log").read_text()
 
     limited = redis.Redis(host="127.0.0.1", port=redis_server.port, username="cachewatch", password=PASSWORD)

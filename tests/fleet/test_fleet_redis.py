@@ -17,7 +17,7 @@ from tests.daemon.util import EngineEnv, python_cmd, run_cli, wait_for
 
 from .redis_server import RedisServer
 
-INTERVAL_S = 0.3
+INTERVAL_S = 0.5
 TICKER = python_cmd(
     "import signal, sys, time\n"
     "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
@@ -64,6 +64,11 @@ def fresh(redis: RedisServer, ids: set[str], state: str = "running") -> dict[str
     return r if ok else None
 
 
+def state_of(redis: RedisServer, eid: str) -> str | None:
+    row = rows(redis).get(eid)
+    return None if row is None or row["summary"] is None else row["summary"]["training_state"]
+
+
 def test_several_engines_in_separate_processes_publish_to_one_redis(engine_env: EngineEnv, redis_server: RedisServer) -> None:
     entries = {f"node-{i}/train": start(engine_env, redis_server, "train", f"node-{i}") for i in range(3)}
     # Same engine name on three "machines": the fleet tells them apart by host.
@@ -92,8 +97,7 @@ def test_several_engines_in_separate_processes_publish_to_one_redis(engine_env: 
         events = [json.loads(f[b"e"]) for _, f in red.xrange("cachewatch:events:node-1/train")]
         return any(e["kind"] == "training.paused" for e in events)
     wait_for(paused_event, timeout=10, what="training.paused in the event stream")
-    wait_for(lambda: rows(redis_server)["node-1/train"]["summary"]["training_state"] == "paused", timeout=10,
-             what="paused in the fleet")
+    wait_for(lambda: state_of(redis_server, "node-1/train") == "paused", timeout=10, what="paused in the fleet")
 
     text = run_cli("fleet", "--url", redis_server.url)
     assert text.returncode == 0, text.stderr
@@ -114,12 +118,13 @@ def test_kill_9_of_an_engine_shows_it_lost_with_when(engine_env: EngineEnv, redi
     wait_for(lambda: fresh(redis_server, {"gpu-1/a", "gpu-2/b"}), timeout=30, what="both engines fresh")
     os.kill(a.pid, signal.SIGKILL)
     killed_at = time.time()
-    r = wait_for(lambda: (lambda r: r if r["gpu-1/a"]["lost"] else None)(rows(redis_server)), timeout=30,
-                 what="gpu-1/a shown lost")
+    # a lost, b (alive) fresh in the same read
+    r = wait_for(lambda: (lambda r: r if r["gpu-1/a"]["lost"] and not r["gpu-2/b"]["lost"] else None)(rows(redis_server)),
+                 timeout=30, what="gpu-1/a shown lost, gpu-2/b fresh")
     lost = r["gpu-1/a"]
     assert lost["summary"] is None  # nothing of a lost engine is shown as current
     assert lost["last_beat"] <= killed_at + 1 and lost["age_s"] > 0
-    assert not r["gpu-2/b"]["lost"] and r["gpu-2/b"]["summary"]["training_state"] == "running"
+    assert r["gpu-2/b"]["summary"]["training_state"] == "running"
     text = run_cli("fleet", "--url", redis_server.url).stdout
     line = next(l for l in text.splitlines() if l.startswith("gpu-1"))
     assert "LOST" in line and "ago (" in line, text
@@ -168,7 +173,7 @@ def test_remote_command_refused_unless_enabled_and_carried_out_when_enabled(engi
     sent = float(red.time()[0])
     red.xadd("cachewatch:commands:h1/closed", {"request": "r1", "name": "pause", "args": "{}", "sent": repr(sent)})
     time.sleep(10 * INTERVAL_S)
-    assert rows(redis_server)["h1/closed"]["summary"]["training_state"] == "running"
+    assert state_of(redis_server, "h1/closed") in ("running", None)  # None: a late heartbeat, not a pause
     assert red.exists("cachewatch:reply:h1/closed:r1") == 0
     with EngineClient(closed.socket) as c:
         assert c.snapshot().training.state.value == "running"

@@ -53,6 +53,12 @@ def _sort_key(col: int) -> Callable[[FleetRow], Any]:
     return key
 
 
+def _style(row: FleetRow) -> str:
+    if row.lost:
+        return "bold red"
+    return "yellow" if row.summary is not None and row.summary.alerts else ""
+
+
 class FleetRead(Message):
     def __init__(self, view: FleetView) -> None:
         super().__init__()
@@ -82,6 +88,7 @@ class FleetScreen(Screen[str | None]):
         self.sort_col = 0
         self.sort_reverse = False
         self.ids: list[str] = []
+        self._cells: dict[str, tuple[tuple[str, ...], str]] = {}
         self._timer: Timer | None = None
         self._leaving = False
 
@@ -116,12 +123,12 @@ class FleetScreen(Screen[str | None]):
         status = self.query_one("#fleet-status", Static)
         table = self.query_one(DataTable)
         keep = self.ids[table.cursor_row] if self.ids and 0 <= table.cursor_row < len(self.ids) else None
-        table.clear()
         if view.error is not None:
+            table.clear()
             # Nothing from before is shown: an unreachable Redis means we do not know.
             status.update(Text(f"Redis unreachable: {view.error.split(': ', 1)[-1]}", style="bold"))
             status.add_class("error")
-            self.ids = []
+            self.ids, self._cells = [], {}
             return
         status.remove_class("error")
         rows = sorted(view.rows, key=_sort_key(self.sort_col), reverse=self.sort_reverse)
@@ -130,13 +137,23 @@ class FleetScreen(Screen[str | None]):
                                     (f" · {lost} lost" if lost else "", "bold red"),
                                     f" · {time.strftime('%H:%M:%S', time.localtime(view.time))}",
                                     (f" · sorted by {COLUMNS[self.sort_col]}{' (reversed)' if self.sort_reverse else ''}", "dim")))
-        self.ids = [r.id for r in rows]
-        for r in rows:
-            cells = format_row(r, view.time)
-            style = "bold red" if r.lost else ("yellow" if r.summary is not None and r.summary.alerts else "")
-            table.add_row(*(Text(c, style=style) for c in cells), key=r.id)
-        if keep in self.ids:
-            table.move_cursor(row=self.ids.index(keep))
+        ids = [r.id for r in rows]
+        cells = {r.id: (format_row(r, view.time), _style(r)) for r in rows}
+        if ids == self.ids and table.row_count == len(ids):
+            # Same engines, same order: only the cells that changed are redrawn (most do not, each second).
+            for eid, (row_cells, style) in cells.items():
+                before = self._cells.get(eid)
+                for i, text in enumerate(row_cells):
+                    if before is None or before[0][i] != text or before[1] != style:
+                        table.update_cell(eid, str(i), Text(text, style=style), update_width=True)
+        else:
+            table.clear()
+            for eid in ids:
+                row_cells, style = cells[eid]
+                table.add_row(*(Text(c, style=style) for c in row_cells), key=eid)
+            if keep in ids:
+                table.move_cursor(row=ids.index(keep))
+        self.ids, self._cells = ids, cells
 
     def action_sort(self, col: int) -> None:
         if self.sort_col == col:
