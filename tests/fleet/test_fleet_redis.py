@@ -44,6 +44,14 @@ def start(engine_env: EngineEnv, redis: RedisServer, name: str, host: str, **kw)
     return engine_env.start(*TICKER, name=name, args=args, env=env)
 
 
+def start_all(engine_env: EngineEnv, redis: RedisServer, specs: list[tuple[str, str, dict]]) -> list:
+    """Several engines at once (start-up is mostly imports; the tests wait less)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(specs)) as pool:
+        return list(pool.map(lambda spec: start(engine_env, redis, spec[0], spec[1], **spec[2]), specs))
+
+
 def engine_log(engine_env: EngineEnv, host: str, name: str) -> str:
     return (engine_env.state / host / "cachewatch" / name / "engine.log").read_text()
 
@@ -70,7 +78,8 @@ def state_of(redis: RedisServer, eid: str) -> str | None:
 
 
 def test_several_engines_in_separate_processes_publish_to_one_redis(engine_env: EngineEnv, redis_server: RedisServer) -> None:
-    entries = {f"node-{i}/train": start(engine_env, redis_server, "train", f"node-{i}") for i in range(3)}
+    started = start_all(engine_env, redis_server, [("train", f"node-{i}", {}) for i in range(3)])
+    entries = {f"node-{i}/train": e for i, e in enumerate(started)}
     # Same engine name on three "machines": the fleet tells them apart by host.
     r = wait_for(lambda: fresh(redis_server, set(entries)), timeout=30, what="3 engines in the fleet")
     for eid, entry in entries.items():
@@ -113,8 +122,7 @@ def test_several_engines_in_separate_processes_publish_to_one_redis(engine_env: 
 
 
 def test_kill_9_of_an_engine_shows_it_lost_with_when(engine_env: EngineEnv, redis_server: RedisServer) -> None:
-    a = start(engine_env, redis_server, "a", "gpu-1")
-    start(engine_env, redis_server, "b", "gpu-2")
+    a, _b = start_all(engine_env, redis_server, [("a", "gpu-1", {}), ("b", "gpu-2", {})])
     wait_for(lambda: fresh(redis_server, {"gpu-1/a", "gpu-2/b"}), timeout=30, what="both engines fresh")
     os.kill(a.pid, signal.SIGKILL)
     killed_at = time.time()
@@ -131,7 +139,7 @@ def test_kill_9_of_an_engine_shows_it_lost_with_when(engine_env: EngineEnv, redi
 
 
 def test_redis_stopped_and_restarted_trainings_untouched_engines_back(engine_env: EngineEnv, redis_server: RedisServer) -> None:
-    entries = {f"n{i}/job": start(engine_env, redis_server, "job", f"n{i}") for i in range(2)}
+    entries = dict(zip(("n0/job", "n1/job"), start_all(engine_env, redis_server, [("job", "n0", {}), ("job", "n1", {})])))
     r = wait_for(lambda: fresh(redis_server, set(entries)), timeout=30, what="engines in the fleet")
     training = {eid: r[eid]["summary"]["training_pid"] for eid in entries}
     logs = {eid: engine_env.state / eid.split("/")[0] / "cachewatch" / "job" / "training.log" for eid in entries}
@@ -162,8 +170,8 @@ def test_redis_stopped_and_restarted_trainings_untouched_engines_back(engine_env
 
 def test_remote_command_refused_unless_enabled_and_carried_out_when_enabled(engine_env: EngineEnv,
                                                                              redis_server: RedisServer) -> None:
-    closed = start(engine_env, redis_server, "closed", "h1", accept=False)
-    opened = start(engine_env, redis_server, "opened", "h2", accept=True)
+    closed, opened = start_all(engine_env, redis_server, [("closed", "h1", {"accept": False}),
+                                                          ("opened", "h2", {"accept": True})])
     wait_for(lambda: fresh(redis_server, {"h1/closed", "h2/opened"}), timeout=30, what="engines fresh")
 
     out = run_cli("fleet", "--url", redis_server.url, "--send", "h1/closed", "pause")
@@ -203,9 +211,8 @@ def test_prometheus_service_discovery_lists_each_metrics_endpoint(engine_env: En
     from .redis_server import free_port
 
     ports = {h: free_port() for h in ("m1", "m2")}
-    for h, port in ports.items():
-        start(engine_env, redis_server, "sd", h, args=("--metrics-port", str(port)))
-    start(engine_env, redis_server, "nometrics", "m3")
+    start_all(engine_env, redis_server, [("sd", h, {"args": ("--metrics-port", str(p))}) for h, p in ports.items()]
+              + [("nometrics", "m3", {})])
     wait_for(lambda: fresh(redis_server, {"m1/sd", "m2/sd", "m3/nometrics"}), timeout=30, what="engines fresh")
     sd = tmp_path / "sd" / "cachewatch.json"
     sd.parent.mkdir()

@@ -18,7 +18,7 @@ from tests.daemon.util import EngineEnv, wait_for
 from tests.tui.test_tmux_e2e import tmux, wait_screen
 
 from .redis_server import RedisServer
-from .test_fleet_redis import fresh, start
+from .test_fleet_redis import fresh, start_all
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")  # CI has it
 
@@ -41,8 +41,7 @@ def state(entry) -> str:  # noqa: ANN001
 
 def test_fleet_screen_sort_drill_down_command_and_back(engine_env: EngineEnv, redis_server: RedisServer,
                                                          tmp_path: Path) -> None:
-    alpha = start(engine_env, redis_server, "trainer", "alpha", accept=True)
-    beta = start(engine_env, redis_server, "other", "beta")
+    alpha, beta = start_all(engine_env, redis_server, [("trainer", "alpha", {"accept": True}), ("other", "beta", {})])
     wait_for(lambda: fresh(redis_server, {"alpha/trainer", "beta/other"}), timeout=30, what="engines fresh")
     sock = str(tmp_path / "tmux.sock")
     cmd = (f"TERM=xterm-256color {sys.executable} -m cachewatch.tui.cli fleet --url {redis_server.url}; "
