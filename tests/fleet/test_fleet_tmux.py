@@ -71,3 +71,41 @@ def test_fleet_screen_sort_drill_down_command_and_back(engine_env: EngineEnv, re
         assert "FLEET-EXITED 0" in done
     finally:
         subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True)
+
+
+def test_F_on_an_engine_dashboard_opens_the_fleet_and_q_comes_back(engine_env: EngineEnv, redis_server: RedisServer,
+                                                                   tmp_path: Path) -> None:
+    from .test_fleet_redis import host_env
+
+    start_all(engine_env, redis_server, [("home", "home-host", {}), ("far", "far-host", {"accept": True})])
+    wait_for(lambda: fresh(redis_server, {"home-host/home", "far-host/far"}), timeout=30, what="engines fresh")
+    env = host_env(engine_env, "home-host")
+    sock = str(tmp_path / "tmux.sock")
+    cmd = (f"XDG_RUNTIME_DIR={env['XDG_RUNTIME_DIR']} XDG_STATE_HOME={env['XDG_STATE_HOME']} "
+           f"CACHEWATCH_FLEET_URL={redis_server.url} TERM=xterm-256color "
+           f"{sys.executable} -m cachewatch.tui.cli attach home; echo DASHBOARD-EXITED $?; sleep 60")
+    tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "30", cmd, socket=sock)
+    try:
+        wait_screen(sock, lambda t: " home " in t and "tick" in t, "the local dashboard")
+        tmux("send-keys", "-t", SESSION, "F", socket=sock)
+        wait_screen(sock, lambda t: "2 engines" in t and hosts_of(t) == ["far-host", "home-host"], "the fleet screen")
+        tmux("send-keys", "-t", SESSION, "Enter", socket=sock)  # far-host sorts first
+        wait_screen(sock, lambda t: "far-host/far" in t and "tick" in t and "2 engines" not in t,
+                    "far's dashboard through Redis")
+        tmux("send-keys", "-t", SESSION, "q", socket=sock)  # back to the local engine, not detached
+        wait_screen(sock, lambda t: " home " in t and "far-host/far" not in t and "DASHBOARD-EXITED" not in t,
+                    "the local engine again")
+        tmux("send-keys", "-t", SESSION, "q", socket=sock)
+        done = wait_screen(sock, lambda t: "DASHBOARD-EXITED" in t, "the dashboard to exit")
+        assert "DASHBOARD-EXITED 0" in done
+    finally:
+        subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True)
+
+
+def hosts_of(text: str) -> list[str]:
+    out = []
+    for line in text.splitlines():
+        for h in ("far-host", "home-host"):
+            if line.lstrip(" │").startswith(h):
+                out.append(h)
+    return out
