@@ -278,7 +278,7 @@ def prometheus_targets(view: FleetView) -> list[dict[str, Any]]:
     """File-based service discovery (``file_sd_configs``) for the engines' metrics endpoints."""
     from urllib.parse import urlsplit
 
-    out = []
+    out: list[dict[str, Any]] = []
     for row in view.rows:
         s = row.summary
         if row.lost or s is None or not s.metrics_url:
@@ -288,9 +288,9 @@ def prometheus_targets(view: FleetView) -> list[dict[str, Any]]:
         if host in ("0.0.0.0", "::", ""):
             host = s.host  # bound to every interface: reachable by the machine's name
         target = f"[{host}]:{u.port}" if ":" in host else f"{host}:{u.port}"
-        labels = {"cachewatch_host": s.host, "cachewatch_engine": s.name}
+        labels: dict[str, str] = {"cachewatch_host": s.host, "cachewatch_engine": s.name}
         if u.path and u.path not in ("/", "/metrics"):
             labels["__metrics_path__"] = u.path
         out.append({"targets": [target], "labels": labels})
-    out.sort(key=lambda t: t["targets"][0])
+    out.sort(key=lambda t: str(t["targets"][0]))
     return out
