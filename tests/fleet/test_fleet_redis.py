@@ -153,15 +153,23 @@ def test_redis_stopped_and_restarted_trainings_untouched_engines_back(engine_env
     assert view["error"].startswith("Redis unreachable") and view["engines"] == []
 
     sizes = {eid: p.stat().st_size for eid, p in logs.items()}
+    with EngineClient(entries["n0/job"].socket) as c:
+        c.command("pause")  # an event while Redis is away: kept, and published once it is back
     time.sleep(12 * INTERVAL_S)  # several heartbeats and retries while Redis is away
     for eid, entry in entries.items():
         assert psutil.pid_exists(entry.pid) and psutil.Process(training[eid]).status() != psutil.STATUS_ZOMBIE
-        assert logs[eid].stat().st_size > sizes[eid]  # the training kept printing
+        if eid != "n0/job":  # (n0 was paused on purpose)
+            assert logs[eid].stat().st_size > sizes[eid]  # the training kept printing
         log = engine_log(engine_env, eid.split("/")[0], "job")
         assert log.count("is unreachable") == 1, log  # one warning, not one per retry
 
     redis_server.start()
-    r = wait_for(lambda: fresh(redis_server, set(entries)), timeout=30, what="engines back in the fleet")
+    wait_for(lambda: fresh(redis_server, {"n0/job"}, state="paused"), timeout=30, what="n0 back in the fleet, paused")
+    r = wait_for(lambda: fresh(redis_server, {"n1/job"}), timeout=30, what="n1 back in the fleet")
+    red = redis_server.client()
+    events = [json.loads(f[b"e"])["kind"] for _, f in red.xrange("cachewatch:events:n0/job")]
+    assert "training.paused" in events, events
+    r = rows(redis_server)
     for eid in entries:
         s = r[eid]["summary"]
         assert s["training_pid"] == training[eid] and s["attempt"] == 1  # the same training, never restarted
@@ -202,6 +210,12 @@ def test_remote_command_refused_unless_enabled_and_carried_out_when_enabled(engi
     assert out.returncode == 2 and "readonly" in out.stderr
     out = run_cli("fleet", "--url", redis_server.url, "--send", "opened", "resume")
     assert out.returncode == 0, out.stderr
+    # A command that waited too long (Redis was down, say) is refused, not run late.
+    old = float(red.time()[0]) - 120
+    red.xadd("cachewatch:commands:h2/opened", {"request": "late1", "name": "stop", "args": "{}", "sent": repr(old)})
+    reply = wait_for(lambda: red.xrange("cachewatch:reply:h2/opened:late1"), timeout=20, what="the late command's reply")
+    answer = json.loads(reply[0][1][b"a"])
+    assert answer["ok"] is False and "not run late" in answer["error"]["message"]
     with EngineClient(opened.socket) as c:
         assert c.snapshot().training.state.value == "running"
 
@@ -225,3 +239,19 @@ def test_prometheus_service_discovery_lists_each_metrics_endpoint(engine_env: En
         body = urllib.request.urlopen(f"http://{t['targets'][0]}/metrics", timeout=5).read().decode()
         assert "cachewatch" in body  # a real endpoint, scrapeable
     assert not list(sd.parent.glob("*.tmp"))
+
+
+def test_empty_fleet_watch_and_json_lines(redis_server: RedisServer) -> None:
+    import subprocess
+    import sys
+
+    out = run_cli("fleet", "--url", redis_server.url)
+    assert out.returncode == 0 and "no engine publishes to" in out.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "cachewatch.tui.cli", "fleet", "--json", "--watch", "--interval", "0.2",
+                             "--url", redis_server.url], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [json.loads(proc.stdout.readline()) for _ in range(3)]  # type: ignore[union-attr]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0  # Ctrl-C ends --watch cleanly
+    assert [l["engines"] for l in lines] == [[], [], []] and lines[0]["time"] < lines[2]["time"]
