@@ -43,7 +43,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 def fleet_config(args: argparse.Namespace) -> FleetConfig:
-    cfg = load_config(getattr(args, "config", None)).fleet
+    full = load_config(getattr(args, "config", None))
+    if full.dashboard.readonly:
+        args.readonly = True  # [dashboard] readonly holds for the fleet too
+    cfg = full.fleet
     url = getattr(args, "url", None)
     if url:
         if not url.startswith(("redis://", "rediss://", "unix://")):

@@ -107,7 +107,8 @@ class FleetScreen(Screen[str | None]):
 
     @work(thread=True, group="fleet-read", exit_on_error=False)
     def _read(self) -> None:
-        self.post_message(FleetRead(self.reader.read()))
+        # The first read also fetches every summary, so no engine shows as "joining" at start.
+        self.post_message(FleetRead(self.reader.read(complete=self.view is None)))
 
     def on_fleet_read(self, message: FleetRead) -> None:
         if self._leaving or not self.is_attached:
