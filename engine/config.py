@@ -39,6 +39,7 @@ __all__ = [
     "MetricsConfig",
     "WatchConfig",
     "DashboardConfig",
+    "FleetConfig",
     "load_config",
     "find_config_file",
     "CONFIG_FILENAME",
@@ -333,6 +334,38 @@ class DashboardConfig:
     keys: dict[str, str] = _f(_str_map, factory=dict, doc="action id -> key, e.g. evict = 'E'")
 
 
+# --- [fleet]: several machines over Redis (docs/fleet.md) -------------------------------------
+
+def _redis_url(raw: Any, key: str, base: Path) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{key} = {raw!r} is not a Redis URL; write e.g. 'redis://host:6379/0' (or 'rediss://' for TLS)")
+    return raw
+
+
+def _host_name(raw: Any, key: str, base: Path) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or not raw.strip() or any(c in raw for c in "/ \t\n"):
+        raise ConfigError(f"{key} = {raw!r} is not a host name; write a name without '/' or spaces, e.g. 'node-7'")
+    return raw
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """``[fleet]``: publish this engine to a Redis server so other machines see it (off unless url is set)."""
+
+    url: str | None = _f(_redis_url, doc="redis://host:6379/0 or rediss:// (TLS); unset: no fleet")
+    username: str | None = _f(_opt_str, doc="Redis ACL user (default: the URL's, else 'default')")
+    password: str | None = _f(_opt_str, doc="Redis password (default: the URL's)")
+    ca_file: Path | None = _f(_opt_path, doc="CA certificate for rediss:// (default: the system's)")
+    prefix: str = _f(_str, "cachewatch", doc="first part of every key (an ACL grants ~prefix:*)")
+    interval: float = _f(_duration, 1.0, doc="heartbeat and summary period; an engine is lost after 2 missed")
+    host: str | None = _f(_host_name, doc="host name shown in the fleet (default: this machine's)")
+    accept_commands: bool = _f(_bool, False, doc="carry out commands sent through Redis (evict, pause, stop...)")
+
+
 @dataclass(frozen=True)
 class WatchConfig:
     """``[[watch]]``: a directory written by other code, kept under its limit from outside."""
@@ -358,6 +391,7 @@ class Config:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     watch: tuple[WatchConfig, ...] = ()
     path: Path | None = None  # the file this came from, if any
 
@@ -373,6 +407,7 @@ _SECTIONS: dict[str, type] = {
     "monitor": MonitorConfig,
     "metrics": MetricsConfig,
     "dashboard": DashboardConfig,
+    "fleet": FleetConfig,
 }
 
 
@@ -539,6 +574,8 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"[run] backoff_max = {cfg.run.backoff_max:g}s is below backoff = {cfg.run.backoff:g}s; raise backoff_max"
         )
+    if cfg.fleet.interval < 0.1:
+        raise ConfigError(f"[fleet] interval = {cfg.fleet.interval:g}s is too short; use at least 0.1s (1s is usual)")
     for w in cfg.watch:
         if _is_file(w.root, "[[watch]] root"):
             raise ConfigError(f"[[watch]] root = '{w.root}' is a file, not a directory; point it at a directory")

@@ -62,9 +62,10 @@ __all__ = ["CachewatchApp", "Polled", "CommandDone"]
 class Polled(Message):
     """One poll's result, from the polling thread."""
 
-    def __init__(self, update: Update) -> None:
+    def __init__(self, update: Update, source: SnapshotSource | None = None) -> None:
         super().__init__()
         self.update = update
+        self.source = source  # which source it came from: a poll of a source left behind is dropped
 
     def can_replace(self, message: Message) -> bool:
         # A newer snapshot supersedes an older one still queued, unless the older one
@@ -112,6 +113,7 @@ class CachewatchApp(App[None]):
         self._detaching = False
         self._awaited_jobs: dict[str, str] = {}  # job id -> action that started it (shows a result screen)
         self._shown_results: set[str] = set()
+        self._home_source: SnapshotSource | None = None  # set while a fleet engine is shown instead (F)
 
     # ------------------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -165,13 +167,16 @@ class CachewatchApp(App[None]):
 
     @work(thread=True, group="poll", exit_on_error=False)
     def _poll_worker(self) -> None:
-        update = self.source.poll()
-        self.post_message(Polled(update))
+        source = self.source
+        self.post_message(Polled(source.poll(), source))
 
     def on_polled(self, message: Polled) -> None:
         self._polling = False
         if not self.is_running:
             return  # a poll that lands while the app shuts down: its widgets are already gone
+        if message.source is not None and message.source is not self.source:
+            self.poll_now()  # from the engine shown before F switched: not this engine's news
+            return
         with self.batch_update():  # one frame per poll, however many panels changed
             self.apply(message.update)
         if self._detaching:
@@ -418,7 +423,59 @@ class CachewatchApp(App[None]):
     def _do_help(self) -> None:
         self.push_screen(HelpScreen(list(commands.help_rows(self.readonly, self.keymap)), readonly=self.readonly))
 
+    def _do_fleet(self) -> None:
+        self._fleet_worker()
+
+    @work(thread=True, group="fleet", exit_on_error=False)
+    def _fleet_worker(self) -> None:
+        # The fleet is the one of the local engine's config (or of CACHEWATCH_FLEET_URL).
+        from cachewatch.engine.config import load_config
+        from cachewatch.engine.errors import CachewatchError
+
+        home = self.snapshot if self._home_source is None else None
+        path = home.engine.config_path if home is not None else None
+        try:
+            cfg = load_config(path if path and Path(path).is_file() else None).fleet
+        except CachewatchError as exc:
+            self.call_from_thread(self._why_not, f"fleet: {exc}")
+            return
+        if cfg.url is None:
+            self.call_from_thread(self._why_not, "no fleet: set [fleet] url in cachewatch.toml (docs/fleet.md)")
+            return
+        from .screens.fleet import FleetScreen
+
+        self.call_from_thread(self.push_screen, FleetScreen(cfg, refresh_s=self.refresh_s),
+                              lambda eid: self._show_remote(cfg, eid))
+
+    def _show_remote(self, cfg: Any, engine_id: str | None) -> None:
+        """Show a fleet engine (through Redis) in place of the local one; q comes back."""
+        if engine_id is None:
+            return
+        from .fleet_source import RedisSource
+
+        if self._home_source is None:
+            self._home_source = self.source
+        else:
+            self._close_later(self.source)
+        self.source = RedisSource(cfg, engine_id)
+        self.snapshot = None
+        self.engine_name = engine_id
+        self.notify(f"{engine_id} through Redis; q comes back to {self._home_source.name or 'the local engine'}", timeout=6)
+        self.poll_now()
+
+    @work(thread=True, group="close", exit_on_error=False)
+    def _close_later(self, source: SnapshotSource) -> None:
+        source.close()
+
     def _do_quit(self) -> None:
+        if self._home_source is not None:  # back from a fleet engine to the local one
+            self._close_later(self.source)
+            self.source, self._home_source = self._home_source, None
+            self.snapshot = None
+            if hasattr(self.source, "_log_offset"):
+                self.source._log_offset = None  # the local log is shown again from its recent tail
+            self.poll_now()
+            return
         self._detaching = True
         if self._poll_timer is not None:
             self._poll_timer.stop()

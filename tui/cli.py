@@ -65,6 +65,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="with --headless: print the engine's entry and the demo directory as JSON")
     p.set_defaults(func=cmd_demo)
 
+    fleet = sub.choices.get("fleet")
+    if fleet is not None:  # `cachewatch fleet` in a terminal: the fleet screen (tui/screens/fleet.py)
+        fleet.set_defaults(fleet_dashboard=_fleet_dashboard)
+
+
+def _fleet_dashboard(cfg: Any, readonly: bool) -> int:
+    from .screens.fleet import open_fleet
+
+    return open_fleet(cfg, readonly=readonly)
+
 
 def _readonly(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "readonly", False))

@@ -71,6 +71,8 @@ ACTIONS: tuple[DashboardAction, ...] = (
     DashboardAction("log", "l", "Log", "focus the training output (arrows and PgUp/PgDn scroll it)"),
     DashboardAction("evictions", "h", "Evictions", "focus the eviction history (arrows scroll it)", footer=False),
     DashboardAction("zoom", "z", "Zoom", "show the focused panel alone, or go back to all panels", footer=False),
+    DashboardAction("fleet", "F", "Fleet", "the fleet: every engine publishing to [fleet] url; Enter opens one "
+                    "(through Redis), q there comes back here", footer=False, key_display="F"),
     DashboardAction("help", "question_mark", "Help", "list every key", key_display="?"),
     DashboardAction("quit", "q", "Detach", "leave the dashboard; the engine and the training go on"),
 )

@@ -46,6 +46,7 @@ EXIT_INTERRUPTED = 130
 # Modules under cachewatch.engine.cli, each with register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = (
     "cache_cmd", "monitor_cmd", "watch_cmd", "run_cmd", "engine_cmd", "verify_cmd", "build_cmd", "split_cmd",
+    "fleet_cmd",
 )
 
 # Front ends that register themselves when installed (each module has ``FRONTEND``).

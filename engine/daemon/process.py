@@ -197,6 +197,7 @@ def run_engine(
     engine: Engine | None = None
     metrics = None
     sock: socket.socket | None = None
+    fleet = None
     try:
         try:
             engine = Engine(config, name=name, command=command, cwd=cwd, exit_with_training=exit_with_training)
@@ -212,6 +213,9 @@ def run_engine(
             _publish(lock, engine)
             if echo is not None:
                 engine.add_log_listener(lambda _o, data: _echo(echo, data))
+            from ..fleet.publisher import start_fleet  # here, not at the top: fleet imports the daemon
+
+            fleet = start_fleet(engine, config.fleet)  # a bad [fleet] setting refuses before any training runs
             engine.start()  # the training is launched only now
         except BaseException as exc:
             if ready:
@@ -229,6 +233,8 @@ def run_engine(
             engine.close()  # whatever broke, no training is left running unreachable
             raise
     finally:
+        if fleet is not None:
+            fleet.close()
         if metrics is not None:
             metrics.close()
         lock.release()
