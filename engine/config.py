@@ -340,15 +340,15 @@ def _redis_url(raw: Any, key: str, base: Path) -> str | None:
     if raw is None or raw == "":
         return None
     if not isinstance(raw, str) or not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{key} = {raw!r} is not a Redis URL; write e.g. 'redis://host:6379/0' (or 'rediss://' for TLS)")
-    return raw
+        raise ConfigError(f"{key} = {short_repr(raw)} is not a Redis URL; write e.g. 'redis://host:6379/0' (or 'rediss://' for TLS)")
+    return _no_nul(raw, key)
 
 
 def _host_name(raw: Any, key: str, base: Path) -> str | None:
     if raw is None or raw == "":
         return None
-    if not isinstance(raw, str) or not raw.strip() or any(c in raw for c in "/ \t\n"):
-        raise ConfigError(f"{key} = {raw!r} is not a host name; write a name without '/' or spaces, e.g. 'node-7'")
+    if not isinstance(raw, str) or not raw.strip() or any(c in raw for c in "/ \t\n\0"):
+        raise ConfigError(f"{key} = {short_repr(raw)} is not a host name; write a name without '/' or spaces, e.g. 'node-7'")
     return raw
 
 
@@ -361,7 +361,7 @@ class FleetConfig:
     password: str | None = _f(_opt_str, doc="Redis password (default: the URL's)")
     ca_file: Path | None = _f(_opt_path, doc="CA certificate for rediss:// (default: the system's)")
     prefix: str = _f(_str, "cachewatch", doc="first part of every key (an ACL grants ~prefix:*)")
-    interval: float = _f(_duration, 1.0, doc="heartbeat and summary period; an engine is lost after 2 missed")
+    interval: float = _f(_duration(0.1, _HOUR), 1.0, doc="heartbeat and summary period (100ms to 1h); an engine is lost after 2 missed")
     host: str | None = _f(_host_name, doc="host name shown in the fleet (default: this machine's)")
     accept_commands: bool = _f(_bool, False, doc="carry out commands sent through Redis (evict, pause, stop...)")
 
@@ -574,8 +574,6 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"[run] backoff_max = {cfg.run.backoff_max:g}s is below backoff = {cfg.run.backoff:g}s; raise backoff_max"
         )
-    if cfg.fleet.interval < 0.1:
-        raise ConfigError(f"[fleet] interval = {cfg.fleet.interval:g}s is too short; use at least 0.1s (1s is usual)")
     for w in cfg.watch:
         if _is_file(w.root, "[[watch]] root"):
             raise ConfigError(f"[[watch]] root = '{w.root}' is a file, not a directory; point it at a directory")

@@ -26,7 +26,7 @@ def test_fleet_section_from_file_and_environment(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text, needle", [
     ('url = "http://host:6379"', "[fleet] url = 'http://host:6379' is not a Redis URL"),
-    ('interval = "10ms"', "[fleet] interval = 0.01s is too short"),
+    ('interval = "10ms"', "[fleet] interval = '10ms' is too short; it must be at least 100ms"),
     ('host = "a/b"', "[fleet] host = 'a/b' is not a host name"),
     ('accept_commands = "maybe"', "[fleet] accept_commands = 'maybe' is not a boolean"),
     ('port = 6379', "unknown key [fleet] 'port'"),

@@ -202,7 +202,7 @@ def test_remote_command_refused_unless_enabled_and_carried_out_when_enabled(engi
     assert any(e.fields.get("command") == "pause" for e in events)
     # The same argument checks as the local socket: the engine's own message comes back.
     out = run_cli("fleet", "--url", redis_server.url, "--send", "opened", "stop", "--arg", "what=everything", "--yes")
-    assert out.returncode == 1 and "stop what='everything': say 'training' or 'engine'" in out.stderr, out
+    assert out.returncode == 1 and "stop: argument 'what' = 'everything' is not one of 'training', 'engine'" in out.stderr, out
     # Destructive without a terminal needs --yes; --readonly refuses it outright.
     out = run_cli("fleet", "--url", redis_server.url, "--send", "opened", "restart")
     assert out.returncode == 2 and "--yes" in out.stderr
