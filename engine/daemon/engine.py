@@ -399,9 +399,16 @@ class Engine:
                 self._feed = self.parts.new_feed(self.progress_path, now) if self.parts.new_feed is not None else NoProgress()
             if monitor is not None:
                 monitor.set_root_pid(fields.get("pid"))
+        elif kind in ("training.paused", "training.resumed"):
+            # Paused time is not training time: the ETA neither runs down nor grows with it.
+            hook = getattr(self._feed, "pause" if kind == "training.paused" else "resume", None)
+            if hook is not None:
+                _safe(hook, now)
         elif kind == "training.exited":
             self._drain_output(now)
-            for alert in _safe(self._feed.finish, now):
+            code, requested = fields.get("exit_code"), bool(fields.get("requested"))
+            outcome = "stopped" if requested else ("finished" if code == 0 and not fields.get("signal") else "failed")
+            for alert in _safe(self._feed.finish, now, outcome):
                 self._raise(self._attempt_key(finding_from_alert(alert)), now)
             if monitor is not None:
                 monitor.set_root_pid(None)

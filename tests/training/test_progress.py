@@ -129,7 +129,10 @@ def test_feed_follows_a_real_training_process(tmp_path: Path) -> None:
     assert snap.loss == 1.0 / 20  # the report's loss, not the bar's 9.9
     assert snap.metrics["val_loss"] == 0.3
     assert snap.last_checkpoint == "ckpt/e2.pt"
-    assert snap.eta.epochs_left == 0 and snap.eta.remaining_s == 0.0 and snap.eta.fraction_done == 1.0
+    assert snap.eta.epochs_left == 0 and snap.eta.fraction_done == 1.0
+    # Once the process exited there is no ETA and no finish time, but how it ended and the total.
+    assert (snap.eta.state, snap.eta.remaining_s, snap.eta.finish_time) == ("exited", None, None)
+    assert snap.eta.training_s is None or snap.eta.training_s >= 0
     assert [e.name for e in events] == ["done"] and events[0].fields["best"] == 0.3
     assert feed.environment() == {report.ENV_VAR: str(tmp_path / "progress.jsonl")}
 
