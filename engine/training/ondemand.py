@@ -147,15 +147,15 @@ def judge_on_demand_build(
     if not after_first and share < share_threshold:
         return None
     windows: list[tuple[float, int, int]] = []
-    for a, b in zip(samples, samples[1:]):
+    for a, b in zip(samples[start_i:], samples[start_i + 1:]):
         if a.steps_done is None or b.steps_done is None or b.misses < a.misses or b.steps_done < a.steps_done:
             continue
         windows.append((b.time_s - a.time_s, b.steps_done - a.steps_done, b.misses - a.misses))
     fit = _fit_step_cost(windows)
     step_s = base = slowdown = None
-    recent = [(dt, n) for dt, n, _ in windows[-max(1, len(windows) // 4):]]
-    if sum(n for _, n in recent) > 0:
-        step_s = sum(dt for dt, _ in recent) / sum(n for _, n in recent)
+    steps = sum(n for _, n, _ in windows)
+    if steps > 0:
+        step_s = sum(dt for dt, _, _ in windows) / steps  # the step time over the judged window
     if fit is not None and step_s is not None:
         base = fit[0]
         slowdown = max(1.0, step_s / base)
