@@ -116,6 +116,7 @@ class EtaEstimator:
         self._paused_total = 0.0
         self._ended: tuple[float, str] | None = None
         self._peak = 0
+        self._step_hint: float | None = None
 
     # ------------------------------------------------------------------ input
 
@@ -166,9 +167,14 @@ class EtaEstimator:
         step: int | None = None,
         total_steps: int | None = None,
         total_epochs: int | None = None,
+        step_s_hint: float | None = None,
     ) -> None:
+        """``step_s_hint``: the source's own seconds per step (Rich's speed column), preferred to
+        arrival times where output comes in bursts (a Live display refreshed a few times a second)."""
         if not math.isfinite(time_s):
             return
+        if step_s_hint is not None and math.isfinite(step_s_hint) and step_s_hint > 0:
+            self._step_hint = step_s_hint
         if total_epochs is not None and total_epochs > 0:
             self.total_epochs = total_epochs
         if total_steps is not None and total_steps > 0:
@@ -293,7 +299,9 @@ class EtaEstimator:
     # ------------------------------------------------------------------ output
 
     def step_s(self) -> float | None:
-        """Seconds per step: mean of the recent post-warm-up window."""
+        """Seconds per step: mean of the recent post-warm-up window (or the source's own figure)."""
+        if self._step_hint is not None:
+            return self._step_hint
         if self._window_n <= 0:
             return None
         return self._window_time / self._window_n
@@ -353,6 +361,10 @@ class EtaEstimator:
             gaps = [e.end_gap_s for e in self.epochs if e.end_gap_s is not None]
             start_excess = statistics.median(later) if later else 0.0
             end_gap = statistics.median(gaps) if gaps else 0.0
+            if self._step_hint is not None and avg_epoch is not None:
+                # A source read in bursts (Rich) gives no usable gaps between its steps' arrivals;
+                # the epochs' own boundaries do: what an epoch takes beyond its steps is its overhead.
+                start_excess, end_gap = 0.0, max(0.0, avg_epoch - steps_per_epoch * step_s)
             epoch_pred = start_excess + steps_per_epoch * step_s + end_gap
             cur_remaining = max(0, steps_per_epoch - step) * step_s + end_gap
             if step == 0 and self._warmup is None:

@@ -418,8 +418,14 @@ class ProgressTracker:
             changed = changed or obs.loss is not None or bool(obs.metrics)
         if changed:
             self._touch(t, report=False)
+        hint = None
+        if obs.format == "rich" and obs.rate_steps_per_s and obs.step:
+            # Rich redraws a Live display a few times a second and its output reaches us in bursts:
+            # its own speed column says more about the step time than the arrival times do.
+            hint = 1.0 / obs.rate_steps_per_s
         if epoch_index is not None or step is not None or total_epochs is not None:
-            self.estimator.observe(t, epoch_index=epoch_index, step=step, total_steps=total_steps, total_epochs=total_epochs)
+            self.estimator.observe(t, epoch_index=epoch_index, step=step, total_steps=total_steps, total_epochs=total_epochs,
+                                   step_s_hint=hint)
 
     # ------------------------------------------------------------------ the process
 

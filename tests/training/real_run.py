@@ -47,6 +47,9 @@ def run_trainer(script: str, *args: str, pty: bool = False, env: dict[str, str] 
     started = time.time()
     feed = ProgressFeed(started_time=started)
     if pty:
+        full_env.setdefault("TERM", "xterm-256color")
+        if full_env["TERM"] in ("", "dumb"):
+            full_env["TERM"] = "xterm-256color"  # Rich draws nothing live on a dumb terminal
         master, slave = _pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=full_env, close_fds=True)

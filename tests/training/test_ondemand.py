@@ -123,3 +123,35 @@ def test_slowdown_is_fitted_from_windows_with_different_miss_shares() -> None:
     assert f is not None and f.step_s_without_misses == pytest.approx(0.1, rel=0.01)
     assert f.figures["seconds_per_miss"] == pytest.approx(1.0, rel=0.01)
     assert f.slowdown == pytest.approx(f.step_s / 0.1, rel=0.01)  # type: ignore[operator]
+
+
+def test_the_engine_raises_the_alert_for_a_real_training_on_its_cache(tmp_path: Path) -> None:
+    """The wiring: a headless Engine supervising the real script on its managed cache."""
+    if importlib.util.find_spec("tqdm") is None:
+        pytest.skip("tqdm is not installed; pip install -e '.[trainers]'")
+    from cachewatch.engine import load_config
+    from cachewatch.engine.daemon import Engine
+    from cachewatch.engine.daemon.parts import EngineParts
+    from cachewatch.engine.training.ondemand import OnDemandBuildDetector
+
+    root = tmp_path / "cache"
+    prebuild(root, range(0, 20))
+    cfg = tmp_path / "cachewatch.toml"
+    cfg.write_text(f'[cache]\nroot = "{root}"\nmax_size = "10MB"\n[monitor]\ninterval = 0.2\n')
+    parts = EngineParts(new_feed=lambda path, started: ProgressFeed(path, started_time=started))
+    command = (sys.executable, str(SCRIPT), str(root), "--epochs", "6", "--items", "40", "--no-store")
+    engine = Engine(load_config(cfg), name="ondemand", command=command, state_dir=tmp_path / "state", parts=parts)
+    engine._on_demand = OnDemandBuildDetector(window_s=1.0, min_misses=5)  # seconds here, minutes in use
+    engine.start()
+    try:
+        deadline = time.monotonic() + 60
+        alert = None
+        while time.monotonic() < deadline and alert is None:
+            alert = next((a for a in engine.snapshot().alerts if a.kind == "cache_on_demand_build"), None)
+            time.sleep(0.2)
+        assert alert is not None, "no on-demand build alert from the engine"
+        assert alert.severity == "warning" and "misses a minute" in alert.text
+        assert alert.figures["misses_per_min"] > 0
+        assert any("cachewatch build" in r for r in alert.remedies)
+    finally:
+        engine.close()
