@@ -62,8 +62,8 @@ def prebuild(root: Path, items: range) -> None:
 def test_misses_after_the_first_epoch_raise_the_alert_with_figures_and_the_fix(tmp_path: Path) -> None:
     root = tmp_path / "cache"
     prebuild(root, range(0, 20))  # half the data set built, the seed's 246/3734
-    det = OnDemandBuildDetector(window_s=1.0, min_misses=5)
-    found = run_through_cache(root, "--epochs", "4", "--items", "40", "--compute", "0.03", "--no-store", detector=det)
+    det = OnDemandBuildDetector(window_s=2.5, min_misses=5)  # about three epochs of this script
+    found = run_through_cache(root, "--epochs", "6", "--items", "40", "--compute", "0.03", "--no-store", detector=det)
     assert found, "misses kept coming every epoch and no alert was raised"
     later = [f for f in found if f.after_first_epoch]
     assert later, "no finding once the training was past its first epoch"
