@@ -384,6 +384,8 @@ class ProgressTracker:
                     if virtual is not None:
                         # No step bar (disable_tqdm=True): the fractional epoch is the progress.
                         index, vstep = virtual
+                        # A log every few steps is one sample: average over an epoch's worth, not 1/5 of one.
+                        self.estimator.window_steps = max(self.estimator.window_steps, _HfEpochs.VIRTUAL_STEPS)
                         total = self._hf.total_epochs()
                         if total is not None and self._total_epochs is None:
                             self._total_epochs = total
