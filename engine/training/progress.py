@@ -392,8 +392,16 @@ class ProgressTracker:
                         self._epoch, changed = index + 1, True
                         if self._total_epochs is not None:
                             self._epoch = min(self._epoch, self._total_epochs)
-                        self.estimator.observe(t, epoch_index=index, step=vstep, total_steps=_HfEpochs.VIRTUAL_STEPS,
-                                               total_epochs=self._total_epochs)
+                        e = obs.epochs_done
+                        if any(k.startswith("eval_") for k in obs.metrics) and e >= 1 and abs(e - round(e)) < 1e-9:
+                            # The evaluation after epoch e has just ended: that is where the epoch ends
+                            # (its time counts in the epoch, as the gap after its last step).
+                            if self._total_epochs is not None:
+                                self.estimator.total_epochs = self._total_epochs
+                            self.estimator.epoch_ended(t, int(round(e)) - 1)
+                        else:
+                            self.estimator.observe(t, epoch_index=index, step=vstep, total_steps=_HfEpochs.VIRTUAL_STEPS,
+                                                   total_epochs=self._total_epochs)
                     else:
                         # With a step bar the bar says where the run is; the log only names the epoch.
                         running = max(1, math.ceil(obs.epochs_done))
