@@ -32,7 +32,7 @@ CASES = {
            "transformers Trainer, eval each epoch"),
     "hf-notqdm": ("hf_train.py", ["--epochs", "3", "--steps-per-epoch", "20", "--no-tqdm", "--sleep", "0.12"], False,
                   "transformers Trainer, disable_tqdm=True"),
-    "lightning-rich": ("lightning_train.py", ["--bar", "rich", "--epochs", "4", "--steps", "20", "--sleep", "0.1"], True,
+    "lightning-rich": ("lightning_train.py", ["--bar", "rich", "--epochs", "5", "--steps", "30", "--sleep", "0.1"], True,
                        "Lightning RichProgressBar"),
     "lightning-tqdm": ("lightning_train.py", ["--bar", "tqdm", "--epochs", "4", "--steps", "20", "--sleep", "0.1"], False,
                        "Lightning TQDMProgressBar"),
