@@ -11,13 +11,8 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--epochs", type=int, default=3)
 ap.add_argument("--steps", type=int, default=50)
 ap.add_argument("--sleep", type=float, default=0.01)
-ap.add_argument("--pause-at", type=int, default=-1, help="global step after which to print PAUSE-ME and keep going")
 args = ap.parse_args()
-n = 0
 for epoch in tqdm(range(args.epochs), desc="Epochs", position=0):
     for step in tqdm(range(args.steps), desc=f"Epoch {epoch}", position=1, leave=False):
         time.sleep(args.sleep)
-        n += 1
-        if n == args.pause_at:
-            print("PAUSE-ME", flush=True)
 print("done", flush=True)
