@@ -99,7 +99,7 @@ class EtaEstimator:
         self.total_epochs: int | None = None
         self.total_steps: int | None = None  # per epoch, as the source says
         self.epochs: list[EpochTiming] = []
-        self._samples: deque[tuple[float, int]] = deque()
+        self._samples: deque[tuple[float, int, int]] = deque()  # (seconds, steps, epoch index)
         self._window_time = 0.0
         self._window_n = 0
         self._epoch: int | None = None
@@ -117,6 +117,7 @@ class EtaEstimator:
         self._ended: tuple[float, str] | None = None
         self._peak = 0
         self._step_hint: float | None = None
+        self._first_epoch_index: int | None = None
 
     # ------------------------------------------------------------------ input
 
@@ -256,13 +257,28 @@ class EtaEstimator:
         self._step, self._step_time = step, t
 
     def _add_sample(self, d: float, n: int) -> None:
-        self._samples.append((d, n))
+        epoch = self._epoch if self._epoch is not None else 0
+        self._samples.append((d, n, epoch))
         self._window_time += d
         self._window_n += n
         while self._samples and self._window_n - self._samples[0][1] >= self.window_steps:
-            od, on = self._samples.popleft()
-            self._window_time -= od
-            self._window_n -= on
+            self._drop_oldest()
+        # The first epoch runs slower than the rest beyond its first step (lazy initialisation,
+        # caches warming): once half an epoch of later steps is in the window, it leaves it,
+        # as it leaves the epoch average.
+        first = self._samples[0][2] if self._samples else None
+        if first is not None and epoch > first and self._first_epoch_index in (None, first):
+            self._first_epoch_index = first
+            later = sum(sn for _, sn, se in self._samples if se != first)
+            spe = self.steps_per_epoch() or 0
+            if spe and later >= spe / 2:
+                while self._samples and self._samples[0][2] == first:
+                    self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        od, on, _ = self._samples.popleft()
+        self._window_time -= od
+        self._window_n -= on
 
     def _begin_epoch(self, index: int, start: float | None) -> None:
         self._epoch, self._epoch_start = index, start
