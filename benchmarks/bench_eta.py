@@ -28,9 +28,9 @@ from tests.training.real_run import run_trainer  # noqa: E402
 
 CASES = {
     # name: (script, args, pty, what reads the progress)
-    "hf": ("hf_train.py", ["--epochs", "3", "--steps-per-epoch", "20", "--eval", "--sleep", "0.12"], False,
+    "hf": ("hf_train.py", ["--epochs", "3", "--steps-per-epoch", "50", "--eval", "--sleep", "0.12"], False,
            "transformers Trainer, eval each epoch"),
-    "hf-notqdm": ("hf_train.py", ["--epochs", "3", "--steps-per-epoch", "20", "--no-tqdm", "--sleep", "0.12"], False,
+    "hf-notqdm": ("hf_train.py", ["--epochs", "3", "--steps-per-epoch", "50", "--no-tqdm", "--sleep", "0.12"], False,
                   "transformers Trainer, disable_tqdm=True"),
     "lightning-rich": ("lightning_train.py", ["--bar", "rich", "--epochs", "5", "--steps", "30", "--sleep", "0.1"], True,
                        "Lightning RichProgressBar"),
