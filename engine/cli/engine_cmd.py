@@ -136,9 +136,16 @@ def format_status(s: EngineSnapshot) -> list[str]:
         if isinstance(loss, (int, float)):
             parts.append(f"loss {loss:.4g}")
         remaining, finish = p.eta.remaining_s, p.eta.finish_time
-        if remaining is not None:
+        eta_state, total_s = p.eta.state, p.eta.training_s
+        epoch_left = p.eta.epoch_remaining_s
+        if eta_state in ("finished", "stopped", "failed", "exited"):
+            # Over: how it ended and how long it trained, never an ETA (issue 10 item 5).
+            parts.append(f"{eta_state} after {format_duration(total_s)}" if total_s is not None else str(eta_state))
+        elif remaining is not None:
             when = time.strftime("%a %H:%M", time.localtime(finish)) if finish else "?"
-            parts.append(f"ETA {format_duration(remaining)} (finish {when})")
+            parts.append(f"ETA {format_duration(remaining)} (finish {when})" + (" (paused)" if eta_state == "paused" else ""))
+        elif epoch_left is not None:
+            parts.append(f"epoch ends in {format_duration(epoch_left)} (number of epochs unknown)")
         step_s, avg_epoch = p.eta.step_s, p.eta.avg_epoch_s
         if step_s is not None:
             parts.append(f"{step_s:.3g} s/batch")

@@ -116,6 +116,9 @@ class Engine:
         self.exit_with_training = exit_with_training
         self.parts = parts if parts is not None else default_parts(config)
         self._feed: Any = NoProgress()  # replaced at each attempt's start
+        from ..training.ondemand import OnDemandBuildDetector
+
+        self._on_demand = OnDemandBuildDetector()  # cache misses during training (seed 004)
         self.info = EngineInfo(
             name=self.name,
             pid=os.getpid(),
@@ -452,14 +455,22 @@ class Engine:
             if isinstance(pid, int):
                 orphans.write_record(self.state_dir, run_id=self.run_id, pid=pid, command=self.command,
                                      engine_name=self.name)
+            self._on_demand.reset()
             with self._poll_lock:
                 self._poll_files()  # what the previous attempt wrote still belongs to it
                 self._feed = self.parts.new_feed(self.progress_path, now) if self.parts.new_feed is not None else NoProgress()
             if monitor is not None:
                 monitor.set_root_pid(fields.get("pid"))
+        elif kind in ("training.paused", "training.resumed"):
+            # Paused time is not training time: the ETA neither runs down nor grows with it.
+            hook = getattr(self._feed, "pause" if kind == "training.paused" else "resume", None)
+            if hook is not None:
+                _safe(hook, now)
         elif kind == "training.exited":
             self._drain_output(now)
-            for alert in _safe(self._feed.finish, now):
+            code, requested = fields.get("exit_code"), bool(fields.get("requested"))
+            outcome = "stopped" if requested else ("finished" if code == 0 and not fields.get("signal") else "failed")
+            for alert in _safe(self._feed.finish, now, outcome):
                 self._raise(self._attempt_key(finding_from_alert(alert)), now)
             if monitor is not None:
                 monitor.set_root_pid(None)
@@ -652,6 +663,20 @@ class Engine:
                                     key="cache_over_max"), now)
             else:
                 self.alerts.clear("cache_over_max")
+            self._check_on_demand_build(s, now)
+
+    def _check_on_demand_build(self, stats: Any, now: float) -> None:
+        """Seed 004: misses that keep coming while the training runs mean the cache is built on demand."""
+        info = self.supervisor.info() if self.supervisor is not None else None
+        if info is None or info.state is not TrainingState.RUNNING:
+            return
+        from ..training.ondemand import sample_from
+
+        progress = _safe_value(lambda: self._feed.snapshot(now))
+        found = self._on_demand.observe(sample_from(now, stats.hits, stats.misses, progress))
+        if found is not None:
+            self._raise(Finding("cache_on_demand_build", "warning", found.title, found.text, remedies=found.remedies,
+                                figures=dict(found.figures), key=f"cache_on_demand_build:attempt-{info.attempt}"), now)
 
     def _publish(self) -> EngineSnapshot:
         with self._publish_lock:

@@ -70,8 +70,8 @@ class ProgressFeedLike(Protocol):
     def poll(self, time_s: float | None = None) -> list[Any]:
         """New records of the progress file (objects with ``kind``; ``event`` and ``checkpoint`` go to the event log)."""
 
-    def finish(self, time_s: float | None = None) -> list[Any]:
-        """The attempt exited; returns alerts completed by the end of the output."""
+    def finish(self, time_s: float | None = None, outcome: str = "exited") -> list[Any]:
+        """The attempt exited (``finished``, ``stopped``, ``failed``); returns alerts completed by the end of the output."""
 
     def snapshot(self, now: float | None = None) -> ProgressSnapshot | None: ...
 
@@ -108,7 +108,7 @@ class NoProgress:
     def poll(self, time_s: float | None = None) -> list[Any]:
         return []
 
-    def finish(self, time_s: float | None = None) -> list[Any]:
+    def finish(self, time_s: float | None = None, outcome: str = "exited") -> list[Any]:
         return []
 
     def snapshot(self, now: float | None = None) -> ProgressSnapshot | None:

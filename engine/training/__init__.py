@@ -31,6 +31,8 @@ _LAZY = {
     "strip_ansi": "parsers",
     "ProgressSnapshot": "progress",
     "ProgressTracker": "progress",
+    "OnDemandBuildDetector": "ondemand",
+    "judge_on_demand_build": "ondemand",
     "ReportReader": "records",
     "ReportRecord": "records",
     "parse_report_line": "records",
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     )
     from .parsers import OutputParser, ParsedProgress, parse_line, strip_ansi
     from .progress import ProgressSnapshot, ProgressTracker
+    from .ondemand import OnDemandBuildDetector, judge_on_demand_build
     from .records import ReportReader, ReportRecord, parse_report_line
 
 
@@ -93,4 +96,6 @@ __all__ = [
     "parse_cuda_oom",
     "parse_host_oom",
     "cgroup_oom_kills",
+    "OnDemandBuildDetector",
+    "judge_on_demand_build",
 ]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 __all__ = ["EtaEstimate", "EtaEstimator", "EpochTiming", "naive_remaining_s"]
@@ -58,6 +58,12 @@ class EtaEstimate:
     fraction_done: float | None = None
     method: str = "none"
     computed_time: float | None = None
+    # "running", "paused", or how the run ended: "finished", "stopped", "failed". Once it
+    # ended there is no ETA and no finish time; ``training_s`` is then the run's total.
+    state: str = "running"
+    ended_time: float | None = None
+    training_s: float | None = None  # since the process started, paused time left out
+    paused_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -93,7 +99,7 @@ class EtaEstimator:
         self.total_epochs: int | None = None
         self.total_steps: int | None = None  # per epoch, as the source says
         self.epochs: list[EpochTiming] = []
-        self._samples: deque[tuple[float, int]] = deque()
+        self._samples: deque[tuple[float, int, int]] = deque()  # (seconds, steps, epoch index)
         self._window_time = 0.0
         self._window_n = 0
         self._epoch: int | None = None
@@ -105,14 +111,54 @@ class EtaEstimator:
         self._epoch_sum = (0.0, 0)
         self._saw_reset = False
         self._saw_epoch = False
+        self._started: float | None = None
+        self._paused_at: float | None = None
+        self._paused_total = 0.0
+        self._ended: tuple[float, str] | None = None
+        self._peak = 0
+        self._step_hint: float | None = None
+        self._first_epoch_index: int | None = None
 
     # ------------------------------------------------------------------ input
 
     def start(self, time_s: float) -> None:
         """The run (process) started at ``time_s``: the first epoch starts here, at step 0."""
+        if self._started is None:
+            self._started = time_s
         if self._epoch is None and self._last_time is None:
             self._epoch, self._epoch_start, self._step, self._step_time = 0, time_s, 0, time_s
             self._last_time = time_s
+
+    def pause(self, time_s: float) -> None:
+        """The training was stopped (SIGSTOP) at ``time_s``: the clock stops for the estimate."""
+        if self._paused_at is None and self._ended is None and math.isfinite(time_s):
+            self._paused_at = time_s
+
+    def resume(self, time_s: float) -> None:
+        """The training runs again. The pause is cut out of every interval it fell into, so a
+        13 s pause neither counts as step time nor eats into the remaining time."""
+        if self._paused_at is None or not math.isfinite(time_s):
+            return
+        d = max(0.0, time_s - self._paused_at)
+        self._paused_at = None
+        self._paused_total += d
+        if self._epoch_start is not None:
+            self._epoch_start += d
+        if self._step_time is not None:
+            self._step_time += d
+        if self._last_time is not None:
+            self._last_time += d
+
+    def end(self, time_s: float, outcome: str = "finished") -> None:
+        """The process exited (``finished``, ``stopped``, ``failed``): no ETA from now on."""
+        if self._ended is None and math.isfinite(time_s):
+            if self._paused_at is not None:
+                self.resume(time_s)
+            self._ended = (time_s, outcome)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
 
     def observe(
         self,
@@ -122,9 +168,14 @@ class EtaEstimator:
         step: int | None = None,
         total_steps: int | None = None,
         total_epochs: int | None = None,
+        step_s_hint: float | None = None,
     ) -> None:
+        """``step_s_hint``: the source's own seconds per step (Rich's speed column), preferred to
+        arrival times where output comes in bursts (a Live display refreshed a few times a second)."""
         if not math.isfinite(time_s):
             return
+        if step_s_hint is not None and math.isfinite(step_s_hint) and step_s_hint > 0:
+            self._step_hint = step_s_hint
         if total_epochs is not None and total_epochs > 0:
             self.total_epochs = total_epochs
         if total_steps is not None and total_steps > 0:
@@ -135,6 +186,10 @@ class EtaEstimator:
                 self._epoch = epoch_index
                 if step in (None, 0):
                     self._epoch_start, self._step, self._step_time = time_s, 0, time_s
+            elif epoch_index == self._epoch and step in (None, 0) and self._untouched():
+                # "Epoch 1/N" printed after the imports: the epoch starts here, not at process start
+                # (Keras verbose=2 was timed from process start, 51-70 % too long).
+                self._epoch_start, self._step, self._step_time = time_s, 0, time_s
             elif epoch_index > self._epoch:
                 boundary = time_s
                 if step and self._step_time is not None:
@@ -153,6 +208,10 @@ class EtaEstimator:
         if step is not None:
             self._observe_step(time_s, step)
         self._last_time = time_s if self._last_time is None else max(self._last_time, time_s)
+
+    def _untouched(self) -> bool:
+        """No step of the running epoch has been seen yet (nor any completed epoch)."""
+        return not self.epochs and self._step in (None, 0) and self._warmup is None and self._epoch_sum[1] == 0
 
     def epoch_ended(self, time_s: float, epoch_index: int) -> None:
         """Epoch ``epoch_index`` (0-based) is complete at ``time_s``; the next one starts now."""
@@ -176,6 +235,7 @@ class EtaEstimator:
             return
         if step < self._step:
             # The bar started again without an epoch number: a new epoch, or a new bar.
+            self._peak = max(self._peak, self._step)
             self._saw_reset = True
             if not self._saw_epoch:
                 self._close_epoch(self._last_time or t, next_index=self._epoch + 1)
@@ -197,24 +257,42 @@ class EtaEstimator:
         self._step, self._step_time = step, t
 
     def _add_sample(self, d: float, n: int) -> None:
-        self._samples.append((d, n))
+        epoch = self._epoch if self._epoch is not None else 0
+        self._samples.append((d, n, epoch))
         self._window_time += d
         self._window_n += n
         while self._samples and self._window_n - self._samples[0][1] >= self.window_steps:
-            od, on = self._samples.popleft()
-            self._window_time -= od
-            self._window_n -= on
+            self._drop_oldest()
+        # The first epoch runs slower than the rest beyond its first step (lazy initialisation,
+        # caches warming): once half an epoch of later steps is in the window, it leaves it,
+        # as it leaves the epoch average.
+        first = self._samples[0][2] if self._samples else None
+        if first is not None and epoch > first and self._first_epoch_index in (None, first):
+            self._first_epoch_index = first
+            later = sum(sn for _, sn, se in self._samples if se != first)
+            spe = self.steps_per_epoch() or 0
+            if spe and later >= spe / 2:
+                while self._samples and self._samples[0][2] == first:
+                    self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        od, on, _ = self._samples.popleft()
+        self._window_time -= od
+        self._window_n -= on
 
     def _begin_epoch(self, index: int, start: float | None) -> None:
         self._epoch, self._epoch_start = index, start
         self._warmup, self._epoch_sum = None, (0.0, 0)
         self._step = self._step_time = None
+        self._peak = 0
 
     def _close_epoch(self, boundary: float, *, next_index: int) -> None:
         assert self._epoch is not None
         sum_d, sum_n = self._epoch_sum
         own_step_s = sum_d / sum_n if sum_n else self.step_s()
-        steps = self._step if self._step else None
+        # Lightning redraws its bar at 0 before the next epoch's description: the epoch's
+        # length is the highest step it reached, not where the bar stood at the boundary.
+        steps = max(self._step or 0, self._peak) or None
         duration = boundary - self._epoch_start if self._epoch_start is not None else None
         excess = None
         if self._warmup is not None and own_step_s is not None:
@@ -237,7 +315,9 @@ class EtaEstimator:
     # ------------------------------------------------------------------ output
 
     def step_s(self) -> float | None:
-        """Seconds per step: mean of the recent post-warm-up window."""
+        """Seconds per step: mean of the recent post-warm-up window (or the source's own figure)."""
+        if self._step_hint is not None:
+            return self._step_hint
         if self._window_n <= 0:
             return None
         return self._window_time / self._window_n
@@ -259,6 +339,26 @@ class EtaEstimator:
         return statistics.fmean(recent) if recent else None  # type: ignore[arg-type]
 
     def estimate(self, now: float) -> EtaEstimate:
+        wall_now = now
+        state = "running"
+        if self._ended is not None:
+            now, state = self._ended
+        elif self._paused_at is not None:
+            now, state = self._paused_at, "paused"  # the clock stands still while paused
+        est = self._estimate(now)
+        paused_s = self._paused_total + (wall_now - self._paused_at if self._paused_at is not None else 0.0)
+        training_s = None
+        if self._started is not None:
+            training_s = max(0.0, now - self._started - self._paused_total)
+        if self._ended is not None:
+            return replace(est, remaining_s=None, finish_time=None, epoch_remaining_s=None, state=state,
+                           ended_time=self._ended[0], training_s=training_s, paused_s=self._paused_total,
+                           computed_time=wall_now)
+        finish = _clean(wall_now + est.remaining_s) if est.remaining_s is not None else None
+        return replace(est, finish_time=finish, state=state, training_s=training_s, paused_s=paused_s,
+                       computed_time=wall_now)
+
+    def _estimate(self, now: float) -> EtaEstimate:
         step_s = self.step_s()
         steps_per_epoch = self.steps_per_epoch()
         avg_epoch = self.avg_epoch_s()
@@ -277,6 +377,10 @@ class EtaEstimator:
             gaps = [e.end_gap_s for e in self.epochs if e.end_gap_s is not None]
             start_excess = statistics.median(later) if later else 0.0
             end_gap = statistics.median(gaps) if gaps else 0.0
+            if self._step_hint is not None and avg_epoch is not None:
+                # A source read in bursts (Rich) gives no usable gaps between its steps' arrivals;
+                # the epochs' own boundaries do: what an epoch takes beyond its steps is its overhead.
+                start_excess, end_gap = 0.0, max(0.0, avg_epoch - steps_per_epoch * step_s)
             epoch_pred = start_excess + steps_per_epoch * step_s + end_gap
             cur_remaining = max(0, steps_per_epoch - step) * step_s + end_gap
             if step == 0 and self._warmup is None:

@@ -62,12 +62,25 @@ class ProgressFeed:
             self.tracker.add_record(rec)
         return records
 
-    def finish(self, time_s: float | None = None) -> list[Alert]:
-        """The process exited: the last unterminated line and any open OOM message count now."""
+    def finish(self, time_s: float | None = None, outcome: str = "exited") -> list[Alert]:
+        """The process exited: the last unterminated line and any open OOM message count now.
+
+        ``outcome`` (``finished``, ``stopped``, ``failed``) is what snapshots show from now on
+        in place of an ETA, with the run's total time.
+        """
         t = time.time() if time_s is None else time_s
         self.poll(t)
         with self._lock:
-            return self._take(self._parser.flush(), t)
+            alerts = self._take(self._parser.flush(), t)
+        self.tracker.end(t, outcome)
+        return alerts
+
+    def pause(self, time_s: float | None = None) -> None:
+        """The supervisor paused the training: paused time is not training time."""
+        self.tracker.pause(time.time() if time_s is None else time_s)
+
+    def resume(self, time_s: float | None = None) -> None:
+        self.tracker.resume(time.time() if time_s is None else time_s)
 
     def snapshot(self, now: float | None = None) -> ProgressSnapshot:
         return self.tracker.snapshot(now)

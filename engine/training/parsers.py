@@ -39,6 +39,8 @@ __all__ = [
     "parse_epoch",
     "parse_keras",
     "parse_hf_log",
+    "parse_rich",
+    "parse_max_epochs",
 ]
 
 MAX_LINE_CHARS = 16384
@@ -69,7 +71,7 @@ class ParsedProgress:
     bar's description says validation, evaluation or loading (``"other"``).
     """
 
-    format: str  # tqdm, epoch, keras, hf
+    format: str  # tqdm, rich, epoch, keras, hf
     epoch: int | None = None
     total_epochs: int | None = None
     epochs_done: float | None = None
@@ -82,6 +84,7 @@ class ParsedProgress:
     metrics: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
     phase: str = "train"
+    zero_based: bool = False  # the source is known to count epochs from 0 (Lightning)
 
     kind = "progress"
 
@@ -108,6 +111,8 @@ class ParsedProgress:
         out["metrics"] = dict(self.metrics)
         out["description"] = self.description
         out["phase"] = self.phase
+        if self.zero_based:
+            out["zero_based"] = True
         return out
 
 
@@ -118,7 +123,7 @@ def _key(p: ParsedProgress) -> tuple:
     return (
         p.format, p.epoch, p.total_epochs, norm(p.epochs_done), p.step, p.total_steps,
         norm(p.elapsed_s), norm(p.remaining_s), norm(p.rate_steps_per_s), norm(p.loss),
-        tuple(sorted((k, norm(v)) for k, v in p.metrics.items())), p.description, p.phase,
+        tuple(sorted((k, norm(v)) for k, v in p.metrics.items())), p.description, p.phase, p.zero_based,
     )
 
 
@@ -219,7 +224,7 @@ def parse_epoch(line: str) -> ParsedProgress | None:
 # ---------------------------------------------------------------- tqdm
 
 _TQDM_KNOWN = re.compile(
-    r"^(?P<left>.*?)(?P<n>\d+(?:\.\d+)?)(?P<ns>[kKMGTP]?)[A-Za-z]*/(?P<t>\d+(?:\.\d+)?)(?P<ts>[kKMGTP]?)[A-Za-z]*"
+    r"^(?P<left>.*?)(?P<n>\d+(?:\.\d+)?)(?P<ns>[kKMGTP]?)[A-Za-z]*/(?P<t>\d+(?:\.\d+)?|\?)(?P<ts>[kKMGTP]?)[A-Za-z]*"
     r"\s*\[(?P<elapsed>\d+(?::\d\d){1,2})<(?P<remaining>\d+(?::\d\d){1,2}|\?)"
     r"(?:,\s*(?P<rate>[^,\]]*))?(?P<postfix>,[^\]]*)?\]\s*$"
 )
@@ -227,7 +232,8 @@ _TQDM_UNKNOWN = re.compile(
     r"^(?P<left>.*?)(?P<n>\d+(?:\.\d+)?)(?P<ns>[kKMGTP]?)(?P<nunit>[A-Za-z]+)\s*\[(?P<elapsed>\d+(?::\d\d){1,2})"
     r"(?:,\s*(?P<rate>[^,\]]*))?(?P<postfix>,[^\]]*)?\]\s*$"
 )
-_TQDM_LBAR = re.compile(r"(?:(?P<desc>.*?):?\s*)?(?P<pct>\d{1,3})%\|[^|]*\|\s*$")
+# Lightning's bar for an epoch of unknown length has no percentage: "Epoch 0: |     | 12/? [...]".
+_TQDM_LBAR = re.compile(r"(?:(?P<desc>.*?):?\s*)?(?:(?P<pct>\d{1,3})%)?\|[^|]*\|\s*$")
 _RATE_PER_S = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKMGTP]?)[A-Za-z]*/s\s*$")
 _S_PER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKMGTP]?)s/[A-Za-z]+\s*$")
 _NOT_TRAINING = re.compile(
@@ -286,7 +292,7 @@ def parse_tqdm(line: str) -> ParsedProgress | None:
         desc = left
     desc = desc.strip().rstrip(":").strip()
     n = _scaled(m.group("n"), m.group("ns"))
-    total = _scaled(m.group("t"), m.group("ts")) if known else None
+    total = _scaled(m.group("t"), m.group("ts")) if known and m.group("t") != "?" else None
     elapsed = _clock_s(m.group("elapsed"))
     remaining = _clock_s(m.group("remaining")) if known and m.group("remaining") != "?" else None
     metrics = _metric_pairs(m.group("postfix") or "", "=")
@@ -373,11 +379,77 @@ def parse_keras(line: str) -> ParsedProgress | None:
     )
 
 
+# ---------------------------------------------------------------- Rich progress (Lightning's RichProgressBar)
+
+_RICH = re.compile(
+    r"^(?P<desc>.*?)\s*[━╸╺─]+\s+(?P<n>\d+)/(?P<t>\d+|--|\?)\s+"
+    r"(?P<elapsed>\d+(?::\d\d){1,2})\s*•\s*(?P<remaining>\d+(?::\d\d){1,2}|-:--:--)"
+    r"(?:\s+(?P<rate>\d+(?:\.\d+)?\s*(?:[kKM]?it/s|s/it)))?(?P<rest>.*)$"
+)
+
+
+def parse_rich(line: str) -> ParsedProgress | None:
+    """A Rich progress row as Lightning's ``RichProgressBar`` draws it, escape codes stripped:
+    ``Epoch 2/9  ━━━━━━╸━━━━ 120/500 0:00:41 • 0:02:10 2.91it/s train_loss: 0.41``.
+
+    Lightning numbers epochs from 0 and prints ``max_epochs - 1`` as the total
+    (``Epoch 9/9`` is the tenth of ten), so the total is read as a count (+1) and the
+    observation says it counts from 0. The ``elapsed • remaining`` column is Lightning's own.
+    """
+    if "•" not in line or not any(c in line for c in "━╸╺─"):
+        return None
+    m = _RICH.match(line[-_TQDM_MAX_CHARS:])
+    if m is None:
+        return None
+    desc = m.group("desc").strip()
+    if m.group("t").isdigit():
+        total: int | None = int(m.group("t"))
+        if total == 0:
+            total = None
+    else:
+        total = None
+    n = int(m.group("n"))
+    if total is not None and n > total:
+        return None
+    metrics = _metric_pairs(m.group("rest") or "", ":")
+    metrics.pop("v_num", None)
+    loss, metrics = _split_loss(metrics)
+    epoch = total_epochs = None
+    zero_based = False
+    em = re.match(r"^epoch\s+(\d{1,7})(?:\s*/\s*(\d{1,7}))?$", desc, re.IGNORECASE)
+    if em:
+        epoch, zero_based = int(em.group(1)), True
+        if em.group(2) is not None and int(em.group(2)) >= epoch:
+            total_epochs = int(em.group(2)) + 1
+    phase = "other" if desc and _NOT_TRAINING.search(desc) else "train"
+    return ParsedProgress(
+        format="rich", epoch=epoch, total_epochs=total_epochs, step=n, total_steps=total,
+        elapsed_s=_clock_s(m.group("elapsed")),
+        remaining_s=_clock_s(m.group("remaining")) if total is not None else None,
+        rate_steps_per_s=_rate(m.group("rate")), loss=loss, metrics=metrics, description=desc,
+        phase=phase, zero_based=zero_based,
+    )
+
+
+_MAX_EPOCHS = re.compile(r"`?max_epochs=(\d{1,7})`?\s+reached")
+
+
+def parse_max_epochs(line: str) -> ParsedProgress | None:
+    """Lightning's closing ``Trainer.fit` stopped: `max_epochs=4` reached.``: the run had 4 epochs."""
+    if "max_epochs=" not in line:
+        return None
+    m = _MAX_EPOCHS.search(line)
+    if m is None or int(m.group(1)) <= 0:
+        return None
+    return ParsedProgress(format="epoch", total_epochs=int(m.group(1)), description="max_epochs")
+
+
 # ---------------------------------------------------------------- Hugging Face Trainer logs
 
 _DICT = re.compile(r"\{[^{}]*\}\s*$")
 _HF_PAIR = re.compile(
-    r"""['"]([A-Za-z_][\w./-]*)['"]\s*:\s*(?:np\.float\d*\(|np\.int\d*\(|tensor\()?\s*(""" + _FLOAT + r")",
+    # transformers 5 prints the numbers as strings ('0.3305', '1.041e-05'); 4.x as numbers.
+    r"""['"]([A-Za-z_][\w./-]*)['"]\s*:\s*(?:np\.float\d*\(|np\.int\d*\(|tensor\()?\s*['"]?\s*(""" + _FLOAT + r")" + r"""\s*['"]?\s*[,)}]""",
     re.IGNORECASE,
 )
 _HF_KEYS = re.compile(r"^(?:epoch$|loss$|eval_|train_)")
@@ -406,7 +478,7 @@ def parse_hf_log(line: str) -> ParsedProgress | None:
     return ParsedProgress(format="hf", epochs_done=epochs_done, step=step, loss=loss, metrics=metrics)
 
 
-_PARSERS = (parse_tqdm, parse_keras, parse_hf_log, parse_epoch)
+_PARSERS = (parse_max_epochs, parse_tqdm, parse_rich, parse_keras, parse_hf_log, parse_epoch)
 
 
 def parse_line(line: str) -> ParsedProgress | None:

@@ -293,3 +293,53 @@ def test_oom_message_in_the_stream_is_an_alert() -> None:
     )
     alerts = [o for o in parse_all(text.encode()) if isinstance(o, CudaOomAlert)]
     assert len(alerts) == 1 and alerts[0].tried_to_allocate_bytes == 20 * 1024**2
+
+
+# ---------------------------------------------------------------- captured output of the real trainers
+
+
+def _replay(name: str):
+    """Feed a captured output to a ProgressFeed, one second per line; the snapshots after each line."""
+    from cachewatch.engine.training import ProgressFeed
+
+    data = (DATA / name).read_bytes()
+    feed = ProgressFeed(started_time=0.0)
+    snaps = []
+    for i, line in enumerate(data.splitlines(keepends=True)):
+        feed.feed_output(line, time_s=1.0 + i)
+        snaps.append(feed.snapshot(1.0 + i))
+    feed.finish(2.0 + len(snaps), "finished")
+    return snaps, feed.snapshot(3.0 + len(snaps))
+
+
+def test_transformers5_string_numbers_give_epochs_steps_and_loss() -> None:
+    snaps, final = _replay("transformers5_trainer_eval.txt")
+    known = [s for s in snaps if s.total_epochs]
+    assert known and {s.total_epochs for s in known} == {3} and {s.total_steps for s in known} == {10}
+    assert [s.epoch for s in known] == sorted(s.epoch for s in known)  # the eval bars never moved it back
+    assert final.loss == 0.6928 and final.metrics["eval_loss"] == 0.6926
+    assert (final.epoch, final.eta.state) == (3, "finished")
+
+
+def test_lightning_rich_rows_are_zero_based_with_the_last_index_as_total() -> None:
+    snaps, final = _replay("lightning_rich.pty.txt")
+    assert {s.total_epochs for s in snaps if s.total_epochs} == {2}  # "Epoch 1/1" is the second of two
+    assert (final.epoch, final.total_epochs, final.step, final.total_steps) == (2, 2, 4, 4)
+
+
+def test_lightning_tqdm_bar_without_total_and_max_epochs_at_the_end() -> None:
+    snaps, final = _replay("lightning_tqdm_unknown_total.txt")
+    assert all(s.total_steps is None for s in snaps)
+    first_total = next(i for i, s in enumerate(snaps) if s.total_epochs)
+    assert first_total > 0.9 * len(snaps)  # no total until the closing "`max_epochs=2` reached"
+    assert (final.epoch, final.total_epochs) == (2, 2)
+    assert final.metrics["val_loss"] > 0
+
+
+def test_keras_verbose_2_has_no_step_while_an_epoch_runs() -> None:
+    snaps, final = _replay("keras3_verbose2.txt")
+    # Line 0 "Epoch 1/3", line 1 "10/10 - 1s - ...", line 2 "Epoch 2/3": the step is unknown, not 0.
+    assert (snaps[0].epoch, snaps[0].total_epochs, snaps[0].step) == (1, 3, None)
+    assert (snaps[1].step, snaps[1].total_steps) == (10, 10)
+    assert (snaps[2].epoch, snaps[2].step) == (2, None)
+    assert final.epoch == 3 and final.metrics["val_accuracy"] == 0.5625

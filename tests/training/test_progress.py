@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from cachewatch.engine.training import (
     ProgressFeed,
     ProgressSnapshot,
@@ -129,7 +131,10 @@ def test_feed_follows_a_real_training_process(tmp_path: Path) -> None:
     assert snap.loss == 1.0 / 20  # the report's loss, not the bar's 9.9
     assert snap.metrics["val_loss"] == 0.3
     assert snap.last_checkpoint == "ckpt/e2.pt"
-    assert snap.eta.epochs_left == 0 and snap.eta.remaining_s == 0.0 and snap.eta.fraction_done == 1.0
+    assert snap.eta.epochs_left == 0 and snap.eta.fraction_done == 1.0
+    # Once the process exited there is no ETA and no finish time, but how it ended and the total.
+    assert (snap.eta.state, snap.eta.remaining_s, snap.eta.finish_time) == ("exited", None, None)
+    assert snap.eta.training_s is None or snap.eta.training_s >= 0
     assert [e.name for e in events] == ["done"] and events[0].fields["best"] == 0.3
     assert feed.environment() == {report.ENV_VAR: str(tmp_path / "progress.jsonl")}
 
@@ -170,3 +175,50 @@ def test_hugging_face_fractional_epochs() -> None:
     for t, epoch in enumerate((0.25, 1.0, 1.5, 2.0)):
         tr.add_parsed(parse_line(f"{{'loss': 0.5, 'learning_rate': 1e-05, 'epoch': {epoch}}}"), float(t))  # type: ignore[arg-type]
         assert tr.snapshot(float(t)).epoch == {0.25: 1, 1.0: 1, 1.5: 2, 2.0: 2}[epoch]
+
+
+def _status_progress_line(snap: ProgressSnapshot, when: float) -> str:
+    from cachewatch.engine.cli.engine_cmd import format_status
+    from cachewatch.engine.daemon.snapshot import EngineInfo, EngineSnapshot
+
+    es = EngineSnapshot(seq=1, time=when, engine=EngineInfo(name="e", pid=1, version="0", protocol="1", started=0.0),
+                        progress=ProgressSnapshot.from_json(json.loads(json.dumps(snap.to_json()))))
+    return next(line for line in format_status(es) if "progress" in line)
+
+
+def test_status_shows_finished_or_stopped_and_the_total_instead_of_an_eta() -> None:
+    """Nested tqdm with leave=False ends at 348/350: after exit no ETA, but how it ended and how long."""
+    for outcome in ("finished", "stopped"):
+        feed = ProgressFeed(started_time=0.0)
+        for s in range(0, 349):
+            feed.feed_output(f"\rEpoch 3/3: {s * 100 // 350:3d}%|#   | {s}/350 [00:01<00:02, 10.00it/s]".encode(), time_s=1.0 + 0.1 * s)
+        running = feed.snapshot(36.0)
+        assert running.eta.remaining_s is not None and "ETA" in _status_progress_line(running, 36.0)
+        feed.finish(40.0, outcome)
+        snap = feed.snapshot(100.0)
+        assert (snap.eta.state, snap.eta.remaining_s, snap.eta.finish_time, snap.eta.training_s) == (outcome, None, None, 40.0)
+        line = _status_progress_line(snap, 100.0)
+        assert f"{outcome} after 40s" in line and "ETA" not in line
+
+
+def test_a_pause_neither_runs_the_eta_down_nor_inflates_it() -> None:
+    """Issue 10 item 6: a 13 s pause moved 1m02s to 2m21s."""
+    def feed_steps(tr: ProgressTracker, start: int, stop: int, t: float) -> float:
+        for s in range(start, stop):
+            tr.add_parsed(parse_line(f"Epoch 1/1:  {s}%|#   | {s}/100 [00:01<00:02, 1.00it/s]"), t)  # type: ignore[arg-type]
+            t += 1.0
+        return t
+
+    tr = ProgressTracker(started_time=0.0)
+    t = feed_steps(tr, 0, 40, 0.0)  # 1 s a step: at step 39, 61 s left
+    before = tr.snapshot(t - 1.0).eta.remaining_s
+    tr.pause(t - 1.0)
+    assert tr.snapshot(t + 5.0).eta.remaining_s == before  # frozen while paused
+    assert tr.snapshot(t + 5.0).eta.state == "paused"
+    tr.resume(t - 1.0 + 13.0)
+    t = feed_steps(tr, 40, 45, t + 13.0)
+    after = tr.snapshot(t - 1.0).eta
+    assert before == pytest.approx(61.0)
+    assert after.remaining_s == pytest.approx(56.0)  # 5 more steps at 1 s: 61 -> 56 after step 44, the pause left out
+    assert after.step_s == pytest.approx(1.0)
+    assert after.paused_s == pytest.approx(13.0)

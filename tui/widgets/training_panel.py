@@ -143,12 +143,23 @@ class TrainingPanel(Panel):
         finish = eta.finish_time
         step_s = eta.step_s
         avg_epoch = eta.avg_epoch_s
+        eta_state, total_s = eta.state, eta.training_s
+        epoch_left = eta.epoch_remaining_s
         line = fmt.one_line(Text())
-        if remaining is not None:
+        if eta_state in ("finished", "stopped", "failed", "exited"):
+            # Over: how it ended and its total time instead of an ETA (issue 10 item 5).
+            line.append(str(eta_state), "bold")
+            if total_s is not None:
+                line.append(f" after {fmt.duration(total_s)}")
+        elif remaining is not None:
             line.append("ETA ", "bold")
             line.append(fmt.duration(remaining), "bold cyan")
             if finish is not None:
                 line.append(f" → {fmt.finish_time(finish, snap.time)}", "cyan")
+            if eta_state == "paused":
+                line.append(" (paused)", "yellow")
+        elif epoch_left is not None:
+            line.append(f"epoch ends in {fmt.duration(epoch_left)}", "cyan")
         else:
             line.append("ETA --", "dim")
         out.append(line)

@@ -4,6 +4,10 @@ Not run by the tests (tqdm and keras are not dependencies): the outputs are comm
 Run by hand in a throwaway venv:
     pip install tqdm keras torch==2.13.0
     KERAS_BACKEND=torch python tests/training/data/make_fixtures.py
+The fixtures of the real trainers (``transformers5_trainer_eval.txt``, ``lightning_rich.pty.txt``,
+``lightning_tqdm_unknown_total.txt``, ``keras3_verbose2.txt``) are the output of the scripts in
+``tests/training/trainers/`` (see their docstrings; ``--eval``, ``--bar rich`` through a pty,
+``--iterable``, ``--verbose 2``), captured once; the tests also run those scripts live.
 Each fixture is the exact byte stream the program wrote (``\\r`` redraws and ANSI codes
 included); ``*.pty.txt`` ones were written to a pseudo-terminal, the others to a pipe.
 """
