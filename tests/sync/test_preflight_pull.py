@@ -38,6 +38,8 @@ def test_run_pulls_the_missing_entries_before_the_training_starts(tmp_path: Path
         "print('missing', len(missing)); sys.exit(1 if missing else 0)"
     )
     r = run_cli("run", "--", sys.executable, "-c", check, cwd=cloud)
+    # The engine outlives its training (a detached `run`): stop it so no test leaves one behind.
+    assert run_cli("stop", "--yes", cwd=cloud).returncode == 0
     assert r.returncode == 0, r.stdout + r.stderr
     assert "pulled 20 entries" in r.stderr
     assert "missing 0" in r.stdout
