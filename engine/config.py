@@ -50,7 +50,8 @@ CONFIG_FILENAME = "cachewatch.toml"
 ENV_PREFIX = "CACHEWATCH_"
 # CACHEWATCH_* variables that are not settings: the config file's path, and what the engine
 # hands to the training (a training that loads the config sees them).
-ENV_NOT_SETTINGS = frozenset({"CACHEWATCH_CONFIG", "CACHEWATCH_ENGINE", "CACHEWATCH_PROGRESS_FILE", "CACHEWATCH_RUN_ID"})
+ENV_NOT_SETTINGS = frozenset({"CACHEWATCH_CONFIG", "CACHEWATCH_ENGINE", "CACHEWATCH_PROGRESS_FILE", "CACHEWATCH_RUN_ID",
+                              "CACHEWATCH_CRASH_AT"})  # the last: the cache's crash-point hook for its kill -9 tests
 PORT_MAX = 65535
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # engine names (same rule as daemon.runtime)
 _HOUR, _DAY = 3600.0, 86400.0

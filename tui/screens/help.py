@@ -31,7 +31,8 @@ class HelpScreen(ModalScreen[None]):
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
         for keys, text, asks in self.key_rows:
-            table.add_row(keys, text + (" (asks first)" if asks else ""))
+            # Text, not markup: a help line may name a config key such as "[fleet] url".
+            table.add_row(Text(keys), Text(text + (" (asks first)" if asks else "")))
         table.add_row("Tab", "move between panels")
         table.add_row("^p", "command palette: every action above, by name")
         foot = "Read-only: actions that change the training or the cache are not offered." if self.readonly else \
