@@ -29,6 +29,10 @@ def _figure(name: str, value: object) -> str:
 class AlertDetailsScreen(ModalScreen[str | None]):
     """Dismissed with ``"dismiss"`` when the user dismissed the alert, else None."""
 
+    # Focused by Textual when the screen shows, not queried in on_mount: a screen pushed
+    # while the app shuts down may mount without its children.
+    AUTO_FOCUS = "#close"
+
     BINDINGS = [
         Binding("q", "close", "Close", show=False),
         Binding("escape", "close", "Close", show=False),
@@ -68,9 +72,6 @@ class AlertDetailsScreen(ModalScreen[str | None]):
                 yield Button("Close (q)", id="close", variant="primary", compact=True)
                 if self.can_dismiss:
                     yield Button("Dismiss (d)", id="dismiss", variant="warning", compact=True)
-
-    def on_mount(self) -> None:
-        self.query_one("#close", Button).focus()
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -16,6 +16,10 @@ __all__ = ["ConfirmationModal"]
 
 
 class ConfirmationModal(ModalScreen[bool]):
+    # Focused by Textual when the screen shows, not queried in on_mount: a screen pushed
+    # while the app shuts down may mount without its children.
+    AUTO_FOCUS = "#no"
+
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", show=False),
         Binding("n", "answer(False)", "No", show=False),
@@ -37,9 +41,6 @@ class ConfirmationModal(ModalScreen[bool]):
             with Horizontal(classes="buttons"):
                 yield Button(f"{self.no_label} (n)", id="no", variant="primary", compact=True)
                 yield Button(f"{self.yes_label} (y)", id="yes", variant="error", compact=True)
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

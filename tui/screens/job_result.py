@@ -23,6 +23,10 @@ __all__ = ["JobResultScreen"]
 class JobResultScreen(ModalScreen[str | None]):
     """Dismissed with ``"repair"`` when the user asked for a repair, else None."""
 
+    # Focused by Textual when the screen shows, not queried in on_mount: a screen pushed
+    # while the app shuts down may mount without its children.
+    AUTO_FOCUS = "#close"
+
     BINDINGS = [
         Binding("q", "close", "Close", show=False),
         Binding("escape", "close", "Close", show=False),
@@ -49,9 +53,6 @@ class JobResultScreen(ModalScreen[str | None]):
                 yield Button("Close (q)", id="close", variant="primary", compact=True)
                 if self.can_repair:
                     yield Button("Repair… (r)", id="repair", variant="error", compact=True)
-
-    def on_mount(self) -> None:
-        self.query_one("#close", Button).focus()
 
     def action_close(self) -> None:
         self.dismiss(None)
