@@ -270,7 +270,7 @@ class CachewatchApp(App[None]):
         elif message.result is not None:
             result = message.result
             text = _describe_result(message.command, result)
-            if isinstance(result, JobResult) and message.command in ("verify", "split", "build"):
+            if isinstance(result, JobResult) and message.command in ("verify", "split", "build", "push", "pull"):
                 self._awaited_jobs[result.job.id] = message.action_id
             self.notify(text, title=message.command, timeout=6)
         self.poll_now()
@@ -297,15 +297,25 @@ class CachewatchApp(App[None]):
         self.push_screen(EvictDialog(view), chosen)
 
     def _do_verify(self) -> None:
+        self._start_cache_job("verify")
+
+    def _do_push(self) -> None:
+        self._start_cache_job("push")  # the engine refuses in one line when [cache] remote is not set
+
+    def _do_pull(self) -> None:
+        self._start_cache_job("pull")
+
+    def _start_cache_job(self, kind: str) -> None:
+        """A job on the managed cache, its result shown when it ends; one of a kind at a time."""
         if self._cache_view() is None:
-            self._why_not("no managed cache to verify")
+            self._why_not(f"no managed cache to {kind}")
             return
-        running = self._running_job("verify")
+        running = self._running_job(kind)
         if running is not None:
-            self._awaited_jobs[running.id] = "verify"
+            self._awaited_jobs[running.id] = kind
             self._why_not(f"{running.id} is already running; its result will show when it ends")
             return
-        self.send("verify", "verify", {})
+        self.send(kind, kind, {})
 
     def _running_job(self, kind: str) -> JobView | None:
         if self.snapshot is None:

@@ -63,7 +63,11 @@ ACTIONS: tuple[DashboardAction, ...] = (
                     "restart", changes_state=True),
     DashboardAction("stop", "S", "Stop", "stop the training gracefully; the engine and the dashboard stay", "stop",
                     changes_state=True, key_display="S"),
-    DashboardAction("cancel_job", "c", "Cancel job", "cancel the running verify, build or split job", "cancel_job",
+    DashboardAction("push", "P", "Push", "push the cache to [cache] remote (only what is missing, then a manifest); "
+                    "shows the result", "push", changes_state=True, footer=False, key_display="P"),
+    DashboardAction("pull", "U", "Pull", "pull what the cache lacks from [cache] remote, every object verified; "
+                    "shows the result", "pull", changes_state=True, footer=False, key_display="U"),
+    DashboardAction("cancel_job", "c", "Cancel job", "cancel the running verify, build, split, push or pull job", "cancel_job",
                     changes_state=True, footer=False),
     DashboardAction("alert", "a", "Alert", "show the newest alert in full: figures and remedies", footer=False),
     DashboardAction("dismiss", "d", "Dismiss", "dismiss the newest alert (it stays in the alert list, greyed)",

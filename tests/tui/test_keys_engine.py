@@ -237,6 +237,34 @@ def test_verify_shows_its_result(engine_env: EngineEnv) -> None:
     asyncio.run(go())
 
 
+def test_push_then_pull_from_the_keys_show_their_results(engine_env: EngineEnv) -> None:
+    """P pushes the cache to [cache] remote, U pulls from it, each as an engine job with its result screen."""
+    remote = engine_env.tmp / "remote"
+    (engine_env.tmp / "cachewatch.toml").write_text(
+        f'[cache]\nroot = "cache"\nmax_size = "1MB"\nremote = "{remote}"\n\n[run]\nstop_grace = "3s"\n'
+    )
+    entry = engine_env.start(sys.executable, "-u", str(SCRIPT), "--epochs", "1", "--steps", "10", name="keys-sync",
+                             cwd=engine_env.tmp, env={"CACHEWATCH_CONFIG": str(engine_env.tmp / "cachewatch.toml")})
+
+    async def job_from_key(pilot, app: CachewatchApp, key: str, kind: str) -> None:  # noqa: ANN001
+        await pilot.press(key)
+        await until(pilot, lambda: isinstance(app.screen, JobResultScreen), f"the {kind} result", timeout=60)
+        assert app.screen.job.kind == kind and app.screen.job.state == "done", app.screen.job
+        await pilot.press("q")
+
+    async def go() -> None:
+        app = new_app(entry)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.snapshot is not None and app.snapshot.training is not None
+                        and app.snapshot.training.state.over, "the training to write its items and end")
+            await job_from_key(pilot, app, "P", "push")
+            assert list((remote / "manifests").iterdir())  # the push committed a manifest
+            await job_from_key(pilot, app, "U", "pull")
+        assert [c for c, _ in command_events(entry)] == ["push", "pull"]
+
+    asyncio.run(go())
+
+
 def test_log_help_and_readonly(engine_env: EngineEnv) -> None:
     entry = start_engine(engine_env, "keys-misc")
 
