@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from cachewatch.engine.cache import Cache
+from cachewatch.engine.errors import CacheError
 
 
 def make_cache(root: Path, files: int = 40, size: int = 3000, max_size: str = "200MB", seed: int = 0) -> dict[str, bytes]:
@@ -35,8 +36,11 @@ def entry_count(root: Path) -> int:
     """Committed entries, seen from another process through the public API."""
     if not (root / ".cachewatch" / "index.sqlite").exists():
         return 0
-    with Cache(root, sweep=False) as cache:
-        return len(cache)
+    try:
+        with Cache(root, readonly=True, sweep=False) as cache:
+            return len(cache)
+    except CacheError:  # the pull is still creating the cache (its index has no limits yet): nothing committed
+        return 0
 
 
 def write_config(path: Path, **sections: dict[str, object]) -> Path:
