@@ -45,10 +45,11 @@ from ..errors import CachewatchError
 from ..events import Event, EventLog
 from ..sizes import format_size
 from ..training.runstate import RestartPolicy, TrainingState
-from ..training.supervisor import ENGINE_ENV, LaunchError, Supervisor, SupervisorError
+from ..training.supervisor import ENGINE_ENV, Supervisor, SupervisorError
 from ..watch.stats import WatchStats
 from . import orphans, runtime
 from .alerts import AlertBoard
+from .commands import HANDLERS, watch_root
 from .errors import CommandFailed
 from .jobrunner import JobRunner
 from .parts import EngineParts, Finding, NoProgress, PeriodicSampler, default_parts, finding_from_alert
@@ -138,7 +139,7 @@ class Engine:
         self.alerts = AlertBoard()
         self.jobs = JobRunner(self._on_job)
         self.cache: Cache | None = None
-        self._cache_error: str | None = None
+        self.cache_error: str | None = None
         self._cache_sampler: PeriodicSampler | None = None
         self.supervisor: Supervisor | None = None
 
@@ -294,7 +295,7 @@ class Engine:
         if stop_training and self.supervisor is not None:
             info = self.supervisor.info()
             if info.state.live or info.state is TrainingState.RESTARTING:
-                self._stop_training(self.supervisor.stop)
+                self.stop_training(self.supervisor.stop)
             else:
                 self._end_leftovers(self.tree.members(None))
             orphans.remove_record(self.state_dir, self.run_id)
@@ -327,7 +328,7 @@ class Engine:
             except Exception:
                 log.exception("cache close failed")
 
-    def _stop_training(self, how: Callable[[], Any], *, rescan: bool = True) -> Any:
+    def stop_training(self, how: Callable[[], Any], *, rescan: bool = True) -> Any:
         """``how()`` (the supervisor's stop or restart: SIGTERM/SIGKILL to the training's group),
         then the same to every process of the training that left the group (``setsid``).
 
@@ -370,7 +371,7 @@ class Engine:
         if c.root is not None:
             index = Path(c.root) / ".cachewatch" / "index.sqlite"
             if c.max_size is None and not index.is_file():
-                self._cache_error = "[cache] max_size is not set and the cache does not exist yet; set max_size"
+                self.cache_error = "[cache] max_size is not set and the cache does not exist yet; set max_size"
             else:
                 self.cache = Cache.from_config(self.config) if c.max_size is not None else Cache(c.root)
                 for report in reversed(self.cache.eviction_log(limit=20)):
@@ -383,7 +384,7 @@ class Engine:
             watcher = self.parts.new_watch(wcfg)
             watcher.start()
             self.watchers.append(watcher)
-            self._eviction_feed.add(_watch_root(watcher), watcher.events)
+            self._eviction_feed.add(watch_root(watcher), watcher.events)
         if c.root is not None or self.watchers:
             self._cache_sampler = PeriodicSampler(self._read_caches, self.interval_s, name="cache-sampler",
                                                   on_sample=self._changed)
@@ -395,7 +396,7 @@ class Engine:
         if self.config.cache.root is not None:
             root = str(self.config.cache.root)
             if self.cache is None:
-                view = CacheView(root=root, error=self._cache_error)
+                view = CacheView(root=root, error=self.cache_error)
             else:
                 try:
                     stats = self.cache.stats()
@@ -412,7 +413,7 @@ class Engine:
                 log.exception("watch stats failed")
         return view, tuple(watched)
 
-    def _poll_evictions(self) -> bool:
+    def poll_evictions(self) -> bool:
         found = self._eviction_feed.poll()
         for root, e in found:
             fields = {k: v for k, v in e.fields.items() if k != "keys"}
@@ -426,7 +427,7 @@ class Engine:
     def _sampled_caches(self) -> tuple[CacheView | None, tuple[WatchStats, ...]]:
         latest = self._cache_sampler.latest() if self._cache_sampler is not None else None
         if latest is None:
-            view = CacheView(root=str(self.config.cache.root), error=self._cache_error) if self.config.cache.root else None
+            view = CacheView(root=str(self.config.cache.root), error=self.cache_error) if self.config.cache.root else None
             return view, ()
         view, watched = latest
         return view, watched
@@ -605,7 +606,7 @@ class Engine:
                 fields = rec.to_json() if callable(getattr(rec, "to_json", None)) else {}
                 fields = {k: v for k, v in fields.items() if k not in ("v", "kind", "t")}
                 self.record("training.checkpoint" if kind == "checkpoint" else "training.report", **fields)
-        if self._poll_evictions():
+        if self.poll_evictions():
             changed = True
         return changed
 
@@ -745,10 +746,7 @@ class Engine:
             raise CommandFailed(str(exc), ErrorCode.BAD_ARGS.value) from None
         result: dict[str, Any]
         try:
-            if spec.long_running:  # a job: answered at once with its id, progress comes as events
-                result = self._start_job(name, args)
-            else:
-                result = getattr(self, f"_cmd_{name}")(args)
+            result = HANDLERS[name](self, args)
         except CommandFailed:
             raise
         except SupervisorError as exc:
@@ -760,106 +758,12 @@ class Engine:
         self._publish()  # the next snapshot a client sees already shows what the command did
         return result
 
-    def _need_supervisor(self) -> Supervisor:
-        if self.supervisor is None:
-            raise CommandFailed("this engine runs no training; start one with `cachewatch run -- CMD`", ErrorCode.UNAVAILABLE.value)
-        return self.supervisor
-
-    def _need_cache(self) -> Cache:
-        if self.cache is None:
-            why = self._cache_error or "no [cache] root in the config"
-            raise CommandFailed(f"this engine has no managed cache ({why})", ErrorCode.UNAVAILABLE.value)
-        return self.cache
-
-    def _cmd_evict(self, args: dict[str, Any]) -> dict[str, Any]:
-        to = args.get("to")  # bytes: the command table parsed "80GB"
-        root = args.get("root")
-        target: Any = None
-        if root is not None and (self.cache is None or os.path.abspath(str(root)) != str(self.cache.root)):
-            target = next((w for w in self.watchers if _watch_root(w) == os.path.abspath(str(root))), None)
-            if target is None:
-                known = [str(self.cache.root)] if self.cache is not None else []
-                known += [_watch_root(w) for w in self.watchers]
-                raise CommandFailed(f"no cache or watched directory at {root!r}; known: {', '.join(known) or 'none'}",
-                                    ErrorCode.BAD_ARGS.value)
-        if target is None:
-            target = self._need_cache()
-        report = target.evict(to=to, dry_run=bool(args.get("dry_run", False)))
-        self._poll_evictions()
-        out: dict[str, Any] = report.to_json()
-        out["keys"] = out["keys"][:100]
-        out["root"] = str(target.root) if isinstance(target, Cache) else _watch_root(target)
-        out["describe"] = report.describe(out["root"])
-        return out
-
-    def _cmd_pause(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"training": self._need_supervisor().pause().to_json()}
-
-    def _cmd_resume(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"training": self._need_supervisor().resume().to_json()}
-
-    def _cmd_restart(self, args: dict[str, Any]) -> dict[str, Any]:
-        sup = self._need_supervisor()
-        if not sup.info().state.live:
-            return {"training": sup.restart().to_json()}
-        return {"training": self._stop_training(sup.restart, rescan=False).to_json()}
-
-    def _cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
-        sup = self._need_supervisor()
-        if not sup.info().state.over:
-            raise CommandFailed(f"the training is {sup.info().state.value}; use restart", ErrorCode.CONFLICT.value)
-        try:
-            return {"training": sup.restart().to_json()}
-        except LaunchError as exc:
-            raise CommandFailed(str(exc), ErrorCode.FAILED.value) from None
-
-    def _cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
-        what = args.get("what", "training")
-        out: dict[str, Any] = {"engine_stopping": what == "engine"}
-        if self.supervisor is not None:
-            info = self.supervisor.info()
-            if not info.state.over:
-                info = self._stop_training(self.supervisor.stop)
-            out["training"] = info.to_json()
-        elif what == "training":
-            self._need_supervisor()
-        if what == "engine":
-            self.request_stop("stop command")
-        return out
-
-    def _cmd_dismiss_alert(self, args: dict[str, Any]) -> dict[str, Any]:
-        aid = args.get("alert_id")
-        try:
-            return {"alert": self.alerts.dismiss(str(aid)).to_json()}
-        except KeyError:
-            raise CommandFailed(f"no alert {aid!r}; take the id from the snapshot's alerts", ErrorCode.BAD_ARGS.value) from None
-
-    def _start_job(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
-        factory = self.parts.jobs.get(kind)
-        if factory is None:
-            raise CommandFailed(f"the {kind} job is not built into this engine yet; run `cachewatch {kind}` instead",
-                                ErrorCode.UNAVAILABLE.value)
-        view = self.jobs.start(kind, lambda job: factory(self, args, job))
-        return {"job": view.to_json()}
-
-    def _cmd_cancel_job(self, args: dict[str, Any]) -> dict[str, Any]:
-        jid = args.get("job_id")
-        try:
-            return {"job": self.jobs.cancel(str(jid)).to_json()}
-        except KeyError:
-            raise CommandFailed(f"no job {jid!r}; take the id from the snapshot's jobs", ErrorCode.BAD_ARGS.value) from None
-
 
 def _pgid(pid: int) -> int | None:
     try:
         return os.getpgid(pid)
     except OSError:
         return None
-
-
-def _watch_root(w: Any) -> str:
-    root = getattr(w, "root", "")
-    return str(getattr(root, "path", root))
 
 
 def _eviction_view(root: str, fields: Mapping[str, Any], t: float) -> EvictionView:
