@@ -23,3 +23,15 @@ def test_a_handler_for_an_unknown_or_already_handled_command_is_refused() -> Non
     with pytest.raises(ValueError):
         commands._handles("pause")(lambda engine, args: {})
     assert commands.HANDLERS["pause"] is not None and set(commands.HANDLERS) == set(COMMANDS)
+
+
+def test_destructive_by_arguments() -> None:
+    # what the dashboard asks about and the engine records, call by call
+    split = COMMANDS["split"]
+    assert split.destructive  # the command can delete: the help column and --readonly
+    assert not split.is_destructive({"input": "a", "output": "b"})
+    assert split.is_destructive({"delete_original": True, "confirmed": True})
+    assert split.is_destructive({"overwrite": True})
+    assert not COMMANDS["verify"].is_destructive({}) and COMMANDS["verify"].is_destructive({"repair": True})
+    assert COMMANDS["evict"].is_destructive({}) and not COMMANDS["evict"].is_destructive({"dry_run": True})
+    assert COMMANDS["stop"].is_destructive({}) and not COMMANDS["start"].is_destructive({})
