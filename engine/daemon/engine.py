@@ -40,19 +40,21 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from .._version import __version__
 from ..cache import Cache
+from ..cache.types import CacheStats
 from ..config import Config
 from ..errors import CachewatchError
 from ..events import Event, EventLog
-from ..sizes import format_size
+from ..training.ondemand import OnDemandBuildDetector, sample_from
 from ..training.runstate import RestartPolicy, TrainingState
 from ..training.supervisor import ENGINE_ENV, Supervisor, SupervisorError
 from ..watch.stats import WatchStats
 from . import orphans, runtime
-from .alerts import AlertBoard
+from . import alerts
+from .alerts import AlertBoard, Finding
 from .commands import HANDLERS, watch_root
 from .errors import CommandFailed
 from .jobrunner import JobRunner
-from .parts import EngineParts, Finding, NoProgress, PeriodicSampler, default_parts, finding_from_alert
+from .parts import EngineParts, NoProgress, PeriodicSampler, default_parts
 from .protocol import COMMANDS, PROTOCOL_VERSION, ErrorCode, LogChunk
 from .snapshot import CacheView, EngineInfo, EngineSnapshot, EvictionView, JobView
 from .evictions import EvictionFollower
@@ -65,7 +67,6 @@ log = logging.getLogger(__name__)
 CONFIG_ENV = "CACHEWATCH_CONFIG"
 _EVICTIONS_KEPT = 50
 _PARSE_WINDOW_BYTES = 256 * 1024  # at most this much new output is parsed per poll
-_WATCH_ALERT_KINDS = ("over_max", "eviction_blocked", "max_soon", "disk_full_soon", "events_lost", "root_gone")
 
 _T = TypeVar("_T")
 SnapshotListener = Callable[[EngineSnapshot], None]
@@ -117,8 +118,6 @@ class Engine:
         self.exit_with_training = exit_with_training
         self.parts = parts if parts is not None else default_parts(config)
         self._feed: Any = NoProgress()  # replaced at each attempt's start
-        from ..training.ondemand import OnDemandBuildDetector
-
         self._on_demand = OnDemandBuildDetector()  # cache misses during training (seed 004)
         self.info = EngineInfo(
             name=self.name,
@@ -472,49 +471,45 @@ class Engine:
             code, requested = fields.get("exit_code"), bool(fields.get("requested"))
             outcome = "stopped" if requested else ("finished" if code == 0 and not fields.get("signal") else "failed")
             for alert in _safe(self._feed.finish, now, outcome):
-                self._raise(self._attempt_key(finding_from_alert(alert)), now)
+                self._raise(alerts.oom_finding(alert, self._attempt()), now)
             if monitor is not None:
                 monitor.set_root_pid(None)
             self._alert_exit(fields, now)
         elif kind == "training.failed":
-            self._raise(Finding("training_failed", "error", "The training could not be restarted", str(fields.get("error", ""))), now)
+            self._raise(alerts.failed_restart_finding(str(fields.get("error", ""))), now)
         self._changed()
         if self.exit_with_training and self.supervisor is not None and self.supervisor.info().state.over:
             self.request_stop("the training ended")
 
     def _alert_exit(self, fields: Mapping[str, Any], now: float) -> None:
-        requested = bool(fields.get("requested"))
-        code, sig = fields.get("exit_code"), fields.get("signal")
-        if requested or (code == 0 and sig is None):
+        if fields.get("requested") or (fields.get("exit_code") == 0 and fields.get("signal") is None):
             return
-        attempt = fields.get("attempt")
         info = self.supervisor.info() if self.supervisor is not None else None
         follow = ""
         if info is not None and info.state is TrainingState.RESTARTING and info.next_restart_at:
             follow = (f"; restart {info.failure_restarts + 1}/{info.policy.max_restarts} "
                       f"in {max(0.0, info.next_restart_at - now):.0f}s")
-        figures = {"exit_code": code, "signal": sig, "attempt": attempt, "duration_s": fields.get("duration_s")}
-        finding = Finding("training_exit", "error", f"Training {fields.get('reason', 'failed')}",
-                          f"attempt {attempt} {fields.get('reason', '')}{follow}; the log tail says why", figures=figures)
+        diag = None
         if self.parts.classify_exit is not None:
+            sig = fields.get("signal")
             try:
                 sig_num = int(_signal.Signals[str(sig)]) if sig in _signal.Signals.__members__ else None
-                diag = self.parts.classify_exit(exit_code=code, signal=sig_num, cuda_oom=self._feed.last_cuda_oom,
-                                                stopped_by_user=False)
+                diag = self.parts.classify_exit(exit_code=fields.get("exit_code"), signal=sig_num,
+                                                cuda_oom=self._feed.last_cuda_oom, stopped_by_user=False)
             except Exception:
                 log.exception("exit classifier failed")
-            else:
-                category = getattr(diag, "category", "error")
-                if category in ("success", "stopped", "cuda_oom"):
-                    return  # a CUDA OOM has its own alert from the output, with the figures
-                kind = "host_oom_kill" if category == "host_oom_kill" else "training_exit"
-                finding = Finding(kind, "critical" if kind == "host_oom_kill" else "error",
-                                  "Training killed: probable host OOM kill" if kind == "host_oom_kill" else f"Training {fields.get('reason', 'failed')}",
-                                  f"attempt {attempt}: {diag.summary}{follow}", remedies=tuple(getattr(diag, "hints", ()) or ()),
-                                  figures=figures)
-        self._raise(replace(finding, key=f"{finding.kind}:attempt-{attempt}"), now)
+        self._raise(alerts.exit_finding(fields, diag, follow), now)
 
-    def _raise(self, f: Finding, now: float) -> None:
+    def _judge(self, verdicts: alerts.Verdicts, now: float) -> None:
+        for key, finding in verdicts.items():
+            if finding is None:
+                self.alerts.clear(key)
+            else:
+                self._raise(finding, now)
+
+    def _raise(self, f: Finding | None, now: float) -> None:
+        if f is None:
+            return
         alert, new = self.alerts.raise_alert(f.kind, f.severity, f.title, f.text, remedies=tuple(f.remedies),
                                              figures=f.figures, key=f.key, now=now)
         if new:
@@ -591,7 +586,7 @@ class Engine:
                 data = data[data.find(b"\n") + 1:]
                 self._log_decoder.reset()
             for alert in _safe(self._feed.feed_output, self._log_decoder.decode(data), now):
-                self._raise(self._attempt_key(finding_from_alert(alert)), now)
+                self._raise(alerts.oom_finding(alert, self._attempt()), now)
         mono = time.monotonic()
         records: Any = ()
         if mono >= self._next_feed_poll:
@@ -615,69 +610,32 @@ class Engine:
         with self._poll_lock:
             self._poll_files()
 
-    def _attempt_key(self, f: Finding) -> Finding:
-        attempt = self.supervisor.info().attempt if self.supervisor is not None else 0
-        return replace(f, key=f.key or f"{f.kind}:attempt-{attempt}")
+    def _attempt(self) -> int:
+        return self.supervisor.info().attempt if self.supervisor is not None else 0
 
     def _check_thresholds(self) -> None:
         now = time.time()
         mon = self.parts.monitor.snapshot() if self.parts.monitor is not None else None
-        tree = getattr(mon, "tree", None)
-        if tree is not None:
-            self.tree.note(getattr(tree, "processes", ()))
-        host = getattr(mon, "host", None)
-        if host is not None:
-            # The host sampler decides memory and disk alerts against [monitor] thresholds.
-            raised = {a.kind: a for a in getattr(host, "alerts", ())}
-            for kind in ("memory", "disk"):
-                a = raised.get(kind)
-                if a is None:
-                    self.alerts.clear(kind)
-                    continue
-                title = "System memory is almost full" if kind == "memory" else "The cache's disk is almost full"
-                remedies = (("fewer DataLoader workers (num_workers)", "a smaller prefetch_factor or batch size",
-                             "stop other programs on this machine") if kind == "memory"
-                            else ("lower [cache] max_size", "free space on that disk"))
-                self._raise(Finding(kind, "warning", title, a.message, remedies=remedies,
-                                    figures={"used_fraction": a.used_fraction, "threshold": a.threshold}, key=kind), now)
+        if mon is not None and mon.tree is not None:
+            self.tree.note(mon.tree.processes)
+        if mon is not None and mon.host is not None:
+            self._judge(alerts.host_findings(mon.host), now)
         view, watched = self._sampled_caches()
         for w in watched:
-            # A watched directory judges its own condition (over max, eviction blocked, filling up).
-            root = str(getattr(w, "root", ""))
-            live = {a.kind: a for a in getattr(w, "alerts", ())}
-            for kind in _WATCH_ALERT_KINDS:
-                key = f"watch:{root}:{kind}"
-                a = live.get(kind)
-                if a is None:
-                    self.alerts.clear(key)
-                    continue
-                severity = {"critical": "critical", "warning": "warning"}.get(getattr(a, "level", ""), "info")
-                self._raise(Finding(f"watch_{kind}", severity, f"Watched directory: {kind.replace('_', ' ')}",
-                                    f"{root}: {a.message}", remedies=("evict now (key e)", "lower the [[watch]] max_size"),
-                                    key=key), now)
+            self._judge(alerts.watch_findings(w), now)
         if isinstance(view, CacheView) and view.stats is not None:
-            s = view.stats
-            if s.used_bytes > s.max_bytes:
-                self._raise(Finding("cache_over_max", "error", "The cache is over its limit",
-                                    f"{format_size(s.used_bytes)} used, max {format_size(s.max_bytes)}",
-                                    remedies=("evict to the target (key e)", "something outside cachewatch writes into the cache root"),
-                                    key="cache_over_max"), now)
-            else:
-                self.alerts.clear("cache_over_max")
-            self._check_on_demand_build(s, now)
+            self._judge(alerts.cache_findings(view.stats), now)
+            self._check_on_demand_build(view.stats, now)
 
-    def _check_on_demand_build(self, stats: Any, now: float) -> None:
+    def _check_on_demand_build(self, stats: CacheStats, now: float) -> None:
         """Seed 004: misses that keep coming while the training runs mean the cache is built on demand."""
         info = self.supervisor.info() if self.supervisor is not None else None
         if info is None or info.state is not TrainingState.RUNNING:
             return
-        from ..training.ondemand import sample_from
-
         progress = _safe_value(lambda: self._feed.snapshot(now))
         found = self._on_demand.observe(sample_from(now, stats.hits, stats.misses, progress))
         if found is not None:
-            self._raise(Finding("cache_on_demand_build", "warning", found.title, found.text, remedies=found.remedies,
-                                figures=dict(found.figures), key=f"cache_on_demand_build:attempt-{info.attempt}"), now)
+            self._raise(alerts.on_demand_finding(found, info.attempt), now)
 
     def _publish(self) -> EngineSnapshot:
         with self._publish_lock:

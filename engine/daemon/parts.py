@@ -19,7 +19,6 @@ from ..training.progress import ProgressSnapshot
 from .codec import frozen_map
 
 __all__ = [
-    "Finding",
     "MonitorLike",
     "ProgressFeedLike",
     "JobFactory",
@@ -27,23 +26,9 @@ __all__ = [
     "PeriodicSampler",
     "NoProgress",
     "default_parts",
-    "finding_from_alert",
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Something seen in the training's output or exit, or a threshold crossed, that deserves an alert."""
-
-    kind: str  # "cuda_oom", "host_oom", "host_oom_kill", "memory", ...
-    severity: str
-    title: str
-    text: str = ""
-    remedies: tuple[str, ...] = ()
-    figures: Mapping[str, Any] = field(default_factory=frozen_map)
-    key: str | None = None  # alerts with the same key are one alert raised again
 
 
 class MonitorLike(Protocol):
@@ -154,17 +139,6 @@ class PeriodicSampler:
                 self._on_sample()
             self._wake.wait(self.interval_s)
             self._wake.clear()
-
-
-def finding_from_alert(alert: Any) -> Finding:
-    """An OOM alert of ``engine.training.oom`` (CudaOomAlert, HostOomAlert) as a :class:`Finding`."""
-    kind = str(getattr(alert, "kind", "alert"))
-    summary = alert.summary() if callable(getattr(alert, "summary", None)) else str(alert)
-    title = {"cuda_oom": "CUDA out of memory", "host_oom": "Host out of memory"}.get(kind, kind.replace("_", " "))
-    figures = alert.to_json() if callable(getattr(alert, "to_json", None)) else {}
-    figures = {k: v for k, v in figures.items() if k not in ("remedies", "summary", "kind")}
-    return Finding(kind=kind, severity="critical" if kind == "cuda_oom" else "error", title=title, text=summary,
-                   remedies=tuple(getattr(alert, "remedies", ()) or ()), figures=frozen_map(figures))
 
 
 def default_parts(config: Any) -> EngineParts:
