@@ -32,7 +32,7 @@ from cachewatch.engine.daemon.results import (
     decode_result,
 )
 from cachewatch.engine.daemon.snapshot import EngineSnapshot
-from cachewatch.engine.metrics import SnapshotCollector
+from cachewatch.engine.daemon.metrics import SnapshotCollector
 from cachewatch.engine.monitor import GpuSnapshot, HostSnapshot, Monitor, NvmlBoundary, TreeSnapshot
 from cachewatch.engine.training.progress import ProgressSnapshot
 from cachewatch.engine.watch.stats import WatchStats
