@@ -38,7 +38,7 @@ from cachewatch.engine.training.progress import ProgressSnapshot
 from cachewatch.engine.watch.stats import WatchStats
 
 from ..monitor.fake_nvml import FakeGpu, FakeNvml
-from .util import wait_for
+from tests.support.engine import wait_for
 
 # A training that reports progress through its output, runs out of GPU memory in words
 # (seed 001's message) and keeps one DataLoader-like child process.

@@ -33,7 +33,7 @@ from cachewatch.engine.daemon.snapshot import JobView
 from cachewatch.engine.jobs.equality import deep_equal
 from cachewatch.engine.jobs.split_pickle import PickleSplitter
 
-from ..helpers import run_cli
+from tests.support.helpers import run_cli
 
 
 def traces(n: int, seed: int = 0) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from cachewatch.tui.screens.split import SplitDialog
 from cachewatch.tui.source import EngineSource
 from cachewatch.tui.widgets.eviction_log import EvictionLog
 from cachewatch.tui.widgets.training_panel import TrainingPanel
-from tests.daemon.util import EngineEnv, proc_state
+from tests.support.engine import EngineEnv, proc_state
 
 SCRIPT = Path(__file__).with_name("training_script.py")
 SIZE = (120, 40)
