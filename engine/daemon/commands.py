@@ -37,8 +37,8 @@ def _handles(name: str) -> Callable[[Handler], Handler]:
 
 
 def watch_root(w: Any) -> str:
-    root = getattr(w, "root", "")
-    return str(getattr(root, "path", root))
+    """A watched directory's root (``WatchedDirectory.root`` is the ``RootIdentity`` opened at start)."""
+    return str(w.root.path)
 
 
 def _need_supervisor(engine: Engine) -> Supervisor:

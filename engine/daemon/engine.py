@@ -45,6 +45,7 @@ from ..config import Config
 from ..errors import CachewatchError
 from ..events import Event, EventLog
 from ..training.ondemand import OnDemandBuildDetector, sample_from
+from ..training.records import ReportRecord
 from ..training.runstate import RestartPolicy, TrainingState
 from ..training.supervisor import ENGINE_ENV, Supervisor, SupervisorError
 from ..watch.stats import WatchStats
@@ -54,7 +55,7 @@ from .alerts import AlertBoard, Finding
 from .commands import HANDLERS, watch_root
 from .errors import CommandFailed
 from .jobrunner import JobRunner
-from .parts import EngineParts, NoProgress, PeriodicSampler, default_parts
+from .parts import EngineParts, NoProgress, PeriodicSampler, ProgressFeedLike, default_parts
 from .protocol import COMMANDS, PROTOCOL_VERSION, ErrorCode, LogChunk
 from .snapshot import CacheView, EngineInfo, EngineSnapshot, EvictionView, JobView
 from .evictions import EvictionFollower
@@ -117,7 +118,7 @@ class Engine:
         self.min_publish_s = min_publish_s
         self.exit_with_training = exit_with_training
         self.parts = parts if parts is not None else default_parts(config)
-        self._feed: Any = NoProgress()  # replaced at each attempt's start
+        self._feed: ProgressFeedLike = NoProgress()  # replaced at each attempt's start
         self._on_demand = OnDemandBuildDetector()  # cache misses during training (seed 004)
         self.info = EngineInfo(
             name=self.name,
@@ -463,9 +464,8 @@ class Engine:
                 monitor.set_root_pid(fields.get("pid"))
         elif kind in ("training.paused", "training.resumed"):
             # Paused time is not training time: the ETA neither runs down nor grows with it.
-            hook = getattr(self._feed, "pause" if kind == "training.paused" else "resume", None)
-            if hook is not None:
-                _safe(hook, now)
+            feed = self._feed
+            _safe_value(lambda: (feed.pause if kind == "training.paused" else feed.resume)(now))
         elif kind == "training.exited":
             self._drain_output(now)
             code, requested = fields.get("exit_code"), bool(fields.get("requested"))
@@ -588,7 +588,7 @@ class Engine:
             for alert in _safe(self._feed.feed_output, self._log_decoder.decode(data), now):
                 self._raise(alerts.oom_finding(alert, self._attempt()), now)
         mono = time.monotonic()
-        records: Any = ()
+        records: Sequence[ReportRecord] = ()
         if mono >= self._next_feed_poll:
             # The progress file is read at most every feed_poll_s: a script reporting every step
             # (tens of lines a second) is parsed in batches, which costs far less per line.
@@ -596,11 +596,9 @@ class Engine:
             records = _safe(self._feed.poll, now)
         for rec in records:
             changed = True
-            kind = getattr(rec, "kind", "")
-            if kind in ("checkpoint", "event"):
-                fields = rec.to_json() if callable(getattr(rec, "to_json", None)) else {}
-                fields = {k: v for k, v in fields.items() if k not in ("v", "kind", "t")}
-                self.record("training.checkpoint" if kind == "checkpoint" else "training.report", **fields)
+            if rec.kind in ("checkpoint", "event"):
+                fields = {k: v for k, v in rec.to_json().items() if k not in ("v", "kind", "t")}
+                self.record("training.checkpoint" if rec.kind == "checkpoint" else "training.report", **fields)
         if self.poll_evictions():
             changed = True
         return changed

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
 from ..monitor.monitor import MonitorSnapshot
+from ..training.oom import CudaOomAlert, HostOomAlert
 from ..training.progress import ProgressSnapshot
+from ..training.records import ReportRecord
 from .codec import frozen_map
 
 __all__ = [
@@ -47,16 +49,20 @@ class MonitorLike(Protocol):
 class ProgressFeedLike(Protocol):
     """``engine.training.feed.ProgressFeed``: one per attempt of the training."""
 
-    last_cuda_oom: Any
+    last_cuda_oom: CudaOomAlert | None
 
-    def feed_output(self, chunk: bytes | str, time_s: float | None = None) -> list[Any]:
-        """Output as it arrives; returns new OOM alerts (objects with kind, summary(), remedies, to_json())."""
+    def feed_output(self, chunk: bytes | str, time_s: float | None = None) -> list[CudaOomAlert | HostOomAlert]:
+        """Output as it arrives; returns the OOMs it completes."""
 
-    def poll(self, time_s: float | None = None) -> list[Any]:
-        """New records of the progress file (objects with ``kind``; ``event`` and ``checkpoint`` go to the event log)."""
+    def poll(self, time_s: float | None = None) -> list[ReportRecord]:
+        """New records of the progress file (``event`` and ``checkpoint`` go to the event log)."""
 
-    def finish(self, time_s: float | None = None, outcome: str = "exited") -> list[Any]:
-        """The attempt exited (``finished``, ``stopped``, ``failed``); returns alerts completed by the end of the output."""
+    def finish(self, time_s: float | None = None, outcome: str = "exited") -> list[CudaOomAlert | HostOomAlert]:
+        """The attempt exited (``finished``, ``stopped``, ``failed``); returns OOMs completed by the end of the output."""
+
+    def pause(self, time_s: float | None = None) -> None: ...
+
+    def resume(self, time_s: float | None = None) -> None: ...
 
     def snapshot(self, now: float | None = None) -> ProgressSnapshot | None: ...
 
@@ -85,16 +91,22 @@ class EngineParts:
 class NoProgress:
     """The progress feed when none is built in: progress stays unknown."""
 
-    last_cuda_oom = None
+    last_cuda_oom: CudaOomAlert | None = None
 
-    def feed_output(self, chunk: bytes | str, time_s: float | None = None) -> list[Any]:
+    def feed_output(self, chunk: bytes | str, time_s: float | None = None) -> list[CudaOomAlert | HostOomAlert]:
         return []
 
-    def poll(self, time_s: float | None = None) -> list[Any]:
+    def poll(self, time_s: float | None = None) -> list[ReportRecord]:
         return []
 
-    def finish(self, time_s: float | None = None, outcome: str = "exited") -> list[Any]:
+    def finish(self, time_s: float | None = None, outcome: str = "exited") -> list[CudaOomAlert | HostOomAlert]:
         return []
+
+    def pause(self, time_s: float | None = None) -> None:
+        pass
+
+    def resume(self, time_s: float | None = None) -> None:
+        pass
 
     def snapshot(self, now: float | None = None) -> ProgressSnapshot | None:
         return None
