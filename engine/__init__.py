@@ -4,9 +4,9 @@ This package never imports Textual; a training script, a daemon and the dashboar
 all use it the same way.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_exports
 from ._version import __version__
 
 # Names load their module on first use, so ``from cachewatch.engine import report`` in a
@@ -43,20 +43,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cachewatch.engine' has no attribute {name!r}")
-    value = import_module(module, __name__)
-    if name != "report":
-        value = getattr(value, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from .cache import Cache, CacheMiss, CacheStats, EntryInfo, EvictionReport

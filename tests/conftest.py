@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.daemon.util import EngineEnv, sweep
+from tests.support.engine import EngineEnv, sweep
 
 @pytest.fixture
 def cache_root(tmp_path: Path) -> Path:

@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .helpers import REPO
+from tests.support.helpers import REPO
 
 
 def test_wheel_installs_into_a_fresh_venv(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cachewatch.engine import Cache, load_config
-from tests.daemon.util import EngineEnv
+from tests.support.engine import EngineEnv
 
 
 def test_engine_never_imports_textual() -> None:

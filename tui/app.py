@@ -28,6 +28,7 @@ from textual.widget import Widget
 from textual.widgets import Footer
 
 from cachewatch.engine.daemon.errors import CommandFailed
+from cachewatch.engine.daemon.protocol import COMMANDS
 from cachewatch.engine.daemon.results import (
     AlertResult,
     CommandResult,
@@ -218,13 +219,9 @@ class CachewatchApp(App[None]):
 
     def _after_result(self, choice: str | None) -> None:
         if choice == "repair":
-            self.push_screen(
-                ConfirmationModal("Repair the cache?",
-                                  "Corrupt entries are deleted from the cache and sound files are re-indexed.\n"
-                                  "Missing entries are not rebuilt (that is `cachewatch build`).",
-                                  yes="Repair"),
-                lambda yes: self.send("verify", "verify", {"repair": True}) if yes else None,
-            )
+            self.send_asking("verify", "verify", {"repair": True}, "Repair the cache?",
+                             "Corrupt entries are deleted from the cache and sound files are re-indexed.\n"
+                             "Missing entries are not rebuilt (that is `cachewatch build`).", yes="Repair")
 
     # ------------------------------------------------------------------------------ actions
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -250,6 +247,17 @@ class CachewatchApp(App[None]):
         args = dict(args or {})
         self.commands_sent.append((command, args))
         self._command_worker(action_id, command, args)
+
+    def send_asking(self, action_id: str, command: str, args: Mapping[str, Any], title: str, text: str, *,
+                    yes: str) -> None:
+        """Send ``command``, asking first exactly when the command table says this call is
+        destructive (``COMMANDS[command].is_destructive(args)``): a split that keeps its
+        originals starts at once, one that deletes them asks."""
+        if not COMMANDS[command].is_destructive(args):
+            self.send(action_id, command, args)
+            return
+        self.push_screen(ConfirmationModal(title, text, yes=yes),
+                         lambda ok: self.send(action_id, command, args) if ok else None)
 
     @work(thread=True, group="commands", exit_on_error=False)
     def _command_worker(self, action_id: str, command: str, args: dict[str, Any]) -> None:
@@ -290,6 +298,8 @@ class CachewatchApp(App[None]):
             self._why_not("no managed cache to evict: set [cache] root and max_size in cachewatch.toml")
             return
 
+        # The dialog is the question an evict asks (the table: destructive unless dry_run, and the
+        # dialog sends no dry run); its yes is the red "Evict (y)".
         def chosen(request: EvictRequest | None) -> None:
             if request is not None:
                 self.send("evict", "evict", request.args())
@@ -323,15 +333,9 @@ class CachewatchApp(App[None]):
         return next((j for j in self.snapshot.jobs if j.kind == kind and j.state == "running"), None)
 
     def _do_split(self) -> None:
-        def confirmed(request: SplitRequest, yes: bool) -> None:
-            if yes:
-                self.send("split", "split", request.args())
-
         def chosen(request: SplitRequest | None) -> None:
-            if request is None:
-                return
-            self.push_screen(ConfirmationModal("Start the split?", request.describe(), yes="Split"),
-                             lambda yes: confirmed(request, bool(yes)))
+            if request is not None:
+                self.send_asking("split", "split", request.args(), "Start the split?", request.describe(), yes="Split")
 
         self.push_screen(SplitDialog(), chosen)
 
@@ -356,32 +360,22 @@ class CachewatchApp(App[None]):
         if t is None:
             self._why_not("this engine runs no training")
             return
-        if t.state.over:
-            self.push_screen(ConfirmationModal("Start the training again?",
-                                               f"{' '.join(t.command)}\nstarts again with the same command.",
-                                               yes="Start"),
-                             lambda yes: self.send("restart", "start") if yes else None)
+        if t.state.over:  # starting an ended training again harms nothing: no question
+            self.send_asking("restart", "start", {}, "Start the training again?",
+                             f"{' '.join(t.command)}\nstarts again with the same command.", yes="Start")
             return
-        self.push_screen(
-            ConfirmationModal("Restart the training?",
-                              "It is stopped gracefully (SIGTERM, then SIGKILL after the grace period) and started "
-                              "again with the same command.\nProgress since its last checkpoint is lost.",
-                              yes="Restart"),
-            lambda yes: self.send("restart", "restart") if yes else None,
-        )
+        self.send_asking("restart", "restart", {}, "Restart the training?",
+                         "It is stopped gracefully (SIGTERM, then SIGKILL after the grace period) and started "
+                         "again with the same command.\nProgress since its last checkpoint is lost.", yes="Restart")
 
     def _do_stop(self) -> None:
         t = self._training()
         if t is None or t.state.over:
             self._why_not("no training is running")
             return
-        self.push_screen(
-            ConfirmationModal("Stop the training?",
-                              "It is stopped gracefully (SIGTERM, then SIGKILL after the grace period).\n"
-                              "The engine and this dashboard stay; r starts it again.",
-                              yes="Stop training"),
-            lambda yes: self.send("stop", "stop", {"what": "training"}) if yes else None,
-        )
+        self.send_asking("stop", "stop", {"what": "training"}, "Stop the training?",
+                         "It is stopped gracefully (SIGTERM, then SIGKILL after the grace period).\n"
+                         "The engine and this dashboard stay; r starts it again.", yes="Stop training")
 
     def _do_cancel_job(self) -> None:
         running = [j for j in (self.snapshot.jobs if self.snapshot else ()) if j.state == "running"]

@@ -7,8 +7,9 @@ the help screen lists :data:`ACTIONS`, the palette offers :data:`ACTIONS`; nothi
 declares a key.
 
 Whether an action asks before it runs comes from the engine's own command table
-(``CommandSpec.destructive`` in ``engine/daemon/protocol.py``), so the engine and the
-dashboard cannot disagree about what is destructive.
+(``CommandSpec.is_destructive(args)`` in ``engine/daemon/protocol.py``, asked by
+``CachewatchApp.send_asking`` for each call), so the engine and the dashboard cannot
+disagree about what is destructive.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class DashboardAction:
 
     @property
     def destructive(self) -> bool:
-        """Asks first, with the safe answer focused. Decided by the engine's command table."""
+        """May ask first (the help column); each call asks when ``is_destructive(args)`` says so."""
         spec = COMMANDS.get(self.engine_command or "")
         return bool(spec and spec.destructive)
 

@@ -1170,7 +1170,7 @@ class Cache:
         size_before = c.live_bytes + c.replaced_bytes
         used = size_before + self._ledger.totals()[0]
         keys: list[str] = []
-        files = freed = freed_data = pinned = 0
+        files = freed = pinned = 0
         offset = 0
         if goal_used is None:
             batch = _BATCH
@@ -1215,7 +1215,6 @@ class Cache:
                     n_files += 1
                     freed += row.charge
                     n_bytes += row.charge
-                    freed_data += row.size
                     used -= row.charge
                     if len(keys) < _KEYS_IN_EVENT:
                         keys.append(row.key)
@@ -1544,13 +1543,6 @@ def _unlink_quiet(path: str | Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _inode_at(path: str) -> int | None:
-    try:
-        return os.lstat(path).st_ino
-    except FileNotFoundError:
-        return None
 
 
 def _unlink_if_inode(path: str | Path, ino: int) -> None:

@@ -9,7 +9,8 @@ detached engine. The protocol is described in ``protocol.py`` and ``docs/engine.
 from .client import AsyncEngineClient, EngineClient, connect
 from .engine import Engine
 from .errors import CommandFailed, ConnectionLost, EngineError, EngineNameTaken, NoEngine, ProtocolError, RuntimeDirError
-from .parts import EngineParts, Finding
+from .alerts import Finding
+from .parts import EngineParts
 from .process import run_engine, start_daemon
 from .protocol import COMMANDS, PROTOCOL_VERSION, CommandSpec, LogChunk
 from .runtime import EngineEntry, find_engine, list_engines, runtime_dir

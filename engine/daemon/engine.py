@@ -40,18 +40,22 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from .._version import __version__
 from ..cache import Cache
+from ..cache.types import CacheStats
 from ..config import Config
 from ..errors import CachewatchError
 from ..events import Event, EventLog
-from ..sizes import format_size
+from ..training.ondemand import OnDemandBuildDetector, sample_from
+from ..training.records import ReportRecord
 from ..training.runstate import RestartPolicy, TrainingState
-from ..training.supervisor import ENGINE_ENV, LaunchError, Supervisor, SupervisorError
+from ..training.supervisor import ENGINE_ENV, Supervisor, SupervisorError
 from ..watch.stats import WatchStats
 from . import orphans, runtime
-from .alerts import AlertBoard
+from . import alerts
+from .alerts import AlertBoard, Finding
+from .commands import HANDLERS, watch_root
 from .errors import CommandFailed
 from .jobrunner import JobRunner
-from .parts import EngineParts, Finding, NoProgress, PeriodicSampler, default_parts, finding_from_alert
+from .parts import EngineParts, NoProgress, PeriodicSampler, ProgressFeedLike, default_parts
 from .protocol import COMMANDS, PROTOCOL_VERSION, ErrorCode, LogChunk
 from .snapshot import CacheView, EngineInfo, EngineSnapshot, EvictionView, JobView
 from .evictions import EvictionFollower
@@ -64,7 +68,6 @@ log = logging.getLogger(__name__)
 CONFIG_ENV = "CACHEWATCH_CONFIG"
 _EVICTIONS_KEPT = 50
 _PARSE_WINDOW_BYTES = 256 * 1024  # at most this much new output is parsed per poll
-_WATCH_ALERT_KINDS = ("over_max", "eviction_blocked", "max_soon", "disk_full_soon", "events_lost", "root_gone")
 
 _T = TypeVar("_T")
 SnapshotListener = Callable[[EngineSnapshot], None]
@@ -115,9 +118,7 @@ class Engine:
         self.min_publish_s = min_publish_s
         self.exit_with_training = exit_with_training
         self.parts = parts if parts is not None else default_parts(config)
-        self._feed: Any = NoProgress()  # replaced at each attempt's start
-        from ..training.ondemand import OnDemandBuildDetector
-
+        self._feed: ProgressFeedLike = NoProgress()  # replaced at each attempt's start
         self._on_demand = OnDemandBuildDetector()  # cache misses during training (seed 004)
         self.info = EngineInfo(
             name=self.name,
@@ -138,7 +139,7 @@ class Engine:
         self.alerts = AlertBoard()
         self.jobs = JobRunner(self._on_job)
         self.cache: Cache | None = None
-        self._cache_error: str | None = None
+        self.cache_error: str | None = None
         self._cache_sampler: PeriodicSampler | None = None
         self.supervisor: Supervisor | None = None
 
@@ -294,7 +295,7 @@ class Engine:
         if stop_training and self.supervisor is not None:
             info = self.supervisor.info()
             if info.state.live or info.state is TrainingState.RESTARTING:
-                self._stop_training(self.supervisor.stop)
+                self.stop_training(self.supervisor.stop)
             else:
                 self._end_leftovers(self.tree.members(None))
             orphans.remove_record(self.state_dir, self.run_id)
@@ -327,7 +328,7 @@ class Engine:
             except Exception:
                 log.exception("cache close failed")
 
-    def _stop_training(self, how: Callable[[], Any], *, rescan: bool = True) -> Any:
+    def stop_training(self, how: Callable[[], Any], *, rescan: bool = True) -> Any:
         """``how()`` (the supervisor's stop or restart: SIGTERM/SIGKILL to the training's group),
         then the same to every process of the training that left the group (``setsid``).
 
@@ -370,7 +371,7 @@ class Engine:
         if c.root is not None:
             index = Path(c.root) / ".cachewatch" / "index.sqlite"
             if c.max_size is None and not index.is_file():
-                self._cache_error = "[cache] max_size is not set and the cache does not exist yet; set max_size"
+                self.cache_error = "[cache] max_size is not set and the cache does not exist yet; set max_size"
             else:
                 self.cache = Cache.from_config(self.config) if c.max_size is not None else Cache(c.root)
                 for report in reversed(self.cache.eviction_log(limit=20)):
@@ -383,7 +384,7 @@ class Engine:
             watcher = self.parts.new_watch(wcfg)
             watcher.start()
             self.watchers.append(watcher)
-            self._eviction_feed.add(_watch_root(watcher), watcher.events)
+            self._eviction_feed.add(watch_root(watcher), watcher.events)
         if c.root is not None or self.watchers:
             self._cache_sampler = PeriodicSampler(self._read_caches, self.interval_s, name="cache-sampler",
                                                   on_sample=self._changed)
@@ -395,7 +396,7 @@ class Engine:
         if self.config.cache.root is not None:
             root = str(self.config.cache.root)
             if self.cache is None:
-                view = CacheView(root=root, error=self._cache_error)
+                view = CacheView(root=root, error=self.cache_error)
             else:
                 try:
                     stats = self.cache.stats()
@@ -412,7 +413,7 @@ class Engine:
                 log.exception("watch stats failed")
         return view, tuple(watched)
 
-    def _poll_evictions(self) -> bool:
+    def poll_evictions(self) -> bool:
         found = self._eviction_feed.poll()
         for root, e in found:
             fields = {k: v for k, v in e.fields.items() if k != "keys"}
@@ -426,7 +427,7 @@ class Engine:
     def _sampled_caches(self) -> tuple[CacheView | None, tuple[WatchStats, ...]]:
         latest = self._cache_sampler.latest() if self._cache_sampler is not None else None
         if latest is None:
-            view = CacheView(root=str(self.config.cache.root), error=self._cache_error) if self.config.cache.root else None
+            view = CacheView(root=str(self.config.cache.root), error=self.cache_error) if self.config.cache.root else None
             return view, ()
         view, watched = latest
         return view, watched
@@ -463,57 +464,52 @@ class Engine:
                 monitor.set_root_pid(fields.get("pid"))
         elif kind in ("training.paused", "training.resumed"):
             # Paused time is not training time: the ETA neither runs down nor grows with it.
-            hook = getattr(self._feed, "pause" if kind == "training.paused" else "resume", None)
-            if hook is not None:
-                _safe(hook, now)
+            feed = self._feed
+            _safe_value(lambda: (feed.pause if kind == "training.paused" else feed.resume)(now))
         elif kind == "training.exited":
             self._drain_output(now)
             code, requested = fields.get("exit_code"), bool(fields.get("requested"))
             outcome = "stopped" if requested else ("finished" if code == 0 and not fields.get("signal") else "failed")
             for alert in _safe(self._feed.finish, now, outcome):
-                self._raise(self._attempt_key(finding_from_alert(alert)), now)
+                self._raise(alerts.oom_finding(alert, self._attempt()), now)
             if monitor is not None:
                 monitor.set_root_pid(None)
             self._alert_exit(fields, now)
         elif kind == "training.failed":
-            self._raise(Finding("training_failed", "error", "The training could not be restarted", str(fields.get("error", ""))), now)
+            self._raise(alerts.failed_restart_finding(str(fields.get("error", ""))), now)
         self._changed()
         if self.exit_with_training and self.supervisor is not None and self.supervisor.info().state.over:
             self.request_stop("the training ended")
 
     def _alert_exit(self, fields: Mapping[str, Any], now: float) -> None:
-        requested = bool(fields.get("requested"))
-        code, sig = fields.get("exit_code"), fields.get("signal")
-        if requested or (code == 0 and sig is None):
+        if fields.get("requested") or (fields.get("exit_code") == 0 and fields.get("signal") is None):
             return
-        attempt = fields.get("attempt")
         info = self.supervisor.info() if self.supervisor is not None else None
         follow = ""
         if info is not None and info.state is TrainingState.RESTARTING and info.next_restart_at:
             follow = (f"; restart {info.failure_restarts + 1}/{info.policy.max_restarts} "
                       f"in {max(0.0, info.next_restart_at - now):.0f}s")
-        figures = {"exit_code": code, "signal": sig, "attempt": attempt, "duration_s": fields.get("duration_s")}
-        finding = Finding("training_exit", "error", f"Training {fields.get('reason', 'failed')}",
-                          f"attempt {attempt} {fields.get('reason', '')}{follow}; the log tail says why", figures=figures)
+        diag = None
         if self.parts.classify_exit is not None:
+            sig = fields.get("signal")
             try:
                 sig_num = int(_signal.Signals[str(sig)]) if sig in _signal.Signals.__members__ else None
-                diag = self.parts.classify_exit(exit_code=code, signal=sig_num, cuda_oom=self._feed.last_cuda_oom,
-                                                stopped_by_user=False)
+                diag = self.parts.classify_exit(exit_code=fields.get("exit_code"), signal=sig_num,
+                                                cuda_oom=self._feed.last_cuda_oom, stopped_by_user=False)
             except Exception:
                 log.exception("exit classifier failed")
-            else:
-                category = getattr(diag, "category", "error")
-                if category in ("success", "stopped", "cuda_oom"):
-                    return  # a CUDA OOM has its own alert from the output, with the figures
-                kind = "host_oom_kill" if category == "host_oom_kill" else "training_exit"
-                finding = Finding(kind, "critical" if kind == "host_oom_kill" else "error",
-                                  "Training killed: probable host OOM kill" if kind == "host_oom_kill" else f"Training {fields.get('reason', 'failed')}",
-                                  f"attempt {attempt}: {diag.summary}{follow}", remedies=tuple(getattr(diag, "hints", ()) or ()),
-                                  figures=figures)
-        self._raise(replace(finding, key=f"{finding.kind}:attempt-{attempt}"), now)
+        self._raise(alerts.exit_finding(fields, diag, follow), now)
 
-    def _raise(self, f: Finding, now: float) -> None:
+    def _judge(self, verdicts: alerts.Verdicts, now: float) -> None:
+        for key, finding in verdicts.items():
+            if finding is None:
+                self.alerts.clear(key)
+            else:
+                self._raise(finding, now)
+
+    def _raise(self, f: Finding | None, now: float) -> None:
+        if f is None:
+            return
         alert, new = self.alerts.raise_alert(f.kind, f.severity, f.title, f.text, remedies=tuple(f.remedies),
                                              figures=f.figures, key=f.key, now=now)
         if new:
@@ -590,9 +586,9 @@ class Engine:
                 data = data[data.find(b"\n") + 1:]
                 self._log_decoder.reset()
             for alert in _safe(self._feed.feed_output, self._log_decoder.decode(data), now):
-                self._raise(self._attempt_key(finding_from_alert(alert)), now)
+                self._raise(alerts.oom_finding(alert, self._attempt()), now)
         mono = time.monotonic()
-        records: Any = ()
+        records: Sequence[ReportRecord] = ()
         if mono >= self._next_feed_poll:
             # The progress file is read at most every feed_poll_s: a script reporting every step
             # (tens of lines a second) is parsed in batches, which costs far less per line.
@@ -600,12 +596,10 @@ class Engine:
             records = _safe(self._feed.poll, now)
         for rec in records:
             changed = True
-            kind = getattr(rec, "kind", "")
-            if kind in ("checkpoint", "event"):
-                fields = rec.to_json() if callable(getattr(rec, "to_json", None)) else {}
-                fields = {k: v for k, v in fields.items() if k not in ("v", "kind", "t")}
-                self.record("training.checkpoint" if kind == "checkpoint" else "training.report", **fields)
-        if self._poll_evictions():
+            if rec.kind in ("checkpoint", "event"):
+                fields = {k: v for k, v in rec.to_json().items() if k not in ("v", "kind", "t")}
+                self.record("training.checkpoint" if rec.kind == "checkpoint" else "training.report", **fields)
+        if self.poll_evictions():
             changed = True
         return changed
 
@@ -614,69 +608,32 @@ class Engine:
         with self._poll_lock:
             self._poll_files()
 
-    def _attempt_key(self, f: Finding) -> Finding:
-        attempt = self.supervisor.info().attempt if self.supervisor is not None else 0
-        return replace(f, key=f.key or f"{f.kind}:attempt-{attempt}")
+    def _attempt(self) -> int:
+        return self.supervisor.info().attempt if self.supervisor is not None else 0
 
     def _check_thresholds(self) -> None:
         now = time.time()
         mon = self.parts.monitor.snapshot() if self.parts.monitor is not None else None
-        tree = getattr(mon, "tree", None)
-        if tree is not None:
-            self.tree.note(getattr(tree, "processes", ()))
-        host = getattr(mon, "host", None)
-        if host is not None:
-            # The host sampler decides memory and disk alerts against [monitor] thresholds.
-            raised = {a.kind: a for a in getattr(host, "alerts", ())}
-            for kind in ("memory", "disk"):
-                a = raised.get(kind)
-                if a is None:
-                    self.alerts.clear(kind)
-                    continue
-                title = "System memory is almost full" if kind == "memory" else "The cache's disk is almost full"
-                remedies = (("fewer DataLoader workers (num_workers)", "a smaller prefetch_factor or batch size",
-                             "stop other programs on this machine") if kind == "memory"
-                            else ("lower [cache] max_size", "free space on that disk"))
-                self._raise(Finding(kind, "warning", title, a.message, remedies=remedies,
-                                    figures={"used_fraction": a.used_fraction, "threshold": a.threshold}, key=kind), now)
+        if mon is not None and mon.tree is not None:
+            self.tree.note(mon.tree.processes)
+        if mon is not None and mon.host is not None:
+            self._judge(alerts.host_findings(mon.host), now)
         view, watched = self._sampled_caches()
         for w in watched:
-            # A watched directory judges its own condition (over max, eviction blocked, filling up).
-            root = str(getattr(w, "root", ""))
-            live = {a.kind: a for a in getattr(w, "alerts", ())}
-            for kind in _WATCH_ALERT_KINDS:
-                key = f"watch:{root}:{kind}"
-                a = live.get(kind)
-                if a is None:
-                    self.alerts.clear(key)
-                    continue
-                severity = {"critical": "critical", "warning": "warning"}.get(getattr(a, "level", ""), "info")
-                self._raise(Finding(f"watch_{kind}", severity, f"Watched directory: {kind.replace('_', ' ')}",
-                                    f"{root}: {a.message}", remedies=("evict now (key e)", "lower the [[watch]] max_size"),
-                                    key=key), now)
+            self._judge(alerts.watch_findings(w), now)
         if isinstance(view, CacheView) and view.stats is not None:
-            s = view.stats
-            if s.used_bytes > s.max_bytes:
-                self._raise(Finding("cache_over_max", "error", "The cache is over its limit",
-                                    f"{format_size(s.used_bytes)} used, max {format_size(s.max_bytes)}",
-                                    remedies=("evict to the target (key e)", "something outside cachewatch writes into the cache root"),
-                                    key="cache_over_max"), now)
-            else:
-                self.alerts.clear("cache_over_max")
-            self._check_on_demand_build(s, now)
+            self._judge(alerts.cache_findings(view.stats), now)
+            self._check_on_demand_build(view.stats, now)
 
-    def _check_on_demand_build(self, stats: Any, now: float) -> None:
+    def _check_on_demand_build(self, stats: CacheStats, now: float) -> None:
         """Seed 004: misses that keep coming while the training runs mean the cache is built on demand."""
         info = self.supervisor.info() if self.supervisor is not None else None
         if info is None or info.state is not TrainingState.RUNNING:
             return
-        from ..training.ondemand import sample_from
-
         progress = _safe_value(lambda: self._feed.snapshot(now))
         found = self._on_demand.observe(sample_from(now, stats.hits, stats.misses, progress))
         if found is not None:
-            self._raise(Finding("cache_on_demand_build", "warning", found.title, found.text, remedies=found.remedies,
-                                figures=dict(found.figures), key=f"cache_on_demand_build:attempt-{info.attempt}"), now)
+            self._raise(alerts.on_demand_finding(found, info.attempt), now)
 
     def _publish(self) -> EngineSnapshot:
         with self._publish_lock:
@@ -745,10 +702,7 @@ class Engine:
             raise CommandFailed(str(exc), ErrorCode.BAD_ARGS.value) from None
         result: dict[str, Any]
         try:
-            if spec.long_running:  # a job: answered at once with its id, progress comes as events
-                result = self._start_job(name, args)
-            else:
-                result = getattr(self, f"_cmd_{name}")(args)
+            result = HANDLERS[name](self, args)
         except CommandFailed:
             raise
         except SupervisorError as exc:
@@ -760,106 +714,12 @@ class Engine:
         self._publish()  # the next snapshot a client sees already shows what the command did
         return result
 
-    def _need_supervisor(self) -> Supervisor:
-        if self.supervisor is None:
-            raise CommandFailed("this engine runs no training; start one with `cachewatch run -- CMD`", ErrorCode.UNAVAILABLE.value)
-        return self.supervisor
-
-    def _need_cache(self) -> Cache:
-        if self.cache is None:
-            why = self._cache_error or "no [cache] root in the config"
-            raise CommandFailed(f"this engine has no managed cache ({why})", ErrorCode.UNAVAILABLE.value)
-        return self.cache
-
-    def _cmd_evict(self, args: dict[str, Any]) -> dict[str, Any]:
-        to = args.get("to")  # bytes: the command table parsed "80GB"
-        root = args.get("root")
-        target: Any = None
-        if root is not None and (self.cache is None or os.path.abspath(str(root)) != str(self.cache.root)):
-            target = next((w for w in self.watchers if _watch_root(w) == os.path.abspath(str(root))), None)
-            if target is None:
-                known = [str(self.cache.root)] if self.cache is not None else []
-                known += [_watch_root(w) for w in self.watchers]
-                raise CommandFailed(f"no cache or watched directory at {root!r}; known: {', '.join(known) or 'none'}",
-                                    ErrorCode.BAD_ARGS.value)
-        if target is None:
-            target = self._need_cache()
-        report = target.evict(to=to, dry_run=bool(args.get("dry_run", False)))
-        self._poll_evictions()
-        out: dict[str, Any] = report.to_json()
-        out["keys"] = out["keys"][:100]
-        out["root"] = str(target.root) if isinstance(target, Cache) else _watch_root(target)
-        out["describe"] = report.describe(out["root"])
-        return out
-
-    def _cmd_pause(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"training": self._need_supervisor().pause().to_json()}
-
-    def _cmd_resume(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"training": self._need_supervisor().resume().to_json()}
-
-    def _cmd_restart(self, args: dict[str, Any]) -> dict[str, Any]:
-        sup = self._need_supervisor()
-        if not sup.info().state.live:
-            return {"training": sup.restart().to_json()}
-        return {"training": self._stop_training(sup.restart, rescan=False).to_json()}
-
-    def _cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
-        sup = self._need_supervisor()
-        if not sup.info().state.over:
-            raise CommandFailed(f"the training is {sup.info().state.value}; use restart", ErrorCode.CONFLICT.value)
-        try:
-            return {"training": sup.restart().to_json()}
-        except LaunchError as exc:
-            raise CommandFailed(str(exc), ErrorCode.FAILED.value) from None
-
-    def _cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
-        what = args.get("what", "training")
-        out: dict[str, Any] = {"engine_stopping": what == "engine"}
-        if self.supervisor is not None:
-            info = self.supervisor.info()
-            if not info.state.over:
-                info = self._stop_training(self.supervisor.stop)
-            out["training"] = info.to_json()
-        elif what == "training":
-            self._need_supervisor()
-        if what == "engine":
-            self.request_stop("stop command")
-        return out
-
-    def _cmd_dismiss_alert(self, args: dict[str, Any]) -> dict[str, Any]:
-        aid = args.get("alert_id")
-        try:
-            return {"alert": self.alerts.dismiss(str(aid)).to_json()}
-        except KeyError:
-            raise CommandFailed(f"no alert {aid!r}; take the id from the snapshot's alerts", ErrorCode.BAD_ARGS.value) from None
-
-    def _start_job(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
-        factory = self.parts.jobs.get(kind)
-        if factory is None:
-            raise CommandFailed(f"the {kind} job is not built into this engine yet; run `cachewatch {kind}` instead",
-                                ErrorCode.UNAVAILABLE.value)
-        view = self.jobs.start(kind, lambda job: factory(self, args, job))
-        return {"job": view.to_json()}
-
-    def _cmd_cancel_job(self, args: dict[str, Any]) -> dict[str, Any]:
-        jid = args.get("job_id")
-        try:
-            return {"job": self.jobs.cancel(str(jid)).to_json()}
-        except KeyError:
-            raise CommandFailed(f"no job {jid!r}; take the id from the snapshot's jobs", ErrorCode.BAD_ARGS.value) from None
-
 
 def _pgid(pid: int) -> int | None:
     try:
         return os.getpgid(pid)
     except OSError:
         return None
-
-
-def _watch_root(w: Any) -> str:
-    root = getattr(w, "root", "")
-    return str(getattr(root, "path", root))
 
 
 def _eviction_view(root: str, fields: Mapping[str, Any], t: float) -> EvictionView:

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
 from ..monitor.monitor import MonitorSnapshot
+from ..training.oom import CudaOomAlert, HostOomAlert
 from ..training.progress import ProgressSnapshot
+from ..training.records import ReportRecord
 from .codec import frozen_map
 
 __all__ = [
-    "Finding",
     "MonitorLike",
     "ProgressFeedLike",
     "JobFactory",
@@ -27,23 +28,9 @@ __all__ = [
     "PeriodicSampler",
     "NoProgress",
     "default_parts",
-    "finding_from_alert",
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Something seen in the training's output or exit, or a threshold crossed, that deserves an alert."""
-
-    kind: str  # "cuda_oom", "host_oom", "host_oom_kill", "memory", ...
-    severity: str
-    title: str
-    text: str = ""
-    remedies: tuple[str, ...] = ()
-    figures: Mapping[str, Any] = field(default_factory=frozen_map)
-    key: str | None = None  # alerts with the same key are one alert raised again
 
 
 class MonitorLike(Protocol):
@@ -62,16 +49,20 @@ class MonitorLike(Protocol):
 class ProgressFeedLike(Protocol):
     """``engine.training.feed.ProgressFeed``: one per attempt of the training."""
 
-    last_cuda_oom: Any
+    last_cuda_oom: CudaOomAlert | None
 
-    def feed_output(self, chunk: bytes | str, time_s: float | None = None) -> list[Any]:
-        """Output as it arrives; returns new OOM alerts (objects with kind, summary(), remedies, to_json())."""
+    def feed_output(self, chunk: bytes | str, time_s: float | None = None) -> list[CudaOomAlert | HostOomAlert]:
+        """Output as it arrives; returns the OOMs it completes."""
 
-    def poll(self, time_s: float | None = None) -> list[Any]:
-        """New records of the progress file (objects with ``kind``; ``event`` and ``checkpoint`` go to the event log)."""
+    def poll(self, time_s: float | None = None) -> list[ReportRecord]:
+        """New records of the progress file (``event`` and ``checkpoint`` go to the event log)."""
 
-    def finish(self, time_s: float | None = None, outcome: str = "exited") -> list[Any]:
-        """The attempt exited (``finished``, ``stopped``, ``failed``); returns alerts completed by the end of the output."""
+    def finish(self, time_s: float | None = None, outcome: str = "exited") -> list[CudaOomAlert | HostOomAlert]:
+        """The attempt exited (``finished``, ``stopped``, ``failed``); returns OOMs completed by the end of the output."""
+
+    def pause(self, time_s: float | None = None) -> None: ...
+
+    def resume(self, time_s: float | None = None) -> None: ...
 
     def snapshot(self, now: float | None = None) -> ProgressSnapshot | None: ...
 
@@ -100,16 +91,22 @@ class EngineParts:
 class NoProgress:
     """The progress feed when none is built in: progress stays unknown."""
 
-    last_cuda_oom = None
+    last_cuda_oom: CudaOomAlert | None = None
 
-    def feed_output(self, chunk: bytes | str, time_s: float | None = None) -> list[Any]:
+    def feed_output(self, chunk: bytes | str, time_s: float | None = None) -> list[CudaOomAlert | HostOomAlert]:
         return []
 
-    def poll(self, time_s: float | None = None) -> list[Any]:
+    def poll(self, time_s: float | None = None) -> list[ReportRecord]:
         return []
 
-    def finish(self, time_s: float | None = None, outcome: str = "exited") -> list[Any]:
+    def finish(self, time_s: float | None = None, outcome: str = "exited") -> list[CudaOomAlert | HostOomAlert]:
         return []
+
+    def pause(self, time_s: float | None = None) -> None:
+        pass
+
+    def resume(self, time_s: float | None = None) -> None:
+        pass
 
     def snapshot(self, now: float | None = None) -> ProgressSnapshot | None:
         return None
@@ -154,17 +151,6 @@ class PeriodicSampler:
                 self._on_sample()
             self._wake.wait(self.interval_s)
             self._wake.clear()
-
-
-def finding_from_alert(alert: Any) -> Finding:
-    """An OOM alert of ``engine.training.oom`` (CudaOomAlert, HostOomAlert) as a :class:`Finding`."""
-    kind = str(getattr(alert, "kind", "alert"))
-    summary = alert.summary() if callable(getattr(alert, "summary", None)) else str(alert)
-    title = {"cuda_oom": "CUDA out of memory", "host_oom": "Host out of memory"}.get(kind, kind.replace("_", " "))
-    figures = alert.to_json() if callable(getattr(alert, "to_json", None)) else {}
-    figures = {k: v for k, v in figures.items() if k not in ("remedies", "summary", "kind")}
-    return Finding(kind=kind, severity="critical" if kind == "cuda_oom" else "error", title=title, text=summary,
-                   remedies=tuple(getattr(alert, "remedies", ()) or ()), figures=frozen_map(figures))
 
 
 def default_parts(config: Any) -> EngineParts:

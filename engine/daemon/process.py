@@ -205,7 +205,7 @@ def run_engine(
             sock = bind_socket(lock.socket_path)
             port = metrics_port if metrics_port is not None else (config.metrics.port or None)
             if port is not None:
-                from ..metrics import start_metrics_server
+                from .metrics import start_metrics_server
 
                 metrics = start_metrics_server(engine.snapshot, port, config.metrics.host)
                 engine.set_endpoints(metrics_url=metrics.url)

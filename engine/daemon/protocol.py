@@ -180,8 +180,9 @@ class CommandSpec:
     """One engine command: the single table the engine validates arguments from and the
     dashboard builds its keys and confirmations from.
 
-    ``destructive``: the command can stop the training or delete data, so clients ask first;
-    ``destructive_when`` / ``safe_when`` refine that by arguments (see :meth:`is_destructive`).
+    ``destructive``: the command can stop the training or delete data (the help column;
+    ``--readonly`` leaves it out); ``destructive_when`` / ``safe_when`` say which calls, by
+    their arguments (see :meth:`is_destructive`); clients ask first exactly for those calls.
     ``long_running``: answered at once with a job id; the work runs as a job whose progress
     comes as events (the engine starts every such command through its job runner).
     """
@@ -195,11 +196,17 @@ class CommandSpec:
     safe_when: tuple[str, ...] = ()  # boolean arguments that make it harmless when true (dry_run)
 
     def is_destructive(self, args: Mapping[str, Any] | None = None) -> bool:
-        """Whether this call, with these arguments, stops something or deletes data."""
+        """Whether this call, with these arguments, stops something or deletes data.
+
+        ``safe_when`` wins (an evict with ``dry_run``); a command with ``destructive_when`` is
+        destructive only when one of those is true (a split deletes nothing unless told to
+        delete the originals or overwrite parts); else ``destructive`` decides."""
         args = args or {}
         if any(args.get(a) is True for a in self.safe_when):
             return False
-        return self.destructive or any(args.get(a) is True for a in self.destructive_when)
+        if self.destructive_when:
+            return any(args.get(a) is True for a in self.destructive_when)
+        return self.destructive
 
     def check_args(self, args: Any) -> dict[str, Any]:
         """The arguments, checked and normalised, or :class:`ValueError` naming the first bad one."""

@@ -1,7 +1,8 @@
 """``split --recommend``: how many traces per sub-batch the available RAM allows.
 
-The table is seed 002's ("Tamaño de Batch Óptimo"), made for its traces of about 14 MB
-each; the row below 8 GB is our extrapolation. When the item size is known (NumPy and
+The table is seed 002's ("Tamaño de Batch Óptimo"; a seed is one of the field notes the
+product comes from), made for its traces of about 14 MB each; the output calls it the RAM
+table, and the row below 8 GB is our extrapolation. When the item size is known (NumPy and
 torch tensors, from the file header, without loading), the suggestion is also computed:
 the DataLoader keeps ``files_in_cache`` sub-batches in memory, and they should use at
 most half of the available memory.
@@ -40,7 +41,7 @@ class Recommendation:
     def describe(self) -> str:
         lines = [
             f"available RAM   {format_size(self.available_bytes, binary=False)}",
-            f"seed 002 table  {self.low}-{self.high} traces per batch, {self.files_in_cache} files in the DataLoader cache",
+            f"RAM table       {self.low}-{self.high} traces per batch, {self.files_in_cache} files in the DataLoader cache",
         ]
         if self.item_bytes:
             lines.append(f"item size       {format_size(self.item_bytes)} (from the input's header)")
@@ -60,4 +61,4 @@ def recommend(available_bytes: int, item_bytes: int | None = None) -> Recommenda
         n = max(1, budget // item_bytes)
         basis = f"half the available RAM over {f_high} cached files of {format_size(item_bytes)} items"
         return Recommendation(available_bytes, int(n), low, high, files, item_bytes, basis)
-    return Recommendation(available_bytes, low, low, high, files, None, "the low end of the seed's row for this much RAM")
+    return Recommendation(available_bytes, low, low, high, files, None, "the low end of the table's row for this much RAM")

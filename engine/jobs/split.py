@@ -383,8 +383,7 @@ def _split_one(plan: InputPlan, opts: SplitOptions, ctx: JobContext, pool: Threa
 
         def task(k: int, s: int, e: int, payload: Any) -> int:
             try:
-                splitter.write(payload, parts[k], compress=opts.compress, level=opts.compress_level,
-                               header_name=finals[k].name, check=check)
+                splitter.write(payload, parts[k], compress=opts.compress, level=opts.compress_level, check=check)
                 size = os.stat(parts[k]).st_size
                 with lock:
                     st["written"] += 1

@@ -89,7 +89,7 @@ class NpySplitter(Splitter):
     def take(self, start: int, stop: int) -> Any:
         return (start, stop)
 
-    def write(self, payload: Any, part: Path, *, compress: bool, level: int, header_name: str, check: Check) -> None:
+    def write(self, payload: Any, part: Path, *, compress: bool, level: int, check: Check) -> None:
         start, stop = payload
         arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
         try:
@@ -295,7 +295,7 @@ class NpzSplitter(Splitter):
             return self._mapped(m)[s:e]
         return value
 
-    def write(self, payload: Any, part: Path, *, compress: bool, level: int, header_name: str, check: Check) -> None:
+    def write(self, payload: Any, part: Path, *, compress: bool, level: int, check: Check) -> None:
         method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
         with open(part, "xb") as fh, zipfile.ZipFile(fh, "w", compression=method, compresslevel=level if compress else None, allowZip64=True) as zf:
             for m in self.members:

@@ -279,7 +279,7 @@ class PickleSplitter(Splitter):
         # Only the range: a list of the items would keep them alive past their validation.
         return (start, stop)
 
-    def write(self, payload: Any, part: Path, *, compress: bool, level: int, header_name: str, check: Check) -> None:
+    def write(self, payload: Any, part: Path, *, compress: bool, level: int, check: Check) -> None:
         s, e = payload
         sub = self.items[s:e]
         if self.container is not list:

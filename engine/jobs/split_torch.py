@@ -122,7 +122,7 @@ class TorchSplitter(Splitter):
             return self.obj[start:stop]
         return self.obj[start:stop]
 
-    def write(self, payload: Any, part: Path, *, compress: bool, level: int, header_name: str, check: Check) -> None:
+    def write(self, payload: Any, part: Path, *, compress: bool, level: int, check: Check) -> None:
         torch = _torch()
         s, e = payload
         data = _compact(self._slice(s, e))

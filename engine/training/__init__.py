@@ -7,35 +7,36 @@ with an ETA, and OOM and exit diagnosis. None of it imports torch or Textual.
 
 from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
 from . import report
 
 # Everything but ``report`` loads on first use, so a training script that imports the
 # reporting API does not pay for the parsers' regular expressions or the ETA machinery.
 _LAZY = {
-    "EpochTiming": "eta",
-    "EtaEstimate": "eta",
-    "EtaEstimator": "eta",
-    "Alert": "feed",
-    "ProgressFeed": "feed",
-    "CudaOomAlert": "oom",
-    "ExitDiagnosis": "oom",
-    "HostOomAlert": "oom",
-    "OomDetector": "oom",
-    "cgroup_oom_kills": "oom",
-    "classify_exit": "oom",
-    "parse_cuda_oom": "oom",
-    "parse_host_oom": "oom",
-    "OutputParser": "parsers",
-    "ParsedProgress": "parsers",
-    "parse_line": "parsers",
-    "strip_ansi": "parsers",
-    "ProgressSnapshot": "progress",
-    "ProgressTracker": "progress",
-    "OnDemandBuildDetector": "ondemand",
-    "judge_on_demand_build": "ondemand",
-    "ReportReader": "records",
-    "ReportRecord": "records",
-    "parse_report_line": "records",
+    "EpochTiming": ".eta",
+    "EtaEstimate": ".eta",
+    "EtaEstimator": ".eta",
+    "Alert": ".feed",
+    "ProgressFeed": ".feed",
+    "CudaOomAlert": ".oom",
+    "ExitDiagnosis": ".oom",
+    "HostOomAlert": ".oom",
+    "OomDetector": ".oom",
+    "cgroup_oom_kills": ".oom",
+    "classify_exit": ".oom",
+    "parse_cuda_oom": ".oom",
+    "parse_host_oom": ".oom",
+    "OutputParser": ".parsers",
+    "ParsedProgress": ".parsers",
+    "parse_line": ".parsers",
+    "strip_ansi": ".parsers",
+    "ProgressSnapshot": ".progress",
+    "ProgressTracker": ".progress",
+    "OnDemandBuildDetector": ".ondemand",
+    "judge_on_demand_build": ".ondemand",
+    "ReportReader": ".records",
+    "ReportRecord": ".records",
+    "parse_report_line": ".records",
 }
 
 if TYPE_CHECKING:
@@ -57,19 +58,7 @@ if TYPE_CHECKING:
     from .records import ReportReader, ReportRecord, parse_report_line
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

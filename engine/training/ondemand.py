@@ -30,7 +30,7 @@ __all__ = ["CacheCounterSample", "OnDemandBuild", "OnDemandBuildDetector", "judg
 REMEDIES = (
     "build the cache before training: `cachewatch build`",
     'refuse to start on an incomplete cache: [run] preflight = "require"',
-    "check that the training reads the cache root cachewatch manages (seed 004: cache/tusz vs cache/train)",
+    "check that the training reads the cache root cachewatch manages (not a sibling such as cache/tusz beside cache/train)",
 )
 
 

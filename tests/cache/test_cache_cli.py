@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cachewatch.engine import Cache
 
-from ..helpers import run_cli
+from tests.support.helpers import run_cli
 
 KiB = 1024
 

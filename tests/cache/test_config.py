@@ -114,7 +114,7 @@ def test_watch_entries(tmp_path) -> None:
 
 
 def test_the_example_config_is_valid_and_says_what_the_docs_say() -> None:
-    from tests.helpers import REPO
+    from tests.support.helpers import REPO
 
     cfg = load_config(REPO / "examples" / "cachewatch.toml")
     assert cfg.cache.max_size == 100 * 10**9 and cfg.cache.root == REPO / "examples" / "cache/tusz"
@@ -135,7 +135,7 @@ from hypothesis import strategies as st
 
 from cachewatch.engine.config import _SECTIONS, PORT_MAX
 from cachewatch.engine.sizes import MAX_SIZE_BYTES
-from tests.helpers import run_cli
+from tests.support.helpers import run_cli
 
 _KEYS = [(sec, f.name) for sec, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
 

@@ -20,7 +20,7 @@ import pytest
 from cachewatch.engine import Cache
 from cachewatch.engine.errors import CacheRootError
 
-from ..helpers import run_cli, wait_for
+from tests.support.helpers import run_cli, wait_for
 from .consistency import assert_index_matches_files
 
 KiB = 1024

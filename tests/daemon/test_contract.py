@@ -32,13 +32,13 @@ from cachewatch.engine.daemon.results import (
     decode_result,
 )
 from cachewatch.engine.daemon.snapshot import EngineSnapshot
-from cachewatch.engine.metrics import SnapshotCollector
+from cachewatch.engine.daemon.metrics import SnapshotCollector
 from cachewatch.engine.monitor import GpuSnapshot, HostSnapshot, Monitor, NvmlBoundary, TreeSnapshot
 from cachewatch.engine.training.progress import ProgressSnapshot
 from cachewatch.engine.watch.stats import WatchStats
 
 from ..monitor.fake_nvml import FakeGpu, FakeNvml
-from .util import wait_for
+from tests.support.engine import wait_for
 
 # A training that reports progress through its output, runs out of GPU memory in words
 # (seed 001's message) and keeps one DataLoader-like child process.

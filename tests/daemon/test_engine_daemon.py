@@ -20,7 +20,7 @@ from cachewatch.engine import Cache
 from cachewatch.engine.daemon import EngineClient, list_engines
 from cachewatch.engine.daemon.protocol import EventPush, LogPush, SnapshotPush
 
-from .util import REPO, EngineEnv, proc_state, python_cmd, run_cli, wait_for
+from tests.support.engine import REPO, EngineEnv, proc_state, python_cmd, run_cli, wait_for
 
 TICKER = python_cmd(
     "import signal, sys, time\n"

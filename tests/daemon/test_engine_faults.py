@@ -25,7 +25,7 @@ from cachewatch.engine import load_config
 from cachewatch.engine.daemon import list_engines, orphans
 from cachewatch.engine.daemon.process import run_engine
 
-from .util import EngineEnv, python_cmd, run_cli, wait_for
+from tests.support.engine import EngineEnv, python_cmd, run_cli, wait_for
 
 NOBODY = 65534
 

@@ -14,7 +14,7 @@ from cachewatch.engine.daemon import Engine, EngineParts
 from cachewatch.engine.daemon.alerts import AlertBoard
 from cachewatch.engine.daemon.errors import CommandFailed
 
-from .util import python_cmd, wait_for
+from tests.support.engine import python_cmd, wait_for
 
 
 @pytest.fixture

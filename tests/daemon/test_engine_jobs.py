@@ -16,7 +16,7 @@ from cachewatch.engine import Cache, load_config
 from cachewatch.engine.daemon import EngineClient
 from cachewatch.engine.daemon.parts import default_parts
 
-from .util import EngineEnv, python_cmd, wait_for
+from tests.support.engine import EngineEnv, python_cmd, wait_for
 
 
 def test_verify_runs_as_a_job_and_finds_damage(engine_env: EngineEnv) -> None:

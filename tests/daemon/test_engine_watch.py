@@ -10,7 +10,7 @@ from cachewatch.engine import load_config
 from cachewatch.engine.daemon import EngineClient
 from cachewatch.engine.daemon.parts import default_parts
 
-from .util import EngineEnv, python_cmd, run_cli, wait_for
+from tests.support.engine import EngineEnv, python_cmd, run_cli, wait_for
 
 
 def test_a_watched_directory_is_shown_evicted_and_recorded(engine_env: EngineEnv) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from cachewatch.engine.daemon import list_engines
 
-from .util import EngineEnv, run_cli
+from tests.support.engine import EngineEnv, run_cli
 
 
 def _project(env: EngineEnv, mode: str, command: tuple[str, ...] = ()) -> Path:

@@ -22,7 +22,7 @@ import psutil
 from cachewatch.engine.daemon import EngineClient
 from cachewatch.engine.daemon.protocol import PROTOCOL_VERSION, SnapshotPush
 
-from .util import EngineEnv, python_cmd, wait_for
+from tests.support.engine import EngineEnv, python_cmd, wait_for
 
 SLEEPER = python_cmd("import time\nwhile True: time.sleep(1)")
 

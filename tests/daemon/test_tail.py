@@ -10,7 +10,7 @@ from cachewatch.engine.daemon import Engine, EngineParts
 from cachewatch.engine.daemon.tail import FileTail, read_chunk
 from cachewatch.engine.training.output import LogWriter, rotated_path
 
-from .util import python_cmd, wait_for
+from tests.support.engine import python_cmd, wait_for
 
 
 def _lines(a: int, b: int) -> bytes:

@@ -14,7 +14,7 @@ from cachewatch.engine.daemon import EngineClient
 from cachewatch.engine.daemon.parts import default_parts
 from cachewatch.engine.daemon.protocol import SnapshotPush
 
-from .util import EXAMPLE, EngineEnv, python_cmd, run_cli, wait_for
+from tests.support.engine import EXAMPLE, EngineEnv, python_cmd, run_cli, wait_for
 
 CUDA_OOM = (
     "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 3.68 GiB "

@@ -9,7 +9,7 @@ import shlex
 
 import pytest
 
-from tests.daemon.util import REPO, EngineEnv, run_cli, wait_for
+from tests.support.engine import REPO, EngineEnv, run_cli, wait_for
 
 from .redis_server import RedisServer
 from .test_fleet_redis import TICKER, host_env

@@ -11,7 +11,7 @@ from cachewatch.engine.errors import ConfigError
 from cachewatch.engine.fleet.connect import redacted
 from cachewatch.engine.fleet.keys import FleetKeys
 from cachewatch.engine.fleet.summary import AlertLine, CacheLine, FleetSummary, GpuLine, JobLine
-from tests.helpers import run_cli
+from tests.support.helpers import run_cli
 
 
 def test_fleet_section_from_file_and_environment(tmp_path: Path) -> None:

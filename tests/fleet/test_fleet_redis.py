@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from cachewatch.engine.daemon import EngineClient
-from tests.daemon.util import EngineEnv, python_cmd, run_cli, wait_for
+from tests.support.engine import EngineEnv, python_cmd, run_cli, wait_for
 
 from .redis_server import RedisServer
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cachewatch.engine.daemon import EngineClient
-from tests.daemon.util import EngineEnv, wait_for
+from tests.support.engine import EngineEnv, wait_for
 from tests.tui.test_tmux_e2e import tmux, wait_screen
 
 from .redis_server import RedisServer

@@ -31,7 +31,7 @@ from cachewatch.engine.daemon.jobrunner import JobRunner
 from cachewatch.engine.daemon.snapshot import JobView
 from cachewatch.engine.jobs.base import STATUS_OK, STATUS_PROBLEMS
 
-from ..helpers import REPO, wait_for
+from tests.support.helpers import REPO, wait_for
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from cachewatch.engine.daemon.jobrunner import JobRunner
 from cachewatch.engine.daemon.snapshot import JobView
 from cachewatch.engine.jobs import BuildJob, JobContext, SourceSpec, verify_cache
 
-from ..helpers import REPO, run_cli, wait_for
+from tests.support.helpers import REPO, run_cli, wait_for
 from .conftest import entries_by_key, make_source, write_config
 
 

@@ -10,7 +10,7 @@ import pytest
 from cachewatch.engine import Cache, ConfigError, load_config
 from cachewatch.engine.jobs import PreflightRefused, run_preflight
 
-from ..helpers import run_cli
+from tests.support.helpers import run_cli
 from .conftest import make_source, write_config
 
 

@@ -33,7 +33,7 @@ from cachewatch.engine.daemon.snapshot import JobView
 from cachewatch.engine.jobs.equality import deep_equal
 from cachewatch.engine.jobs.split_pickle import PickleSplitter
 
-from ..helpers import run_cli
+from tests.support.helpers import run_cli
 
 
 def traces(n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -455,6 +455,9 @@ def test_recommend_follows_the_seed_table_and_uses_the_item_size_when_known(tmp_
     out = run_cli("split", "--recommend", "-i", str(tmp_path / "x.npy"), "--json")
     data = json.loads(out.stdout)
     assert out.returncode == 0 and data["item_bytes"] == 4000 and data["traces_per_batch"] >= 1
+    text = run_cli("split", "--recommend", "-i", str(tmp_path / "x.npy"))
+    assert text.returncode == 0 and "RAM table" in text.stdout
+    assert "seed" not in (text.stdout + recommend(12 * gb).describe()).lower()  # field-note jargon stays in the docs
 
 
 def test_gzip_outputs_use_run_length_coding_only_where_it_costs_nothing() -> None:

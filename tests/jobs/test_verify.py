@@ -18,7 +18,7 @@ from cachewatch.engine import Cache
 from cachewatch.engine.cache.keys import key_to_name
 from cachewatch.engine.jobs import SourceSpec, verify_cache
 
-from ..helpers import run_cli
+from tests.support.helpers import run_cli
 from .conftest import make_source
 
 

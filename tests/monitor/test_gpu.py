@@ -26,7 +26,7 @@ from cachewatch.engine.monitor import (
     ProcessTreeSampler,
 )
 
-from ..helpers import wait_for
+from tests.support.helpers import wait_for
 from .conftest import REAL_GPU, UNRELATED_PID, Trees, boundary_for, two_gpu_fake
 from .fake_nvml import GiB, MiB, FakeGpu, FakeNvml
 

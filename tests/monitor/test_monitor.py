@@ -8,7 +8,7 @@ from pathlib import Path
 from cachewatch.engine import load_config
 from cachewatch.engine.monitor import Monitor, MonitorSnapshot, NvmlBoundary
 
-from ..helpers import wait_for
+from tests.support.helpers import wait_for
 from .conftest import Trees, two_gpu_fake
 from .fake_nvml import MiB
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..helpers import run_cli
+from tests.support.helpers import run_cli
 from .conftest import Trees
 from .test_monitor import TREE
 

@@ -19,7 +19,7 @@ from cachewatch.engine.monitor import (
     TreeSnapshot,
 )
 
-from ..helpers import wait_for
+from tests.support.helpers import wait_for
 from .conftest import Trees
 
 MP_TREE = """

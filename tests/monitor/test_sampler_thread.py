@@ -8,7 +8,7 @@ import pytest
 
 from cachewatch.engine.monitor import BackgroundSampler, HostSampler, MonitorError
 
-from ..helpers import wait_for
+from tests.support.helpers import wait_for
 
 
 class Counting(BackgroundSampler[int]):

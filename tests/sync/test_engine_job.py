@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cachewatch.engine.daemon import EngineClient
-from tests.daemon.util import EngineEnv, python_cmd, wait_for
+from tests.support.engine import EngineEnv, python_cmd, wait_for
 from tests.sync.util import cache_content, make_cache
 
 

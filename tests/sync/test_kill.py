@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import run_cli, wait_for
+from tests.support.helpers import run_cli, wait_for
 from tests.sync.util import cache_content, entry_count, make_cache, object_files
 
 FILES = 1500

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.helpers import run_cli
+from tests.support.helpers import run_cli
 from tests.sync.util import cache_content, object_files
 
 

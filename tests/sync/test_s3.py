@@ -10,7 +10,7 @@ import pytest
 from cachewatch.engine.cache import Cache
 from cachewatch.engine.sync import pull, push
 from cachewatch.engine.sync.manifest import manifest_name
-from tests.helpers import run_cli
+from tests.support.helpers import run_cli
 from tests.sync.util import cache_content, make_cache
 
 

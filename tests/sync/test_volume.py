@@ -9,7 +9,7 @@ import pytest
 
 from cachewatch.engine.sync import VolumeRemote
 from cachewatch.engine.sync.manifest import Manifest, manifest_name
-from tests.helpers import run_cli
+from tests.support.helpers import run_cli
 from tests.sync.util import cache_content, entry_count, flip_byte, make_cache, object_files, write_config
 
 

@@ -22,7 +22,7 @@ from cachewatch.engine.training.output import (
     read_base,
     rotated_path,
 )
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 PY = sys.executable
 

@@ -14,7 +14,7 @@ import pytest
 
 from cachewatch.engine.training.runstate import RestartPolicy, TrainingState
 from cachewatch.engine.training.supervisor import PROGRESS_ENV, LaunchError, Supervisor, SupervisorError, check_command
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 PY = sys.executable
 

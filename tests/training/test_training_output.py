@@ -17,7 +17,7 @@ import pytest
 from cachewatch.engine.training.output import TTY_COLUMNS
 from cachewatch.engine.training.runstate import TrainingState
 from cachewatch.engine.training.supervisor import Supervisor
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 PY = sys.executable
 MARKER = b"[cachewatch] "

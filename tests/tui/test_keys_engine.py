@@ -32,7 +32,7 @@ from cachewatch.tui.screens.split import SplitDialog
 from cachewatch.tui.source import EngineSource
 from cachewatch.tui.widgets.eviction_log import EvictionLog
 from cachewatch.tui.widgets.training_panel import TrainingPanel
-from tests.daemon.util import EngineEnv, proc_state
+from tests.support.engine import EngineEnv, proc_state
 
 SCRIPT = Path(__file__).with_name("training_script.py")
 SIZE = (120, 40)
@@ -167,8 +167,12 @@ def test_stop_then_quit_leaves_the_engine(engine_env: EngineEnv) -> None:
             await until(pilot, lambda: app.snapshot.training.state.value == "stopped", "stopped")
             await pilot.pause(0.3)
             await until(pilot, lambda: "stopped on request" in screen_text(app), "stopped on request on screen")
+            # Starting the ended training again is not destructive in the command table: no question.
+            await pilot.press("r")
+            assert not isinstance(app.screen, ConfirmationModal)
+            await until(pilot, lambda: running(app), "the training started again")
             await pilot.press("q")
-        assert command_events(entry) == [("stop", {"what": "training"})]
+        assert command_events(entry) == [("stop", {"what": "training"}), ("start", {})]
         assert engine_snapshot(entry).engine.pid == entry.pid  # the engine is still there
 
     asyncio.run(go())
@@ -305,25 +309,38 @@ def test_split_from_the_dialog_then_cancel_a_running_job(engine_env: EngineEnv) 
         pickle.dump([os.urandom(250_000) for _ in range(400)], fh)
     out_small, out_big = engine_env.tmp / "split", engine_env.tmp / "split_big"
 
-    async def split(pilot, app: CachewatchApp, source: Path, output: Path) -> None:  # noqa: ANN001
+    async def fill(pilot, app: CachewatchApp, source: Path, output: Path, delete: bool) -> None:  # noqa: ANN001
         await pilot.press("s")
         await until(pilot, lambda: isinstance(app.screen, SplitDialog), "the split dialog")
         app.screen.query_one("#input").value = str(source)
         app.screen.query_one("#output").value = str(output)
         app.screen.query_one("#traces").value = "10"
+        app.screen.query_one("#delete").value = delete
         await pilot.press("ctrl+s")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmationModal), "the confirmation")
-        await pilot.press("y")
+
+    async def split(pilot, app: CachewatchApp, source: Path, output: Path, *, delete: bool) -> None:  # noqa: ANN001
+        await fill(pilot, app, source, output, delete)
+        if delete:  # deleting the originals is destructive in the command table: it asks, No focused
+            await until(pilot, lambda: isinstance(app.screen, ConfirmationModal), "the confirmation")
+            assert app.screen.focused.id == "no" and "DELETED" in screen_text(app)
+            await pilot.press("n")  # no: nothing is sent
+            assert not isinstance(app.screen, (ConfirmationModal, SplitDialog))
+            await fill(pilot, app, source, output, delete)
+            await until(pilot, lambda: isinstance(app.screen, ConfirmationModal), "the confirmation")
+            await pilot.press("y")
+        else:  # a split that keeps its originals is not destructive: it starts without a question
+            await pilot.pause(0.2)
+            assert not isinstance(app.screen, ConfirmationModal)
 
     async def go() -> None:
         app = new_app(entry)
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: running(app), "the training to run")
-            await split(pilot, app, small, out_small)
+            await split(pilot, app, small, out_small, delete=True)
             await until(pilot, lambda: isinstance(app.screen, JobResultScreen), "the split result", timeout=60)
             assert app.screen.job.kind == "split" and app.screen.job.state == "done"
             await pilot.press("q")
-            await split(pilot, app, big, out_big)
+            await split(pilot, app, big, out_big, delete=False)
             await until(pilot, lambda: any(j.kind == "split" and j.state == "running" for j in app.snapshot.jobs),
                         "the second split to run")
             await pilot.press("c")
@@ -332,7 +349,10 @@ def test_split_from_the_dialog_then_cancel_a_running_job(engine_env: EngineEnv) 
 
     asyncio.run(go())
     assert sorted(os.listdir(out_small)) == [f"traces_sub{i:04d}.pkl.gz" for i in range(4)]
+    assert not (small / "traces.pkl").exists()  # the confirmed delete_original happened
     leftovers = sorted(os.listdir(out_big)) if out_big.exists() else []
     assert leftovers == [], f"a cancelled split left {leftovers}"
     assert (big / "huge.pkl.gz").stat().st_size > 0
-    assert [c for c, _ in command_events(entry)] == ["split", "split", "cancel_job"]
+    events = command_events(entry)
+    assert [c for c, _ in events] == ["split", "split", "cancel_job"]
+    assert events[0][1].get("delete_original") is True and "delete_original" not in events[1][1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from cachewatch.tui import commands
-from tests.helpers import REPO
+from tests.support.helpers import REPO
 
 
 def test_readme_key_table_has_every_action_key() -> None:

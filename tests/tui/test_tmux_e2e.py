@@ -21,8 +21,8 @@ import psutil
 import pytest
 
 from cachewatch.engine.daemon import EngineClient
-from tests.daemon.util import EngineEnv
-from tests.helpers import run_cli
+from tests.support.engine import EngineEnv
+from tests.support.helpers import run_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")  # CI has it
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import REPO, run_cli, wait_for
+from tests.support.helpers import REPO, run_cli, wait_for
 from .conftest import tree_bytes, write
 
 

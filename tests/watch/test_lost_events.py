@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cachewatch.engine.watch import WatchedDirectory
 
-from ..helpers import REPO, wait_for
+from tests.support.helpers import REPO, wait_for
 from .conftest import tree_bytes, write
 
 

@@ -15,7 +15,7 @@ from cachewatch.engine.watch import WatchedDirectory
 from cachewatch.engine.watch.enforcer import Enforcer
 from cachewatch.engine.watch.scanner import RootIdentity
 
-from ..helpers import wait_for
+from tests.support.helpers import wait_for
 from .conftest import tree_bytes, write
 
 

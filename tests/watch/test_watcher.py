@@ -13,7 +13,7 @@ from cachewatch.engine import WatchError, WatchStats
 from cachewatch.engine.errors import CachewatchError
 from cachewatch.engine.watch import WatchedDirectory, default_state_dir
 
-from ..helpers import wait_for
+from tests.support.helpers import wait_for
 from .conftest import tree_bytes, write
 
 

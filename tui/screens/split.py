@@ -1,8 +1,9 @@
 """``s``: split large batch files (seed 002's ``divide_conquer.py``) as an engine job.
 
 A form: input (file or directory), output directory, items per sub-batch, and whether
-to delete the originals once every output is validated. Start asks once more (the engine
-marks split destructive), with No focused.
+to delete the originals once every output is validated. Deleting them makes the split
+destructive in the engine's command table, so Start then asks once more, with No focused;
+a split that keeps its originals starts at once.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .daemon.snapshot import EngineSnapshot
-from .errors import CachewatchError
-from .monitor.gpu import GpuInfo
-from .training.progress import ProgressSnapshot
+from ..errors import CachewatchError
+from ..monitor.gpu import GpuInfo
+from ..training.progress import ProgressSnapshot
+from .snapshot import EngineSnapshot
 
 __all__ = ["SnapshotCollector", "MetricsServer", "start_metrics_server", "TRAINING_STATES"]
 
