@@ -89,6 +89,7 @@ class FleetScreen(Screen[str | None]):
         self.sort_reverse = False
         self.ids: list[str] = []
         self._cells: dict[str, tuple[tuple[str, ...], str]] = {}
+        self._widths: list[int] = []  # each column's width, set by us from its longest text
         self._timer: Timer | None = None
         self._leaving = False
 
@@ -99,10 +100,18 @@ class FleetScreen(Screen[str | None]):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
+        self._set_columns([len(f"{c} [{i + 1}]") for i, c in enumerate(COLUMNS)])
+        self.query_one(DataTable).focus()
+
+    def _set_columns(self, widths: list[int]) -> None:
+        # Widths are ours, not DataTable's auto-sizing: an engine joining with a longer host
+        # name once stayed cut ("home-hos") after rows were cleared and added again.
         table = self.query_one(DataTable)
-        for i, c in enumerate(COLUMNS):
-            table.add_column(f"{c} [{i + 1}]", key=str(i))
-        table.focus()
+        table.clear(columns=True)
+        for i, (c, w) in enumerate(zip(COLUMNS, widths)):
+            table.add_column(f"{c} [{i + 1}]", key=str(i), width=w)
+        self._widths = widths
+        self.ids, self._cells = [], {}
         self._read()
 
     @work(thread=True, group="fleet-read", exit_on_error=False)
@@ -140,6 +149,9 @@ class FleetScreen(Screen[str | None]):
                                     (f" · sorted by {COLUMNS[self.sort_col]}{' (reversed)' if self.sort_reverse else ''}", "dim")))
         ids = [r.id for r in rows]
         cells = {r.id: (format_row(r, view.time), _style(r)) for r in rows}
+        widths = [max([self._widths[i]] + [len(c[0][i]) for c in cells.values()]) for i in range(len(COLUMNS))]
+        if widths != self._widths:
+            self._set_columns(widths)  # a longer text: every row is drawn again below
         if ids == self.ids and table.row_count == len(ids):
             # Same engines, same order: only the cells that changed are redrawn (most do not, each second).
             for eid, (row_cells, style) in cells.items():
