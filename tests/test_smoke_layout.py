@@ -93,3 +93,30 @@ def test_version_command() -> None:
     out = subprocess.run([sys.executable, "-m", "cachewatch.tui.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0
     assert out.stdout.strip() == f"cachewatch {cachewatch.engine.__version__}"
+
+
+def test_command_owners_match_what_the_modules_register() -> None:
+    """A command line naming one command imports only its module: the map must say who owns what."""
+    import argparse
+    import importlib
+
+    from cachewatch.engine.cli import COMMAND_MODULES, COMMAND_OWNERS
+
+    owners: dict[str, str] = {}
+    for module in COMMAND_MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"cachewatch.engine.cli.{module}").register(sub)
+        owners.update({name: module for name in sub.choices})
+    assert owners == COMMAND_OWNERS
+
+
+def test_a_command_line_naming_one_command_loads_neither_the_engine_nor_numpy() -> None:
+    code = (
+        "import sys\n"
+        "from cachewatch.engine.cli import main\n"
+        "try:\n    main(['cache', 'stats', '/nonexistent-cache'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('numpy', 'cachewatch.engine.daemon.engine', 'cachewatch.engine.jobs', 'textual') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr

@@ -33,13 +33,15 @@ import argparse
 import os
 import shutil
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cachewatch.engine.cli import EXIT_OK, FrontEnd, print_json
-from cachewatch.engine.cli.launch import LaunchPlan, plan_launch, running_engine_for
 from cachewatch.engine.config import Config, load_config
 from cachewatch.engine.daemon import runtime
 from cachewatch.engine.errors import CachewatchError, ConfigError
+
+if TYPE_CHECKING:  # the launch plan pulls in the whole engine: imported where a command needs it
+    from cachewatch.engine.cli.launch import LaunchPlan
 
 __all__ = ["FRONTEND", "main", "register"]
 
@@ -83,6 +85,8 @@ def _readonly(args: argparse.Namespace) -> bool:
 # ---------------------------------------------------------------------------------- commands
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """``cachewatch`` with no command."""
+    from cachewatch.engine.cli.launch import plan_launch, running_engine_for
+
     from .launch import require_terminal
 
     require_terminal()
@@ -115,6 +119,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from cachewatch.engine.cli.launch import plan_launch
+
     from .demo import DEMO_NAME, prepare_demo
 
     running = next((e for e in runtime.list_engines() if e.name == DEMO_NAME), None)
@@ -146,6 +152,8 @@ def _open(target: LaunchPlan | runtime.EngineEntry, cfg: Config, args: argparse.
           after: Any = None) -> int:
     """The dashboard on a running engine, or on a planned one that it starts (on its first poll,
     so the screen is up while the engine starts)."""
+    from cachewatch.engine.cli.launch import LaunchPlan
+
     from .launch import open_dashboard
     from .source import EngineSource
 

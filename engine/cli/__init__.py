@@ -49,6 +49,15 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fleet_cmd",
 )
 
+# Which module registers which command: a command line naming one command imports only its
+# module (and the front end), not every command's dependencies (a CLI call started 0.8 s
+# before; tests/test_smoke_layout.py checks this map against what the modules register).
+COMMAND_OWNERS: dict[str, str] = {
+    "cache": "cache_cmd", "monitor": "monitor_cmd", "watch": "watch_cmd", "run": "run_cmd",
+    "events": "engine_cmd", "logs": "engine_cmd", "ls": "engine_cmd", "status": "engine_cmd", "stop": "engine_cmd",
+    "verify": "verify_cmd", "build": "build_cmd", "split": "split_cmd", "fleet": "fleet_cmd",
+}
+
 # Front ends that register themselves when installed (each module has ``FRONTEND``).
 FRONTEND_MODULES: tuple[str, ...] = ("cachewatch.tui.cli",)
 
@@ -90,7 +99,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"cachewatch: {message}\n")
 
 
-def build_parser(frontend: FrontEnd | None = None) -> argparse.ArgumentParser:
+def _named_command(argv: Sequence[str] | None) -> str | None:
+    """The command ``argv`` names, when it is one of the engine's; None for anything else."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("--config", "-c"):
+            i += 2
+            continue
+        if a.startswith("-"):
+            return None  # --help, --version, a front end's option: build the whole parser
+        return a if a in COMMAND_OWNERS else None
+    return None
+
+
+def build_parser(frontend: FrontEnd | None = None, argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``argv`` naming one engine command, only that command's part."""
     parser = _Parser(
         prog="cachewatch",
         description="Watch and manage a training run and its disk cache."
@@ -100,12 +125,14 @@ def build_parser(frontend: FrontEnd | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cachewatch {__version__}")
     parser.add_argument("--config", "-c", metavar="FILE", help="cachewatch.toml to use (default: ./cachewatch.toml)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMAND_MODULES:
+    named = _named_command(argv) if argv is not None else None
+    for name in COMMAND_MODULES if named is None else (COMMAND_OWNERS[named],):
         importlib.import_module(f"{__name__}.{name}").register(sub)
     if frontend is not None:
         frontend.register(sub)
         frontend.view_options(parser)
-        frontend.view_options(sub.choices["run"])
+        if "run" in sub.choices:
+            frontend.view_options(sub.choices["run"])
     parser.set_defaults(frontend=frontend)
     return parser
 
@@ -139,7 +166,7 @@ def run_parsed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
 def main(argv: Sequence[str] | None = None) -> int:
     frontend = load_frontend()
-    parser = build_parser(frontend)
+    parser = build_parser(frontend, sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.command is None and frontend is not None:
         args.func = frontend.default
