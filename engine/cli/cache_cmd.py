@@ -63,7 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_sync(csub)
 
 
-def _root_from_args(args: argparse.Namespace):
+def _root_from_args(args: argparse.Namespace, *, need_index: bool = False):
+    """(config, absolute root) for a cache that must already exist. With ``need_index`` the index
+    file itself must be there; without, a ``.cachewatch/`` whose index is lost is let through so
+    that opening it says how to rebuild it."""
     cfg = load_config(getattr(args, "config", None))
     root_arg = getattr(args, "root", None)
     root = Path(root_arg).expanduser().absolute() if root_arg else cfg.cache.root
@@ -72,11 +75,12 @@ def _root_from_args(args: argparse.Namespace):
     root = Path(os.path.abspath(root))
     if root.exists() and not root.is_dir():
         raise CacheRootError(f"cache root '{root}' is a file, not a directory; give the cache directory")
-    if not (root / ".cachewatch").is_dir():
+    marker = root / ".cachewatch" / "index.sqlite" if need_index else root / ".cachewatch"
+    if not (marker.is_file() if need_index else marker.is_dir()):
         raise CacheRootError(
             f"'{root}' is not a cachewatch cache (no .cachewatch/index.sqlite); check the path or [cache] root"
         )
-    return cfg, root  # a .cachewatch/ whose index is lost: opening says how to rebuild it
+    return cfg, root
 
 
 def open_cache_readonly(args: argparse.Namespace) -> Cache:
@@ -95,18 +99,7 @@ def open_cache_readonly(args: argparse.Namespace) -> Cache:
 
 def open_cache_from_args(args: argparse.Namespace) -> Cache:
     """The cache named by ROOT or by the config; it must already exist (these commands never create one)."""
-    cfg = load_config(getattr(args, "config", None))
-    root_arg = getattr(args, "root", None)
-    root = Path(root_arg).expanduser().absolute() if root_arg else cfg.cache.root
-    if root is None:
-        raise ConfigError("no cache given: pass ROOT or set [cache] root in cachewatch.toml")
-    root = Path(os.path.abspath(root))
-    if root.exists() and not root.is_dir():
-        raise CacheRootError(f"cache root '{root}' is a file, not a directory; give the cache directory")
-    if not (root / ".cachewatch" / "index.sqlite").is_file():
-        raise CacheRootError(
-            f"'{root}' is not a cachewatch cache (no .cachewatch/index.sqlite); check the path or [cache] root"
-        )
+    cfg, root = _root_from_args(args, need_index=True)
     same = cfg.cache.root is not None and Path(os.path.abspath(cfg.cache.root)) == root
     if same and cfg.cache.max_size is not None:
         return Cache(
