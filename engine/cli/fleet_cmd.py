@@ -196,14 +196,17 @@ def _send(cfg: FleetConfig, args: argparse.Namespace) -> int:
     spec = COMMANDS.get(command)
     if spec is None:
         raise ConfigError(f"--send {target} {command}: no such command; known: {', '.join(sorted(COMMANDS))}")
-    if getattr(args, "readonly", False) and (spec.destructive or command in ("pause", "resume", "start", "cancel_job", "dismiss_alert")):
-        raise ConfigError(f"--send {command}: not allowed with --readonly")
     cmd_args: dict[str, Any] = {}
     for item in args.arg:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--arg {item!r} must be KEY=VALUE, e.g. --arg to=80GB")
         cmd_args[key] = {"true": True, "false": False}.get(value.lower(), value)
+    # The same rule as the socket clients and the dashboard: this call, with these arguments
+    # (an evict with dry_run=true deletes nothing and is not asked about).
+    destructive = spec.is_destructive(cmd_args)
+    if getattr(args, "readonly", False) and (destructive or command in ("pause", "resume", "start", "cancel_job", "dismiss_alert")):
+        raise ConfigError(f"--send {command}: not allowed with --readonly")
     reader = FleetReader(cfg)
     try:
         view = reader.read(complete=True)
@@ -218,7 +221,7 @@ def _send(cfg: FleetConfig, args: argparse.Namespace) -> int:
     if len(matches) > 1:
         raise ConfigError(f"--send {target!r}: {len(matches)} engines have that name; give host/name ({', '.join(r.id for r in matches)})")
     row = matches[0]
-    if spec.destructive and not args.yes:
+    if destructive and not args.yes:
         if not sys.stdin.isatty():
             raise ConfigError(f"--send {command} is destructive; add --yes to send it without a terminal")
         try:

@@ -210,6 +210,11 @@ def test_remote_command_refused_unless_enabled_and_carried_out_when_enabled(engi
     assert out.returncode == 2 and "readonly" in out.stderr
     out = run_cli("fleet", "--url", redis_server.url, "--send", "opened", "resume")
     assert out.returncode == 0, out.stderr
+    # Asked about by this call's arguments, as on the socket: a dry-run evict deletes nothing.
+    out = run_cli("fleet", "--url", redis_server.url, "--send", "opened", "evict", "--arg", "to=1MB")
+    assert out.returncode == 2 and "--yes" in out.stderr, out
+    out = run_cli("fleet", "--url", redis_server.url, "--send", "opened", "evict", "--arg", "to=1MB", "--arg", "dry_run=true")
+    assert out.returncode == 1 and "has no managed cache" in out.stderr, out  # sent: the engine's own answer
     # A command that waited too long (Redis was down, say) is refused, not run late.
     old = float(red.time()[0]) - 120
     red.xadd("cachewatch:commands:h2/opened", {"request": "late1", "name": "stop", "args": "{}", "sent": repr(old)})
