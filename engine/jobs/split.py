@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..osutil import fsync_dir as _fsync_dir, pid_alive as _pid_alive
 from ..sizes import format_duration, format_size
 from .base import Job, JobCancelled, JobContext
 from .recommend import Recommendation, recommend
@@ -255,16 +256,6 @@ class _Aborted(Exception):
     """Another sub-batch of the same input failed; stop this one."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _clean_stale_parts(out_dir: Path, plan: InputPlan) -> None:
     rx = re.compile(re.escape(plan.name) + r"_sub\d{4,}" + re.escape(plan.out_suffix) + r"\.(\d+)\.part$")
     dead: set[int] = set()
@@ -321,19 +312,6 @@ def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
 

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterator
 
+from ..osutil import fsync_dir as _fsync_dir
 from .errors import RemoteConfigError, SyncError
 from .manifest import parse_manifest_name
 
@@ -197,16 +198,3 @@ def _unlink_quiet(path: str | os.PathLike[str]) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

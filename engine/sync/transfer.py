@@ -32,6 +32,7 @@ import xxhash
 
 from .._version import __version__
 from ..errors import CacheError
+from ..osutil import pid_alive as _pid_alive
 from ..sizes import format_duration, format_size
 from .errors import ForeignObject, ManifestTooLarge, NoManifest, RemoteConfigError, SyncError
 from .manifest import Manifest, ManifestEntry, SourceFingerprint, manifest_name, object_name
@@ -392,16 +393,6 @@ def _staging_dir(cache: Any) -> Path:
             except FileNotFoundError:
                 pass
     return d
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def pull(
