@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import IO, Any
@@ -21,6 +19,7 @@ from typing import IO, Any
 from ..cache import Cache
 from ..config import Config, load_config
 from ..errors import ConfigError
+from ..console import LinePrinter
 from ..sizes import SizeError, parse_size
 from ..sync import SourceFingerprint, SyncProgress, SyncReport, open_remote, pull, push, source_fingerprint
 from ..sync.transfer import DEFAULT_WORKERS
@@ -55,42 +54,20 @@ def _common(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--quiet", "-q", action="store_true", help="no progress")
 
 
-class SyncPrinter:
-    """Progress on stderr: one line redrawn on a terminal, a plain line every few seconds otherwise."""
+class SyncPrinter(LinePrinter):
+    """Push/pull progress on stderr; the completion line of each phase is written once."""
 
     def __init__(self, stream: IO[str] | None = None, *, quiet: bool = False, plain_interval_s: float = 5.0) -> None:
-        self.stream = stream or sys.stderr
-        self.quiet = quiet
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.plain_interval_s = plain_interval_s
-        self._last_plain = 0.0
-        self._last_phase = ""
-        self._last_done: tuple[str, int] | None = None  # the completion line is printed once
-        self._drawn = False
+        super().__init__(stream, quiet=quiet, plain_interval_s=plain_interval_s)
+        self._last_done: tuple[str, int] | None = None
 
     def __call__(self, p: SyncProgress) -> None:
         if self.quiet:
             return
-        line = p.line()
-        if self.tty:
-            width = shutil.get_terminal_size((100, 20)).columns - 1
-            self.stream.write("\r\x1b[K" + line[:width])
-            self._drawn = True
-        else:
-            now = time.monotonic()
-            last = p.files_done == p.files_total and p.phase != "committing" and (p.phase, p.files_done) != self._last_done
-            if p.phase != self._last_phase or now - self._last_plain >= self.plain_interval_s or last:
-                self._last_plain, self._last_phase = now, p.phase
-                if last:
-                    self._last_done = (p.phase, p.files_done)
-                self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._drawn = False
+        last = p.files_done == p.files_total and p.phase != "committing" and (p.phase, p.files_done) != self._last_done
+        if last and not self.tty:
+            self._last_done = (p.phase, p.files_done)
+        self.draw(p.line(), p.phase, final=last)
 
 
 def _split(args: argparse.Namespace, cfg: Config, url_first: bool) -> tuple[Path | None, str]:

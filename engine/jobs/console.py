@@ -6,12 +6,10 @@ at most every ``plain_interval_s`` and at each phase change, so logs stay readab
 
 from __future__ import annotations
 
-import shutil
-import sys
 import threading
-import time
 from typing import IO
 
+from ..console import LinePrinter
 from ..sizes import format_duration, format_size
 from .base import JobEvent, JobFinished, JobMessage, JobProgress
 
@@ -40,40 +38,19 @@ def progress_line(p: JobProgress) -> str:
     return "  ".join(parts)
 
 
-class ProgressPrinter:
+class ProgressPrinter(LinePrinter):
     """A callable for ``on_event``; thread-safe (jobs report from worker threads)."""
 
     def __init__(self, stream: IO[str] | None = None, *, quiet: bool = False, plain_interval_s: float = 5.0) -> None:
-        self.stream = stream or sys.stderr
-        self.quiet = quiet
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.plain_interval_s = plain_interval_s
+        super().__init__(stream, quiet=quiet, plain_interval_s=plain_interval_s)
         self._lock = threading.Lock()
-        self._drawn = False
-        self._last_plain = 0.0
-        self._last_phase = ""
-
-    def _clear(self) -> None:
-        if self._drawn:
-            self.stream.write("\r\x1b[K")
-            self._drawn = False
 
     def __call__(self, event: JobEvent) -> None:
         with self._lock:
             if isinstance(event, JobProgress):
                 if self.quiet:
                     return
-                line = progress_line(event)
-                if self.tty:
-                    width = shutil.get_terminal_size((100, 20)).columns - 1
-                    self.stream.write("\r\x1b[K" + line[:width])
-                    self._drawn = True
-                else:
-                    now = time.monotonic()
-                    if event.phase != self._last_phase or now - self._last_plain >= self.plain_interval_s:
-                        self._last_plain, self._last_phase = now, event.phase
-                        self.stream.write(line + "\n")
-                self.stream.flush()
+                self.draw(progress_line(event), event.phase)
             elif isinstance(event, JobMessage):
                 if self.quiet and event.level == "info":
                     return
