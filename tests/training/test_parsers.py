@@ -343,3 +343,28 @@ def test_keras_verbose_2_has_no_step_while_an_epoch_runs() -> None:
     assert (snaps[1].step, snaps[1].total_steps) == (10, 10)
     assert (snaps[2].epoch, snaps[2].step) == (2, None)
     assert final.epoch == 3 and final.metrics["val_accuracy"] == 0.5625
+
+
+RICH_ROW = "\r\x1b[2KEpoch 2/4  \x1b[35m━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╺━━━━━━\x1b[0m 25/30 \x1b[2m0:00:02 • 0:00:01\x1b[0m \x1b[2;4m9.47it/s\x1b[0m \x1b[3mtrain_loss: 0.447 val_loss: 0.934\x1b[0m"
+
+
+def test_a_rich_row_counts_when_it_arrives_not_at_the_next_redraw() -> None:
+    # Lightning's Rich bar ends each row with the next frame's "\r", about a second later.
+    parser = OutputParser()
+    now = progress(parser.feed(RICH_ROW))
+    assert [(o.format, o.epoch, o.step, o.total_steps) for o in now] == [("rich", 2, 25, 30)]
+    assert now[0].rate_steps_per_s == pytest.approx(9.47)
+    assert parser.feed("") == []  # not twice for the same row
+    # The metrics may still be cut when the row arrives: they come with the full line at its terminator.
+    assert now[0].loss is None and not now[0].metrics
+    done = progress(parser.feed("\r"))
+    assert [(o.step, o.loss, dict(o.metrics)) for o in done] == [(25, 0.447, {"val_loss": 0.934})]
+
+
+def test_a_rich_row_cut_before_its_speed_column_waits_for_the_rest() -> None:
+    parser = OutputParser()
+    cut = RICH_ROW.index("9.47it/s") + len("9.47it/")
+    assert progress(parser.feed(RICH_ROW[:cut])) == []
+    assert [o.step for o in progress(parser.feed(RICH_ROW[cut:cut + 5]))] == [25]
+    cut_in_metrics = progress(OutputParser().feed(RICH_ROW[: RICH_ROW.index("0.447") + 3]))
+    assert [(o.step, o.loss) for o in cut_in_metrics] == [(25, None)]  # never a cut "0.4"
