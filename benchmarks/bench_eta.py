@@ -1,6 +1,6 @@
 """ETA error with the trainers people use: real runs, the ETA read at 30-50 % of each run.
 
-    python benchmarks/bench_eta.py [--only hf,keras2,...] [--repeat N] [--record DIR]
+    python benchmarks/bench_eta.py [--only hf,keras2,...] [--repeat N] [--threads 1] [--record DIR]
     python benchmarks/bench_eta.py --replay DIR_OR_FILE [...]
 
 Each case runs a tiny real training from tests/training/trainers/ (transformers Trainer,
@@ -13,6 +13,15 @@ the snapshot's time. "The training" runs from the first progress the output show
 last (imports before it and interpreter teardown after it are not a part any progress bar
 knows about; the teardown is printed as "tail"). Reports the mean and the worst relative
 error per case.
+
+The trainings run torch on one thread (``OMP_NUM_THREADS=1``; ``--threads 0`` leaves the
+libraries' own setting, two threads here). With two threads on the shared 2-core machine a
+step of the tiny model waits on its second thread whenever another session's process
+holds a core: the transformers steps then took 0.13-0.6 s with the other sessions' load,
+the run's speed changed by half while it ran (0.28 s a step in its first fifth, 0.14 s in
+its last), and the measured error was that of the machine's load, not of the estimator.
+One thread keeps the step time the sleep the case asks for (0.131-0.134 s over all fifths
+of the same run, load average 4-5).
 
 ``--record DIR`` also writes every run's output chunks with their arrival times
 (``DIR/<case>-<n>.json``); ``--replay`` feeds such recordings to the current estimator at
@@ -88,13 +97,14 @@ class _RecordingFeed(ProgressFeed):
         return super().feed_output(chunk, time_s)
 
 
-def measure(name: str, record: Path | None = None, index: int = 0) -> dict:
+def measure(name: str, record: Path | None = None, index: int = 0, threads: int | None = None) -> dict:
     script, args, pty, label = CASES[name]
     chunks: list[tuple[float, bytes]] = []
     feed_class = type("_Feed", (_RecordingFeed,), {"chunks": chunks})
     real_run.ProgressFeed = feed_class  # type: ignore[misc]
     try:
-        run = real_run.run_trainer(script, *args, pty=pty, sample_every_s=SAMPLE_EVERY_S)
+        env = {"OMP_NUM_THREADS": str(threads)} if threads else None
+        run = real_run.run_trainer(script, *args, pty=pty, env=env, sample_every_s=SAMPLE_EVERY_S)
     finally:
         real_run.ProgressFeed = ProgressFeed  # type: ignore[misc]
     if record is not None:
@@ -143,6 +153,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="run each case this many times (default 1)")
     ap.add_argument("--record", type=Path, help="also write each run's output with arrival times into this directory")
     ap.add_argument("--replay", type=Path, nargs="+", help="recordings (files or directories) to replay instead of running")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="OMP_NUM_THREADS for the trainings (default 1; 0: the libraries' own setting)")
     args = ap.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in CASES]
@@ -158,7 +170,7 @@ def main() -> None:
         return
     for i in range(args.repeat):
         for name in names:
-            show(measure(name, args.record, i))
+            show(measure(name, args.record, i, args.threads))
 
 
 if __name__ == "__main__":
