@@ -28,7 +28,7 @@ of the same run, load average 4-5).
 their recorded times (a snapshot every 0.25 s of recorded time, as live), so estimator
 changes are compared on the same runs rather than on whatever load the shared machine had.
 
-Needs the ``trainers`` extra. Runs about two minutes in all (live).
+Needs the ``trainers`` extra. Runs about two and a half minutes in all (live), seconds replayed.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ import tests.training.real_run as real_run  # noqa: E402
 from cachewatch.engine.training import ProgressFeed, ProgressSnapshot  # noqa: E402
 
 SAMPLE_EVERY_S = 0.25
+HEADER = f"{'case':<18} {'samples':>7} {'mean err':>9} {'worst':>7} {'training':>9} {'process':>8} {'tail':>6}  epochs  what"
 
 CASES = {
     # name: (script, args, pty, what reads the progress)
@@ -160,14 +161,18 @@ def main() -> None:
     unknown = [n for n in names if n not in CASES]
     if unknown:
         ap.error(f"unknown case {unknown[0]!r}; choose from {', '.join(CASES)}")
-    print(f"{'case':<18} {'samples':>7} {'mean err':>9} {'worst':>7} {'training':>9} {'process':>8} {'tail':>6}  epochs  what")
     if args.replay:
+        missing = [p for p in args.replay if not p.exists()]
+        if missing:
+            ap.error(f"no such recording or directory: {missing[0]}; make recordings with --record DIR")
         files = sorted(f for p in args.replay for f in (sorted(p.glob("*.json")) if p.is_dir() else [p]))
         if not files:
             ap.error(f"no recordings (*.json) in {' '.join(map(str, args.replay))}; make some with --record DIR")
+        print(HEADER)
         for f in files:
             show(replay(f))
         return
+    print(HEADER)
     for i in range(args.repeat):
         for name in names:
             show(measure(name, args.record, i, args.threads))
