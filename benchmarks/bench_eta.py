@@ -24,7 +24,7 @@ One thread keeps the step time the sleep the case asks for (0.131-0.134 s over a
 of the same run, load average 4-5).
 
 ``--record DIR`` also writes every run's output chunks with their arrival times
-(``DIR/<case>-<n>.json``); ``--replay`` feeds such recordings to the current estimator at
+(``DIR/<case>-<n>.json.gz``); ``--replay`` feeds such recordings to the current estimator at
 their recorded times (a snapshot every 0.25 s of recorded time, as live), so estimator
 changes are compared on the same runs rather than on whatever load the shared machine had.
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import json
 import statistics
 import sys
@@ -46,7 +47,7 @@ import tests.training.real_run as real_run  # noqa: E402
 from cachewatch.engine.training import ProgressFeed, ProgressSnapshot  # noqa: E402
 
 SAMPLE_EVERY_S = 0.25
-HEADER = f"{'case':<18} {'samples':>7} {'mean err':>9} {'worst':>7} {'training':>9} {'process':>8} {'tail':>6}  epochs  what"
+HEADER = f"{'case':<24} {'samples':>7} {'mean err':>9} {'worst':>7} {'training':>9} {'process':>8} {'tail':>6}  epochs  what"
 
 CASES = {
     # name: (script, args, pty, what reads the progress)
@@ -112,14 +113,17 @@ def measure(name: str, record: Path | None = None, index: int = 0, threads: int 
         record.mkdir(parents=True, exist_ok=True)
         data = {"case": name, "label": label, "started": run.started, "ended": run.ended,
                 "chunks": [[t, base64.b64encode(c).decode()] for t, c in chunks]}
-        (record / f"{name}-{index}.json").write_text(json.dumps(data))
+        with gzip.open(record / f"{name}-{index}.json.gz", "wt") as f:
+            json.dump(data, f)
     r = errors(run.snapshots, run.final(), run.ended)
     return {"case": name, "label": label, "total_s": run.ended - run.started, **r}
 
 
 def replay(path: Path) -> dict:
     """Feed a recording to a fresh ProgressFeed at its recorded times; the same figures as live."""
-    data = json.loads(path.read_text())
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        data = json.load(f)
     started, ended = data["started"], data["ended"]
     feed = ProgressFeed(started_time=started)
     snaps: list[tuple[float, ProgressSnapshot]] = []
@@ -134,17 +138,18 @@ def replay(path: Path) -> dict:
         next_sample += SAMPLE_EVERY_S
     feed.finish(ended, "finished")
     r = errors(snaps, feed.snapshot(ended), ended)
-    return {"case": path.stem, "label": data.get("label", ""), "total_s": ended - started, **r}
+    name = path.name.removesuffix(".gz").removesuffix(".json")
+    return {"case": name, "label": data.get("label", ""), "total_s": ended - started, **r}
 
 
 def show(r: dict) -> None:
     name = r["case"]
     if "error" in r:
-        print(f"{name:<18} {r['error']}")
+        print(f"{name:<24} {r['error']}")
     elif r["mean_err"] is None:
-        print(f"{name:<18} {0:>7} {'no ETA':>9} {'':>7} {r['train_s']:>8.1f}s {r['total_s']:>7.1f}s {r['tail_s']:>5.1f}s  {r['epochs']:<6}  {r['label']}")
+        print(f"{name:<24} {0:>7} {'no ETA':>9} {'':>7} {r['train_s']:>8.1f}s {r['total_s']:>7.1f}s {r['tail_s']:>5.1f}s  {r['epochs']:<6}  {r['label']}")
     else:
-        print(f"{name:<18} {r['samples']:>7} {r['mean_err'] * 100:>8.1f}% {r['max_err'] * 100:>6.1f}% "
+        print(f"{name:<24} {r['samples']:>7} {r['mean_err'] * 100:>8.1f}% {r['max_err'] * 100:>6.1f}% "
               f"{r['train_s']:>8.1f}s {r['total_s']:>7.1f}s {r['tail_s']:>5.1f}s  {r['epochs']:<6}  {r['label']}")
 
 
@@ -165,9 +170,9 @@ def main() -> None:
         missing = [p for p in args.replay if not p.exists()]
         if missing:
             ap.error(f"no such recording or directory: {missing[0]}; make recordings with --record DIR")
-        files = sorted(f for p in args.replay for f in (sorted(p.glob("*.json")) if p.is_dir() else [p]))
+        files = sorted(f for p in args.replay for f in (sorted(p.glob("*.json*")) if p.is_dir() else [p]))
         if not files:
-            ap.error(f"no recordings (*.json) in {' '.join(map(str, args.replay))}; make some with --record DIR")
+            ap.error(f"no recordings (*.json.gz) in {' '.join(map(str, args.replay))}; make some with --record DIR")
         print(HEADER)
         for f in files:
             show(replay(f))
