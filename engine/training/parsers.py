@@ -504,6 +504,8 @@ class OutputParser:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buf = ""
         self._tail_emitted: str | None = None
+        self._row_emitted: str | None = None
+        self._row_early: ParsedProgress | None = None
         self._oom = OomDetector()
         self.lines_seen = 0
 
@@ -544,10 +546,43 @@ class OutputParser:
                 if bar is not None:
                     self._tail_emitted = tail
                     out.append(bar)
+        elif buf and ("•" in buf or "/step" in buf or "/sample" in buf):
+            out += self._row_tail(buf)
         return out
+
+    def _row_tail(self, buf: str) -> list[Observation]:
+        """A Rich or Keras 3 row counts when it arrives, not when the next redraw terminates it.
+
+        Lightning's Rich bar redraws about once a second and ends each row with the next
+        frame's ``\r``: read at its terminator every step figure came a redraw late, and the
+        ETA, counted down from the step's time, was a second too long in every epoch (8-13 %
+        of the benchmark's Rich run). Keras 3 ends its row with the next step's ``\r``: with
+        a minute a step, a minute late. A row is complete up to its speed column
+        (``9.47it/s``, ``105ms/step``) once that column is there; the metrics after it may
+        still be cut, so they are left to the full line, parsed again at its terminator.
+        """
+        tail = strip_ansi(buf).rstrip()
+        if tail == self._row_emitted:
+            return []
+        row = None
+        try:
+            rich = _RICH.match(tail[-_TQDM_MAX_CHARS:]) if "•" in tail else None
+            if rich is not None and rich.group("rate") is not None:
+                row = parse_rich(tail[-_TQDM_MAX_CHARS:][: rich.end("rate")])
+            elif rich is None:
+                keras = _KERAS_STEP_TIME.search(tail)
+                if keras is not None:
+                    row = parse_keras(tail[: keras.end()])
+        except Exception:  # a parser bug must not take the supervisor down with it
+            return []
+        if row is None:
+            return []
+        self._row_emitted, self._row_early = tail, row
+        return [row]
 
     def _segment(self, raw: str) -> list[Observation]:
         emitted, self._tail_emitted = self._tail_emitted, None
+        early, self._row_emitted, self._row_early = self._row_early, None, None
         if len(raw) > self.max_line_chars:
             raw = raw[-self.max_line_chars :]
         line = strip_ansi(raw).rstrip()
@@ -559,7 +594,7 @@ class OutputParser:
             out += self._oom.feed_line(line)
             if line != emitted:
                 progress = parse_line(line)
-                if progress is not None:
+                if progress is not None and progress != early:  # a row without metrics was complete on arrival
                     out.append(progress)
         except Exception:  # a parser bug must not take the supervisor down with it
             pass

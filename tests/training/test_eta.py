@@ -281,3 +281,60 @@ def test_real_run_over_epochs_with_per_epoch_costs(tmp_path: Path) -> None:
         naive = naive_remaining_s(now - start, done)
         if fraction < 0.7:
             assert abs(naive - true) > err, (fraction, naive, snap.eta.remaining_s, true)  # type: ignore[operator]
+
+
+# ---------------------------------------------------------------- output arriving as a library draws it
+
+
+def _rich_frame(epoch: int, step: int, rate: float) -> str:
+    bar = "━" * 20
+    return f"\r\x1b[2KEpoch {epoch}/4  {bar} {step}/30 0:00:00 • 0:00:01 {rate:.2f}it/s train_loss: 0.5"
+
+
+def test_rich_frames_are_timed_when_they_arrive_not_at_the_next_redraw() -> None:
+    # Lightning's Rich bar over 5 epochs of 30 steps at 0.1 s a step (3 s an epoch, 15 s in all),
+    # redrawn once a second; each frame's "\r" terminator comes with the next frame. Read at the
+    # terminator, every step figure was a redraw (1 s) late and so was the ETA (8-13 % in the bench).
+    from cachewatch.engine.training import ProgressFeed
+
+    feed = ProgressFeed(started_time=-5.0)
+    frames = []
+    for e in range(5):
+        frames.append((3.0 * e, _rich_frame(e, 0, 0.0)))
+        frames += [(3.0 * e + k + 0.5, _rich_frame(e, 10 * k + 5, 10.0)) for k in range(3)]
+        frames.append((3.0 * e + 3.0, _rich_frame(e, 30, 10.0)))
+    checked = 0
+    for (t, frame), (t_next, _) in zip(frames, frames[1:] + [(99.0, "")]):
+        feed.feed_output(frame.encode(), t)
+        now = min(t + 0.9, t_next - 0.01)  # just before the next redraw
+        eta = feed.snapshot(now).eta
+        if 4.5 <= now <= 7.5:  # 30-50 % of the run, epoch 2 known from epoch 1
+            assert eta.remaining_s == pytest.approx(15.0 - now, abs=0.25), (t, now, eta)
+            checked += 1
+    assert checked >= 3
+
+
+def test_keras3_rows_are_timed_when_they_arrive_not_at_the_next_step() -> None:
+    # Keras 3 verbose=1 on a terminal: 2 epochs of 20 steps at 60 s a step (2400 s in all); each
+    # row's "\r" comes with the next step's row, a minute later. Read at the terminator, every
+    # figure was a step late and the ETA a minute too long.
+    from cachewatch.engine.training import ProgressFeed
+
+    feed = ProgressFeed(started_time=-30.0)
+    frames: list[tuple[float, str]] = []
+    for e in range(2):
+        t0 = 1200.0 * e
+        frames.append((t0, f"Epoch {e + 1}/2\n"))
+        for s in range(1, 21):
+            left = (20 - s) * 60
+            end = "\n" if s == 20 else "\b" * 30
+            frames.append((t0 + 60.0 * s, f"\r\x1b[1m{s:2d}/20\x1b[0m \x1b[32m━━━━\x1b[0m \x1b[1m{left}s\x1b[0m 60s/step - loss: 0.5{end}"))
+    checked = 0
+    for (t, frame), (t_next, _) in zip(frames, frames[1:] + [(9999.0, "")]):
+        feed.feed_output(frame.encode(), t)
+        now = min(t + 55.0, t_next - 1.0)  # before the next row
+        eta = feed.snapshot(now).eta
+        if 720.0 <= now <= 1200.0:  # 30-50 % of the run, in the first epoch
+            assert eta.remaining_s == pytest.approx(2400.0 - now, abs=10.0), (t, now, eta)
+            checked += 1
+    assert checked >= 5
