@@ -152,6 +152,7 @@ class IndexBackend(Protocol):
     def add_counters(self, **deltas: int) -> None: ...  # (write)
     def live_row(self, key: str) -> Row | None: ...
     def insert_live(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int: ...  # (write)
+    def insert_replaced(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int: ...  # (write)
     def mark_replaced(self, row_id: int) -> None: ...  # (write)
     def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]: ...
     def delete_rows(self, row_ids: Sequence[int]) -> None: ...  # (write)
@@ -377,6 +378,16 @@ class SQLiteIndex:
         cur = self._db.execute(
             "INSERT INTO entries (key, name, size, charge, state, checksum, ino, created, accessed) "
             "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
+            (key, name, size, charge, checksum, ino, now, now),
+        )
+        return int(cur.lastrowid)
+
+    @_locked
+    def insert_replaced(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int:
+        """An old version from the start: a file put before the key's indexed entry, indexed after it."""
+        cur = self._db.execute(
+            "INSERT INTO entries (key, name, size, charge, state, checksum, ino, created, accessed) "
+            "VALUES (?, ?, ?, ?, 2, ?, ?, ?, ?)",
             (key, name, size, charge, checksum, ino, now, now),
         )
         return int(cur.lastrowid)
