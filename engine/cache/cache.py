@@ -96,23 +96,32 @@ _PENDING_ID = -1  # the row id of an entry this process put that is not indexed 
 _ESTIMATE_S = 0.02  # how old the index counters behind a reservation's estimate may be
 
 
-def _journal_line(rec: _Put) -> bytes:
-    # One write(2) per record: a kill -9 cannot tear it (a machine crash can: a torn last line is skipped).
-    return (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+# A journal record: "P", key, name, size, charge, checksum, inode, time, each ended by NUL (a
+# key may hold any character but NUL). One write(2) per record: a kill -9 cannot tear it; a
+# machine crash can tear the last one, which a reader drops (its file is then a sweep orphan).
+_RECORD_FIELDS = 8
 
 
-def _read_journal(path: str) -> list[_Put]:
+def _journal_line(rec: _Put, kind: str = "P") -> bytes:
+    """``P``: a put renamed (or about to be) into place; ``E``: an evicted file, out of the index, to unlink."""
+    return f"{kind}\0{rec.key}\0{rec.name}\0{rec.size}\0{rec.charge}\0{rec.checksum}\0{rec.ino}\0{rec.created!r}\0".encode()
+
+
+def _read_journal(path: str) -> list[tuple[str, _Put]]:
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            fields = fh.read().decode("utf-8", "replace").split("\0")
     except FileNotFoundError:
         return []
-    out: list[_Put] = []
-    for line in data.splitlines():
+    out: list[tuple[str, _Put]] = []
+    for i in range(0, len(fields) - _RECORD_FIELDS + 1, _RECORD_FIELDS):
+        f = fields[i : i + _RECORD_FIELDS]
+        if f[0] not in ("P", "E"):
+            break  # out of step: a torn record, and nothing valid can follow it
         try:
-            out.append(_Put(*json.loads(line)))
-        except (ValueError, TypeError):
-            continue  # a torn record (machine crash mid-write): its file, if any, is an orphan for the sweep
+            out.append((f[0], _Put(f[1], f[2], int(f[3]), int(f[4]), f[5], int(f[6]), float(f[7]))))
+        except ValueError:
+            break
     return out
 
 
@@ -313,6 +322,8 @@ class Cache:
         self._batch_keys: dict[str, _Put] = {}
         self._batch_touched: dict[str, float] = {}  # reads of pending entries (their LRU time)
         self._batch_t0 = 0.0
+        self._batch_bytes = 0
+        self._evicting = 0  # evictions of this process with journal records not settled yet
         self._batch_lock = threading.RLock()
         self._timer: threading.Timer | None = None
         self._est: tuple[int, int, float] = (0, 0, -1e9)  # (released_total, indexed bytes, when read)
@@ -654,11 +665,11 @@ class Cache:
             )
 
     def _eviction_batch(self) -> int:
-        """How far below the target an eviction goes: at least ~8 average entries, so that its
-        fixed cost (a transaction, an event) is shared, but never more than a quarter of the target."""
+        """How far below the target an eviction goes: at least ~16 average entries, so that its
+        fixed cost (three transactions, an event) is shared, but never more than a quarter of the target."""
         c = self._index.counters()
         average = c.live_bytes // c.entries if c.entries else 0
-        return min(self.target_bytes // 4, max(self.evict_batch_bytes, 8 * average))
+        return min(self.target_bytes // 4, max(self.evict_batch_bytes, 16 * average))
 
     def _refresh_estimate(self) -> None:
         """Read the index counters *outside* the mutex, after the ledger's released_total.
@@ -754,16 +765,17 @@ class Cache:
         True when the eviction found nothing more it could remove (every entry left is pinned).
         """
         with self._evict_mutex:
+            if self._used_locked() + charge <= self.target_bytes:
+                return False  # another evictor made room while we waited for its lock
             # Our own puts go into the index first: their bytes then leave the ledger, and the
             # LRU order is read from a complete index (they are the newest, so never victims).
             self._commit_batch()
-            if self._used_locked() + charge <= self.target_bytes:
-                return False  # another evictor made room while we waited for its lock
             self._reclaim_dead_writers()
             if self._used_locked() + charge <= self.target_bytes:
                 return False  # a dead writer's reservation was holding that room
-            with self._index.transaction():
-                self._flush_locked()  # this process's recent reads count for the LRU order
+            if self._pending.touches or self._pending.hits or self._pending.misses:
+                with self._index.transaction():
+                    self._flush_locked()  # this process's recent reads count for the LRU order
             goal = self.target_bytes - self._eviction_batch() - charge
             report = self._evict_unlocked(goal, "target", time.time())
             return self._index.counters().entries <= report.pinned_skipped
@@ -920,9 +932,17 @@ class Cache:
             _crash_point("put_after_rename")
             if not self._batch:
                 self._batch_t0 = time.monotonic()
+                self._batch_bytes = 0
             self._batch.append(rec)
             self._batch_keys[rec.key] = rec
-            due = len(self._batch) >= self.batch_puts or time.monotonic() - self._batch_t0 >= self.batch_interval
+            self._batch_bytes += rec.charge
+            # Pending bytes cannot be evicted until indexed: a batch also ends at 1/16 of the
+            # target (and a writer that finds no room indexes its batch before it evicts).
+            due = (
+                len(self._batch) >= self.batch_puts
+                or self._batch_bytes >= self.target_bytes >> 4
+                or time.monotonic() - self._batch_t0 >= self.batch_interval
+            )
         if due:
             self._commit_batch()
         else:
@@ -964,6 +984,7 @@ class Cache:
                 with self._index.transaction():
                     self._reap_pending_locked()  # old versions unlinked earlier: their rows go now
                     replaced[:] = self._apply_puts_locked(batch, replay=False)
+                    self._flush_locked()  # this process's reads, in the same transaction
                     _crash_point("put_before_commit")
 
             try:
@@ -981,7 +1002,7 @@ class Cache:
                 if self._batch_keys.get(rec.key) is rec:
                     del self._batch_keys[rec.key]
                     self._batch_touched.pop(rec.key, None)
-            if not self._batch:
+            if not self._batch and not self._evicting:
                 # Every record is in the index: the journal starts over (the records are kept until
                 # here, so a crash before this line replays them again, which changes nothing).
                 os.ftruncate(self._journal_fd, 0)
@@ -1013,11 +1034,12 @@ class Cache:
                 continue
             if st.st_ino != rec.ino or st.st_size != rec.size:
                 continue
-            owners = self._index.rows_with_name(rec.name, states=(LIVE, REPLACED))
-            if any(r.ino == rec.ino for r in owners):
-                continue  # indexed already (a replay of a record whose batch did commit)
             old = self._index.live_row(rec.key)
+            if old is not None and old.name == rec.name and old.ino == rec.ino:
+                continue  # indexed already
             if replay:
+                if any(r.ino == rec.ino for r in self._index.rows_with_name(rec.name, states=(LIVE, REPLACED))):
+                    continue  # indexed already (a record whose batch did commit before its writer died)
                 try:
                     checksum, _ino = _hash_file(path, rec.size)
                 except OSError:
@@ -1280,7 +1302,7 @@ class Cache:
                 recovered, slots, journals, replaced = self._recover_locked(startup=startup)
             for index in slots:
                 self._ledger.free(index)
-            if slots:
+            if slots or startup:
                 self._ledger.recount()  # a writer killed inside a ledger update left the totals high
             for path in journals:
                 _unlink_quiet(path)
@@ -1330,7 +1352,11 @@ class Cache:
             token = fname.removesuffix(".log")
             if token in dead_tokens or not is_alive(token):
                 path = os.path.join(self._journal_dir_s, fname)
-                replaced += self._apply_puts_locked(_read_journal(path), replay=True)
+                for kind, rec in _read_journal(path):
+                    if kind == "P":
+                        replaced += self._apply_puts_locked([rec], replay=True)
+                    else:
+                        self._settle_evicted_locked(rec)
                 journals.append(path)
         for row in self._index.rows_in_state(WRITING):  # written by cachewatch before the ledger existed
             self._index.delete_rows([row.id])
@@ -1396,9 +1422,10 @@ class Cache:
         any transaction: each batch is its own pair of transactions, its unlinks between them.
         """
         if not dry_run:
-            with self._index.transaction():
-                self._reap_pending_locked()
-                self._reap_replaced_locked()
+            if self._pending_reap or self._index.counters().replaced_bytes:  # (a transaction only when needed)
+                with self._index.transaction():
+                    self._reap_pending_locked()
+                    self._reap_replaced_locked()
             if self.ttl_s is not None:
                 self._remove_locked(
                     lambda limit, offset: self._index.expired_candidates(now - self.ttl_s, limit, offset),  # type: ignore[operator]
@@ -1426,61 +1453,43 @@ class Cache:
         else:  # usually one or two files: fetch about what is needed, then more if pins get in the way
             batch = max(4, min(_BATCH, (used - goal_used) // max(1, c.live_bytes // max(1, c.entries)) + 2))
         while goal_used is None or used > goal_used:
-            doomed: list[Row] = []
-            with self._index.transaction():
-                rows = fetch(batch, offset)
-                batch = min(_BATCH, batch * 2)
-                if not rows:
+            rows = fetch(batch, offset)  # a read: the transaction below removes only rows still as read
+            batch = min(_BATCH, batch * 2)
+            if not rows:
+                break
+            victims: list[Row] = []
+            for row in rows:
+                if goal_used is not None and used <= goal_used:
                     break
-                n_files = n_bytes = 0
-                for row in rows:
-                    if goal_used is not None and used <= goal_used:
-                        break
-                    path = os.path.join(self._root_s, row.name)
-                    try:
-                        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                    except FileNotFoundError:
-                        fd = -1
-                    except OSError:
+                path = os.path.join(self._root_s, row.name)
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    fd = -1
+                except OSError:
+                    offset += 1
+                    continue
+                try:
+                    if fd >= 0 and not try_exclusive(fd):
+                        pinned += 1
                         offset += 1
                         continue
-                    try:
-                        if fd >= 0 and not try_exclusive(fd):
-                            pinned += 1
-                            offset += 1
-                            continue
-                        ours = fd >= 0 and os.fstat(fd).st_ino == row.ino
-                    finally:
-                        if fd >= 0:
-                            os.close(fd)
-                    if dry_run:
-                        offset += 1
-                    elif ours:
-                        self._index.mark_replaced(row.id)
-                        doomed.append(row._replace(state=REPLACED))
-                    else:  # no file of this row on disk (gone, or the name holds another inode): only the row goes
-                        self._index.delete_rows([row.id])
-                    files += 1
-                    n_files += 1
-                    freed += row.charge
-                    n_bytes += row.charge
-                    used -= row.charge
-                    if len(keys) < _KEYS_IN_EVENT:
-                        keys.append(row.key)
-                if n_files and not dry_run:
-                    self._index.add_counters(
-                        evicted_files=n_files, evicted_bytes=n_bytes, expired_files=n_files if reason == "ttl" else 0
-                    )
-            if doomed:
-                # The victims are REPLACED rows now: invisible, still counted. Their files go
-                # outside any lock (a reader that pinned one since keeps it); then their rows.
-                _crash_point("evict_after_mark")
-                for i, row in enumerate(doomed):
-                    _unlink_unpinned(os.path.join(self._root_s, row.name), row.ino)
-                    if i == 0:
-                        _crash_point("evict_mid_reap")
-                with self._index.transaction():
-                    self._reap_rows_locked(doomed)
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
+                if dry_run:
+                    offset += 1
+                victims.append(row)
+                used -= row.charge
+            removed = victims if dry_run else self._evict_rows(victims, reason)
+            for row in victims:
+                if not dry_run and row not in removed:
+                    used += row.charge  # changed meanwhile (another evictor, a delete): not ours to count
+            for row in removed:
+                files += 1
+                freed += row.charge
+                if len(keys) < _KEYS_IN_EVENT:
+                    keys.append(row.key)
         report = EvictionReport(
             reason=reason,
             files=files,
@@ -1513,6 +1522,71 @@ class Cache:
                 log.info(report.describe(str(self.root)))
             self._restore_reserve = True  # after the commit: the WAL may need this room first
         return report
+
+    def _evict_rows(self, victims: list[Row], reason: str) -> list[Row]:
+        """Take ``victims`` out of the index in one transaction, then unlink their files outside any lock.
+
+        Their bytes are counted in this process's ledger slot from *before* the transaction until
+        the files are gone, and an ``E`` journal record per victim, written before the
+        transaction, tells recovery which files to unlink if this process dies in between.
+        Returns the rows this transaction removed (a row already changed is left alone).
+        """
+        if not victims:
+            return []
+        total = sum(r.charge for r in victims)
+        with self._mutex:
+            slot = self._writer_slot_locked()
+            self._ledger.add_bytes(slot, total)  # grow first: from here to the unlink, counted twice or once
+        with self._batch_lock:
+            self._evicting += 1
+        try:
+            os.write(self._journal_fd, b"".join(_journal_line(_row_record(r), "E") for r in victims))
+            removed: list[Row] = []
+            with self._index.transaction():
+                for r in victims:
+                    if self._index.delete_live(r):
+                        removed.append(r)
+                if removed:
+                    n_bytes = sum(r.charge for r in removed)
+                    self._index.add_counters(
+                        evicted_files=len(removed), evicted_bytes=n_bytes, expired_files=len(removed) if reason == "ttl" else 0
+                    )
+            _crash_point("evict_after_mark")
+            pinned_since: list[Row] = []
+            for i, r in enumerate(removed):
+                if not _unlink_unless_pinned(os.path.join(self._root_s, r.name), r.ino):
+                    pinned_since.append(r)
+                if i == 0:
+                    _crash_point("evict_mid_reap")
+            if pinned_since:
+                # A reader pinned one between the check and the unlink: it stays, as an old version
+                # (a REPLACED row: counted by the index, reaped when the pin is gone).
+                with self._index.transaction():
+                    for r in pinned_since:
+                        self._index.insert_replaced(r.key, r.name, r.size, r.charge, r.checksum or "", r.ino or 0, r.created)
+            return removed
+        finally:
+            # Settled (unlinked, re-indexed, or never taken out of the index): stop counting.
+            with self._mutex:
+                self._ledger.add_bytes(slot, -total)
+            with self._batch_lock:
+                self._evicting -= 1
+                if not self._evicting and not self._batch and self._journal_fd >= 0:
+                    os.ftruncate(self._journal_fd, 0)
+
+    def _settle_evicted_locked(self, rec: "_Put") -> None:
+        """Recovery, inside its transaction: a dead evictor's victim whose row is gone loses its file
+        (or, pinned by a reader, becomes a counted REPLACED row); one whose row is still there stays."""
+        path = os.path.join(self._root_s, rec.name)
+        try:
+            if os.lstat(path).st_ino != rec.ino:
+                return
+        except FileNotFoundError:
+            return
+        if any(r.ino == rec.ino for r in self._index.rows_with_name(rec.name, states=(LIVE, REPLACED))):
+            return  # its transaction never committed: still an entry
+        if not _unlink_unless_pinned(path, rec.ino):
+            self._index.insert_replaced(rec.key, rec.name, rec.size, rec.charge, rec.checksum, rec.ino, rec.created)
 
     @_retry_when_index_full
     def evict(self, to: int | str | None = None, *, dry_run: bool = False) -> EvictionReport:
@@ -1646,7 +1720,7 @@ class Cache:
         except FileNotFoundError:
             return names
         for path in journals:
-            names.update(rec.name for rec in _read_journal(path))
+            names.update(rec.name for _kind, rec in _read_journal(path))
         return names
 
     # --------------------------------------------------------------------------------- report
@@ -1909,6 +1983,31 @@ def _unlink_unpinned(path: str, ino: int | None) -> None:
             os.unlink(path)
     finally:
         os.close(fd)
+
+
+def _unlink_unless_pinned(path: str, ino: int | None) -> bool:
+    """Unlink the file at ``path`` if it is inode ``ino``; False only when a reader pins it (it stays)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return True  # (unreadable: not a file this cache made)
+    try:
+        st = os.fstat(fd)
+        if st.st_ino != ino:
+            return True  # not ours (any more)
+        if not try_exclusive(fd):
+            return False
+        if _same_file(Path(path), st):
+            os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _row_record(r: Row) -> "_Put":
+    return _Put(r.key, r.name, r.size, r.charge, r.checksum or "", r.ino or 0, r.created)
 
 
 def _hash_file(path: str | Path, size: int) -> tuple[str, int]:

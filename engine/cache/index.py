@@ -157,6 +157,7 @@ class IndexBackend(Protocol):
     def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]: ...
     def delete_rows(self, row_ids: Sequence[int]) -> None: ...  # (write)
     def delete_replaced(self, row: Row) -> bool: ...  # (write) only if still that REPLACED row
+    def delete_live(self, row: Row) -> bool: ...  # (write) only if still that LIVE row
     def replaced_row(self, row: Row) -> bool: ...
     def lru_candidates(self, limit: int, offset: int) -> list[Row]: ...
     def expired_candidates(self, created_before: float, limit: int, offset: int) -> list[Row]: ...
@@ -425,6 +426,14 @@ class SQLiteIndex:
         """Drop one ``REPLACED`` row if it is still the same row (ids are reused after deletes)."""
         cur = self._db.execute(
             "DELETE FROM entries WHERE id = ? AND state = 2 AND name = ? AND ino IS ?", (row.id, row.name, row.ino)
+        )
+        return cur.rowcount > 0
+
+    @_locked
+    def delete_live(self, row: Row) -> bool:
+        """Drop one ``LIVE`` row if it is still the same row (an evictor's victim, chosen before its transaction)."""
+        cur = self._db.execute(
+            "DELETE FROM entries WHERE id = ? AND state = 0 AND name = ? AND ino IS ?", (row.id, row.name, row.ino)
         )
         return cur.rowcount > 0
 

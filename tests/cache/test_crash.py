@@ -123,7 +123,7 @@ def test_death_at_each_step_of_a_put(cache_root: Path, point: str, existing: boo
 def test_journal_replay_indexes_renamed_entries_of_a_killed_writer(cache_root: Path) -> None:
     """A writer killed with a batch of renamed, journaled, unindexed entries: nothing of it is in the
     index, every file is counted by its ledger slot, and the next open indexes them all."""
-    with Cache(cache_root, max_size="4MiB", sweep=False) as cache:
+    with Cache(cache_root, max_size="64MiB", sweep=False) as cache:  # 20 puts are far from a batch's byte limit
         cache.put("k3", b"old")
     code = (
         "import os, signal\nfrom cachewatch.engine import Cache\n"
@@ -172,9 +172,9 @@ def _entry_names(root: Path) -> list[str]:
 
 @pytest.mark.parametrize("point", ["evict_after_mark", "evict_mid_reap"])
 def test_death_in_an_eviction_a_put_started(cache_root: Path, point: str) -> None:
-    """A put that has to evict first, killed after the victims left the index (REPLACED, still
-    counted) and before or while their files are unlinked: every LIVE row keeps its file, the
-    bytes on disk stay counted, and an open settles the rest."""
+    """A put that has to evict first, killed after the victims' rows left the index and before
+    (or while) their files are unlinked: every LIVE row keeps its file, the files without rows
+    are counted by the dead evictor's ledger slot, and an open unlinks them (journal E records)."""
     with Cache(cache_root, max_size=64 * KiB, target_ratio=1.0, sweep=False) as cache:
         for i in range(15):
             cache.put(f"k{i}", b"x" * 4000)  # 15 x 4 KiB of 16: the next put evicts
@@ -184,7 +184,10 @@ def test_death_in_an_eviction_a_put_started(cache_root: Path, point: str) -> Non
     assert _live_rows_have_their_files(cache_root) == []
     with Cache(cache_root, readonly=True) as ro:
         snap = ro.snapshot()
-        assert snap.replaced, "the kill must land after the victims were marked"
+        rowless = set(_entry_names(cache_root)) - {r.name for r in snap.live}
+        assert rowless, "the kill must land after the victims left the index, with files still there"
+        (dead,) = [w for w in ro.writers() if not w.alive]
+        assert dead.reserved_bytes >= len(rowless) * ro.block_bytes  # still counted
         used_on_disk, _ = on_disk_bytes(cache_root, ro.block_bytes)
-        assert used_on_disk <= snap.counters.used_bytes + sum(w.reserved_bytes for w in ro.writers()) <= 64 * KiB
+        assert used_on_disk <= snap.counters.used_bytes + dead.reserved_bytes <= 64 * KiB
     assert_index_matches_files(cache_root)
