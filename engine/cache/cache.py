@@ -697,7 +697,7 @@ class Cache:
                 self._after_commit()
                 return granted
             time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, 0.01)
 
     def _grant_locked(self, slot: int, charge: int) -> tuple[int, str]:
         self._ledger.reserve(slot, charge)
@@ -720,8 +720,10 @@ class Cache:
                 estimate = indexed0 + self._ledger.totals()[0] + (self._ledger.released_total() - released0)
                 if estimate + charge <= self.target_bytes:
                     return self._grant_locked(slot, charge)
-        # No room under the target: make some, one evictor at a time, outside the mutex.
-        exhausted = self._make_room(charge)
+        # No room under the target: make some, one evictor at a time, outside the mutex. While
+        # another process evicts, this one does not queue behind it: it may still use the room
+        # between the target and the max, and otherwise retries as the evictor frees files.
+        room = self._make_room(charge)
         self._refresh_estimate()
         released0, indexed0, _t = self._est
         with self._mutex:
@@ -729,6 +731,11 @@ class Cache:
             estimate = indexed0 + self._ledger.totals()[0] + (self._ledger.released_total() - released0)
             if estimate + charge <= self.max_bytes:
                 return self._grant_locked(slot, charge)
+        if room == "busy" and time.monotonic() < deadline:
+            if self._batch:
+                self._commit_batch()  # our pending bytes cannot be evicted until indexed
+            return None
+        exhausted = room == "exhausted"
         # Everything evictable is gone. What is left is pinned, or other writers' bytes in flight.
         if self._recover():
             return None  # a dead writer's reservation was holding that room: try again at once
@@ -759,26 +766,31 @@ class Cache:
         s = self._ledger.read(self._slot)
         return 0 if s is None else s.reserved_bytes
 
-    def _make_room(self, charge: int) -> bool:
+    def _make_room(self, charge: int) -> str:
         """Evict to below the target, in batches, under the evictor lock (never the reservation mutex).
 
-        True when the eviction found nothing more it could remove (every entry left is pinned).
+        ``"busy"`` when another process is evicting (this one does not wait for it), ``"exhausted"``
+        when the eviction found nothing more it could remove (every entry left is pinned), else ``"done"``.
         """
-        with self._evict_mutex:
+        if not self._evict_mutex.try_enter():
+            return "busy"
+        try:
             if self._used_locked() + charge <= self.target_bytes:
-                return False  # another evictor made room while we waited for its lock
+                return "done"  # another evictor made room meanwhile
             # Our own puts go into the index first: their bytes then leave the ledger, and the
             # LRU order is read from a complete index (they are the newest, so never victims).
             self._commit_batch()
             self._reclaim_dead_writers()
             if self._used_locked() + charge <= self.target_bytes:
-                return False  # a dead writer's reservation was holding that room
+                return "done"  # a dead writer's reservation was holding that room
             if self._pending.touches or self._pending.hits or self._pending.misses:
                 with self._index.transaction():
                     self._flush_locked()  # this process's recent reads count for the LRU order
             goal = self.target_bytes - self._eviction_batch() - charge
             report = self._evict_unlocked(goal, "target", time.time())
-            return self._index.counters().entries <= report.pinned_skipped
+            return "exhausted" if self._index.counters().entries <= report.pinned_skipped else "done"
+        finally:
+            self._evict_mutex.__exit__(None, None, None)
 
     def _reclaim_dead_writers(self) -> bool:
         """Before evicting live entries to make room, make sure no dead writer's reservation holds it.
@@ -843,7 +855,8 @@ class Cache:
         except BaseException as exc:
             self._abort(slot, part, charge)
             raise self._write_error(exc, key, size) from None
-        return self._place(slot, _Put(key, name, size, charge, checksum, ino, time.time()), part)
+        path = self._place(slot, _Put(key, name, size, charge, checksum, ino, time.time()), part)
+        return path
 
     def put_file(self, key: str, src_path: str | os.PathLike, move: bool = False) -> Path:
         """Store the file at ``src_path`` under ``key``. With ``move=True`` the source is removed
@@ -1539,6 +1552,10 @@ class Cache:
             self._ledger.add_bytes(slot, total)  # grow first: from here to the unlink, counted twice or once
         with self._batch_lock:
             self._evicting += 1
+        # Bytes this eviction may stop counting: all of them until its transaction commits (the
+        # rows still hold them); after it, only what is unlinked or indexed again.
+        releasable = total
+        committed = settled = False
         try:
             os.write(self._journal_fd, b"".join(_journal_line(_row_record(r), "E") for r in victims))
             removed: list[Row] = []
@@ -1547,30 +1564,45 @@ class Cache:
                     if self._index.delete_live(r):
                         removed.append(r)
                 if removed:
-                    n_bytes = sum(r.charge for r in removed)
                     self._index.add_counters(
-                        evicted_files=len(removed), evicted_bytes=n_bytes, expired_files=len(removed) if reason == "ttl" else 0
+                        evicted_files=len(removed), evicted_bytes=sum(r.charge for r in removed),
+                        expired_files=len(removed) if reason == "ttl" else 0,
                     )
+                    releasable = total - sum(r.charge for r in removed)
+            committed = True
             _crash_point("evict_after_mark")
             pinned_since: list[Row] = []
+            gone = 0
             for i, r in enumerate(removed):
                 if not _unlink_unless_pinned(os.path.join(self._root_s, r.name), r.ino):
                     pinned_since.append(r)
+                else:
+                    gone += r.charge
                 if i == 0:
                     _crash_point("evict_mid_reap")
+                if i % 4 == 3:
+                    # Room as it frees, every few files: writers waiting for it need not wait for the whole batch.
+                    with self._mutex:
+                        self._ledger.add_bytes(slot, -gone)
+                    gone = 0
+            releasable += gone
             if pinned_since:
                 # A reader pinned one between the check and the unlink: it stays, as an old version
                 # (a REPLACED row: counted by the index, reaped when the pin is gone).
                 with self._index.transaction():
                     for r in pinned_since:
                         self._index.insert_replaced(r.key, r.name, r.size, r.charge, r.checksum or "", r.ino or 0, r.created)
+                releasable += sum(r.charge for r in pinned_since)
+            settled = True
             return removed
         finally:
-            # Settled (unlinked, re-indexed, or never taken out of the index): stop counting.
             with self._mutex:
-                self._ledger.add_bytes(slot, -total)
+                self._ledger.add_bytes(slot, -releasable)
             with self._batch_lock:
-                self._evicting -= 1
+                if settled or not committed:
+                    # (Not settled: files out of the index are still on disk. Their bytes stay counted
+                    # and their E records stay in the journal, for recovery after this process ends.)
+                    self._evicting -= 1
                 if not self._evicting and not self._batch and self._journal_fd >= 0:
                     os.ftruncate(self._journal_fd, 0)
 
