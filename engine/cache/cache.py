@@ -338,7 +338,10 @@ class Cache:
             else:
                 self._recover(startup=True, limits=(max_bytes, target, target_ratio, ttl, resize))
                 self._ensure_disk_reserve()
-                used = self._used_locked()
+                # Entries on disk only: other writers' ledger bytes are in flight (and a batch
+                # being committed is counted twice for a moment), not a reason to evict at start-up.
+                c = self._index.counters()
+                used = c.live_bytes + c.replaced_bytes
                 if used > self.max_bytes:
                     with self._evict_mutex:
                         log.warning(
@@ -697,7 +700,7 @@ class Cache:
                 self._after_commit()
                 return granted
             time.sleep(delay)
-            delay = min(delay * 2, 0.01)
+            delay = min(delay * 2, 0.002)
 
     def _grant_locked(self, slot: int, charge: int) -> tuple[int, str]:
         self._ledger.reserve(slot, charge)
