@@ -323,6 +323,7 @@ class Cache:
         self._batch_touched: dict[str, float] = {}  # reads of pending entries (their LRU time)
         self._batch_t0 = 0.0
         self._batch_bytes = 0
+        self._batch_cap = 1 << 62  # set with the first reservation's estimate
         self._evicting = 0  # evictions of this process with journal records not settled yet
         self._batch_lock = threading.RLock()
         self._timer: threading.Timer | None = None
@@ -684,6 +685,8 @@ class Cache:
         released = self._ledger.released_total()
         c = self._index.counters()
         self._est = (released, c.live_bytes + c.replaced_bytes, time.monotonic())
+        # Pending bytes cannot be evicted until indexed: a batch ends at 1/16 of the target.
+        self._batch_cap = max(self.block_bytes, self.target_bytes // 16)
 
     def _reserve(self, key: str, charge: int) -> tuple[int, str]:
         """Reserve ``charge`` bytes for a write; returns (ledger slot, .part file name)."""
@@ -723,10 +726,8 @@ class Cache:
                 estimate = indexed0 + self._ledger.totals()[0] + (self._ledger.released_total() - released0)
                 if estimate + charge <= self.target_bytes:
                     return self._grant_locked(slot, charge)
-        # No room under the target: make some, one evictor at a time, outside the mutex. While
-        # another process evicts, this one does not queue behind it: it may still use the room
-        # between the target and the max, and otherwise retries as the evictor frees files.
-        room = self._make_room(charge)
+        # No room under the target: make some, one evictor at a time, outside the mutex.
+        exhausted = self._make_room(charge)
         self._refresh_estimate()
         released0, indexed0, _t = self._est
         with self._mutex:
@@ -734,11 +735,6 @@ class Cache:
             estimate = indexed0 + self._ledger.totals()[0] + (self._ledger.released_total() - released0)
             if estimate + charge <= self.max_bytes:
                 return self._grant_locked(slot, charge)
-        if room == "busy" and time.monotonic() < deadline:
-            if self._batch:
-                self._commit_batch()  # our pending bytes cannot be evicted until indexed
-            return None
-        exhausted = room == "exhausted"
         # Everything evictable is gone. What is left is pinned, or other writers' bytes in flight.
         if self._recover():
             return None  # a dead writer's reservation was holding that room: try again at once
@@ -769,31 +765,29 @@ class Cache:
         s = self._ledger.read(self._slot)
         return 0 if s is None else s.reserved_bytes
 
-    def _make_room(self, charge: int) -> str:
+    def _make_room(self, charge: int) -> bool:
         """Evict to below the target, in batches, under the evictor lock (never the reservation mutex).
 
-        ``"busy"`` when another process is evicting (this one does not wait for it), ``"exhausted"``
-        when the eviction found nothing more it could remove (every entry left is pinned), else ``"done"``.
+        One evictor at a time; the others wait for its lock (measured: waiting beats polling
+        for the room it frees, which takes the reservation mutex and the index lock away from
+        the evictor), then find room and return at once. True when the eviction found nothing
+        more it could remove (every entry left is pinned).
         """
-        if not self._evict_mutex.try_enter():
-            return "busy"
-        try:
+        with self._evict_mutex:
             if self._used_locked() + charge <= self.target_bytes:
-                return "done"  # another evictor made room meanwhile
+                return False  # another evictor made room while we waited for its lock
             # Our own puts go into the index first: their bytes then leave the ledger, and the
             # LRU order is read from a complete index (they are the newest, so never victims).
             self._commit_batch()
             self._reclaim_dead_writers()
             if self._used_locked() + charge <= self.target_bytes:
-                return "done"  # a dead writer's reservation was holding that room
+                return False  # a dead writer's reservation was holding that room
             if self._pending.touches or self._pending.hits or self._pending.misses:
                 with self._index.transaction():
                     self._flush_locked()  # this process's recent reads count for the LRU order
             goal = self.target_bytes - self._eviction_batch() - charge
             report = self._evict_unlocked(goal, "target", time.time())
-            return "exhausted" if self._index.counters().entries <= report.pinned_skipped else "done"
-        finally:
-            self._evict_mutex.__exit__(None, None, None)
+            return self._index.counters().entries <= report.pinned_skipped
 
     def _reclaim_dead_writers(self) -> bool:
         """Before evicting live entries to make room, make sure no dead writer's reservation holds it.
@@ -953,10 +947,10 @@ class Cache:
             self._batch_keys[rec.key] = rec
             self._batch_bytes += rec.charge
             # Pending bytes cannot be evicted until indexed: a batch also ends at 1/16 of the
-            # target (and a writer that finds no room indexes its batch before it evicts).
+            # target (a writer that finds no room indexes its batch before it evicts or waits).
             due = (
                 len(self._batch) >= self.batch_puts
-                or self._batch_bytes >= self.target_bytes >> 4
+                or self._batch_bytes >= self._batch_cap
                 or time.monotonic() - self._batch_t0 >= self.batch_interval
             )
         if due:

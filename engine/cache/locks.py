@@ -69,26 +69,6 @@ class ProcessMutex:
             raise
         return self
 
-    def try_enter(self) -> bool:
-        """Take the lock without waiting; False when another thread or process holds it. Leave with ``__exit__``."""
-        if not self._thread_lock.acquire(blocking=False):
-            return False
-        try:
-            fd = self._ensure_fd()
-            if self._depth == 0:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    self._thread_lock.release()
-                    return False
-                if self.hold_ns is not None:
-                    self._t_acquired = time.perf_counter_ns()
-            self._depth += 1
-        except BaseException:
-            self._thread_lock.release()
-            raise
-        return True
-
     def __exit__(self, *exc: object) -> None:
         try:
             self._depth -= 1
