@@ -1,23 +1,23 @@
 """The managed cache: a directory that any number of processes share under one hard size bound.
 
 How the bound holds (``bytes of entry files + writes in flight <= max_size`` at every
-instant, whatever the number of processes):
+instant, whatever the number of processes); docs/cache.md has the whole argument:
 
-1. **Reserve before writing.** Under the cache's process mutex a put adds the bytes it
-   will occupy to its slot of the shared ledger (:mod:`.ledger`), after checking the
-   committed size (index counters) plus *every* process's reservations. One count for
-   all processes, not one per process (seed 000's flaw).
-2. **Evict before the write, to target.** If the new total would pass the target, the
-   least recently used unpinned entries are unlinked *inside the same section, before*
-   the reservation is granted (diskcache deletes after its commit, which is why its
-   directory overshoots).
-3. **Write outside the section** into ``.cachewatch/tmp/<owner>.<n>.part``, never more
-   than reserved, then **commit** in one SQLite transaction: insert the entry's row and
-   rename the file into place; release the reservation only after the commit. Readers
-   never see a half entry, and a crash can over-count for a moment, never under-count.
-4. A writer that dies leaves its ledger slot behind; the next process that needs room
-   (or opens the cache) proves the owner dead with ``flock`` and reclaims the slot, its
-   ``.part`` files and, from the slot's *intent*, a file it renamed but never committed.
+1. **Reserve** (the per-put critical section: ledger arithmetic under the reservation
+   mutex). The put adds the bytes it will occupy to its slot of the shared ledger
+   (:mod:`.ledger`), checked against the indexed size (read before the mutex) plus *every*
+   process's ledger bytes. One count for all processes, not one per process (seed 000's flaw).
+2. **Evict first** when there is no room under the target: one evictor at a time (its own
+   lock), victims out of the index in one transaction, counted in its ledger slot until their
+   files are unlinked outside any lock.
+3. **Write** ``.cachewatch/tmp/<owner>.<n>.part``, **journal** the entry in this process's
+   journal, **rename** it into place with RENAME_NOREPLACE (never over another file), still
+   reserved.
+4. **Index, batched**: this process's new rows go in one transaction every 64 puts / 0.1 s /
+   flush, close, fork, exit, eviction; only after that commit do their bytes leave the ledger.
+5. A writer that dies leaves its ledger slot and journal behind; the next process that needs
+   room (or opens the cache) proves the owner dead with ``flock``, replays the journal (indexes
+   renamed files, unlinks evicted ones), removes its ``.part`` files, and only then frees the slot.
 
 Sizes are charged rounded up to the filesystem block, so the bound holds for the
 space the disk really gives, not only for file lengths.
@@ -776,9 +776,6 @@ class Cache:
         with self._evict_mutex:
             if self._used_locked() + charge <= self.target_bytes:
                 return False  # another evictor made room while we waited for its lock
-            # Our own puts go into the index first: their bytes then leave the ledger, and the
-            # LRU order is read from a complete index (they are the newest, so never victims).
-            self._commit_batch()
             self._reclaim_dead_writers()
             if self._used_locked() + charge <= self.target_bytes:
                 return False  # a dead writer's reservation was holding that room
@@ -787,6 +784,11 @@ class Cache:
                     self._flush_locked()  # this process's recent reads count for the LRU order
             goal = self.target_bytes - self._eviction_batch() - charge
             report = self._evict_unlocked(goal, "target", time.time())
+            if self._batch and self._index.counters().entries <= report.pinned_skipped:
+                # Not enough went: our own pending puts (newest, not evictable until indexed) may be
+                # what is left. Index them and evict again. (Not before: indexing them frees nothing.)
+                self._commit_batch()
+                report = self._evict_unlocked(goal, "target", time.time())
             return self._index.counters().entries <= report.pinned_skipped
 
     def _reclaim_dead_writers(self) -> bool:

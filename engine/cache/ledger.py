@@ -1,22 +1,24 @@
-"""Writes in flight, counted in a small shared-memory ledger.
+"""Bytes on disk (or about to be) that the index does not hold, counted in a shared-memory ledger.
 
 Every process that writes to the cache owns one slot of ``.cachewatch/ledger`` (a sparse
-file mapped with ``mmap``). A slot holds the owner's liveness token; the bytes it has
-reserved for writes in flight, plus bytes of files it evicted but has not unlinked yet; and
-its *intent*: the entry name a finished file is about to be renamed into.
+file mapped with ``mmap``). A slot holds the owner's liveness token and its bytes: writes in
+flight, files renamed into place whose rows are not committed yet (its pending batch), and
+files it evicted from the index but has not unlinked yet. The header keeps running totals
+of every slot, so a reservation reads one field. (A slot's *intent* is kept for ledgers
+written before the per-writer journal replaced it.)
 
 Why shared memory and not rows in the SQLite index: a reservation is on the hot path of
 every put, and an index write costs two dozen system calls (WAL frames, shared-memory
 locks) where this is a few memory stores. Why it is safe:
 
 * the kernel keeps a shared file mapping's pages when its process is killed, so a slot
-  still says what a dead writer had reserved and what it was renaming;
-* counts change so that a crash over-counts (a reservation is released only after its
-  entry is committed), never under-counts;
-* a slot whose owner's token lock can be taken belongs to a dead process and is reclaimed:
-  its reservation dropped, its intent repaired, its ``.part`` files removed.
+  still says what a dead writer had on disk;
+* counts change so that a crash over-counts (bytes leave a slot only after the index holds
+  them or they are gone from disk), never under-counts; the totals grow first and shrink last;
+* a slot whose owner's token lock can be taken belongs to a dead process and is reclaimed
+  after its journal is replayed.
 
-Everything here changes under the cache's process mutex.
+Everything here changes under the cache's reservation mutex.
 """
 
 from __future__ import annotations
