@@ -703,7 +703,7 @@ class Cache:
                 self._after_commit()
                 return granted
             time.sleep(delay)
-            delay = min(delay * 2, 0.002)
+            delay = min(delay * 2, 0.02)
 
     def _grant_locked(self, slot: int, charge: int) -> tuple[int, str]:
         self._ledger.reserve(slot, charge)
