@@ -30,7 +30,6 @@ import fcntl
 import atexit
 import ctypes
 import functools
-import json
 import logging
 import os
 import signal
@@ -1057,7 +1056,8 @@ class Cache:
                 except OSError:
                     continue
                 if checksum != rec.checksum:
-                    _unlink_if_inode(path, rec.ino)  # not the journaled content: a dead writer's leftover
+                    # Not the journaled content (the inode was reused: another file now). Not ours
+                    # to index nor to remove; if nobody owns it, the sweep will.
                     continue
             if old is not None and old.created > rec.created:
                 # Another process put this key later and its row is in already: ours is an old
@@ -1991,14 +1991,6 @@ def _rename_noreplace(source: str, final: str) -> None:
 def _unlink_quiet(path: str | Path) -> None:
     try:
         os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _unlink_if_inode(path: str | Path, ino: int) -> None:
-    try:
-        if os.lstat(path).st_ino == ino:
-            os.unlink(path)
     except FileNotFoundError:
         pass
 
