@@ -309,6 +309,7 @@ class Cache:
         self._part_seq = 0
         self._liveness_checked: dict[str, float] = {}
         self._pending_reap: list[Row] = []  # old versions this process replaced: unlinked at its next transaction
+        self._gone_ids: set[int] = set()  # of those, the rows whose files this process has unlinked
         self._created_index = False
         # Puts renamed into place but not yet in the index (see _place, _commit_batch).
         self.batch_puts = max(1, int(batch_puts))
@@ -553,6 +554,7 @@ class Cache:
         self._timer = None
         self._est = (0, 0, -1e9)
         self._pending_reap = []
+        self._gone_ids = set()
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
         self._sweeper = None  # threads do not survive fork
         self._pid = os.getpid()
@@ -1024,7 +1026,8 @@ class Cache:
         """Old versions are REPLACED rows now, still counted: unlink their files outside any lock
         (unless a reader pins them); the rows, which then only over-count, go at the next transaction."""
         for old in replaced:
-            _unlink_unpinned(os.path.join(self._root_s, old.name), old.ino)
+            if _unlink_unless_pinned(os.path.join(self._root_s, old.name), old.ino):
+                self._gone_ids.add(old.id)  # its row goes without looking at that name again
             self._pending_reap.append(old)
 
     def _apply_puts_locked(self, recs: "list[_Put]", *, replay: bool) -> list[Row]:
@@ -1402,9 +1405,17 @@ class Cache:
         lost, a REPLACED row without its file is invisible to readers and the next reaping drops it.
         """
         reaped = 0
+        pending: dict[tuple[str, int], float] | None = None
         for row in rows:
             if not self._index.replaced_row(row):
                 continue  # another process reaped it (and the id may belong to a new row now)
+            if row.id in self._gone_ids:
+                # This process unlinked its file already: the name may hold a new put's file now,
+                # even with the same inode number (inodes are reused), so it is not looked at.
+                self._gone_ids.discard(row.id)
+                self._index.delete_replaced(row)
+                reaped += 1
+                continue
             path = os.path.join(self._root_s, row.name)
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -1416,7 +1427,12 @@ class Cache:
                 if fd >= 0:
                     if not try_exclusive(fd):
                         continue  # a reader holds it: it stays, counted, until a later reaping
-                    if os.fstat(fd).st_ino == row.ino and _same_file(Path(path), os.fstat(fd)):
+                    st = os.fstat(fd)
+                    if pending is None:
+                        pending = self._pending_files()
+                    if pending.get((row.name, st.st_ino), -1.0) > row.created:
+                        pass  # a writer's new file at a freed name (a reused inode): not this row's
+                    elif st.st_ino == row.ino and st.st_size == row.size and _same_file(Path(path), st):
                         os.unlink(path)
                         if reaped == 0:
                             _crash_point("evict_mid_reap")
@@ -1616,6 +1632,8 @@ class Cache:
             return
         if any(r.ino == rec.ino for r in self._index.rows_with_name(rec.name, states=(LIVE, REPLACED))):
             return  # its transaction never committed: still an entry
+        if self._pending_files().get((rec.name, rec.ino), -1.0) > rec.created:
+            return  # unlinked already; a writer's new file took the name (and the inode number)
         if not _unlink_unless_pinned(path, rec.ino):
             self._index.insert_replaced(rec.key, rec.name, rec.size, rec.charge, rec.checksum, rec.ino, rec.created)
 
@@ -1742,6 +1760,21 @@ class Cache:
             return files, freed
         finally:
             os.close(lock_fd)
+
+    def _pending_files(self) -> dict[tuple[str, int], float]:
+        """(name, inode) -> newest put time of every journaled put: a reaper that finds, at an old
+        row's name, a file a writer journaled *after* that row's put is looking at a new file with
+        a reused inode number, not the row's."""
+        out: dict[tuple[str, int], float] = {}
+        try:
+            journals = [e.path for e in os.scandir(self._journal_dir_s)]
+        except FileNotFoundError:
+            return out
+        for path in journals:
+            for kind, rec in _read_journal(path):
+                if kind == "P" and rec.created > out.get((rec.name, rec.ino), -1.0):
+                    out[(rec.name, rec.ino)] = rec.created
+        return out
 
     def _journaled_names(self) -> set[str]:
         """Names in every writer's journal: files renamed into place whose rows may not be in the index yet."""
