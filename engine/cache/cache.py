@@ -309,7 +309,7 @@ class Cache:
         self._part_seq = 0
         self._liveness_checked: dict[str, float] = {}
         self._pending_reap: list[Row] = []  # old versions this process replaced: unlinked at its next transaction
-        self._gone_ids: set[int] = set()  # of those, the rows whose files this process has unlinked
+        self._gone_files: set[tuple[int, str, int | None]] = set()  # of those, the ones whose files this process unlinked
         self._created_index = False
         # Puts renamed into place but not yet in the index (see _place, _commit_batch).
         self.batch_puts = max(1, int(batch_puts))
@@ -554,7 +554,7 @@ class Cache:
         self._timer = None
         self._est = (0, 0, -1e9)
         self._pending_reap = []
-        self._gone_ids = set()
+        self._gone_files = set()
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
         self._sweeper = None  # threads do not survive fork
         self._pid = os.getpid()
@@ -1027,7 +1027,7 @@ class Cache:
         (unless a reader pins them); the rows, which then only over-count, go at the next transaction."""
         for old in replaced:
             if _unlink_unless_pinned(os.path.join(self._root_s, old.name), old.ino):
-                self._gone_ids.add(old.id)  # its row goes without looking at that name again
+                self._gone_files.add((old.id, old.name, old.ino))  # its row goes without looking at that name again
             self._pending_reap.append(old)
 
     def _apply_puts_locked(self, recs: "list[_Put]", *, replay: bool) -> list[Row]:
@@ -1407,12 +1407,13 @@ class Cache:
         reaped = 0
         pending: dict[tuple[str, int], float] | None = None
         for row in rows:
+            gone = (row.id, row.name, row.ino) in self._gone_files
+            self._gone_files.discard((row.id, row.name, row.ino))
             if not self._index.replaced_row(row):
                 continue  # another process reaped it (and the id may belong to a new row now)
-            if row.id in self._gone_ids:
+            if gone:
                 # This process unlinked its file already: the name may hold a new put's file now,
                 # even with the same inode number (inodes are reused), so it is not looked at.
-                self._gone_ids.discard(row.id)
                 self._index.delete_replaced(row)
                 reaped += 1
                 continue
