@@ -1433,7 +1433,7 @@ class Cache:
                         pending = self._pending_files()
                     if pending.get((row.name, st.st_ino), -1.0) > row.created:
                         pass  # a writer's new file at a freed name (a reused inode): not this row's
-                    elif st.st_ino == row.ino and st.st_size == row.size and _same_file(Path(path), st):
+                    elif st.st_ino == row.ino and _same_file(Path(path), st):  # (not its size: verify drops truncated files)
                         os.unlink(path)
                         if reaped == 0:
                             _crash_point("evict_mid_reap")
