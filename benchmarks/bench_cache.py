@@ -23,7 +23,9 @@ written (get throughput, hit rate).
 Each configuration runs on ``--fs`` ``tmpfs`` (a private mount: exact used bytes) and/or
 ``disk`` (a directory under ``--disk-dir``, default /var/tmp; peak use from the directory walk,
 since other programs share that filesystem). For cachewatch the worker also records how long
-each hold of the cross-process mutex lasted (median and p99 per put, and holds per put).
+each hold of the reservation mutex lasted (the per-put critical section: median and p99, and
+holds per put: one per put plus one per batch of index rows and per eviction round), and each
+hold of the index lock (one per batch commit or eviction transaction, not per put).
 
 Run (root, for the tmpfs mounts):
 
@@ -191,7 +193,7 @@ def open_contender(name: str, root: str, max_bytes: int):
 
         c = Cache(root, max_size=max_bytes, sweep=False)
         c._mutex.hold_ns = []  # record each hold of the reservation mutex (benchmark only)
-        c._index_mutex.hold_ns = []  # and of the index lock (commits)
+        c._index_mutex.hold_ns = []  # and of the index lock (batch commits, eviction transactions)
         _HOLDS.append(c._mutex.hold_ns)
         _INDEX_HOLDS.append(c._index_mutex.hold_ns)
         return c.put, c.read, c.close

@@ -569,7 +569,7 @@ def _validate(cfg: Config, where: str) -> None:
             )
     if cfg.source.transform is not None and ":" not in cfg.source.transform:
         raise ConfigError(
-            f"[source] transform = {cfg.source.transform!r} must be 'module:function', e.g. 'mypkg.prep:process_file'"
+            f"[source] transform = {_clipped(cfg.source.transform)!r} must be 'module:function', e.g. 'mypkg.prep:process_file'"
         )
     if cfg.run.backoff_max < cfg.run.backoff:
         raise ConfigError(
@@ -611,3 +611,8 @@ def _human(n: int) -> str:
 def target_bytes(max_bytes: int, target_ratio: float, target_size: int | None = None) -> int:
     """The size eviction brings a cache down to."""
     return target_size if target_size is not None else int(max_bytes * target_ratio)
+
+
+def _clipped(text: str, limit: int = 80) -> str:
+    """A value as shown in a one-line error: long ones cut (the message must stay one short line)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,23 +1,23 @@
 """The managed cache: a directory that any number of processes share under one hard size bound.
 
 How the bound holds (``bytes of entry files + writes in flight <= max_size`` at every
-instant, whatever the number of processes):
+instant, whatever the number of processes); docs/cache.md has the whole argument:
 
-1. **Reserve before writing.** Under the cache's process mutex a put adds the bytes it
-   will occupy to its slot of the shared ledger (:mod:`.ledger`), after checking the
-   committed size (index counters) plus *every* process's reservations. One count for
-   all processes, not one per process (seed 000's flaw).
-2. **Evict before the write, to target.** If the new total would pass the target, the
-   least recently used unpinned entries are unlinked *inside the same section, before*
-   the reservation is granted (diskcache deletes after its commit, which is why its
-   directory overshoots).
-3. **Write outside the section** into ``.cachewatch/tmp/<owner>.<n>.part``, never more
-   than reserved, then **commit** in one SQLite transaction: insert the entry's row and
-   rename the file into place; release the reservation only after the commit. Readers
-   never see a half entry, and a crash can over-count for a moment, never under-count.
-4. A writer that dies leaves its ledger slot behind; the next process that needs room
-   (or opens the cache) proves the owner dead with ``flock`` and reclaims the slot, its
-   ``.part`` files and, from the slot's *intent*, a file it renamed but never committed.
+1. **Reserve** (the per-put critical section: ledger arithmetic under the reservation
+   mutex). The put adds the bytes it will occupy to its slot of the shared ledger
+   (:mod:`.ledger`), checked against the indexed size (read before the mutex) plus *every*
+   process's ledger bytes. One count for all processes, not one per process (seed 000's flaw).
+2. **Evict first** when there is no room under the target: one evictor at a time (its own
+   lock), victims out of the index in one transaction, counted in its ledger slot until their
+   files are unlinked outside any lock.
+3. **Write** ``.cachewatch/tmp/<owner>.<n>.part``, **journal** the entry in this process's
+   journal, **rename** it into place with RENAME_NOREPLACE (never over another file), still
+   reserved.
+4. **Index, batched**: this process's new rows go in one transaction every 64 puts / 0.1 s /
+   flush, close, fork, exit, eviction; only after that commit do their bytes leave the ledger.
+5. A writer that dies leaves its ledger slot and journal behind; the next process that needs
+   room (or opens the cache) proves the owner dead with ``flock``, replays the journal (indexes
+   renamed files, unlinks evicted ones), removes its ``.part`` files, and only then frees the slot.
 
 Sizes are charged rounded up to the filesystem block, so the bound holds for the
 space the disk really gives, not only for file lengths.
@@ -27,13 +27,17 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import atexit
+import ctypes
 import functools
 import logging
 import os
 import signal
 import sqlite3
+import sys
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,16 +79,49 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class _Commit(NamedTuple):
-    """A finished ``.part`` file that should become the entry ``key``."""
+class _Put(NamedTuple):
+    """One journal record: an entry renamed (or about to be) into place, not yet in the index."""
 
     key: str
-    name: str  # the key's base file name (a versioned one is chosen if a pinned file holds it)
-    part: str  # file name under .cachewatch/tmp
+    name: str  # where the file goes: the key's own name, or a versioned one if that is taken
     size: int
     charge: int
     checksum: str
     ino: int
+    created: float
+
+
+_PENDING_ID = -1  # the row id of an entry this process put that is not indexed yet
+_ESTIMATE_S = 0.02  # how old the index counters behind a reservation's estimate may be
+
+
+# A journal record: "P", key, name, size, charge, checksum, inode, time, each ended by NUL (a
+# key may hold any character but NUL). One write(2) per record: a kill -9 cannot tear it; a
+# machine crash can tear the last one, which a reader drops (its file is then a sweep orphan).
+_RECORD_FIELDS = 8
+
+
+def _journal_line(rec: _Put, kind: str = "P") -> bytes:
+    """``P``: a put renamed (or about to be) into place; ``E``: an evicted file, out of the index, to unlink."""
+    return f"{kind}\0{rec.key}\0{rec.name}\0{rec.size}\0{rec.charge}\0{rec.checksum}\0{rec.ino}\0{rec.created!r}\0".encode()
+
+
+def _read_journal(path: str) -> list[tuple[str, _Put]]:
+    try:
+        with open(path, "rb") as fh:
+            fields = fh.read().decode("utf-8", "replace").split("\0")
+    except FileNotFoundError:
+        return []
+    out: list[tuple[str, _Put]] = []
+    for i in range(0, len(fields) - _RECORD_FIELDS + 1, _RECORD_FIELDS):
+        f = fields[i : i + _RECORD_FIELDS]
+        if f[0] not in ("P", "E"):
+            break  # out of step: a torn record, and nothing valid can follow it
+        try:
+            out.append((f[0], _Put(f[1], f[2], int(f[3]), int(f[4]), f[5], int(f[6]), float(f[7]))))
+        except ValueError:
+            break
+    return out
 
 
 class CacheMiss(CacheError, KeyError):
@@ -163,6 +200,8 @@ class Cache:
         target_size: int | str | None = None,
         wait_timeout: float = 60.0,
         flush_interval: float = 1.0,
+        batch_puts: int = 64,
+        batch_interval: float = 0.1,
         sweep: bool = True,
         new_index_over_files: bool = False,
         readonly: bool = False,
@@ -176,6 +215,8 @@ class Cache:
             target_size=target_size,
             wait_timeout=wait_timeout,
             flush_interval=flush_interval,
+            batch_puts=batch_puts,
+            batch_interval=batch_interval,
             sweep=sweep,
         )
         self._closed = True
@@ -222,12 +263,14 @@ class Cache:
         if not readonly:
             for d in (self._tmp, self._owners, self._trash):
                 d.mkdir(exist_ok=True)
-        # Two locks (lock order: reservation mutex, then index lock; never the other way):
-        # the reservation mutex guards the ledger and eviction decisions, the per-put critical
-        # section; the index lock serialises index writes (commits), so a reservation never
-        # waits behind another process's SQLite commit.
+        # Three locks. Lock order: evictor lock, then reservation mutex, then index lock; the
+        # index lock is never held while waiting for the mutex (a batch commits, *then* releases
+        # its ledger bytes). The reservation mutex guards the ledger only: the per-put critical
+        # section. The index lock serialises index writes (batches of rows, evictions). The
+        # evictor lock lets one process evict at a time without stopping reservations.
         self._mutex = ProcessMutex(self._meta / "lock")
         self._index_mutex = ProcessMutex(self._meta / "index.lock")
+        self._evict_mutex = ProcessMutex(self._meta / "evict.lock")
         if readonly:
             self._ledger = Ledger(self._meta / "ledger", readonly=True)
         else:
@@ -266,25 +309,47 @@ class Cache:
         self._part_seq = 0
         self._liveness_checked: dict[str, float] = {}
         self._pending_reap: list[Row] = []  # old versions this process replaced: unlinked at its next transaction
+        self._gone_files: set[tuple[int, str, int | None]] = set()  # of those, the ones whose files this process unlinked
         self._created_index = False
+        # Puts renamed into place but not yet in the index (see _place, _commit_batch).
+        self.batch_puts = max(1, int(batch_puts))
+        self.batch_interval = float(batch_interval)
+        self._journal_dir_s = str(self._meta / "journal")
+        if not readonly:
+            os.makedirs(self._journal_dir_s, exist_ok=True)
+        self._journal_fd = -1
+        self._batch: list[_Put] = []
+        self._batch_keys: dict[str, _Put] = {}
+        self._batch_touched: dict[str, float] = {}  # reads of pending entries (their LRU time)
+        self._batch_t0 = 0.0
+        self._batch_bytes = 0
+        self._batch_cap = 1 << 62  # set with the first reservation's estimate
+        self._evicting = 0  # evictions of this process with journal records not settled yet
+        self._batch_lock = threading.RLock()
+        self._timer: threading.Timer | None = None
+        self._est: tuple[int, int, float] = (0, 0, -1e9)  # (released_total, indexed bytes, when read)
         self._closed = False
+        if not readonly:
+            _OPEN_CACHES.add(self)
+            _PEERS_OPEN[0] = len(_OPEN_CACHES)
 
         try:
             if readonly:
                 self._load_limits_readonly()
             else:
-                with self._mutex, self._index.transaction():
-                    self._load_limits_locked(max_bytes, target, target_ratio, ttl, resize)
-                    self._recover_locked(startup=True)
+                self._recover(startup=True, limits=(max_bytes, target, target_ratio, ttl, resize))
                 self._ensure_disk_reserve()
-                with self._mutex:
-                    used = self._used_locked()
-                    if used > self.max_bytes:
+                # Entries on disk only: other writers' ledger bytes are in flight (and a batch
+                # being committed is counted twice for a moment), not a reason to evict at start-up.
+                c = self._index.counters()
+                used = c.live_bytes + c.replaced_bytes
+                if used > self.max_bytes:
+                    with self._evict_mutex:
                         log.warning(
                             "Cache %s is over its limit at start-up (%s > %s), evicting to target",
                             self.root, format_size(used), format_size(self.max_bytes),
                         )
-                        self._evict_locked(self.target_bytes, "startup", time.time())
+                        self._evict_unlocked(self.target_bytes, "startup", time.time())
         except BaseException:
             self._close_handles()
             raise
@@ -479,15 +544,26 @@ class Cache:
         self._index.reopen_after_fork()
         self._mutex.reset_after_fork()
         self._index_mutex.reset_after_fork()
+        self._evict_mutex.reset_after_fork()
         self._owner = None
         self._slot = None  # the parent's slot stays the parent's
+        # The parent's pending puts, journal and timer stay the parent's to commit.
+        self._journal_fd = -1  # (our copy of its descriptor is close-on-exec; never written to)
+        self._batch, self._batch_keys, self._batch_touched = [], {}, {}
+        self._batch_lock = threading.RLock()
+        self._timer = None
+        self._est = (0, 0, -1e9)
         self._pending_reap = []
+        self._gone_files = set()
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
         self._sweeper = None  # threads do not survive fork
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Picklable for spawn-started workers: the child opens the same root with the same limits.
+        # Picklable for spawn-started workers: the child opens the same root with the same limits,
+        # and sees what this process has put (its pending rows are indexed first).
+        if not self._closed and self._pid == os.getpid():
+            self._publish()
         args = dict(self._init_args)
         args.update(max_size=self.max_bytes, target_size=self.target_bytes, ttl=self.ttl_s, sweep=False)
         return args
@@ -512,47 +588,69 @@ class Cache:
             self._stop_sweep.set()
             self._sweeper.join()
         if self._pid == os.getpid() and not self.readonly:
+            if self._timer is not None:
+                self._timer.cancel()
             try:
+                self._commit_batch()
                 with self._index.transaction():
+                    self._reap_pending_locked()
                     self._flush_locked()
-            except (sqlite3.Error, OSError, IndexFull):
+            except (sqlite3.Error, OSError, IndexFull, CacheError):
                 pass
         self._close_handles()
 
     def _close_handles(self) -> None:
         self._closed = True
         if self._pid == os.getpid():
-            if getattr(self, "_slot", None) is not None:
+            timer = getattr(self, "_timer", None)
+            if timer is not None:
+                timer.cancel()
+            unindexed = bool(getattr(self, "_batch", None))
+            if getattr(self, "_slot", None) is not None and not unindexed:
+                # With puts still not indexed (the index could not be written), the slot stays:
+                # it keeps counting their bytes, and the next opener replays the journal.
                 try:
                     with self._mutex:
                         self._ledger.free(self._slot)  # type: ignore[arg-type]
                 except OSError:
                     pass
                 self._slot = None
+            if getattr(self, "_journal_fd", -1) >= 0:
+                os.close(self._journal_fd)
+                self._journal_fd = -1
+                if not unindexed and self._owner is not None:
+                    _unlink_quiet(self._journal_path(self._owner.token))
             if getattr(self, "_owner", None) is not None:
                 self._owner.release()  # type: ignore[union-attr]
             self._index.close()
             self._mutex.close()
             self._index_mutex.close()
+            self._evict_mutex.close()
             self._ledger.close()
             self.events.close()
 
     def _writer_slot_locked(self) -> int:
-        """This process's ledger slot (and liveness token), made on its first write. Under the mutex."""
+        """This process's ledger slot, liveness token and journal, made on its first write. Under the mutex."""
         if self._slot is None:
             if self._owner is None:
                 self._owner = OwnerLock(self._owners)
             slot = self._ledger.claim(self._owner.token)
             if slot is None:
-                with self._index.transaction():
-                    self._recover_locked()
+                self._recover()
                 slot = self._ledger.claim(self._owner.token)
             if slot is None:
                 raise CacheBusy(
                     f"{self._ledger.slots} processes are writing to cache {self.root} already; use fewer writers"
                 )
+            self._journal_fd = os.open(
+                self._journal_path(self._owner.token), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+            )
             self._slot = slot
+            _index_pending_at_exit(self)
         return self._slot
+
+    def _journal_path(self, token: str) -> str:
+        return os.path.join(self._journal_dir_s, f"{token}.log")
 
     def _used_locked(self) -> int:
         """Entry bytes on disk plus every process's writes in flight: what the bound is on."""
@@ -572,11 +670,24 @@ class Cache:
             )
 
     def _eviction_batch(self) -> int:
-        """How far below the target an eviction goes: at least ~8 average entries, so that its
-        fixed cost (a transaction, an event) is shared, but never more than a quarter of the target."""
+        """How far below the target an eviction goes: at least ~16 average entries, so that its
+        fixed cost (three transactions, an event) is shared, but never more than a quarter of the target."""
         c = self._index.counters()
         average = c.live_bytes // c.entries if c.entries else 0
-        return min(self.target_bytes // 4, max(self.evict_batch_bytes, 8 * average))
+        return min(self.target_bytes // 4, max(self.evict_batch_bytes, 16 * average))
+
+    def _refresh_estimate(self) -> None:
+        """Read the index counters *outside* the mutex, after the ledger's released_total.
+
+        Every byte that leaves the ledger after that first read is added back by the reserver
+        (it may or may not be in the counters read), so an estimate made from this pair, however
+        old, over-counts and never under-counts; it is refreshed when stale or when it says no.
+        """
+        released = self._ledger.released_total()
+        c = self._index.counters()
+        self._est = (released, c.live_bytes + c.replaced_bytes, time.monotonic())
+        # Pending bytes cannot be evicted until indexed: a batch ends at 1/16 of the target.
+        self._batch_cap = max(self.block_bytes, self.target_bytes // 16)
 
     def _reserve(self, key: str, charge: int) -> tuple[int, str]:
         """Reserve ``charge`` bytes for a write; returns (ledger slot, .part file name)."""
@@ -593,52 +704,54 @@ class Cache:
                 self._after_commit()
                 return granted
             time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, 0.02)
+
+    def _grant_locked(self, slot: int, charge: int) -> tuple[int, str]:
+        self._ledger.reserve(slot, charge)
+        self._part_seq += 1
+        return slot, f"{self._owner.token}.{self._part_seq}.part"  # type: ignore[union-attr]
 
     def _try_reserve(self, key: str, charge: int, deadline: float) -> tuple[int, str] | None:
-        """One attempt: evict as needed and reserve; None when others' writes must finish first."""
-        # The fast path keeps the SQLite read (tens of microseconds) out of the mutex: the
-        # counters are read before it, and every byte released from the ledger since then is
-        # counted again (see Ledger.released_total), so the estimate never under-counts.
-        released0 = self._ledger.released_total()
-        c0 = self._index.counters()
+        """One attempt: reserve, evicting first as needed; None when others' writes must finish first.
+
+        The per-put critical section (the reservation mutex) is ledger arithmetic only: the
+        index counters it needs were read before it (see _refresh_estimate). Eviction runs
+        outside it, under its own lock.
+        """
+        for fresh in (False, True):
+            if fresh or time.monotonic() - self._est[2] > _ESTIMATE_S:
+                self._refresh_estimate()
+            released0, indexed0, _t = self._est
+            with self._mutex:
+                slot = self._writer_slot_locked()
+                estimate = indexed0 + self._ledger.totals()[0] + (self._ledger.released_total() - released0)
+                if estimate + charge <= self.target_bytes:
+                    return self._grant_locked(slot, charge)
+        # No room under the target: make some, one evictor at a time, outside the mutex.
+        exhausted = self._make_room(charge)
+        self._refresh_estimate()
+        released0, indexed0, _t = self._est
         with self._mutex:
             slot = self._writer_slot_locked()
-            estimate = (
-                c0.live_bytes + c0.replaced_bytes + self._ledger.totals()[0]
-                + (self._ledger.released_total() - released0)
+            estimate = indexed0 + self._ledger.totals()[0] + (self._ledger.released_total() - released0)
+            if estimate + charge <= self.max_bytes:
+                return self._grant_locked(slot, charge)
+        # Everything evictable is gone. What is left is pinned, or other writers' bytes in flight.
+        if self._recover():
+            return None  # a dead writer's reservation was holding that room: try again at once
+        c = self._index.counters()
+        reserved, writers = self._ledger.totals()
+        pinned = c.live_bytes + c.replaced_bytes
+        # Only when this eviction found every remaining entry pinned: other writers may have
+        # filled the room it made before this process could reserve it (then: wait and retry).
+        if exhausted and charge > self.max_bytes - pinned and reserved == 0:
+            raise CacheFull(
+                f"value for key {key!r} ({format_size(charge)}) cannot fit: {format_size(pinned)} of "
+                f"max_size {format_size(self.max_bytes)} is pinned by readers; release pins or raise max_size"
             )
-            if estimate + charge <= self.target_bytes:
-                self._ledger.reserve(slot, charge)
-                self._part_seq += 1
-                return slot, f"{self._owner.token}.{self._part_seq}.part"  # type: ignore[union-attr]
-            while True:
-                used = self._used_locked()
-                if used + charge > self.target_bytes and self._reclaim_dead_writers_locked():
-                    used = self._used_locked()  # a dead writer's reservation was holding that room
-                if used + charge > self.target_bytes:
-                    with self._index.transaction():
-                        self._flush_locked()  # this process's recent reads count for the LRU order
-                    goal = self.target_bytes - self._eviction_batch() - charge
-                    self._evict_locked(goal, "target", time.time())
-                    used = self._used_locked()
-                if used + charge <= self.max_bytes:
-                    self._ledger.reserve(slot, charge)
-                    self._part_seq += 1
-                    return slot, f"{self._owner.token}.{self._part_seq}.part"  # type: ignore[union-attr]
-                # Everything evictable is gone. What is left is pinned, or other writers' reservations.
-                with self._index.transaction():
-                    recovered = self._recover_locked()
-                if not recovered:
-                    break
-            c = self._index.counters()
-            reserved, writers = self._ledger.totals()
-            pinned = c.live_bytes + c.replaced_bytes
-            if charge > self.max_bytes - pinned and reserved == 0:
-                raise CacheFull(
-                    f"value for key {key!r} ({format_size(charge)}) cannot fit: {format_size(pinned)} of "
-                    f"max_size {format_size(self.max_bytes)} is pinned by readers; release pins or raise max_size"
-                )
+        if reserved and reserved == self._own_bytes():
+            self._commit_batch()  # our own puts not yet indexed are what holds the room: index them
+            return None
         if time.monotonic() > deadline:
             raise CacheBusy(
                 f"no room for key {key!r} ({format_size(charge)}) after {self.wait_timeout:g}s: "
@@ -647,7 +760,39 @@ class Cache:
             )
         return None
 
-    def _reclaim_dead_writers_locked(self) -> bool:
+    def _own_bytes(self) -> int:
+        if self._slot is None:
+            return 0
+        s = self._ledger.read(self._slot)
+        return 0 if s is None else s.reserved_bytes
+
+    def _make_room(self, charge: int) -> bool:
+        """Evict to below the target, in batches, under the evictor lock (never the reservation mutex).
+
+        One evictor at a time; the others wait for its lock (measured: waiting beats polling
+        for the room it frees, which takes the reservation mutex and the index lock away from
+        the evictor), then find room and return at once. True when the eviction found nothing
+        more it could remove (every entry left is pinned).
+        """
+        with self._evict_mutex:
+            if self._used_locked() + charge <= self.target_bytes:
+                return False  # another evictor made room while we waited for its lock
+            self._reclaim_dead_writers()
+            if self._used_locked() + charge <= self.target_bytes:
+                return False  # a dead writer's reservation was holding that room
+            if self._pending.touches or self._pending.hits or self._pending.misses:
+                with self._index.transaction():
+                    self._flush_locked()  # this process's recent reads count for the LRU order
+            goal = self.target_bytes - self._eviction_batch() - charge
+            report = self._evict_unlocked(goal, "target", time.time())
+            if self._batch and self._index.counters().entries <= report.pinned_skipped:
+                # Not enough went: our own pending puts (newest, not evictable until indexed) may be
+                # what is left. Index them and evict again. (Not before: indexing them frees nothing.)
+                self._commit_batch()
+                report = self._evict_unlocked(goal, "target", time.time())
+            return self._index.counters().entries <= report.pinned_skipped
+
+    def _reclaim_dead_writers(self) -> bool:
         """Before evicting live entries to make room, make sure no dead writer's reservation holds it.
 
         Each token is checked at most once a second (a dead process stays dead), so the cost
@@ -665,8 +810,7 @@ class Cache:
                 dead = True
                 break
         if dead:
-            with self._index.transaction():
-                self._recover_locked()
+            self._recover()
         return dead
 
     def _abort(self, slot: int, part: str, charge: int) -> None:
@@ -676,7 +820,12 @@ class Cache:
 
     # ------------------------------------------------------------------------------------ put
     def put(self, key: str, data: bytes | bytearray | memoryview) -> Path:
-        """Store ``data`` under ``key`` and return the entry's path. Replaces an existing entry atomically."""
+        """Store ``data`` under ``key`` and return the entry's path. Replaces an existing entry atomically.
+
+        This process sees the new value at once; other processes within ``batch_interval``
+        seconds (when this process's batch of index rows is committed). A crash after the
+        return keeps the value: its journal record lets recovery index it.
+        """
         self._ensure_open()
         key = validate_key(key)
         if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
@@ -706,11 +855,12 @@ class Cache:
         except BaseException as exc:
             self._abort(slot, part, charge)
             raise self._write_error(exc, key, size) from None
-        return self._commit(slot, key, name, part, size, charge, checksum, ino)
+        path = self._place(slot, _Put(key, name, size, charge, checksum, ino, time.time()), part)
+        return path
 
     def put_file(self, key: str, src_path: str | os.PathLike, move: bool = False) -> Path:
         """Store the file at ``src_path`` under ``key``. With ``move=True`` the source is removed
-        after the entry is committed (hard-linked, not copied, when on the same filesystem)."""
+        after the entry is in place (hard-linked, not copied, when on the same filesystem)."""
         self._ensure_open()
         self._ensure_writable()
         key = validate_key(key)
@@ -744,7 +894,7 @@ class Cache:
         except BaseException as exc:
             self._abort(slot, part, charge)
             raise self._write_error(exc, key, size) from None
-        path = self._commit(slot, key, name, part, size, charge, checksum, ino)
+        path = self._place(slot, _Put(key, name, size, charge, checksum, ino, time.time()), part)
         if move:
             try:
                 os.unlink(src)
@@ -762,109 +912,170 @@ class Cache:
             return exc
         return CacheError(f"cannot write key {key!r} under {self.root}: {exc.strerror or exc}; nothing was stored")
 
-    def _commit(self, slot: int, key: str, name: str, part: str, size: int, charge: int, checksum: str, ino: int) -> Path:
-        """Make a written ``.part`` file the key's entry: one transaction under the index lock only.
+    def _place(self, slot: int, rec: "_Put", part: str) -> Path:
+        """Journal the entry, rename the written ``.part`` into place, and queue its index row.
 
-        Not under the reservation mutex: the reservation still counts the bytes while the row is
-        inserted (an over-count for a moment), and is released only after the commit.
+        No cross-process lock: the reservation still counts the bytes (until the batch holding
+        the row is committed), the journal record written *before* the rename lets recovery
+        index the file if this process dies before its batch commits, and the rename never
+        replaces an existing file (RENAME_NOREPLACE, or link + unlink), so two processes
+        putting one key never clobber each other's file: the second takes a versioned name.
         """
-        req = _Commit(key, name, os.path.basename(part), size, charge, checksum, ino)
-        outcome = self._commit_locked(slot, req)
-        self._after_commit()
-        final_name, message = outcome
-        if final_name is not None:
-            return Path(self._root_s, final_name)
-        if "disk full" in message:
-            raise CacheDiskFull(
-                f"disk full while committing key {key!r} under {self.root}: free space on that "
-                f"filesystem or lower max_size ({format_size(self.max_bytes)}); nothing was stored"
-            )
-        raise CacheError(message or f"key {key!r} could not be committed under {self.root}; nothing was stored")
-
-    def _commit_locked(self, slot: int, req: "_Commit") -> tuple[str | None, str]:
-        """(entry name, "") once committed, or (None, why) with nothing of it left behind."""
-        outcome: tuple[str | None, str] = (None, "")
-        for attempt in (1, 2):
-            try:
-                outcome = self._commit_transaction_locked(slot, req)
-                break
-            except IndexFull as exc:
-                if attempt == 1 and exc.retryable:
-                    continue  # the disk reserve was given up: the commit can go through now
-                outcome = (None, "disk full: the cache index cannot be written")
-            except (sqlite3.Error, OSError) as exc:
-                outcome = (None, f"the cache index could not be written ({exc})")
-                break
-        if outcome[0] is None:
-            _unlink_quiet(os.path.join(self._tmp_s, req.part))
-        # Only now, committed (or given up), stop counting the bytes as in flight.
-        with self._mutex:
-            self._ledger.release(slot, req.charge)
-            self._ledger.clear_intent(slot)
-        if outcome[0] is None:
-            self._repair_after_failed_commit_locked([req])
-        return outcome
-
-    def _repair_after_failed_commit_locked(self, failed: list["_Commit"]) -> None:
-        def repair() -> None:
-            with self._index.transaction():
-                for req in failed:
-                    self._repair_name_locked(req.name)
-
-        try:
-            self._retrying(repair)
-        except (sqlite3.Error, CacheDiskFull):
-            self._pending.repairs.update(req.name for req in failed)  # type: ignore[union-attr]
-
-    def _commit_transaction_locked(self, slot: int, req: "_Commit") -> tuple[str | None, str]:
-        placed: tuple[str, int] | None = None
-        replaced: Row | None = None
-        try:
-            with self._index.transaction():
-                self._reap_pending_locked()  # old versions of earlier overwrites: their rows are REPLACED already
+        source = os.path.join(self._tmp_s, part)
+        with self._batch_lock:
+            name = rec.name
+            if os.path.lexists(os.path.join(self._root_s, name)):
+                name = self._versioned(rec.name)  # the key's name holds a committed (or pending) file
+            for _attempt in range(64):
+                rec = rec._replace(name=name)
                 try:
-                    final_name, replaced = self._commit_one_locked(slot, req, time.time())
-                except OSError as exc:
-                    return None, f"cannot commit key {req.key!r} under {self.root}: {exc.strerror or exc}"
-                placed = (os.path.join(self._root_s, final_name), req.ino)
-                _crash_point("put_before_commit")
-        except BaseException:
-            # Rolled back: the file put in place belongs to no row now.
-            if placed is not None:
-                _unlink_if_inode(*placed)
-            raise
-        _crash_point("put_after_commit")
-        if replaced is not None:
-            # Committed: the old version is a REPLACED row now, still counted. Its file goes now
-            # (unless a reader pins it); the row, which then only over-counts, goes at this
-            # process's next transaction, or at any reaping after a crash.
-            _unlink_unpinned(os.path.join(self._root_s, replaced.name), replaced.ino)
-            self._pending_reap.append(replaced)
-        return final_name, ""
+                    os.write(self._journal_fd, _journal_line(rec))
+                    _crash_point("put_after_journal")
+                    _rename_noreplace(source, os.path.join(self._root_s, name))
+                    break
+                except FileExistsError:
+                    name = self._versioned(rec.name)
+                except BaseException as exc:
+                    # Nothing of it is visible; a record without its file is dropped by a replay.
+                    self._abort(slot, part, rec.charge)
+                    raise self._write_error(exc, rec.key, rec.size) from None
+            else:  # pragma: no cover - 64 random names taken
+                self._abort(slot, part, rec.charge)
+                raise CacheError(f"no free file name for key {rec.key!r} under {self.root}; nothing was stored")
+            _crash_point("put_after_rename")
+            if not self._batch:
+                self._batch_t0 = time.monotonic()
+                self._batch_bytes = 0
+            self._batch.append(rec)
+            self._batch_keys[rec.key] = rec
+            self._batch_bytes += rec.charge
+            # Pending bytes cannot be evicted until indexed: a batch also ends at 1/16 of the
+            # target (a writer that finds no room indexes its batch before it evicts or waits).
+            due = (
+                len(self._batch) >= self.batch_puts
+                or self._batch_bytes >= self._batch_cap
+                or time.monotonic() - self._batch_t0 >= self.batch_interval
+            )
+        if due:
+            self._commit_batch()
+        else:
+            self._arm_timer()
+        return Path(self._root_s, name)
 
-    def _commit_one_locked(self, index: int, req: "_Commit", now: float) -> tuple[str, Row | None]:
-        """Put the file in place and index it; returns (its name, the old version's row or None).
+    def _versioned(self, name: str) -> str:
+        self._part_seq += 1
+        return versioned_name(name, xxhash.xxh3_64_hexdigest(f"{os.getpid()}.{time.time_ns()}.{self._part_seq}".encode())[:12])
 
-        The new file never goes over a name a committed row holds: it takes a free name (the
-        key's own, or a versioned one), and the old row becomes ``REPLACED`` in the same
-        transaction. Killed before the commit, the index still says old row -> old file (the new
-        file is an orphan that the slot's intent lets recovery remove); killed after it, the old
-        file is a counted REPLACED row that recovery reaps. Never a row over another file.
+    def _arm_timer(self) -> None:
+        """Commit a batch that waits longer than ``batch_interval`` even if this process puts nothing more."""
+        if self._timer is None or not self._timer.is_alive():
+            t = threading.Timer(self.batch_interval, self._commit_batch_quietly)
+            t.daemon = True
+            self._timer = t
+            t.start()
+
+    def _commit_batch_quietly(self) -> None:
+        try:
+            if not self._closed and self._pid == os.getpid():
+                self._commit_batch()
+        except Exception:  # pragma: no cover - retried at the next put, flush or close
+            log.debug("committing the index batch of %s failed", self.root, exc_info=True)
+
+    def _commit_batch(self) -> bool:
+        """Index this process's renamed entries in one transaction, then stop counting them in the ledger.
+
+        True when nothing is left pending. On an index error the batch stays pending (its
+        files in place, still counted, still journaled) and is tried again later.
         """
-        source = os.path.join(self._tmp_s, req.part)
-        old = self._index.live_row(req.key)
-        final_name = req.name
-        if self._name_taken_locked(req.name):
-            final_name = self._free_versioned_name_locked(req.name)
-        # Say where the file goes before it goes: if we die before the commit, whoever
-        # reclaims our slot knows which file to look at.
-        self._ledger.set_intent(index, final_name)
-        _rename_into_place(source, os.path.join(self._root_s, final_name))
-        _crash_point("put_after_rename")
-        if old is not None:
-            self._index.mark_replaced(old.id)  # readers of the old file keep it; it stays counted
-        self._index.insert_live(req.key, final_name, req.size, req.charge, req.checksum, req.ino, now)
-        return final_name, (old._replace(state=REPLACED) if old is not None else None)
+        with self._batch_lock:
+            if not self._batch:
+                return True
+            batch = list(self._batch)
+            replaced: list[Row] = []
+
+            def apply() -> None:
+                with self._index.transaction():
+                    self._reap_pending_locked()  # old versions unlinked earlier: their rows go now
+                    replaced[:] = self._apply_puts_locked(batch, replay=False)
+                    self._flush_locked()  # this process's reads, in the same transaction
+                    _crash_point("put_before_commit")
+
+            try:
+                self._retrying(apply)
+            except (IndexFull, CacheDiskFull, sqlite3.Error, OSError) as exc:
+                self._batch_t0 = time.monotonic()  # not at every call: at the next interval
+                log.warning("cache %s: %d new entries not indexed yet (%s); retrying later", self.root, len(batch), exc)
+                return False
+            _crash_point("put_after_index")
+            # Only now, indexed, stop counting the bytes in the ledger (one mutex hold per batch).
+            with self._mutex:
+                self._ledger.release(self._slot, sum(r.charge for r in batch), len(batch))  # type: ignore[arg-type]
+            del self._batch[: len(batch)]
+            for rec in batch:
+                if self._batch_keys.get(rec.key) is rec:
+                    del self._batch_keys[rec.key]
+                    self._batch_touched.pop(rec.key, None)
+            if not self._batch and not self._evicting:
+                # Every record is in the index: the journal starts over (the records are kept until
+                # here, so a crash before this line replays them again, which changes nothing).
+                os.ftruncate(self._journal_fd, 0)
+        self._forget_replaced(replaced)
+        return True
+
+    def _forget_replaced(self, replaced: list[Row]) -> None:
+        """Old versions are REPLACED rows now, still counted: unlink their files outside any lock
+        (unless a reader pins them); the rows, which then only over-count, go at the next transaction."""
+        for old in replaced:
+            if _unlink_unless_pinned(os.path.join(self._root_s, old.name), old.ino):
+                self._gone_files.add((old.id, old.name, old.ino))  # its row goes without looking at that name again
+            self._pending_reap.append(old)
+
+    def _apply_puts_locked(self, recs: "list[_Put]", *, replay: bool) -> list[Row]:
+        """Inside a transaction: index journaled entries whose file is in place; returns the old
+        versions they replaced (now REPLACED rows, files not yet unlinked).
+
+        A record whose file is not there with its inode is dropped (it never got renamed, or
+        has gone since). ``replay`` (a dead writer's journal): the file's content is checked
+        against the record, a record already indexed is skipped, and one older than the key's
+        indexed entry loses to it (its file is removed).
+        """
+        replaced: list[Row] = []
+        for rec in recs:
+            path = os.path.join(self._root_s, rec.name)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if st.st_ino != rec.ino or st.st_size != rec.size:
+                continue
+            old = self._index.live_row(rec.key)
+            if old is not None and old.name == rec.name and old.ino == rec.ino:
+                continue  # indexed already
+            if replay:
+                if any(r.ino == rec.ino for r in self._index.rows_with_name(rec.name, states=(LIVE, REPLACED))):
+                    continue  # indexed already (a record whose batch did commit before its writer died)
+                try:
+                    checksum, _ino = _hash_file(path, rec.size)
+                except OSError:
+                    continue
+                if checksum != rec.checksum:
+                    # Not the journaled content (the inode was reused: another file now). Not ours
+                    # to index nor to remove; if nobody owns it, the sweep will.
+                    continue
+            if old is not None and old.created > rec.created:
+                # Another process put this key later and its row is in already: ours is an old
+                # version at once (a REPLACED row: counted, and kept while a reader pins it).
+                row_id = self._index.insert_replaced(rec.key, rec.name, rec.size, rec.charge, rec.checksum, rec.ino, rec.created)
+                replaced.append(Row(row_id, rec.key, rec.name, rec.size, rec.charge, REPLACED, None, None, rec.checksum, rec.ino, rec.created, rec.created))
+                continue
+            if old is not None:
+                self._index.mark_replaced(old.id)  # readers of the old file keep it; it stays counted
+                replaced.append(old._replace(state=REPLACED))
+            row_id = self._index.insert_live(rec.key, rec.name, rec.size, rec.charge, rec.checksum, rec.ino, rec.created)
+            touched = None if replay else self._batch_touched.get(rec.key)
+            if touched is not None:
+                self._index.touch([(touched, row_id)])
+        return replaced
 
     def _reap_pending_locked(self) -> None:
         """Inside a transaction: remove old versions this process replaced, unless someone reads them."""
@@ -872,21 +1083,27 @@ class Cache:
             rows, self._pending_reap = self._pending_reap, []
             self._reap_rows_locked(rows)
 
-    def _free_versioned_name_locked(self, name: str) -> str:
-        while True:
-            self._part_seq += 1
-            candidate = versioned_name(name, xxhash.xxh3_64_hexdigest(f"{os.getpid()}.{time.time_ns()}.{self._part_seq}".encode())[:12])
-            if not self._name_taken_locked(candidate):
-                return candidate
-
-    def _name_taken_locked(self, name: str) -> bool:
-        if not os.path.lexists(os.path.join(self._root_s, name)):
-            return False  # rows always have their file until the row goes (or repair drops it)
-        return True
-
     # ----------------------------------------------------------------------------------- reads
+    def _pending_put(self, key: str) -> "_Put | None":
+        """This process's put of ``key`` not indexed yet (through this object or another one on the root)."""
+        rec = self._batch_keys.get(key) if self._batch_keys else None
+        if rec is None and _PEERS_OPEN[0] > 1:
+            for peer in self._peers():
+                rec = peer._batch_keys.get(key)
+                if rec is not None:
+                    break
+        return rec
+
+    def _peers(self) -> "list[Cache]":
+        return [c for c in list(_OPEN_CACHES) if c is not self and c._root_s == self._root_s and not c._closed and c._pid == self._pid]
+
     def _lookup(self, key: str) -> Row | None:
-        row = self._index.live_row(key)
+        rec = self._pending_put(key)
+        if rec is not None:
+            # Put by this process, not indexed yet: its own reads see it at once.
+            row: Row | None = Row(_PENDING_ID, key, rec.name, rec.size, rec.charge, LIVE, None, None, rec.checksum, rec.ino, rec.created, rec.created)
+        else:
+            row = self._index.live_row(key)
         if row is not None and self.ttl_s is not None and row.created + self.ttl_s < time.time():
             return None
         return row
@@ -901,7 +1118,10 @@ class Cache:
                 p.repairs.add(row.name)  # type: ignore[union-attr]
         else:
             p.hits += 1
-            p.touches[row.id] = time.time()
+            if row.id != _PENDING_ID:
+                p.touches[row.id] = time.time()
+            else:  # not indexed yet: its row gets this access time when the batch commits
+                self._batch_touched[key] = time.time()
         if len(p.touches) >= 256 or time.monotonic() - p.last_flush >= self.flush_interval:
             try:
                 with self._index.transaction():
@@ -991,6 +1211,7 @@ class Cache:
 
     def __len__(self) -> int:
         self._ensure_open()
+        self._publish()
         return self._index.counters().entries
 
     @_retry_when_index_full
@@ -1003,17 +1224,33 @@ class Cache:
         self._ensure_open()
         self._ensure_writable()
         key = validate_key(key)
-        with self._mutex:
-            # Committed as REPLACED first, then the file goes: a kill -9 in between leaves a counted
-            # REPLACED row (reaped by the next process), never a LIVE row without its file.
-            with self._index.transaction():
-                row = self._index.live_row(key)
-                if row is None:
-                    return False
-                self._index.mark_replaced(row.id)
-            with self._index.transaction():
-                self._reap_rows_locked([row._replace(state=REPLACED)])
+        if self._pending_put(key) is not None:
+            self._publish()  # this process's pending put of it is what there is to delete
+        # No reservation mutex: a REPLACED row stays counted in the index until its file is gone.
+        # Committed as REPLACED first, then the file goes: a kill -9 in between leaves a counted
+        # REPLACED row (reaped by the next process), never a LIVE row without its file.
+        with self._index.transaction():
+            row = self._index.live_row(key)
+            if row is None:
+                return False
+            self._index.mark_replaced(row.id)
+        with self._index.transaction():
+            self._reap_rows_locked([row._replace(state=REPLACED)])
         return True
+
+    def _publish(self) -> None:
+        """Commit this process's pending index rows (before a report or a count that must see them)."""
+        if self.readonly:
+            return
+        if self._batch:
+            self._commit_batch()
+        if _PEERS_OPEN[0] > 1:
+            for peer in self._peers():  # other Cache objects of this process on the same root
+                if peer._batch:
+                    peer._commit_batch()
+        if self._pending_reap:  # old versions whose files went: their rows only over-count now
+            with self._index.transaction():
+                self._reap_pending_locked()
 
     # --------------------------------------------------------------------------- maintenance
     def _flush_locked(self) -> None:
@@ -1032,18 +1269,23 @@ class Cache:
 
     @_retry_when_index_full
     def flush(self) -> None:
-        """Write buffered access times and hit/miss counts to the index now."""
+        """Index this process's new entries and write its buffered access times and hit/miss counts now.
+
+        After it returns, every other process sees the entries this one has put.
+        """
         self._ensure_open()
         if self.readonly:
             return
+        self._commit_batch()
         with self._index.transaction():
             self._flush_locked()
 
-    def _repair_name_locked(self, name: str) -> None:
+    def _repair_name_locked(self, name: str, *, unlink_unowned: bool = False) -> None:
         """Make the index and the disk agree about one file name (inside a transaction).
 
-        Rows whose file is gone or is another inode are dropped; a file that no row owns is
-        content nobody committed (a writer died between rename and commit) and is removed.
+        Rows whose file is gone or is another inode are dropped. A file that no row owns is
+        removed only with ``unlink_unowned`` (a dead writer's, named by its slot): a live
+        writer's renamed file waits for its batch and is not the repairer's to remove.
         Reservations (``WRITING`` rows) are left alone: their file is not in place yet.
         """
         path = self.root / name
@@ -1057,11 +1299,38 @@ class Cache:
                 owned = True
                 continue
             self._index.delete_rows([row.id])
-        if st is not None and not owned:
+        if st is not None and not owned and unlink_unowned:
             _unlink_quiet(path)
 
-    def _recover_locked(self, *, startup: bool = False) -> int:
-        """Reclaim what dead processes left: reservations, their ``.part`` files, released old versions.
+    def _recover(self, *, startup: bool = False, limits: tuple[Any, ...] | None = None) -> int:
+        """Reclaim what dead processes left (see _recover_locked); returns how many things.
+
+        Under the reservation mutex. A dead writer's ledger slot is freed only *after* the
+        transaction that indexed its journaled entries has committed: killed in between, the
+        slot still counts them (an over-count) and the next recovery replays the journal again,
+        which finds them indexed and changes nothing.
+        """
+        with self._mutex:
+            with self._index.transaction():
+                if limits is not None:
+                    self._load_limits_locked(*limits)
+                recovered, slots, journals, replaced = self._recover_locked(startup=startup)
+            for index in slots:
+                self._ledger.free(index)
+            if slots or startup:
+                self._ledger.recount()  # a writer killed inside a ledger update left the totals high
+            for path in journals:
+                _unlink_quiet(path)
+        if replaced:
+            self._forget_replaced(replaced)
+            with self._index.transaction():
+                self._reap_pending_locked()
+        return recovered
+
+    def _recover_locked(self, *, startup: bool = False) -> tuple[int, list[int], list[str], list[Row]]:
+        """Inside the mutex and a transaction: replay dead writers' journals, drop their ``.part``
+        files, reap released old versions. Returns (how many things, slots and journals to free
+        once committed, old versions the replay replaced).
 
         At start-up also forget the token files of processes that died without closing the cache.
         """
@@ -1075,18 +1344,38 @@ class Cache:
                 alive[token] = owner_alive(self._owners, token)  # type: ignore[index]
             return alive[token]  # type: ignore[index]
 
+        # Reap first: rows this transaction turns REPLACED below must keep their files until it commits.
+        recovered += self._reap_replaced_locked()
+        slots: list[int] = []
+        journals: list[str] = []
+        replaced: list[Row] = []
+        dead_tokens: set[str] = set()
         for slot in self._ledger.used():
             if slot.index == self._slot or is_alive(slot.token):
                 continue
-            # A writer died. Its reservation goes; a file it renamed but did not commit goes too.
-            if slot.intent:
-                self._repair_name_locked(slot.intent)
-            self._ledger.free(slot.index)
+            # A writer died. What it renamed into place is in its journal; its reservation goes after.
+            if slot.intent:  # a ledger slot from before the journal
+                self._repair_name_locked(slot.intent, unlink_unowned=True)
+            dead_tokens.add(slot.token)
+            slots.append(slot.index)
             recovered += 1
+        try:
+            journal_files = [e.name for e in os.scandir(self._journal_dir_s)]
+        except FileNotFoundError:
+            journal_files = []
+        for fname in journal_files:
+            token = fname.removesuffix(".log")
+            if token in dead_tokens or not is_alive(token):
+                path = os.path.join(self._journal_dir_s, fname)
+                for kind, rec in _read_journal(path):
+                    if kind == "P":
+                        replaced += self._apply_puts_locked([rec], replay=True)
+                    else:
+                        self._settle_evicted_locked(rec)
+                journals.append(path)
         for row in self._index.rows_in_state(WRITING):  # written by cachewatch before the ledger existed
             self._index.delete_rows([row.id])
             recovered += 1
-        recovered += self._reap_replaced_locked()
         try:
             parts = list(os.scandir(self._tmp)) + list(os.scandir(self._trash))
         except FileNotFoundError:
@@ -1101,7 +1390,7 @@ class Cache:
                 token = entry.name.removesuffix(".lock")
                 if token not in alive:
                     is_alive(token)  # removes the file of a dead owner
-        return recovered
+        return recovered, slots, journals, replaced
 
     def _reap_replaced_locked(self) -> int:
         """Remove old versions (overwritten, deleted or evicted) whose readers are gone."""
@@ -1116,9 +1405,18 @@ class Cache:
         lost, a REPLACED row without its file is invisible to readers and the next reaping drops it.
         """
         reaped = 0
+        pending: dict[tuple[str, int], float] | None = None
         for row in rows:
+            gone = (row.id, row.name, row.ino) in self._gone_files
+            self._gone_files.discard((row.id, row.name, row.ino))
             if not self._index.replaced_row(row):
                 continue  # another process reaped it (and the id may belong to a new row now)
+            if gone:
+                # This process unlinked its file already: the name may hold a new put's file now,
+                # even with the same inode number (inodes are reused), so it is not looked at.
+                self._index.delete_replaced(row)
+                reaped += 1
+                continue
             path = os.path.join(self._root_s, row.name)
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -1130,7 +1428,12 @@ class Cache:
                 if fd >= 0:
                     if not try_exclusive(fd):
                         continue  # a reader holds it: it stays, counted, until a later reaping
-                    if os.fstat(fd).st_ino == row.ino and _same_file(Path(path), os.fstat(fd)):
+                    st = os.fstat(fd)
+                    if pending is None:
+                        pending = self._pending_files()
+                    if pending.get((row.name, st.st_ino), -1.0) > row.created:
+                        pass  # a writer's new file at a freed name (a reused inode): not this row's
+                    elif st.st_ino == row.ino and _same_file(Path(path), st):  # (not its size: verify drops truncated files)
                         os.unlink(path)
                         if reaped == 0:
                             _crash_point("evict_mid_reap")
@@ -1141,15 +1444,17 @@ class Cache:
             reaped += 1
         return reaped
 
-    def _evict_locked(self, goal_used: int, reason: str, now: float, *, dry_run: bool = False) -> EvictionReport:
+    def _evict_unlocked(self, goal_used: int, reason: str, now: float, *, dry_run: bool = False) -> EvictionReport:
         """Evict least recently used unpinned entries until ``used_bytes <= goal_used``.
 
-        Under the mutex and outside any transaction: each batch is its own pair of transactions.
+        Under the evictor lock (one evictor at a time), not the reservation mutex, and outside
+        any transaction: each batch is its own pair of transactions, its unlinks between them.
         """
         if not dry_run:
-            with self._index.transaction():
-                self._reap_pending_locked()
-                self._reap_replaced_locked()
+            if self._pending_reap or self._index.counters().replaced_bytes:  # (a transaction only when needed)
+                with self._index.transaction():
+                    self._reap_pending_locked()
+                    self._reap_replaced_locked()
             if self.ttl_s is not None:
                 self._remove_locked(
                     lambda limit, offset: self._index.expired_candidates(now - self.ttl_s, limit, offset),  # type: ignore[operator]
@@ -1177,55 +1482,43 @@ class Cache:
         else:  # usually one or two files: fetch about what is needed, then more if pins get in the way
             batch = max(4, min(_BATCH, (used - goal_used) // max(1, c.live_bytes // max(1, c.entries)) + 2))
         while goal_used is None or used > goal_used:
-            doomed: list[Row] = []
-            with self._index.transaction():
-                rows = fetch(batch, offset)
-                batch = min(_BATCH, batch * 2)
-                if not rows:
+            rows = fetch(batch, offset)  # a read: the transaction below removes only rows still as read
+            batch = min(_BATCH, batch * 2)
+            if not rows:
+                break
+            victims: list[Row] = []
+            for row in rows:
+                if goal_used is not None and used <= goal_used:
                     break
-                n_files = n_bytes = 0
-                for row in rows:
-                    if goal_used is not None and used <= goal_used:
-                        break
-                    path = os.path.join(self._root_s, row.name)
-                    try:
-                        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                    except FileNotFoundError:
-                        fd = -1
-                    except OSError:
+                path = os.path.join(self._root_s, row.name)
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    fd = -1
+                except OSError:
+                    offset += 1
+                    continue
+                try:
+                    if fd >= 0 and not try_exclusive(fd):
+                        pinned += 1
                         offset += 1
                         continue
-                    try:
-                        if fd >= 0 and not try_exclusive(fd):
-                            pinned += 1
-                            offset += 1
-                            continue
-                        ours = fd >= 0 and os.fstat(fd).st_ino == row.ino
-                    finally:
-                        if fd >= 0:
-                            os.close(fd)
-                    if dry_run:
-                        offset += 1
-                    elif ours:
-                        self._index.mark_replaced(row.id)
-                        doomed.append(row._replace(state=REPLACED))
-                    else:  # no file of this row on disk (gone, or the name holds another inode): only the row goes
-                        self._index.delete_rows([row.id])
-                    files += 1
-                    n_files += 1
-                    freed += row.charge
-                    n_bytes += row.charge
-                    used -= row.charge
-                    if len(keys) < _KEYS_IN_EVENT:
-                        keys.append(row.key)
-                if n_files and not dry_run:
-                    self._index.add_counters(
-                        evicted_files=n_files, evicted_bytes=n_bytes, expired_files=n_files if reason == "ttl" else 0
-                    )
-            if doomed:
-                _crash_point("evict_after_mark")
-                with self._index.transaction():
-                    self._reap_rows_locked(doomed)
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
+                if dry_run:
+                    offset += 1
+                victims.append(row)
+                used -= row.charge
+            removed = victims if dry_run else self._evict_rows(victims, reason)
+            for row in victims:
+                if not dry_run and row not in removed:
+                    used += row.charge  # changed meanwhile (another evictor, a delete): not ours to count
+            for row in removed:
+                files += 1
+                freed += row.charge
+                if len(keys) < _KEYS_IN_EVENT:
+                    keys.append(row.key)
         report = EvictionReport(
             reason=reason,
             files=files,
@@ -1259,6 +1552,92 @@ class Cache:
             self._restore_reserve = True  # after the commit: the WAL may need this room first
         return report
 
+    def _evict_rows(self, victims: list[Row], reason: str) -> list[Row]:
+        """Take ``victims`` out of the index in one transaction, then unlink their files outside any lock.
+
+        Their bytes are counted in this process's ledger slot from *before* the transaction until
+        the files are gone, and an ``E`` journal record per victim, written before the
+        transaction, tells recovery which files to unlink if this process dies in between.
+        Returns the rows this transaction removed (a row already changed is left alone).
+        """
+        if not victims:
+            return []
+        total = sum(r.charge for r in victims)
+        with self._mutex:
+            slot = self._writer_slot_locked()
+            self._ledger.add_bytes(slot, total)  # grow first: from here to the unlink, counted twice or once
+        with self._batch_lock:
+            self._evicting += 1
+        # Bytes this eviction may stop counting: all of them until its transaction commits (the
+        # rows still hold them); after it, only what is unlinked or indexed again.
+        releasable = total
+        committed = settled = False
+        try:
+            os.write(self._journal_fd, b"".join(_journal_line(_row_record(r), "E") for r in victims))
+            removed: list[Row] = []
+            with self._index.transaction():
+                for r in victims:
+                    if self._index.delete_live(r):
+                        removed.append(r)
+                if removed:
+                    self._index.add_counters(
+                        evicted_files=len(removed), evicted_bytes=sum(r.charge for r in removed),
+                        expired_files=len(removed) if reason == "ttl" else 0,
+                    )
+                    releasable = total - sum(r.charge for r in removed)
+            committed = True
+            _crash_point("evict_after_mark")
+            pinned_since: list[Row] = []
+            gone = 0
+            for i, r in enumerate(removed):
+                if not _unlink_unless_pinned(os.path.join(self._root_s, r.name), r.ino):
+                    pinned_since.append(r)
+                else:
+                    gone += r.charge
+                if i == 0:
+                    _crash_point("evict_mid_reap")
+                if i % 4 == 3:
+                    # Room as it frees, every few files: writers waiting for it need not wait for the whole batch.
+                    with self._mutex:
+                        self._ledger.add_bytes(slot, -gone)
+                    gone = 0
+            releasable += gone
+            if pinned_since:
+                # A reader pinned one between the check and the unlink: it stays, as an old version
+                # (a REPLACED row: counted by the index, reaped when the pin is gone).
+                with self._index.transaction():
+                    for r in pinned_since:
+                        self._index.insert_replaced(r.key, r.name, r.size, r.charge, r.checksum or "", r.ino or 0, r.created)
+                releasable += sum(r.charge for r in pinned_since)
+            settled = True
+            return removed
+        finally:
+            with self._mutex:
+                self._ledger.add_bytes(slot, -releasable)
+            with self._batch_lock:
+                if settled or not committed:
+                    # (Not settled: files out of the index are still on disk. Their bytes stay counted
+                    # and their E records stay in the journal, for recovery after this process ends.)
+                    self._evicting -= 1
+                if not self._evicting and not self._batch and self._journal_fd >= 0:
+                    os.ftruncate(self._journal_fd, 0)
+
+    def _settle_evicted_locked(self, rec: "_Put") -> None:
+        """Recovery, inside its transaction: a dead evictor's victim whose row is gone loses its file
+        (or, pinned by a reader, becomes a counted REPLACED row); one whose row is still there stays."""
+        path = os.path.join(self._root_s, rec.name)
+        try:
+            if os.lstat(path).st_ino != rec.ino:
+                return
+        except FileNotFoundError:
+            return
+        if any(r.ino == rec.ino for r in self._index.rows_with_name(rec.name, states=(LIVE, REPLACED))):
+            return  # its transaction never committed: still an entry
+        if self._pending_files().get((rec.name, rec.ino), -1.0) > rec.created:
+            return  # unlinked already; a writer's new file took the name (and the inode number)
+        if not _unlink_unless_pinned(path, rec.ino):
+            self._index.insert_replaced(rec.key, rec.name, rec.size, rec.charge, rec.checksum, rec.ino, rec.created)
+
     @_retry_when_index_full
     def evict(self, to: int | str | None = None, *, dry_run: bool = False) -> EvictionReport:
         """Evict least recently used entries until the cache holds at most ``to`` (default: the target).
@@ -1272,15 +1651,16 @@ class Cache:
             raise CacheError(str(exc)) from None
         if not dry_run:
             self._ensure_writable()
-        with self._mutex:
+        with self._evict_mutex:
             now = time.time()
             if not self.readonly:
+                self._commit_batch()
                 with self._index.transaction():
                     self._flush_locked()
-                    if not dry_run:
-                        self._recover_locked()
+                if not dry_run:
+                    self._recover()
             # `to` is about entries on disk; writes in flight are not the caller's to evict.
-            return self._evict_locked(goal + self._ledger.totals()[0], "manual", now, dry_run=dry_run)
+            return self._evict_unlocked(goal + self._ledger.totals()[0], "manual", now, dry_run=dry_run)
 
     @_retry_when_index_full
     def expire(self) -> EvictionReport:
@@ -1289,7 +1669,8 @@ class Cache:
         if self.ttl_s is None:
             return EvictionReport(reason="ttl", files=0, bytes=0, size_before=0, size_after=0, time=time.time())
         self._ensure_writable()
-        with self._mutex:
+        with self._evict_mutex:
+            self._commit_batch()
             now = time.time()
             return self._remove_locked(
                 lambda limit, offset: self._index.expired_candidates(now - self.ttl_s, limit, offset),  # type: ignore[operator]
@@ -1298,11 +1679,10 @@ class Cache:
 
     @_retry_when_index_full
     def recover(self) -> int:
-        """Reclaim reservations and files left by dead processes now; returns how many."""
+        """Reclaim reservations and files left by dead processes now (their journaled entries are indexed); returns how many."""
         self._ensure_open()
         self._ensure_writable()
-        with self._mutex, self._index.transaction():
-            return self._recover_locked()
+        return self._recover()
 
     # ------------------------------------------------------------------------ orphan sweep
     def _maybe_start_sweep(self) -> None:
@@ -1350,6 +1730,9 @@ class Cache:
                     if not entry.is_dir(follow_symlinks=False):
                         on_disk.append(f"{shard.name}/{entry.name}")
             known = self._index.known_names()
+            # Read after the listing: a file renamed into place but not indexed yet was journaled
+            # before its rename, and its journal is emptied only after its row is committed.
+            known |= self._journaled_names()
             files = freed = 0
             for name in on_disk:
                 if name in known:
@@ -1379,9 +1762,36 @@ class Cache:
         finally:
             os.close(lock_fd)
 
+    def _pending_files(self) -> dict[tuple[str, int], float]:
+        """(name, inode) -> newest put time of every journaled put: a reaper that finds, at an old
+        row's name, a file a writer journaled *after* that row's put is looking at a new file with
+        a reused inode number, not the row's."""
+        out: dict[tuple[str, int], float] = {}
+        try:
+            journals = [e.path for e in os.scandir(self._journal_dir_s)]
+        except FileNotFoundError:
+            return out
+        for path in journals:
+            for kind, rec in _read_journal(path):
+                if kind == "P" and rec.created > out.get((rec.name, rec.ino), -1.0):
+                    out[(rec.name, rec.ino)] = rec.created
+        return out
+
+    def _journaled_names(self) -> set[str]:
+        """Names in every writer's journal: files renamed into place whose rows may not be in the index yet."""
+        names: set[str] = set()
+        try:
+            journals = [e.path for e in os.scandir(self._journal_dir_s)]
+        except FileNotFoundError:
+            return names
+        for path in journals:
+            names.update(rec.name for _kind, rec in _read_journal(path))
+        return names
+
     # --------------------------------------------------------------------------------- report
     def stats(self) -> CacheStats:
         self._ensure_open()
+        self._publish()
         c: Counters = self._index.counters()
         reserved, writes = self._ledger.totals()
         p = self._pending
@@ -1407,6 +1817,7 @@ class Cache:
     def entries(self, order: str = "lru") -> list[EntryInfo]:
         """Every live entry, least recently used first (``order`` may also be key, size, created)."""
         self._ensure_open()
+        self._publish()
         return [
             EntryInfo(r.key, self.root / r.name, r.size, r.checksum, r.created, r.accessed)
             for r in self._index.iter_live(order)
@@ -1415,6 +1826,7 @@ class Cache:
     def entry(self, key: str) -> EntryInfo | None:
         """Index facts about one entry (no hit/miss counted)."""
         self._ensure_open()
+        self._publish()
         r = self._index.live_row(validate_key(key))
         return None if r is None else EntryInfo(r.key, self.root / r.name, r.size, r.checksum, r.created, r.accessed)
 
@@ -1433,6 +1845,7 @@ class Cache:
     def snapshot(self) -> IndexSnapshot:
         """Every row (live, writing, replaced) and the counters, for a scan to start from."""
         self._ensure_open()
+        self._publish()
         live = tuple(self._index.iter_live("key"))
         writing = tuple(self._index.rows_in_state(WRITING))
         replaced = tuple(self._index.rows_in_state(REPLACED))
@@ -1474,6 +1887,45 @@ class Cache:
     @property
     def meta_dir(self) -> Path:
         return self._meta
+
+
+# A forked child (a DataLoader worker) must see what its parent put: before a fork, every open
+# cache of this process indexes its pending puts. (Registered after the index's own hook, so it
+# runs before that one takes the index locks: at-fork "before" hooks run in reverse order.)
+_OPEN_CACHES: "weakref.WeakSet[Cache]" = weakref.WeakSet()
+_PEERS_OPEN = [0]  # len(_OPEN_CACHES) when last opened: the lookup asks peers only when there may be some
+
+
+def _publish_before_fork() -> None:
+    for cache in list(_OPEN_CACHES):
+        try:
+            if not cache._closed and cache._pid == os.getpid() and cache._batch:
+                cache._commit_batch()
+        except Exception:  # pragma: no cover - a fork must not fail; the child may see a miss
+            log.debug("indexing pending puts of %s before a fork failed", cache.root, exc_info=True)
+
+
+os.register_at_fork(before=_publish_before_fork)
+
+
+def _index_pending_at_exit(cache: Cache) -> None:
+    """At interpreter exit, and at the end of a multiprocessing child (which skips atexit), index
+    what this process put but did not close. Without it nothing is lost (the next opener replays
+    the journal), but other processes would see the entries only after that."""
+    ref = weakref.ref(cache)
+
+    def run() -> None:
+        c = ref()
+        if c is not None and not c._closed and c._pid == os.getpid() and c._batch:
+            try:
+                c._commit_batch()
+            except Exception:  # pragma: no cover - the journal keeps them for recovery
+                pass
+
+    atexit.register(run)
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.Finalize(None, run, exitpriority=10)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -1528,27 +1980,51 @@ def _same_file(path: Path, st: os.stat_result) -> bool:
     return now.st_ino == st.st_ino and now.st_dev == st.st_dev
 
 
-def _rename_into_place(source: str | Path, final: str | Path) -> None:
-    try:
-        os.rename(source, final)
-    except FileNotFoundError:
-        if not os.path.exists(source):
-            raise
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.rename(source, final)
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+try:
+    _renameat2: Any = ctypes.CDLL(None, use_errno=True).renameat2
+    _renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    _renameat2.restype = ctypes.c_int
+except (AttributeError, OSError):  # pragma: no cover - libc without renameat2
+    _renameat2 = None
+
+
+def _rename_noreplace(source: str, final: str) -> None:
+    """Rename ``source`` to ``final`` only if ``final`` does not exist (FileExistsError otherwise).
+
+    Atomic create-if-absent, so that two processes putting one key never replace each other's
+    file: renameat2(RENAME_NOREPLACE), or where the filesystem lacks it, link + unlink.
+    """
+    global _renameat2
+    for _attempt in range(3):
+        if _renameat2 is not None:
+            if _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(final), _RENAME_NOREPLACE) == 0:
+                return
+            err = ctypes.get_errno()
+            if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+                _renameat2 = None  # not on this filesystem: link + unlink from now on
+                continue
+            exc: OSError = OSError(err, os.strerror(err), final)
+        else:
+            try:
+                os.link(source, final)
+                os.unlink(source)
+                return
+            except OSError as e:
+                exc = e
+        if exc.errno == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), final)
+        if exc.errno == errno.ENOENT and os.path.exists(source):
+            os.makedirs(os.path.dirname(final), exist_ok=True)  # the shard directory is not there yet
+            continue
+        raise exc
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), final)
 
 
 def _unlink_quiet(path: str | Path) -> None:
     try:
         os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _unlink_if_inode(path: str | Path, ino: int) -> None:
-    try:
-        if os.lstat(path).st_ino == ino:
-            os.unlink(path)
     except FileNotFoundError:
         pass
 
@@ -1564,6 +2040,31 @@ def _unlink_unpinned(path: str, ino: int | None) -> None:
             os.unlink(path)
     finally:
         os.close(fd)
+
+
+def _unlink_unless_pinned(path: str, ino: int | None) -> bool:
+    """Unlink the file at ``path`` if it is inode ``ino``; False only when a reader pins it (it stays)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return True  # (unreadable: not a file this cache made)
+    try:
+        st = os.fstat(fd)
+        if st.st_ino != ino:
+            return True  # not ours (any more)
+        if not try_exclusive(fd):
+            return False
+        if _same_file(Path(path), st):
+            os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _row_record(r: Row) -> "_Put":
+    return _Put(r.key, r.name, r.size, r.charge, r.checksum or "", r.ino or 0, r.created)
 
 
 def _hash_file(path: str | Path, size: int) -> tuple[str, int]:

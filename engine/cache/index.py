@@ -152,10 +152,12 @@ class IndexBackend(Protocol):
     def add_counters(self, **deltas: int) -> None: ...  # (write)
     def live_row(self, key: str) -> Row | None: ...
     def insert_live(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int: ...  # (write)
+    def insert_replaced(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int: ...  # (write)
     def mark_replaced(self, row_id: int) -> None: ...  # (write)
     def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]: ...
     def delete_rows(self, row_ids: Sequence[int]) -> None: ...  # (write)
     def delete_replaced(self, row: Row) -> bool: ...  # (write) only if still that REPLACED row
+    def delete_live(self, row: Row) -> bool: ...  # (write) only if still that LIVE row
     def replaced_row(self, row: Row) -> bool: ...
     def lru_candidates(self, limit: int, offset: int) -> list[Row]: ...
     def expired_candidates(self, created_before: float, limit: int, offset: int) -> list[Row]: ...
@@ -382,6 +384,16 @@ class SQLiteIndex:
         return int(cur.lastrowid)
 
     @_locked
+    def insert_replaced(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int:
+        """An old version from the start: a file put before the key's indexed entry, indexed after it."""
+        cur = self._db.execute(
+            "INSERT INTO entries (key, name, size, charge, state, checksum, ino, created, accessed) "
+            "VALUES (?, ?, ?, ?, 2, ?, ?, ?, ?)",
+            (key, name, size, charge, checksum, ino, now, now),
+        )
+        return int(cur.lastrowid)
+
+    @_locked
     def mark_replaced(self, row_id: int) -> None:
         self._db.execute("UPDATE entries SET state = 2 WHERE id = ?", (row_id,))
 
@@ -414,6 +426,14 @@ class SQLiteIndex:
         """Drop one ``REPLACED`` row if it is still the same row (ids are reused after deletes)."""
         cur = self._db.execute(
             "DELETE FROM entries WHERE id = ? AND state = 2 AND name = ? AND ino IS ?", (row.id, row.name, row.ino)
+        )
+        return cur.rowcount > 0
+
+    @_locked
+    def delete_live(self, row: Row) -> bool:
+        """Drop one ``LIVE`` row if it is still the same row (an evictor's victim, chosen before its transaction)."""
+        cur = self._db.execute(
+            "DELETE FROM entries WHERE id = ? AND state = 0 AND name = ? AND ino IS ?", (row.id, row.name, row.ino)
         )
         return cur.rowcount > 0
 

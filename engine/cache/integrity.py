@@ -185,6 +185,12 @@ class IndexSurgery:
         """True if a LIVE or REPLACED row names this file."""
         return bool(self._index.rows_with_name(name, states=(LIVE, REPLACED)))
 
+    def journaled(self, name: str) -> bool:
+        """True if a writer's journal names this file: renamed into place, its row not committed
+        yet (a live writer's batch, or a dead writer's that the next writing open replays).
+        Not an orphan: a scan must leave it alone."""
+        return name in self._cache._journaled_names()
+
     def row_present(self, row: Row) -> bool:
         return self._index.state_of(row.id) is not None
 

@@ -1,22 +1,24 @@
-"""Writes in flight, counted in a small shared-memory ledger.
+"""Bytes on disk (or about to be) that the index does not hold, counted in a shared-memory ledger.
 
 Every process that writes to the cache owns one slot of ``.cachewatch/ledger`` (a sparse
-file mapped with ``mmap``). A slot holds the owner's liveness token; the bytes it has
-reserved for writes in flight, plus bytes of files it evicted but has not unlinked yet; and
-its *intent*: the entry name a finished file is about to be renamed into.
+file mapped with ``mmap``). A slot holds the owner's liveness token and its bytes: writes in
+flight, files renamed into place whose rows are not committed yet (its pending batch), and
+files it evicted from the index but has not unlinked yet. The header keeps running totals
+of every slot, so a reservation reads one field. (A slot's *intent* is kept for ledgers
+written before the per-writer journal replaced it.)
 
 Why shared memory and not rows in the SQLite index: a reservation is on the hot path of
 every put, and an index write costs two dozen system calls (WAL frames, shared-memory
 locks) where this is a few memory stores. Why it is safe:
 
 * the kernel keeps a shared file mapping's pages when its process is killed, so a slot
-  still says what a dead writer had reserved and what it was renaming;
-* counts change so that a crash over-counts (a reservation is released only after its
-  entry is committed), never under-counts;
-* a slot whose owner's token lock can be taken belongs to a dead process and is reclaimed:
-  its reservation dropped, its intent repaired, its ``.part`` files removed.
+  still says what a dead writer had on disk;
+* counts change so that a crash over-counts (bytes leave a slot only after the index holds
+  them or they are gone from disk), never under-counts; the totals grow first and shrink last;
+* a slot whose owner's token lock can be taken belongs to a dead process and is reclaimed
+  after its journal is replayed.
 
-Everything here changes under the cache's process mutex.
+Everything here changes under the cache's reservation mutex.
 """
 
 from __future__ import annotations
@@ -30,9 +32,14 @@ from typing import Protocol
 
 __all__ = ["Ledger", "LedgerBackend", "Slot", "LEDGER_SLOTS"]
 
-_MAGIC = b"CWLEDG03"
+_MAGIC = b"CWLEDG04"
 _HEADER = struct.Struct("<8sII")  # magic, slot count, high water (slots ever used)
 _RELEASED_AT = 16  # int64: bytes ever released or freed from slots (monotonic; in the header's spare room)
+# int64 x2: the sum of every used slot's bytes and writes, so that a reservation reads one
+# field instead of walking every slot (the per-put critical section). A kill between a slot's
+# change and the total's can only leave the total too high (it grows first and shrinks last);
+# recovery, which runs whenever a writer died, recomputes it from the slots.
+_TOTALS_AT = 24
 _HEADER_SIZE = 64
 _SLOT_SIZE = 512
 _TOKEN = 48
@@ -68,7 +75,7 @@ class LedgerBackend(Protocol):
     def claim(self, token: str) -> int | None: ...
     def free(self, index: int) -> None: ...
     def reserve(self, index: int, n_bytes: int) -> None: ...
-    def release(self, index: int, n_bytes: int) -> None: ...
+    def release(self, index: int, n_bytes: int, n_writes: int = 1) -> None: ...
     def add_bytes(self, index: int, n_bytes: int) -> None: ...
     def set_intent(self, index: int, name: str) -> None: ...
     def clear_intent(self, index: int) -> None: ...
@@ -76,6 +83,7 @@ class LedgerBackend(Protocol):
     def used(self) -> "list[Slot]": ...
     def totals(self) -> tuple[int, int]: ...
     def released_total(self) -> int: ...
+    def recount(self) -> tuple[int, int]: ...
     def close(self) -> None: ...
 
 
@@ -155,13 +163,23 @@ class Ledger:
         return [s for s in (self.read(i) for i in range(self._high())) if s is not None]
 
     def totals(self) -> tuple[int, int]:
-        """(bytes counted by all writers: reservations and evicted files not yet unlinked, writes in flight)."""
+        """(bytes counted by all writers: reservations, renamed-not-indexed files, evicted files
+        not yet unlinked; writes in flight). One read of the header's running totals."""
+        return struct.unpack_from("<qq", self._mm, _TOTALS_AT)  # type: ignore[return-value]
+
+    def _add_totals(self, n_bytes: int, n_writes: int) -> None:
+        reserved, writes = struct.unpack_from("<qq", self._mm, _TOTALS_AT)
+        struct.pack_into("<qq", self._mm, _TOTALS_AT, max(0, reserved + n_bytes), max(0, writes + n_writes))
+
+    def recount(self) -> tuple[int, int]:
+        """Recompute the running totals from the slots (after a writer died mid-update)."""
         reserved = writes = 0
         for i in range(self._high()):
             used, _pad, _token, r, w, _ilen = _SLOT.unpack_from(self._mm, self._off(i))
             if used:
                 reserved += r
                 writes += w
+        struct.pack_into("<qq", self._mm, _TOTALS_AT, reserved, writes)
         return reserved, writes
 
     def claim(self, token: str) -> int | None:
@@ -184,9 +202,10 @@ class Ledger:
         struct.pack_into("<I", self._mm, off, 1)
 
     def free(self, index: int) -> None:
-        (reserved,) = struct.unpack_from("<q", self._mm, self._off(index) + _RESERVED_AT)
+        reserved, writes = struct.unpack_from("<qq", self._mm, self._off(index) + _RESERVED_AT)
         self._add_released(reserved)  # a dead writer's bytes may have reached the index: see released_total
         _SLOT.pack_into(self._mm, self._off(index), 0, 0, b"", 0, 0, 0)
+        self._add_totals(-reserved, -writes)  # shrink last: a kill in between over-counts
 
     def _add_released(self, n_bytes: int) -> None:
         if n_bytes > 0:
@@ -207,23 +226,30 @@ class Ledger:
                 return a
 
     def reserve(self, index: int, n_bytes: int) -> None:
+        self._add_totals(n_bytes, 1)  # grow first: a kill in between over-counts
         off = self._off(index) + _RESERVED_AT
         reserved, writes = struct.unpack_from("<qq", self._mm, off)
         struct.pack_into("<qq", self._mm, off, reserved + n_bytes, writes + 1)
 
-    def release(self, index: int, n_bytes: int) -> None:
+    def release(self, index: int, n_bytes: int, n_writes: int = 1) -> None:
+        """Stop counting ``n_bytes`` of ``n_writes`` writes (a batch of puts now in the index)."""
         off = self._off(index) + _RESERVED_AT
         reserved, writes = struct.unpack_from("<qq", self._mm, off)
-        struct.pack_into("<qq", self._mm, off, max(0, reserved - n_bytes), max(0, writes - 1))
-        self._add_released(min(reserved, n_bytes))
+        gone_b, gone_w = min(reserved, n_bytes), min(writes, n_writes)
+        struct.pack_into("<qq", self._mm, off, reserved - gone_b, writes - gone_w)
+        self._add_released(gone_b)
+        self._add_totals(-gone_b, -gone_w)
 
     def add_bytes(self, index: int, n_bytes: int) -> None:
         """Count bytes that are on disk but no longer in the index (evicted files not yet unlinked)."""
+        if n_bytes > 0:
+            self._add_totals(n_bytes, 0)
         off = self._off(index) + _RESERVED_AT
         (reserved,) = struct.unpack_from("<q", self._mm, off)
         struct.pack_into("<q", self._mm, off, max(0, reserved + n_bytes))
         if n_bytes < 0:
             self._add_released(min(reserved, -n_bytes))
+            self._add_totals(-min(reserved, -n_bytes), 0)
 
     def set_intent(self, index: int, name: str) -> None:
         off = self._off(index)

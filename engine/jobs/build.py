@@ -154,6 +154,9 @@ def _build_item(key: str, path: str) -> _Outcome:
                     key, False,
                     error=f"transform returned {type(out).__name__}; return bytes (np.save into io.BytesIO) or a file path",
                 )
+        # Indexed before the parent hears of it (a put is visible to other processes only once
+        # its batch commits): the parent counts complete items as soon as the pool is done.
+        cache.flush()
         return _Outcome(key, True, os.stat(stored).st_size)
     except Exception as exc:
         return _Outcome(key, False, error=_one_line(exc))

@@ -576,8 +576,8 @@ def _confirm_orphan(
         except OSError:
             digest = None
     with view.surgery() as surg:
-        if surg.owned_name(name):
-            return None  # committed since the snapshot, or an old version a reader still pins
+        if surg.owned_name(name) or surg.journaled(name):
+            return None  # committed since the snapshot, an old version a reader still pins, or a put not indexed yet
         try:
             st2 = os.lstat(path)
         except FileNotFoundError:

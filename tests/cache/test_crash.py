@@ -6,6 +6,8 @@ import multiprocessing as mp
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from cachewatch.engine import Cache
 
 from .consistency import assert_index_matches_files
+from .test_faults import _live_rows_have_their_files
 from .workers import die_at, on_disk_bytes, torn_entry_checker, value_ok, writer_forever
 
 KiB = 1024
@@ -74,7 +77,13 @@ def _committed(root: Path) -> int:
     return int(row[0])
 
 
-@pytest.mark.parametrize("point", ["after_reserve", "mid_write", "after_rename", "before_commit", "after_commit"])
+# Every step of the put path, in order (docs/cache.md, "Crashes"): reserve, write the .part,
+# journal record, rename (no index yet), index transaction (before its COMMIT), after the index
+# (before the ledger release).
+_PUT_STEPS = ["after_reserve", "mid_write", "after_journal", "after_rename", "before_commit", "after_index"]
+
+
+@pytest.mark.parametrize("point", _PUT_STEPS)
 @pytest.mark.parametrize("existing", [False, True])
 def test_death_at_each_step_of_a_put(cache_root: Path, point: str, existing: bool) -> None:
     with Cache(cache_root, max_size="1MiB") as cache:
@@ -88,14 +97,97 @@ def test_death_at_each_step_of_a_put(cache_root: Path, point: str, existing: boo
     leftovers = os.listdir(cache_root / ".cachewatch" / "tmp")
     if point == "mid_write":
         assert leftovers, "the crash must leave a .part behind for this test to mean anything"
-    committed = point == "after_commit"
-    with Cache(cache_root, readonly=True) as ro:  # before any recovery: the committed state only
-        assert ro.read("k") == (b"N" * 10_000 if committed else (b"old" if existing else None))
-    assert_index_matches_files(cache_root)  # re-opening recovers
+    indexed = point == "after_index"
+    renamed = point in ("after_rename", "before_commit", "after_index")
+    old = b"old" if existing else None
+    # Immediately, with no recovery: every LIVE row names its own file, the index holds the old
+    # value until the batch's COMMIT, and the dead writer's slot still counts what it left on disk.
+    assert _live_rows_have_their_files(cache_root) == []
+    with Cache(cache_root, readonly=True) as ro:
+        assert ro.read("k") == (b"N" * 10_000 if indexed else old)
+        dead = [w for w in ro.writers() if not w.alive]
+        assert len(dead) == 1 and dead[0].reserved_bytes == ro.block_bytes * 3  # 10,000 B in 4 KiB blocks
+        used_on_disk, _ = on_disk_bytes(cache_root, ro.block_bytes)
+        counted = ro.snapshot().counters.used_bytes + sum(w.reserved_bytes for w in ro.writers())
+        assert used_on_disk <= counted, f"{used_on_disk} B on disk, only {counted} B counted"
+    assert_index_matches_files(cache_root)  # re-opening recovers: journal replayed, slot freed
     with Cache(cache_root) as cache:
         assert cache.read("other") == b"survives"
-        got = cache.read("k")
-        # The new file never goes over a committed row's name: an interrupted put leaves the key
-        # with its old value (or none); a committed one with the new value. Never a mix.
-        assert got == (b"N" * 10_000 if committed else (b"old" if existing else None))
+        # Renamed means journaled: recovery indexes the new value. Before the rename the key keeps
+        # its old value (or none). Never a mix, never a row over another file.
+        assert cache.read("k") == (b"N" * 10_000 if renamed else old)
         assert cache.stats().reserved_bytes == 0
+    assert os.listdir(cache_root / ".cachewatch" / "journal") == [], "a dead writer's journal outlived its replay"
+
+
+def test_journal_replay_indexes_renamed_entries_of_a_killed_writer(cache_root: Path) -> None:
+    """A writer killed with a batch of renamed, journaled, unindexed entries: nothing of it is in the
+    index, every file is counted by its ledger slot, and the next open indexes them all."""
+    with Cache(cache_root, max_size="64MiB", sweep=False) as cache:  # 20 puts are far from a batch's byte limit
+        cache.put("k3", b"old")
+    code = (
+        "import os, signal\nfrom cachewatch.engine import Cache\n"
+        f"c = Cache({str(cache_root)!r}, sweep=False, batch_puts=1000, batch_interval=3600)\n"
+        "for i in range(20):\n    c.put(f'k{i}', bytes([65 + i]) * (1000 + i))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], timeout=120)
+    assert p.returncode == -signal.SIGKILL
+    with Cache(cache_root, readonly=True) as ro:
+        assert ro.snapshot().counters.entries == 1 and ro.read("k3") == b"old"  # nothing indexed
+        (dead,) = [w for w in ro.writers() if not w.alive]
+        assert dead.reserved_bytes == 20 * ro.block_bytes and dead.writes == 20
+    assert len(_entry_names(cache_root)) == 21  # 20 renamed files + the old k3
+    assert assert_index_matches_files(cache_root) == 20  # replayed: k3 replaced, its old file gone
+    with Cache(cache_root, sweep=False) as cache:
+        for i in range(20):
+            assert cache.read(f"k{i}") == bytes([65 + i]) * (1000 + i)
+
+
+def test_replay_drops_records_whose_file_is_not_there(cache_root: Path) -> None:
+    """A journal record whose rename never happened, or whose file was replaced by another, indexes nothing."""
+    with Cache(cache_root, max_size="4MiB", sweep=False) as cache:
+        cache.put("a", b"A" * 100)
+    code = (
+        "import os, signal\nfrom cachewatch.engine import Cache\n"
+        f"c = Cache({str(cache_root)!r}, sweep=False, batch_puts=1000, batch_interval=3600)\n"
+        "c.put('b', b'B' * 100)\nc.put('c', b'C' * 100)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == -signal.SIGKILL
+    names = {n.split("/", 1)[1]: n for n in _entry_names(cache_root)}
+    os.unlink(cache_root / names["b"])  # gone before recovery
+    os.unlink(cache_root / names["c"])  # replaced by another file (another inode) at that name
+    (cache_root / names["c"]).write_bytes(b"C" * 100)
+    with Cache(cache_root, sweep=False) as cache:  # recovery: the journal is replayed
+        assert cache.read("b") is None and cache.read("c") is None and cache.read("a") == b"A" * 100
+        assert (cache_root / names["c"]).read_bytes() == b"C" * 100  # not the journal's file: not recovery's to remove
+        assert cache.sweep_orphans() == (1, 100)  # an orphan like any hand-made file
+    assert assert_index_matches_files(cache_root) == 1
+
+
+def _entry_names(root: Path) -> list[str]:
+    return [f"{d.name}/{f.name}" for d in root.iterdir() if d.name != ".cachewatch" for f in d.iterdir()]
+
+
+@pytest.mark.parametrize("point", ["evict_after_mark", "evict_mid_reap"])
+def test_death_in_an_eviction_a_put_started(cache_root: Path, point: str) -> None:
+    """A put that has to evict first, killed after the victims' rows left the index and before
+    (or while) their files are unlinked: every LIVE row keeps its file, the files without rows
+    are counted by the dead evictor's ledger slot, and an open unlinks them (journal E records)."""
+    with Cache(cache_root, max_size=64 * KiB, target_ratio=1.0, sweep=False) as cache:
+        for i in range(15):
+            cache.put(f"k{i}", b"x" * 4000)  # 15 x 4 KiB of 16: the next put evicts
+    code = f"from cachewatch.engine import Cache\nc = Cache({str(cache_root)!r}, sweep=False)\nc.put('new', b'n' * 8000)\n"
+    env = dict(os.environ, CACHEWATCH_CRASH_AT=point)
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == -signal.SIGKILL
+    assert _live_rows_have_their_files(cache_root) == []
+    with Cache(cache_root, readonly=True) as ro:
+        snap = ro.snapshot()
+        rowless = set(_entry_names(cache_root)) - {r.name for r in snap.live}
+        assert rowless, "the kill must land after the victims left the index, with files still there"
+        (dead,) = [w for w in ro.writers() if not w.alive]
+        assert dead.reserved_bytes >= len(rowless) * ro.block_bytes  # still counted
+        used_on_disk, _ = on_disk_bytes(cache_root, ro.block_bytes)
+        assert used_on_disk <= snap.counters.used_bytes + dead.reserved_bytes <= 64 * KiB
+    assert_index_matches_files(cache_root)

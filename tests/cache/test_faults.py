@@ -188,17 +188,22 @@ def test_kill_during_cache_evict_leaves_every_row_with_its_file(cache_root: Path
     assert_index_matches_files(cache_root)  # and after an open, rows == files exactly
 
 
-@pytest.mark.parametrize("point", ["put_after_rename", "put_before_commit", "put_after_commit"])
+@pytest.mark.parametrize("point", ["put_after_journal", "put_after_rename", "put_before_commit", "put_after_index"])
 def test_kill_at_each_step_of_an_overwrite(cache_root: Path, point: str) -> None:
     with Cache(cache_root, max_size="1MiB", sweep=False) as cache:
         cache.put("k", b"old" * 1000)
-    p = _child(f"from cachewatch.engine import Cache\nCache({str(cache_root)!r}, sweep=False).put('k', b'NEW' * 5)", point)
+    code = f"from cachewatch.engine import Cache\nc = Cache({str(cache_root)!r}, sweep=False)\nc.put('k', b'NEW' * 5)\nc.flush()"
+    p = _child(code, point)
     assert p.wait(60) == -signal.SIGKILL
     assert _live_rows_have_their_files(cache_root) == []
-    with Cache(cache_root, readonly=True) as ro:  # no recovery has run
+    with Cache(cache_root, readonly=True) as ro:  # no recovery has run: the index as the kill left it
         got = ro.read("k")
-        assert got == (b"old" * 1000 if point != "put_after_commit" else b"NEW" * 5)
+        assert got == (b"old" * 1000 if point != "put_after_index" else b"NEW" * 5)
     assert_index_matches_files(cache_root)
+    with Cache(cache_root, sweep=False) as cache:
+        # Once renamed (journaled before), the new value is the put's outcome: recovery indexes it.
+        renamed = point != "put_after_journal"
+        assert cache.read("k") == (b"NEW" * 5 if renamed else b"old" * 1000)
 
 
 def test_kill_during_overwrites_at_random_moments(cache_root: Path) -> None:

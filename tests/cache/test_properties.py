@@ -27,9 +27,11 @@ from .test_faults import _live_rows_have_their_files
 KiB = 1024
 MAX = 256 * KiB
 
+# Every step of the put path (the index steps run when the child's batch is committed: at an
+# evict, a delete, a full batch or close) and of an eviction.
 _CRASH_POINTS = [
-    None, "put_after_reserve", "put_mid_write", "put_after_rename", "put_before_commit", "put_after_commit",
-    "evict_after_mark", "evict_mid_reap",
+    None, "put_after_reserve", "put_mid_write", "put_after_journal", "put_after_rename", "put_before_commit",
+    "put_after_index", "evict_after_mark", "evict_mid_reap",
 ]
 
 _CHILD = r"""

@@ -221,4 +221,5 @@ def die_at(root: str, key: str, point: str) -> None:
     cache_mod._CRASH_AT = f"put_{point}"  # this forked child only
     cache = Cache(root, sweep=False)
     cache.put(key, b"N" * 10_000)
+    cache.flush()  # the index steps (before_commit, after_index) run when the batch is committed
     raise AssertionError(f"put went past crash point {point}")
