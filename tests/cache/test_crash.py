@@ -157,8 +157,12 @@ def test_replay_drops_records_whose_file_is_not_there(cache_root: Path) -> None:
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == -signal.SIGKILL
     names = {n.split("/", 1)[1]: n for n in _entry_names(cache_root)}
     os.unlink(cache_root / names["b"])  # gone before recovery
-    os.unlink(cache_root / names["c"])  # replaced by another file (another inode) at that name
-    (cache_root / names["c"]).write_bytes(b"C" * 100)
+    # Replaced by another file at that name, same bytes, another inode: made before the old one
+    # goes, so the filesystem cannot hand the freed inode number straight back.
+    other = (cache_root / names["c"]).with_name("replacement.tmp")
+    other.write_bytes(b"C" * 100)
+    assert other.stat().st_ino != (cache_root / names["c"]).stat().st_ino
+    os.replace(other, cache_root / names["c"])
     with Cache(cache_root, sweep=False) as cache:  # recovery: the journal is replayed
         assert cache.read("b") is None and cache.read("c") is None and cache.read("a") == b"A" * 100
         assert (cache_root / names["c"]).read_bytes() == b"C" * 100  # not the journal's file: not recovery's to remove
