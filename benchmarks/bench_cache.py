@@ -25,7 +25,9 @@ Each configuration runs on ``--fs`` ``tmpfs`` (a private mount: exact used bytes
 since other programs share that filesystem). For cachewatch the worker also records how long
 each hold of the reservation mutex lasted (the per-put critical section: median and p99, and
 holds per put: one per put plus one per batch of index rows and per eviction round), and each
-hold of the index lock (one per batch commit or eviction transaction, not per put).
+hold of the index lock (one per batch commit or eviction transaction, not per put). Every
+contender's workers also report the CPU time they spent putting (all threads), per put: on a
+machine shared with other work that moves far less between runs than puts/s does.
 
 Run (root, for the tmpfs mounts):
 
@@ -225,6 +227,7 @@ def worker(name: str, root: str, max_bytes: int, idx: int, n_puts: int, sizes: l
     pool = rng.randbytes(1 * MiB)
     start.wait()
     t0 = time.perf_counter()
+    c0 = time.process_time()  # this process's CPU (all its threads): steadier than rates on a busy machine
     written = 0
     for i in range(n_puts):
         size = sizes[i]
@@ -233,6 +236,7 @@ def worker(name: str, root: str, max_bytes: int, idx: int, n_puts: int, sizes: l
         put(key, key.encode().ljust(32, b"_") + pool[off : off + size - 32])
         written += size
     t_put = time.perf_counter() - t0
+    cpu_put = time.process_time() - c0
     put_holds = list(holds) if holds is not None else []
     index_holds = list(_INDEX_HOLDS[-1]) if holds is not None else []
     put_done.wait()
@@ -246,7 +250,7 @@ def worker(name: str, root: str, max_bytes: int, idx: int, n_puts: int, sizes: l
             hits += 1
     t_get = time.perf_counter() - t0
     close()
-    out.put({"put_s": t_put, "written": written, "get_s": t_get, "gets": n_gets, "hits": hits,
+    out.put({"put_s": t_put, "cpu_put_s": cpu_put, "written": written, "get_s": t_get, "gets": n_gets, "hits": hits,
              "holds_ns": put_holds[:: max(1, len(put_holds) // 2000)], "n_holds": len(put_holds), "n_puts": n_puts,
              "index_holds_ns": index_holds[:: max(1, len(index_holds) // 2000)]})
 
@@ -359,7 +363,9 @@ def run_one(name: str, n_procs: int, factor: int, max_bytes: int, n_gets: int, f
             "peak_fs_over_max": s["peak_fs"] / max_bytes, "peak_walk_over_max": s["peak_walk"] / max_bytes,
             "final_fs_over_max": s["final_fs"] / max_bytes, "final_walk_over_max": s["final_walk"] / max_bytes,
             "samples": s["samples"], "puts_per_s": sum(len(x) for x in per_proc) / put_wall,
-            "mb_per_s": written / put_wall / 1e6, "gets_per_s": gets / get_wall,
+            "mb_per_s": written / put_wall / 1e6,
+            "cpu_us_per_put": sum(r["cpu_put_s"] for r in results) / sum(len(x) for x in per_proc) * 1e6,
+            "gets_per_s": gets / get_wall,
             "hit_rate": sum(r["hits"] for r in results) / gets,
         }
     finally:
@@ -459,8 +465,8 @@ def main() -> None:
     def same(x: dict, r: dict, who: str) -> bool:
         return x["contender"] == who and x["fs"] == r["fs"] and x["procs"] == r["procs"] and x["factor"] == r["factor"]
 
-    print("\n| fs | procs | written | contender | peak fs/max | peak walk/max | puts/s | MB/s | vs plain | vs floor | mutex hold median / p99 (us) | holds/put | index lock median / p99 (us) | gets/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| fs | procs | written | contender | peak fs/max | peak walk/max | puts/s | MB/s | vs plain | vs floor | CPU/put (us) | CPU/put vs floor | mutex hold median / p99 (us) | holds/put | index lock median / p99 (us) | gets/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         plain = next((x for x in rows if same(x, r, "plain")), None)
         floor = next((x for x in rows if same(x, r, "floor")), None)
@@ -468,9 +474,11 @@ def main() -> None:
         fratio = f"{r['mb_per_s'] / floor['mb_per_s']:.2f}x" if floor else "-"
         hold = f"{r['hold_median_us']:.1f} / {r['hold_p99_us']:.0f}" if r.get("hold_median_us") is not None else "-"
         hpp = f"{r['holds_per_put']:.2f}" if r.get("holds_per_put") is not None else "-"
+        cpu = f"{r['cpu_us_per_put']:.0f}"
+        fcpu = f"{r['cpu_us_per_put'] / floor['cpu_us_per_put']:.2f}x" if floor else "-"
         ihold = f"{r['index_hold_median_us']:.1f} / {r['index_hold_p99_us']:.0f}" if r.get("index_hold_median_us") is not None else "-"
         print(f"| {r['fs']} | {r['procs']} | {r['factor']}x | {r['contender']} | {r['peak_fs_over_max']:.2f} | {r['peak_walk_over_max']:.2f} | "
-              f"{r['puts_per_s']:.0f} | {r['mb_per_s']:.0f} | {ratio} | {fratio} | {hold} | {hpp} | {ihold} | {r['gets_per_s']:.0f} |")
+              f"{r['puts_per_s']:.0f} | {r['mb_per_s']:.0f} | {ratio} | {fratio} | {cpu} | {fcpu} | {hold} | {hpp} | {ihold} | {r['gets_per_s']:.0f} |")
     lat = get_latency()
     print(f"\nget of a hit, median extra over plain open+read ({lat['plain_open_read_us']:.1f} us): "
           f"get()+open+read +{lat['get_extra_us']:.1f} us, read() +{lat['read_extra_us']:.1f} us")

@@ -7,11 +7,14 @@ wrong value before; two processes putting one key never replace each other's fil
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import signal
 import subprocess
 import sys
+import threading
+import weakref
 from pathlib import Path
 
 from cachewatch.engine import Cache
@@ -62,6 +65,47 @@ def test_a_batch_is_committed_by_its_timer_while_the_writer_idles(cache_root: Pa
         writer.send_signal(signal.SIGKILL)
         writer.wait(30)
     assert assert_index_matches_files(cache_root) == 1
+
+
+def test_the_timer_commits_every_later_batch_of_an_idle_writer(cache_root: Path) -> None:
+    # One timer thread per cache, woken per batch: each batch after the first must still be
+    # committed while the writer idles, not only the one that started the thread.
+    Cache(cache_root, max_size="4MiB", sweep=False).close()
+    code = (
+        "import sys\nfrom cachewatch.engine import Cache\n"
+        f"c = Cache({str(cache_root)!r}, sweep=False, batch_interval=0.2)\n"
+        "for line in sys.stdin:\n"
+        "    c.put(line.strip(), line.strip().encode() * 10)\n"
+        "    print('put', flush=True)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        for key in ("first", "second", "third"):
+            writer.stdin.write(key + "\n")  # type: ignore[union-attr]
+            writer.stdin.flush()  # type: ignore[union-attr]
+            assert writer.stdout.readline().strip() == "put"  # type: ignore[union-attr]
+            wait_for(lambda: _reader_sees(cache_root, key) == key.encode() * 10, timeout=30, what=f"the timer's commit of {key}")
+        assert writer.poll() is None, "the writer must still be running (not indexed by its exit)"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(30)
+    assert assert_index_matches_files(cache_root) == 3
+
+
+def test_a_cache_dropped_without_close_is_not_kept_alive_by_its_batch_timer(cache_root: Path) -> None:
+    cache = Cache(cache_root, max_size="4MiB", sweep=False, batch_interval=0.05)
+    cache.put("k", b"v" * 100)  # starts the timer thread
+    ref = weakref.ref(cache)
+    timer = cache._timer  # the thread that commits its batches
+    assert timer is not None and timer.is_alive() and timer in threading.enumerate()
+    del cache
+
+    def collected() -> bool:
+        gc.collect()
+        return ref() is None
+
+    wait_for(collected, timeout=20, what="the dropped cache to be collected")
+    wait_for(lambda: not timer.is_alive(), timeout=20, what="the timer thread to end")
 
 
 def _put_one_key(root: str, seed: int, n: int) -> None:
