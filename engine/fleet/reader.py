@@ -65,7 +65,30 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class FleetReader:
+class _RedisHandle:
+    """A Redis client made at first use and dropped at close; ``_block_s``: the longest blocking
+    read it will issue (see :func:`connect`)."""
+
+    cfg: FleetConfig
+    _r: Any
+    _block_s: float = 0.0
+
+    @property
+    def redis(self) -> Any:
+        if self._r is None:
+            self._r = connect(self.cfg, block_s=self._block_s)
+        return self._r
+
+    def close(self) -> None:
+        if self._r is not None:
+            try:
+                self._r.close()
+            except Exception:
+                pass  # closing a client whose server is gone is not an error
+            self._r = None
+
+
+class FleetReader(_RedisHandle):
     """Reads a fleet. Not thread-safe: one per polling thread."""
 
     def __init__(self, cfg: FleetConfig) -> None:
@@ -76,19 +99,6 @@ class FleetReader:
         self._known: list[str] = []
         self.round_trips = 0  # for the benchmark: one per read() once the fleet is known
 
-    @property
-    def redis(self) -> Any:
-        if self._r is None:
-            self._r = connect(self.cfg)
-        return self._r
-
-    def close(self) -> None:
-        if self._r is not None:
-            try:
-                self._r.close()
-            except Exception:
-                pass
-            self._r = None
 
     def read(self, *, complete: bool = False) -> FleetView:
         try:
@@ -160,9 +170,10 @@ class RemotePoll:
 
 
 @dataclass
-class RemoteEngine:
+class RemoteEngine(_RedisHandle):
     """One engine through Redis (the drill-down). Not thread-safe: one poller, one commander."""
 
+    _block_s = 60.0  # it waits on the engine's reply stream (a class attribute, not a field)
     cfg: FleetConfig
     id: str
     _r: Any = None
@@ -176,19 +187,6 @@ class RemoteEngine:
     def keys(self) -> FleetKeys:
         return FleetKeys(self.cfg.prefix)
 
-    @property
-    def redis(self) -> Any:
-        if self._r is None:
-            self._r = connect(self.cfg, block_s=60.0)
-        return self._r
-
-    def close(self) -> None:
-        if self._r is not None:
-            try:
-                self._r.close()
-            except Exception:
-                pass
-            self._r = None
 
     def poll(self) -> RemotePoll:
         k = self.keys
