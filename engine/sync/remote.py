@@ -115,13 +115,22 @@ class VolumeRemote(Remote):
                 except FileNotFoundError:
                     continue
 
-    def put_bytes(self, name: str, data: bytes, xxh3: str) -> None:
+    def _write_tmp(self, data: bytes) -> str:
+        """``data`` in a new durable temporary file of this remote; its path."""
         tmp = self._tmp_path()
         try:
             with open(tmp, "xb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        return tmp
+
+    def put_bytes(self, name: str, data: bytes, xxh3: str) -> None:
+        tmp = self._write_tmp(data)
+        try:
             self._place(tmp, name)
         except BaseException:
             _unlink_quiet(tmp)
@@ -159,12 +168,8 @@ class VolumeRemote(Remote):
         return [f"manifests/{n}" for n in os.listdir(d)] if d.is_dir() else []
 
     def create_manifest(self, name: str, data: bytes) -> bool:
-        tmp = self._tmp_path()
+        tmp = self._write_tmp(data)
         try:
-            with open(tmp, "xb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             self._ensure_dir("manifests")
             try:
                 os.link(tmp, self.path / name)  # fails with EEXIST: create-only
