@@ -113,6 +113,8 @@ def on_disk_bytes(root: Path, block: int) -> tuple[int, int]:
             continue
         for e in entries:
             try:
+                if e.is_dir(follow_symlinks=False):
+                    continue  # not entry bytes: the Redis cache's reconciler leaves tombstone directories in tmp
                 size = e.stat(follow_symlinks=False).st_size
             except FileNotFoundError:
                 continue

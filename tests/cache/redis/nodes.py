@@ -281,8 +281,12 @@ def entry_files(root: Path) -> dict[str, Path]:
 
 
 def part_files(root: Path) -> list[str]:
+    """The in-flight (or left-over) writes: ``.part`` files in ``.cachewatch/tmp`` (not the
+    reconciler's tombstone directories, which hold no bytes)."""
     tmp = root / ".cachewatch" / "tmp"
-    return sorted(os.listdir(tmp)) if tmp.is_dir() else []
+    if not tmp.is_dir():
+        return []
+    return sorted(e.name for e in os.scandir(tmp) if e.is_file(follow_symlinks=False))
 
 
 def settle(cache: Cache, timeout_s: float) -> Any:
