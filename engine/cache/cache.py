@@ -56,7 +56,7 @@ from .keys import SHARD_RE, key_to_name, validate_key, versioned_name
 from .locks import OwnerLock, ProcessMutex, owner_alive, try_exclusive
 from .types import CacheStats, EntryInfo, EvictionReport
 
-__all__ = ["Cache", "CacheMiss", "META_DIR"]
+__all__ = ["Cache", "CacheMiss", "META_DIR", "index_kwargs"]
 
 log = logging.getLogger("cachewatch.cache")
 
@@ -544,8 +544,7 @@ class Cache:
         kwargs: dict[str, Any] = dict(
             max_size=c.max_size, target_ratio=c.target_ratio, ttl=c.ttl, target_size=c.target_size
         )
-        if c.index is not None and c.index != "sqlite":
-            kwargs.update(index=c.index, node=c.node, lease_s=c.lease)
+        kwargs.update(index_kwargs(c))
         kwargs.update(overrides)
         return cls(c.root, **kwargs)
 
@@ -1980,6 +1979,13 @@ def _index_pending_at_exit(cache: Cache) -> None:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def index_kwargs(c: Any) -> dict[str, Any]:
+    """The ``Cache(...)`` arguments that ``[cache] index``, ``node`` and ``lease`` give (none for SQLite)."""
+    if c.index is None or c.index == "sqlite":
+        return {}
+    return {"index": c.index, "node": c.node, "lease_s": c.lease}
+
+
 def _is_redis_url(index: object) -> bool:
     return isinstance(index, str) and index.startswith(("redis://", "rediss://", "unix://"))
 

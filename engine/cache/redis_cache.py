@@ -1014,6 +1014,8 @@ class RedisCache(Cache):
             raise
         with self._lock:
             hits, misses = self._hits, self._misses
+        nodes = self.nodes()
+        newest = max((seen for _, seen in nodes), default=0.0)
         return CacheStats(
             root=str(self.root),
             size_bytes=c.get("live", 0) + c.get("doomed", 0),
@@ -1033,6 +1035,8 @@ class RedisCache(Cache):
             block_bytes=self.block_bytes,
             quarantined_bytes=c.get("quarantined", 0),
             index=self.url_shown,
+            index_id=self._uuid,
+            nodes=tuple(sorted(n for n, seen in nodes if seen >= newest - 3600)),
         )
 
     def nodes(self) -> list[tuple[str, float]]:

@@ -42,6 +42,8 @@ class CacheStats:
     # index's URL (without password). 0 and None for a SQLite-indexed cache.
     quarantined_bytes: int = 0
     index: str | None = None
+    index_id: str | None = None  # the shared cache's identity (its uuid): the same on every node
+    nodes: tuple[str, ...] = ()  # the nodes that wrote to it in the last hour
 
     @property
     def used_bytes(self) -> int:
