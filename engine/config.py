@@ -265,6 +265,15 @@ def _f(read: Callable[[Any, str, Path], Any], default: Any = None, *, doc: str =
 
 # --- sections -------------------------------------------------------------------------------------
 
+def _cache_index(raw: Any, key: str, base: Path) -> str | None:
+    value = _opt_str(raw, key, base)
+    if value is None or value == "sqlite":
+        return value
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{key} = {short_repr(raw)} is not a cache index; write 'sqlite' or a Redis URL like 'redis://host:6379/0'")
+    return value
+
+
 @dataclass(frozen=True)
 class CacheConfig:
     """``[cache]``: the managed cache."""
@@ -275,6 +284,9 @@ class CacheConfig:
     target_size: int | None = _f(_opt_size, doc="eviction target as a size; overrides target_ratio")
     ttl: float | None = _f(_duration(0.001, 3650 * _DAY, optional=True), doc="entries older than this (since written) are expired")
     remote: str | None = _f(_opt_str, doc="where `cache push`/`cache pull` and preflight = pull go: s3://bucket/prefix or a directory")
+    index: str | None = _f(_cache_index, doc="'sqlite' (one machine, the default) or redis://host:6379/0: one bound for every machine sharing root")
+    node: str | None = _f(_opt_str, doc="this machine's id as a writer of a Redis-indexed cache (default: the host name)")
+    lease: float = _f(_duration(0.05, _HOUR), 10.0, doc="how long a write's reservation in Redis lasts unless renewed")
 
 
 @dataclass(frozen=True)

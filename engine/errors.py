@@ -15,6 +15,7 @@ __all__ = [
     "CacheKeyError",
     "CacheRootError",
     "CacheBusy",
+    "CacheIndexUnavailable",
 ]
 
 
@@ -38,6 +39,11 @@ class CacheFull(CacheError):
 
 class CacheBusy(CacheError):
     """No room could be made in time: other writers' reservations and pins hold the space."""
+
+
+class CacheIndexUnavailable(CacheError):
+    """A Redis-indexed cache cannot reach its Redis: puts are refused (the bound cannot be
+    checked); reads of entries already on disk still work. The message names the URL."""
 
 
 class CacheDiskFull(CacheError):

@@ -56,7 +56,7 @@ from .keys import SHARD_RE, key_to_name, validate_key, versioned_name
 from .locks import OwnerLock, ProcessMutex, owner_alive, try_exclusive
 from .types import CacheStats, EntryInfo, EvictionReport
 
-__all__ = ["Cache", "CacheMiss", "META_DIR"]
+__all__ = ["Cache", "CacheMiss", "META_DIR", "index_kwargs"]
 
 log = logging.getLogger("cachewatch.cache")
 
@@ -190,6 +190,15 @@ class Cache:
     _ledger: LedgerBackend
     _index: IndexBackend
 
+    def __new__(cls, root: Any = None, *args: Any, index: str | None = None, **kwargs: Any) -> "Cache":
+        # One class for users; a root indexed in Redis (``index="redis://..."``, or a root whose
+        # .cachewatch/redis.json says so) is a RedisCache (engine/cache/redis_cache.py).
+        if cls is Cache and (_is_redis_url(index) or (index is None and _has_redis_marker(root))):
+            from .redis_cache import RedisCache
+
+            return super().__new__(RedisCache)
+        return super().__new__(cls)
+
     def __init__(
         self,
         root: str | os.PathLike,
@@ -206,7 +215,10 @@ class Cache:
         new_index_over_files: bool = False,
         readonly: bool = False,
         resize: bool = False,
+        index: str | None = None,
     ) -> None:
+        if index not in (None, "sqlite"):
+            raise CacheError(f"index = {index!r} is not a cache index; write 'sqlite' (one machine) or 'redis://host:6379/0'")
         self._init_args = dict(
             root=root,
             max_size=max_size,
@@ -532,6 +544,7 @@ class Cache:
         kwargs: dict[str, Any] = dict(
             max_size=c.max_size, target_ratio=c.target_ratio, ttl=c.ttl, target_size=c.target_size
         )
+        kwargs.update(index_kwargs(c))
         kwargs.update(overrides)
         return cls(c.root, **kwargs)
 
@@ -1966,6 +1979,26 @@ def _index_pending_at_exit(cache: Cache) -> None:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def index_kwargs(c: Any) -> dict[str, Any]:
+    """The ``Cache(...)`` arguments that ``[cache] index``, ``node`` and ``lease`` give (none for SQLite)."""
+    if c.index is None or c.index == "sqlite":
+        return {}
+    return {"index": c.index, "node": c.node, "lease_s": c.lease}
+
+
+def _is_redis_url(index: object) -> bool:
+    return isinstance(index, str) and index.startswith(("redis://", "rediss://", "unix://"))
+
+
+def _has_redis_marker(root: object) -> bool:
+    if not isinstance(root, (str, os.PathLike)):
+        return False
+    try:
+        return os.path.isfile(os.path.join(os.path.abspath(os.path.expanduser(os.fspath(root))), META_DIR, "redis.json"))
+    except (TypeError, ValueError):
+        return False
+
+
 def _index_file_state(db_path: Path) -> str:
     """``missing``, ``empty`` (0 bytes: SQLite would take it for a new database) or ``present``."""
     try:

@@ -57,17 +57,31 @@ class CacheLayout:
             raise CacheRootError(f"cache root '{r}' is a file, not a directory; give the cache directory")
         if not r.exists():
             raise CacheRootError(f"cache root '{r}' does not exist; check the path or [cache] root in cachewatch.toml")
-        if lay.meta.is_dir() and not lay.index_db.is_file() and not index_may_be_missing:
+        if lay.meta.is_dir() and not lay.has_index() and not index_may_be_missing:
             raise CacheRootError(
                 f"cache '{r}' has a {META_DIR}/ but its index is missing; rebuild it with "
                 f"`cachewatch verify {r} --repair --max-size SIZE`"
             )
-        if not lay.index_db.is_file() and not (index_may_be_missing and lay.meta.is_dir()):
+        if not lay.has_index() and not (index_may_be_missing and lay.meta.is_dir()):
             raise CacheRootError(f"'{r}' is not a cachewatch cache (no {META_DIR}/index.sqlite); check the path or [cache] root")
         return lay
 
+    @property
+    def redis_marker(self) -> Path:
+        """Present when the root's index lives in Redis (engine/cache/redis_cache.py)."""
+        return self.meta / "redis.json"
+
+    def has_index(self) -> bool:
+        """An index file, or a marker naming the Redis that holds the index."""
+        return self.index_db.is_file() or self.redis_marker.is_file()
+
     def index_unusable(self) -> bool:
-        """True when the index is missing, empty (0 bytes), holds no cachewatch schema or is no database."""
+        """True when the index is missing, empty (0 bytes), holds no cachewatch schema or is no database
+        (for a Redis-indexed root: when Redis holds nothing for it)."""
+        if self.redis_marker.is_file():
+            from .redis_cache import RedisCache
+
+            return RedisCache.index_missing(self.root)
         import sqlite3
 
         from .index import SQLiteIndex

@@ -37,11 +37,18 @@ class CacheStats:
     expired_files: int
     ttl_s: float | None
     block_bytes: int
+    # A Redis-indexed cache (one bound across machines): bytes of write leases that expired
+    # before their writer committed, counted until a reconciler has removed its files; and the
+    # index's URL (without password). 0 and None for a SQLite-indexed cache.
+    quarantined_bytes: int = 0
+    index: str | None = None
+    index_id: str | None = None  # the shared cache's identity (its uuid): the same on every node
+    nodes: tuple[str, ...] = ()  # the nodes that wrote to it in the last hour
 
     @property
     def used_bytes(self) -> int:
-        """What the bound applies to: entry bytes on disk plus writes in flight."""
-        return self.size_bytes + self.reserved_bytes
+        """What the bound applies to: entry bytes on disk plus writes in flight (and quarantined leases)."""
+        return self.size_bytes + self.reserved_bytes + self.quarantined_bytes
 
     @property
     def hit_rate(self) -> float | None:

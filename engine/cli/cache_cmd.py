@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..cache import Cache
+from ..cache import Cache, index_kwargs
+from ..cache.integrity import CacheLayout
 from ..config import load_config
 from ..errors import CacheRootError, ConfigError
 from ..sizes import format_size
@@ -75,8 +76,8 @@ def _root_from_args(args: argparse.Namespace, *, need_index: bool = False):
     root = Path(os.path.abspath(root))
     if root.exists() and not root.is_dir():
         raise CacheRootError(f"cache root '{root}' is a file, not a directory; give the cache directory")
-    marker = root / ".cachewatch" / "index.sqlite" if need_index else root / ".cachewatch"
-    if not (marker.is_file() if need_index else marker.is_dir()):
+    lay = CacheLayout.of(root)
+    if not (lay.has_index() if need_index else lay.meta.is_dir()):
         raise CacheRootError(
             f"'{root}' is not a cachewatch cache (no .cachewatch/index.sqlite); check the path or [cache] root"
         )
@@ -109,8 +110,9 @@ def open_cache_from_args(args: argparse.Namespace) -> Cache:
             target_size=cfg.cache.target_size,
             ttl=cfg.cache.ttl,
             sweep=False,
+            **index_kwargs(cfg.cache),
         )
-    return Cache(root, sweep=False)
+    return Cache(root, sweep=False, **(index_kwargs(cfg.cache) if same else {}))
 
 
 def _pct(part: int, whole: int) -> str:
@@ -140,6 +142,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     ]
     if s.replaced_pinned_bytes:
         lines.append(("pinned old", f"{format_size(s.replaced_pinned_bytes, binary=False)} of replaced entries still being read"))
+    if s.index is not None:
+        lines.append(("index", f"{s.index} (shared: one bound for every node)"))
+        lines.append(("nodes", ", ".join(s.nodes) or "-"))
+        lines.append(("quarantined", f"{format_size(s.quarantined_bytes, binary=False)} of expired write leases awaiting the reconciler"))
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         print(f"{k:<{width}}  {v}")

@@ -183,7 +183,21 @@ def format_view(view: Any) -> list[str]:
         return [f"no engine publishes to {view.url}; set [fleet] url on each machine and start its engine"]
     rows = [_HEADER] + [format_row(r, view.time) for r in view.rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return out + format_shared(view)
+
+
+def format_shared(view: Any) -> list[str]:
+    """Which nodes write to which shared (Redis-indexed) cache, under the engine table."""
+    from ..fleet.summary import shared_caches
+
+    shared = shared_caches([r.summary for r in view.rows if r.summary is not None and not r.lost])
+    if not shared:
+        return []
+    out = ["", "SHARED CACHES"]
+    for index_id, url, nodes, engines in shared:
+        out.append(f"{url} [{index_id[:8]}]  nodes: {', '.join(nodes) or '-'}  engines: {', '.join(engines)}")
+    return out
 
 
 # ------------------------------------------------------------------------------------- send

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from .._version import __version__
-from ..cache import Cache
+from ..cache import Cache, index_kwargs
+from ..cache.integrity import CacheLayout
 from ..cache.types import CacheStats
 from ..config import Config
 from ..errors import CachewatchError
@@ -369,11 +370,10 @@ class Engine:
     def _open_caches(self) -> None:
         c = self.config.cache
         if c.root is not None:
-            index = Path(c.root) / ".cachewatch" / "index.sqlite"
-            if c.max_size is None and not index.is_file():
+            if c.max_size is None and not CacheLayout.of(c.root).has_index():
                 self.cache_error = "[cache] max_size is not set and the cache does not exist yet; set max_size"
             else:
-                self.cache = Cache.from_config(self.config) if c.max_size is not None else Cache(c.root)
+                self.cache = Cache.from_config(self.config) if c.max_size is not None else Cache(c.root, **index_kwargs(c))
                 for report in reversed(self.cache.eviction_log(limit=20)):
                     self._evictions.appendleft(_eviction_view(str(self.cache.root), report.to_json(), report.time))
                 self._eviction_feed.add(str(self.cache.root), self.cache.events)

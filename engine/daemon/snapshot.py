@@ -76,7 +76,10 @@ def cache_stats_from_json(data: Mapping[str, Any]) -> CacheStats:
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(CacheStats)}
-    return CacheStats(**{k: v for k, v in data.items() if k in names})
+    d = {k: v for k, v in data.items() if k in names}
+    if "nodes" in d:
+        d["nodes"] = tuple(d["nodes"])
+    return CacheStats(**d)
 
 
 @dataclass(frozen=True)

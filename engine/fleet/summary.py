@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from ..daemon.snapshot import EngineSnapshot
 
-__all__ = ["FleetSummary", "GpuLine", "CacheLine", "AlertLine", "JobLine", "SUMMARY_VERSION"]
+__all__ = ["FleetSummary", "GpuLine", "CacheLine", "AlertLine", "JobLine", "SUMMARY_VERSION", "shared_caches"]
 
 SUMMARY_VERSION = 1
 
@@ -33,6 +33,9 @@ class CacheLine:
     max_bytes: int = 0
     hit_rate: float | None = None
     error: str | None = None
+    index: str | None = None  # a shared (Redis-indexed) cache: its index URL, identity and writers
+    index_id: str | None = None
+    nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ class FleetSummary:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in data.items() if k in known}  # a newer engine may add keys
         d["gpus"] = tuple(GpuLine(**_known(GpuLine, g)) for g in d.get("gpus", ()))
-        d["caches"] = tuple(CacheLine(**_known(CacheLine, c)) for c in d.get("caches", ()))
+        d["caches"] = tuple(_cache_line(c) for c in d.get("caches", ()))
         d["alerts"] = tuple(AlertLine(**_known(AlertLine, a)) for a in d.get("alerts", ()))
         job = d.get("job")
         d["job"] = None if job is None else JobLine(**_known(JobLine, job))
@@ -122,7 +125,8 @@ class FleetSummary:
                 caches.append(CacheLine(c.root, "cache", error=c.error))
             else:
                 s = c.stats
-                caches.append(CacheLine(c.root, "cache", s.used_bytes, s.target_bytes, s.max_bytes, s.hit_rate))
+                caches.append(CacheLine(c.root, "cache", s.used_bytes, s.target_bytes, s.max_bytes, s.hit_rate,
+                                        index=s.index, index_id=s.index_id, nodes=tuple(s.nodes)))
         for w in snap.watched:
             caches.append(CacheLine(w.root, "watch", w.used_bytes, w.target_bytes, w.max_bytes, w.hit_rate))
         running = next((j for j in snap.jobs if j.state == "running"), None)
@@ -168,3 +172,24 @@ def _finite(x: float | None) -> float | None:
     if x is None or x != x or x in (float("inf"), float("-inf")):
         return None
     return x
+
+
+def _cache_line(c: Mapping[str, Any]) -> CacheLine:
+    d = _known(CacheLine, c)
+    if "nodes" in d:
+        d["nodes"] = tuple(d["nodes"])
+    return CacheLine(**d)
+
+
+def shared_caches(summaries: "list[FleetSummary]") -> list[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
+    """Each shared (Redis-indexed) cache the fleet's engines use: (index id, index URL, the nodes
+    that write to it, the engines using it as ``host/name``), for "which nodes write to which cache"."""
+    by_id: dict[str, tuple[str, set[str], set[str]]] = {}
+    for s in summaries:
+        for c in s.caches:
+            if c.index_id is None:
+                continue
+            url, nodes, engines = by_id.setdefault(c.index_id, (c.index or "", set(), set()))
+            nodes.update(c.nodes)
+            engines.add(f"{s.host}/{s.name}")
+    return [(i, url, tuple(sorted(n)), tuple(sorted(e))) for i, (url, n, e) in sorted(by_id.items())]

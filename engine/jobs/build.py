@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cache import Cache
+from ..cache import Cache, index_kwargs
+from ..cache.integrity import CacheLayout
 from ..config import Config
 from ..errors import CachewatchError, ConfigError
 from ..sizes import format_duration, format_size
@@ -332,12 +333,13 @@ def open_cache_for_build(cfg: Config, root: str | os.PathLike | None = None, max
         raise ConfigError("no cache given: pass ROOT or set [cache] root in cachewatch.toml")
     same = c.root is not None and Path(os.path.abspath(c.root)) == Path(os.path.abspath(r))
     limit = max_size if max_size is not None else (c.max_size if same else None)
-    if limit is None and not (Path(r) / ".cachewatch" / "index.sqlite").is_file():
+    if limit is None and not CacheLayout.of(r).has_index():
         raise ConfigError(
             f"cache '{r}' does not exist yet and has no size limit: set [cache] max_size or pass --max-size (e.g. 100GB)"
         )
     if same:
-        return Cache(r, max_size=limit, target_ratio=c.target_ratio, target_size=c.target_size, ttl=c.ttl, sweep=False)
+        return Cache(r, max_size=limit, target_ratio=c.target_ratio, target_size=c.target_size, ttl=c.ttl, sweep=False,
+                     **index_kwargs(c))
     return Cache(r, max_size=limit, sweep=False)
 
 

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cache import Cache
+from ..cache import Cache, index_kwargs
+from ..cache.integrity import CacheLayout
 from ..config import Config
 from ..errors import ConfigError
 from ..sync import SourceFingerprint, SyncError, SyncProgress, SyncReport, open_remote, pull, push
@@ -39,11 +40,12 @@ def open_config_cache(config: Config, root: str | os.PathLike[str] | None = None
     path = Path(os.path.abspath(root if root is not None else config.cache.root or ""))
     if root is None and config.cache.root is None:
         raise ConfigError("no cache given: set [cache] root in cachewatch.toml")
-    exists = (path / ".cachewatch" / "index.sqlite").is_file()
+    exists = CacheLayout.of(path).has_index()
     if not exists and (not create or config.cache.max_size is None):
         raise ConfigError(f"cache '{path}' does not exist yet; set [cache] max_size so that it can be created")
     return Cache(path, max_size=config.cache.max_size, target_ratio=config.cache.target_ratio,
-                 target_size=config.cache.target_size, ttl=config.cache.ttl, sweep=False)
+                 target_size=config.cache.target_size, ttl=config.cache.ttl, sweep=False,
+                 **(index_kwargs(config.cache) if root is None else {}))
 
 
 class SyncJob(Job):

@@ -411,7 +411,9 @@ def verify_cache(
 
         # ------------------------------------------------ orphans
         known = {r.name for r in snap.live} | {r.name for r in snap.replaced}
-        candidates = [n for n in snap.disk_names if n not in known]
+        # Newest version first: of two orphaned versions of one key (a Redis index rebuilt from the
+        # files), the one with the higher fence is adopted and the older deleted.
+        candidates = sorted((n for n in snap.disk_names if n not in known), reverse=True)
         ctx.progress("orphans", 0, len(candidates))
         hash_buf = bytearray(HASH_CHUNK_BYTES)
         for i, name in enumerate(candidates):

@@ -59,6 +59,11 @@ class CachePanel(Panel):
         items.append(f"reserved {fmt.size(s.reserved_bytes)}" + (f" ({s.writers} writing)" if s.writers else ""))
         if s.evicted_files:
             items.append(f"evicted {s.evicted_files} ({fmt.size(s.evicted_bytes)})")
+        if s.index is not None:  # a Redis-indexed cache on shared storage: one bound for every node
+            noun = "node" if len(s.nodes) == 1 else "nodes"
+            items.append(Text(f"shared by {len(s.nodes)} {noun}", "cyan"))
+            if s.quarantined_bytes:
+                items.append(Text(f"quarantined {fmt.size(s.quarantined_bytes)}", "yellow"))
         lines.extend(fmt.pack(items, width))
         if view.error:
             lines.append(Text(view.error, style="red"))

@@ -1,0 +1,1372 @@
+"""A cache on shared storage with its index in Redis: one bound for every process of every machine.
+
+``Cache(root, max_size=..., index="redis://host:6379/0")`` (or ``[cache] index``) opens a
+:class:`RedisCache`. The entry files live under ``root`` as in the SQLite cache (shared
+storage: NFS, Lustre, a cloud volume); the reservations, the rows, the LRU order and the
+counters live in Redis and change only through the Lua scripts of :mod:`.redis_scripts`, which
+use the server's clock. Why not SQLite and ``flock`` on the shared directory: neither is safe
+on NFS (python-diskcache#164, #345; huggingface/datasets#6744).
+
+A put, in order (docs/cache.md, "One bound across machines"):
+
+1. **Reserve**: a script checks ``live + reserved + quarantined + doomed`` against the target
+   (then, after evicting, the max) and grants a **lease**: a fencing token (a counter), an
+   expiry on the server's clock, the ``.part`` name and the entry's final name, both derived
+   from the token. A thread renews the lease while the put runs.
+2. **Write** ``.cachewatch/tmp/<node>.<token>.part``, then **link** it into place from its
+   open descriptor (``/proc/self/fd``), which fails if the name exists and fails if the
+   ``.part`` was unlinked meanwhile (a reconciler took the lease back), then unlink the
+   ``.part``. The final name ``<name>%%v<token>`` is unique to the lease, so a reconciler
+   knows every name a stalled writer could have created.
+3. **Commit**: a script checks the lease is still valid *on the server's clock*, moves its
+   bytes from ``reserved`` to the new row, and dooms the key's old version, all at once. An
+   expired lease refuses the commit: the writer removes its file and the put fails.
+
+A writer stalled past its lease (SIGSTOP, a frozen VM, a cut network) cannot break the bound:
+its bytes move from ``reserved`` to ``quarantined`` (still counted) when the lease expires,
+and return to the budget only after a reconciler has replaced its ``.part`` with a tombstone
+(so that it can neither create nor link it any more) and removed the final name if it got
+that far. Eviction: a script takes the LRU rows out of the index and counts them as doomed;
+their files are unlinked; another script releases the bytes. A dead evictor's doomed files are
+unlinked by the next reconciler. Pins are per-reader leases in Redis, skipped by eviction.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import logging
+import os
+import re
+import socket
+import stat as _stat
+import threading
+import time
+import uuid as _uuid
+import weakref
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import xxhash
+
+from ..errors import CacheBusy, CacheDiskFull, CacheError, CacheIndexUnavailable, CacheRootError
+from ..events import EventLog
+from ..sizes import SizeError, format_size, parse_duration, parse_size
+from .cache import META_DIR, Cache, CacheMiss, _block_size, _copy_and_hash, _hash_file, _is_disk_full
+from .index import LIVE, REPLACED, Counters, Row
+from .integrity import CacheLayout, IndexSnapshot, WriterSlot
+from .keys import key_to_name, validate_key
+from .redis_scripts import PRELUDE, SCRIPTS
+from .types import CacheStats, EntryInfo, EvictionReport
+
+__all__ = ["RedisCache", "MARKER", "redis_marker", "node_id", "redacted_url"]
+
+log = logging.getLogger("cachewatch.cache")
+
+MARKER = "redis.json"  # in .cachewatch/: which Redis indexes this root (URL without password) and its uuid
+_EVENTS_FILE = "events.jsonl"
+_CHUNK = 1 << 20
+_EVICT_MAX = 256  # victims per eviction script call (the script blocks Redis while it runs)
+_CLAIM_MS = 30_000  # how long a reconciler or evictor owns a doomed file or a quarantined lease
+_TOMBSTONE_KEEP_S = 3600.0
+_NODE_RE = re.compile(r"[^A-Za-z0-9_.-]")
+_VERSION_RE = re.compile(r"%%v([0-9a-f]+)$")
+_LOG_MAXLEN = 2000
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password: what a marker file and a message may show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def node_id(node: str | None = None) -> str:
+    """This writer's node id: the argument, else ``CACHEWATCH_CACHE_NODE``, else the host name."""
+    raw = node or os.environ.get("CACHEWATCH_CACHE_NODE") or socket.gethostname() or "node"
+    if not isinstance(raw, str) or not raw.strip() or len(raw) > 128 or "\x00" in raw:
+        raise CacheError(f"node id {raw!r} is not usable; give up to 128 characters, e.g. the host name")
+    return raw.strip()
+
+
+def redis_marker(root: str | os.PathLike | None) -> Path | None:
+    """The marker file of a Redis-indexed root, or None."""
+    if root is None:
+        return None
+    try:
+        p = Path(os.path.abspath(os.path.expanduser(os.fspath(root)))) / META_DIR / MARKER
+    except TypeError:
+        return None
+    return p if p.is_file() else None
+
+
+def _is_redis_down(exc: BaseException) -> bool:
+    try:
+        import redis.exceptions as rx
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError)) or (
+        isinstance(exc, rx.ResponseError) and str(exc).startswith(("LOADING", "MASTERDOWN", "READONLY"))
+    )
+
+
+def _is_lost(exc: BaseException) -> bool:
+    return "CWLOST" in str(exc)
+
+
+class _Renewer(threading.Thread):
+    """Renews this process's leases (writes in flight) and pins while they are held.
+
+    Holds the cache weakly; one per open cache per process (made again after a fork).
+    """
+
+    def __init__(self, cache: "RedisCache") -> None:
+        super().__init__(name="cachewatch-lease", daemon=True)
+        self._ref = weakref.ref(cache)
+        self.wake = threading.Event()
+        self.period_s = max(0.05, min(cache.lease_s, cache.pin_lease_s) / 3)
+        self.pid = os.getpid()
+
+    def run(self) -> None:
+        while True:
+            self.wake.wait(self.period_s)
+            self.wake.clear()
+            cache = self._ref()
+            if cache is None or cache._closed or os.getpid() != self.pid:
+                return
+            try:
+                cache._renew_once()
+            except Exception:  # the next round tries again; a put checks its own deadline
+                log.debug("lease renewal for %s failed", cache.root, exc_info=True)
+            del cache
+
+
+class RedisCache(Cache):
+    """A :class:`Cache` whose ledger, rows, LRU order and counters live in Redis.
+
+    Made by ``Cache(root, index="redis://...")``, or ``Cache(root)`` on a root whose
+    ``.cachewatch/redis.json`` names its Redis. ``node`` (default ``CACHEWATCH_CACHE_NODE`` or
+    the host name) says which machine writes; ``lease_s`` is how long a write's reservation
+    lasts without renewal (a thread renews it every third of that while the put runs);
+    ``pin_lease_s`` the same for a pin. ``timeout_s`` bounds every Redis call: a put on a node
+    that cannot reach Redis fails within it.
+    """
+
+    def __init__(  # noqa: PLR0913 - mirrors Cache's signature
+        self,
+        root: str | os.PathLike,
+        max_size: int | str | None = None,
+        target_ratio: float = 0.9,
+        ttl: float | str | None = None,
+        *,
+        target_size: int | str | None = None,
+        wait_timeout: float = 60.0,
+        flush_interval: float = 1.0,
+        batch_puts: int = 64,
+        batch_interval: float = 0.1,
+        sweep: bool = True,
+        new_index_over_files: bool = False,
+        readonly: bool = False,
+        resize: bool = False,
+        index: str | None = None,
+        node: str | None = None,
+        lease_s: float | str = 10.0,
+        pin_lease_s: float | str = 30.0,
+        timeout_s: float = 2.0,
+    ) -> None:
+        self._closed = True
+        self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+        self._meta = self.root / META_DIR
+        self.readonly = bool(readonly)
+        self.limits_note: str | None = None
+        self.wait_timeout = float(wait_timeout)
+        self.flush_interval = float(flush_interval)
+        try:
+            self.lease_s = parse_duration(lease_s, what="lease_s")
+            self.pin_lease_s = parse_duration(pin_lease_s, what="pin_lease_s")
+            max_bytes = None if max_size is None else parse_size(max_size, what="max_size")
+            target = None if target_size is None else parse_size(target_size, what="target_size")
+            ttl_s = None if ttl is None else parse_duration(ttl, what="ttl")
+        except SizeError as exc:
+            raise CacheError(str(exc)) from None
+        if not 0.05 <= self.lease_s <= 3600 or not 0.05 <= self.pin_lease_s <= 86400:
+            raise CacheError(f"lease_s = {lease_s!r} / pin_lease_s = {pin_lease_s!r} out of range; give 0.05 s to 1 h (pins: 1 day)")
+        if isinstance(target_ratio, bool) or not isinstance(target_ratio, (int, float)) or not 0 < target_ratio <= 1:
+            raise CacheError(f"target_ratio = {target_ratio!r} is out of range; give a number in (0, 1], e.g. 0.9")
+        if max_bytes is not None and max_bytes <= 0:
+            raise CacheError(f"max_size = {max_size!r} leaves no room; give a positive size like '100GB'")
+        if target is not None and max_bytes is not None and target > max_bytes:
+            raise CacheError(f"target_size = {target_size!r} is above max_size = {max_size!r}; the target must be at most the max")
+        self.node = node_id(node)
+        self._node_tag = _NODE_RE.sub("_", self.node)[:48]
+        self._init_args: dict[str, Any] = dict(
+            root=root, max_size=max_size, target_ratio=target_ratio, ttl=ttl, target_size=target_size,
+            wait_timeout=wait_timeout, flush_interval=flush_interval, sweep=False, index=index, node=node,
+            lease_s=self.lease_s, pin_lease_s=self.pin_lease_s, timeout_s=timeout_s,
+        )
+
+        # Which Redis, which prefix: the URL given, else the marker's; the uuid must agree.
+        marker_path = self._meta / MARKER
+        marker: dict[str, Any] | None = None
+        if marker_path.is_file():
+            try:
+                marker = json.loads(marker_path.read_text())
+                if not isinstance(marker, dict) or "uuid" not in marker or "prefix" not in marker:
+                    raise ValueError("fields missing")
+            except (OSError, ValueError) as exc:
+                raise CacheRootError(f"{marker_path} cannot be read ({exc}); restore it or move the root aside") from None
+        elif (self._meta / "index.sqlite").exists():
+            raise CacheRootError(
+                f"cache '{self.root}' has a SQLite index; a root has one index: use a new root for index = {redacted_url(index or '')!r}"
+            )
+        url = index or (marker or {}).get("url")
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise CacheError(f"index = {url!r} is not a Redis URL; write e.g. 'redis://host:6379/0'")
+        self.url = url
+        self.url_shown = redacted_url(url)
+        q = parse_qs(urlsplit(url).query)
+        prefix_q = (q.get("prefix") or [None])[0]
+        if marker is not None:
+            self._uuid = str(marker["uuid"])
+            self._prefix = str(prefix_q or marker["prefix"])
+        else:
+            if readonly:
+                raise CacheRootError(f"'{self.root}' is not a cachewatch cache (no {META_DIR}/{MARKER}); check the path or [cache] root")
+            self._uuid = _uuid.uuid4().hex
+            self._prefix = prefix_q or f"cachewatch:cache:{{{self._uuid}}}"
+        self._redis = self._client(url, timeout_s)
+        self._scripts = {name: self._redis.register_script(PRELUDE + body) for name, body in SCRIPTS.items()}
+
+        if not readonly:
+            self._prepare_root()
+            for d in ("tmp",):
+                (self._meta / d).mkdir(exist_ok=True)
+        self._tmp_s = str(self._meta / "tmp")
+        self.block_bytes = _block_size(self.root)
+        mode = "open"
+        if marker is None or new_index_over_files:
+            mode = "create"
+        if resize:
+            mode = "resize"
+            if max_bytes is None:
+                raise CacheError("resize needs max_size; give the new max (e.g. '100GB')")
+        if mode != "open" and max_bytes is None:
+            self._no_max_size()
+        tgt = target if target is not None else (int(max_bytes * target_ratio) if max_bytes is not None else 0)
+        ttl_ms = -1 if ttl_s is None else int(ttl_s * 1000)
+        try:
+            res = self._script(
+                "init", max_bytes or 0, tgt, ttl_ms, self.block_bytes, self._uuid, mode
+            )
+        except CacheIndexUnavailable:
+            raise
+        except CacheError as exc:
+            if "CWLOST" in str(exc) or "empty" in str(exc):
+                raise self._lost_error() from None
+            raise
+        created, stored_max, stored_target, stored_ttl, stored_block, stored_uuid = (
+            int(res[0]), int(res[1]), int(res[2]), int(res[3]), int(res[4]), _s(res[5])
+        )
+        if stored_uuid != self._uuid:
+            raise CacheRootError(
+                f"Redis {self.url_shown} (prefix {self._prefix}) indexes another cache (uuid {stored_uuid}, "
+                f"this root has {self._uuid}); point index at the right server/prefix"
+            )
+        self.max_bytes = stored_max
+        self.target_bytes = stored_target
+        self.ttl_s = None if stored_ttl < 0 else stored_ttl / 1000
+        self.block_bytes = stored_block  # one charge rule for every node
+        if not created and mode == "open" and max_bytes is not None and (max_bytes, tgt) != (stored_max, stored_target):
+            self.limits_note = (
+                f"cache {self.root} keeps its stored limits (max {format_size(stored_max)}, target "
+                f"{format_size(stored_target)}); `cachewatch cache resize` changes them"
+            )
+            log.warning("%s", self.limits_note)
+        if marker is None and not readonly:
+            self._write_marker(marker_path)
+
+        self.events = EventLog(self._meta / _EVENTS_FILE, source=f"cache:{self.root}")
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._leases: dict[int, float] = {}  # fence -> local monotonic deadline (conservative)
+        self._lost: set[int] = set()
+        self._pins: dict[tuple[str, str], int] = {}  # (name, reader) -> holders in this process
+        self._reader_seq = 0
+        self._touches: dict[str, float] = {}
+        self._hits = self._misses = 0
+        self._last_flush = time.monotonic()
+        self._renewer: _Renewer | None = None
+        self._down_warned = False
+        self._closed = False
+        if not readonly and mode == "resize":
+            used = self._used()
+            if used > self.max_bytes:
+                self._evict_to(self.target_bytes, "resize")
+
+    # ------------------------------------------------------------------------------ plumbing
+    @staticmethod
+    def _client(url: str, timeout_s: float) -> Any:
+        try:
+            import redis
+        except ImportError:
+            raise CacheError("a Redis-indexed cache needs redis-py; install it with `pip install 'cachewatch[redis]'`") from None
+        kwargs: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry_on_timeout": False}
+        try:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            kwargs["retry"] = Retry(NoBackoff(), 0)
+        except ImportError:  # pragma: no cover
+            pass
+        clean = urlunsplit(urlsplit(url)._replace(query=""))
+        return redis.Redis.from_url(clean, **kwargs)
+
+    def _unavailable(self, exc: BaseException, what: str) -> CacheIndexUnavailable:
+        return CacheIndexUnavailable(
+            f"cache index {self.url_shown} is unreachable ({type(exc).__name__}: {str(exc)[:120]}); "
+            f"{what}. Entries already on disk stay readable; check that Redis server and this node's network"
+        )
+
+    def _lost_error(self) -> CacheRootError:
+        return CacheRootError(
+            f"the index of cache {self.root} in {self.url_shown} (prefix {self._prefix}) is empty: Redis lost its data "
+            f"or this is another server; rebuild it from the files with `cachewatch verify {self.root} --repair --max-size SIZE`"
+        )
+
+    def _script(self, name: str, *args: Any, what: str = "nothing was changed") -> Any:
+        try:
+            return self._scripts[name](keys=[self._prefix + ":meta"], args=[self._prefix, *args])
+        except Exception as exc:
+            if _is_redis_down(exc):
+                raise self._unavailable(exc, what) from None
+            if _is_lost(exc):
+                raise self._lost_error() from None
+            raise CacheError(f"cache index {self.url_shown} refused {name} ({exc})") from None
+
+    def _write_marker(self, path: Path) -> None:
+        tmp = path.with_name(f"{MARKER}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"url": self.url_shown, "prefix": self._prefix, "uuid": self._uuid}, indent=1) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def index_missing(cls, root: str | os.PathLike) -> bool:
+        """True when the root names a Redis index that holds nothing (lost, flushed, another server)."""
+        try:
+            c = cls(root, readonly=True)
+        except CacheRootError as exc:
+            return "is empty" in str(exc)
+        c.close()
+        return False
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise CacheError(f"cache {self.root} is closed; open it again with Cache(...)")
+        if self._pid != os.getpid():
+            # A forked child: the parent's leases, pins and renewal thread stay the parent's.
+            # (redis-py's pool makes new connections in a new process.)
+            self._pid = os.getpid()
+            self._lock = threading.RLock()
+            self._leases, self._lost, self._pins = {}, set(), {}
+            self._touches, self._hits, self._misses = {}, 0, 0
+            self._renewer = None
+
+    def _start_renewer(self) -> None:
+        if self._renewer is None or not self._renewer.is_alive():
+            self._renewer = _Renewer(self)
+            self._renewer.start()
+
+    def _renew_once(self) -> None:
+        with self._lock:
+            fences = list(self._leases)
+            pins = list(self._pins)
+        if not fences and not pins:
+            return
+        flat: list[Any] = []
+        for name, reader in pins:
+            flat += [name, reader]
+        t0 = time.monotonic()
+        lost = self._script("renew", int(self.lease_s * 1000), int(self.pin_lease_s * 1000), len(fences), *fences, *flat)
+        lost_s = {_s(x) for x in lost}
+        with self._lock:
+            for f in fences:
+                if str(f) in lost_s:
+                    self._lost.add(f)
+                elif f in self._leases:
+                    self._leases[f] = t0 + self.lease_s * 0.8
+        if any(x.startswith("pin:") for x in lost_s):
+            log.warning("a pin on cache %s expired while held (the process was stalled longer than pin_lease_s)", self.root)
+
+    def _lease_alive(self, fence: int) -> bool:
+        """False when the lease may have expired: the server counted it out (or is about to)."""
+        with self._lock:
+            return fence not in self._lost and time.monotonic() < self._leases.get(fence, 0.0)
+
+    # ----------------------------------------------------------------------------- accounting
+    def _counters(self) -> dict[str, int]:
+        try:
+            raw = self._redis.hgetall(self._prefix + ":cnt")
+        except Exception as exc:
+            if _is_redis_down(exc):
+                raise self._unavailable(exc, "no statistics") from None
+            raise
+        return {_s(k): int(v) for k, v in raw.items()}
+
+    def _used(self) -> int:
+        c = self._counters()
+        return c.get("live", 0) + c.get("reserved", 0) + c.get("quarantined", 0) + c.get("doomed", 0)
+
+    # ---------------------------------------------------------------------------------- puts
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> Path:
+        """Store ``data`` under ``key``; visible to every node once this returns."""
+        self._ensure_open()
+        key = validate_key(key)
+        if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
+            raise CacheError(f"value for key {key!r} is a {type(data).__name__}; put() takes bytes (use put_file for paths)")
+        self._ensure_writable()
+        view = memoryview(data).cast("B")
+        return self._put(key, view.nbytes, lambda fd, fence: self._write_view(fd, view, fence))
+
+    def put_file(self, key: str, src_path: str | os.PathLike, move: bool = False) -> Path:
+        """Store the file at ``src_path`` (copied; with ``move=True`` the source is removed after)."""
+        self._ensure_open()
+        self._ensure_writable()
+        key = validate_key(key)
+        src = Path(src_path)
+        try:
+            st = os.stat(src)
+        except FileNotFoundError:
+            raise CacheError(f"source file '{src}' for key {key!r} does not exist") from None
+        except OSError as exc:
+            raise CacheError(f"source file '{src}' for key {key!r} cannot be read ({exc.strerror})") from None
+        if not os.path.isfile(src):
+            raise CacheError(f"source '{src}' for key {key!r} is not a regular file")
+        path = self._put(key, st.st_size, lambda fd, fence: self._copy_into(fd, src, st.st_size, fence))
+        if move:
+            try:
+                os.unlink(src)
+            except FileNotFoundError:
+                pass
+        return path
+
+    def _write_view(self, fd: int, view: memoryview, fence: int) -> str:
+        written = 0
+        size = view.nbytes
+        while written < size:
+            if not self._lease_alive(fence):
+                raise _LeaseLost()
+            written += os.write(fd, view[written : written + _CHUNK])
+        return xxhash.xxh3_64_hexdigest(view)
+
+    def _copy_into(self, fd: int, src: Path, size: int, fence: int) -> str:
+        h = xxhash.xxh3_64()
+        total = 0
+        with open(src, "rb") as fin:
+            while chunk := fin.read(_CHUNK):
+                if not self._lease_alive(fence):
+                    raise _LeaseLost()
+                total += len(chunk)
+                if total > size:
+                    raise CacheError(f"source file '{src}' grew while it was copied; write it completely first")
+                h.update(chunk)
+                v = memoryview(chunk)
+                while v:
+                    v = v[os.write(fd, v):]
+        if total != size:
+            raise CacheError(f"source file '{src}' shrank while it was copied; write it completely first")
+        return h.hexdigest()
+
+    def _put(self, key: str, size: int, fill: Any) -> Path:
+        charge = self._charge(size)
+        self._check_fits(key, charge)
+        base = key_to_name(key)
+        fence, name, part = self._reserve(key, charge, base)
+        part_path = os.path.join(self._tmp_s, part)
+        final = os.path.join(str(self.root), name)
+        fd = -1
+        linked = False
+        try:
+            if not self._lease_alive(fence):
+                raise _LeaseLost()
+            try:
+                fd = os.open(part_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            except FileExistsError:
+                raise _LeaseLost() from None  # a reconciler's tombstone: the lease was taken back
+            checksum = fill(fd, fence)
+            ino = os.fstat(fd).st_ino
+            if not self._lease_alive(fence):
+                raise _LeaseLost()
+            _link_fd(fd, final)
+            linked = True
+            _unlink_quiet(part_path)
+            row = json.dumps({"n": name, "s": size, "c": charge, "h": checksum, "i": str(ino), "o": self.node, "f": fence})
+            res = self._script("commit", fence, key, row, size, charge, name, _CLAIM_MS, what="the put was not stored")
+            if int(res[0]) != 1:
+                raise _LeaseLost()
+            oldname = _s(res[1])
+        except _LeaseLost:
+            self._undo(fence, fd, part_path, final if linked else None)
+            fd = -1
+            raise CacheError(
+                f"put of key {key!r} to cache {self.root} lost its lease ({self.lease_s:g} s): this process was stalled "
+                f"or cut off from {self.url_shown} for longer than that; nothing was stored, retry the put"
+            ) from None
+        except CacheIndexUnavailable:
+            self._undo(fence, fd, part_path, final if linked else None)
+            fd = -1
+            raise
+        except BaseException as exc:
+            self._undo(fence, fd, part_path, final if linked else None)
+            fd = -1
+            if _is_disk_full(exc):
+                raise CacheDiskFull(
+                    f"disk full while writing key {key!r} ({format_size(size)}) under {self.root}: free space on that "
+                    f"filesystem or lower max_size ({format_size(self.max_bytes)}); nothing was stored"
+                ) from None
+            if isinstance(exc, OSError):
+                raise CacheError(f"cannot write key {key!r} under {self.root}: {exc.strerror or exc}; nothing was stored") from None
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            with self._lock:
+                self._leases.pop(fence, None)
+                self._lost.discard(fence)
+        if oldname:
+            self._unlink_doomed([oldname])
+        return Path(final)
+
+    def _undo(self, fence: int, fd: int, part_path: str, final: str | None) -> None:
+        """Remove what this put made; release its lease only where the server can be told.
+
+        Files first, then the bytes: if Redis cannot be reached, the lease expires, turns into a
+        quarantine, and the next reconciler finds the files already gone.
+        """
+        ino = None
+        if fd >= 0:
+            try:
+                ino = os.fstat(fd).st_ino
+            except OSError:
+                pass
+        if final is not None:
+            _unlink_if(final, ino)
+        _unlink_if(part_path, ino)
+        if fd >= 0:
+            os.close(fd)
+        try:
+            self._script("abort", fence)
+        except CacheError:
+            pass  # its lease expires, and a reconciler releases it
+
+    def _reserve(self, key: str, charge: int, base: str) -> tuple[int, str, str]:
+        """A lease on ``charge`` bytes: (fence, final name, .part name). Evicts when the target is reached."""
+        deadline = time.monotonic() + self.wait_timeout
+        part_prefix = f"{self._node_tag}.{os.getpid()}."
+        self._start_renewer()
+        limit = "t"
+        delay = 0.005
+        while True:
+            t0 = time.monotonic()
+            res = self._script("reserve", self.node, charge, key, base, part_prefix, int(self.lease_s * 1000), limit,
+                               what="the put was not stored")
+            if int(res[0]) == 1:
+                fence = int(res[1])
+                with self._lock:
+                    self._leases[fence] = t0 + self.lease_s * 0.8
+                return fence, _s(res[2]), _s(res[3])
+            if limit == "t":
+                self._evict_to(self.target_bytes - charge, "size")
+                limit = "m"
+                continue
+            if self.reconcile():
+                continue
+            if time.monotonic() >= deadline:
+                u = self._counters()
+                raise CacheBusy(
+                    f"no room for key {key!r} ({format_size(charge)}) in cache {self.root} within {self.wait_timeout:g}s: "
+                    f"{format_size(u.get('live', 0))} in entries, {format_size(u.get('reserved', 0))} being written, "
+                    f"{format_size(u.get('quarantined', 0))} quarantined, of {format_size(self.max_bytes)}; "
+                    f"release pins or raise max_size"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+            self._evict_to(self.target_bytes - charge, "size")
+
+    # ------------------------------------------------------------------------------ eviction
+    @contextmanager
+    def _evictor(self, wait_s: float) -> Iterator[bool]:
+        """The one-evictor-at-a-time lock (a Redis key with an expiry: a dead evictor's lapses)."""
+        token = f"{self.node}:{os.getpid()}:{_uuid.uuid4().hex[:8]}"
+        key = self._prefix + ":evlock"
+        end = time.monotonic() + wait_s
+        got = False
+        try:
+            while True:
+                try:
+                    got = bool(self._redis.set(key, token, nx=True, px=_CLAIM_MS))
+                except Exception as exc:
+                    if _is_redis_down(exc):
+                        raise self._unavailable(exc, "no eviction") from None
+                    raise
+                if got or time.monotonic() >= end:
+                    break
+                time.sleep(0.005)
+            yield got
+        finally:
+            if got:
+                try:
+                    self._script("unlock", token)
+                except CacheError:
+                    pass  # it expires
+
+    def _evict_to(self, goal: int, reason: str, *, wait_s: float = 1.0) -> EvictionReport:
+        """Evict LRU unpinned entries until used <= goal (one evictor at a time, in rounds)."""
+        goal = max(0, goal)
+        t0 = time.time()
+        files = nbytes = skipped = 0
+        keys: list[str] = []
+        before = -1
+        with self._evictor(wait_s) as got:
+            if not got:
+                return EvictionReport(reason=reason, files=0, bytes=0, size_before=0, size_after=0, time=t0)
+            # Evict a little below the goal: one round's fixed cost shared by several puts.
+            goal = max(0, goal - min(self.target_bytes // 16, 32 * max(self.block_bytes, 1)))
+            while True:
+                res = self._script("evict", goal, _EVICT_MAX, _CLAIM_MS, "lru" if reason != "ttl" else "ttl", 0)
+                u, freed, sk = int(res[0]), int(res[1]), int(res[2])
+                before = u if before < 0 else before
+                skipped = max(skipped, sk)
+                names = [_s(res[i]) for i in range(3, len(res), 3)]
+                keys += [_s(res[i]) for i in range(4, len(res), 3)]
+                files += len(names)
+                nbytes += freed
+                if names:
+                    self._unlink_doomed(names)
+                if len(names) < _EVICT_MAX:
+                    break
+        if files:
+            report = EvictionReport(
+                reason=reason, files=files, bytes=nbytes, size_before=before, size_after=before - nbytes,
+                keys=tuple(keys[:50]), pinned_skipped=skipped, time=t0, duration_s=time.time() - t0,
+            )
+            self._log_eviction(report)
+            return report
+        return EvictionReport(reason=reason, files=0, bytes=0, size_before=max(before, 0), size_after=max(before, 0),
+                              pinned_skipped=skipped, time=t0)
+
+    def _unlink_doomed(self, names: list[str]) -> None:
+        for n in names:
+            _unlink_quiet(os.path.join(str(self.root), n))
+        try:
+            self._script("done", *names)
+        except CacheError:
+            pass  # still doomed and counted: a reconciler unlinks (again) and releases
+
+    def _log_eviction(self, report: EvictionReport) -> None:
+        fields = report.to_json()
+        fields.pop("time", None)
+        fields["node"] = self.node
+        try:
+            self._redis.xadd(self._prefix + ":log", {"e": json.dumps(fields)}, maxlen=_LOG_MAXLEN, approximate=True)
+        except Exception:
+            log.debug("eviction log to Redis failed", exc_info=True)
+        try:
+            self.events.append("eviction", **fields)
+        except OSError as exc:
+            log.warning("could not append an eviction event to %s (%s)", self.events.path, exc.strerror)
+
+    def evict(self, to: int | str | None = None, *, dry_run: bool = False) -> EvictionReport:
+        """Evict LRU entries until the cache holds at most ``to`` (default: the target)."""
+        self._ensure_open()
+        try:
+            goal = self.target_bytes if to is None else parse_size(to, what="to")
+        except SizeError as exc:
+            raise CacheError(str(exc)) from None
+        if dry_run:
+            c = self._counters()
+            size = c.get("live", 0)
+            would: list[str] = []
+            total = 0
+            for r in self._rows_lru():
+                if size - total <= goal:
+                    break
+                would.append(r.key)
+                total += r.charge
+            return EvictionReport(reason="manual", files=len(would), bytes=total, size_before=size,
+                                  size_after=size - total, keys=tuple(would[:50]), dry_run=True, time=time.time())
+        self._ensure_writable()
+        self.reconcile()
+        c = self._counters()
+        # `to` is about entries on disk; writes in flight are not the caller's to evict.
+        extra = c.get("reserved", 0) + c.get("quarantined", 0) + c.get("doomed", 0)
+        report = self._evict_to_exact(goal + extra, "manual")
+        return report
+
+    def _evict_to_exact(self, goal: int, reason: str) -> EvictionReport:
+        t0 = time.time()
+        files = nbytes = skipped = 0
+        keys: list[str] = []
+        before = -1
+        with self._evictor(self.wait_timeout) as got:
+            if not got:
+                raise CacheBusy(f"another process has been evicting from cache {self.root} for {self.wait_timeout:g}s; try again")
+            while True:
+                res = self._script("evict", max(0, goal), _EVICT_MAX, _CLAIM_MS, reason if reason == "ttl" else "lru", int(time.time() * 1000))
+                u, freed, sk = int(res[0]), int(res[1]), int(res[2])
+                before = u if before < 0 else before
+                skipped = max(skipped, sk)
+                names = [_s(res[i]) for i in range(3, len(res), 3)]
+                keys += [_s(res[i]) for i in range(4, len(res), 3)]
+                files += len(names)
+                nbytes += freed
+                if names:
+                    self._unlink_doomed(names)
+                if len(names) < _EVICT_MAX:
+                    break
+        report = EvictionReport(reason=reason, files=files, bytes=nbytes, size_before=max(before, 0),
+                                size_after=max(before, 0) - nbytes, keys=tuple(keys[:50]), pinned_skipped=skipped,
+                                time=t0, duration_s=time.time() - t0)
+        if files:
+            self._log_eviction(report)
+        return report
+
+    def expire(self) -> EvictionReport:
+        """Remove entries older than ``ttl`` now."""
+        self._ensure_open()
+        if self.ttl_s is None:
+            return EvictionReport(reason="ttl", files=0, bytes=0, size_before=0, size_after=0, time=time.time())
+        self._ensure_writable()
+        t0 = time.time()
+        with self._evictor(self.wait_timeout) as got:
+            if not got:
+                raise CacheBusy(f"another process has been evicting from cache {self.root} for {self.wait_timeout:g}s; try again")
+            server_now_ms = int(self._redis.time()[0]) * 1000
+            cutoff = server_now_ms - int(self.ttl_s * 1000)
+            res = self._script("evict", 0, 100_000, _CLAIM_MS, "ttl", cutoff)
+        names = [_s(res[i]) for i in range(3, len(res), 3)]
+        keys = [_s(res[i]) for i in range(4, len(res), 3)]
+        if names:
+            self._unlink_doomed(names)
+        report = EvictionReport(reason="ttl", files=len(names), bytes=int(res[1]), size_before=int(res[0]),
+                                size_after=int(res[0]) - int(res[1]), keys=tuple(keys[:50]), time=t0,
+                                duration_s=time.time() - t0)
+        if names:
+            self._log_eviction(report)
+        return report
+
+    # ---------------------------------------------------------------------------- reconciler
+    def reconcile(self) -> int:
+        """Settle what stalled or dead writers and evictors left: returns how many records were settled.
+
+        For each expired lease (quarantined): its ``.part`` is replaced by a tombstone directory
+        (the writer can no longer create or link it), the final name it could have taken is
+        removed, and only then do its bytes return to the budget. For each doomed file whose
+        evictor died: the file is unlinked, then its bytes released.
+        """
+        self._ensure_open()
+        if self.readonly:
+            return 0
+        res = self._script("claim", _CLAIM_MS, 256)
+        fences: list[str] = []
+        names: list[str] = []
+        i = 0
+        while i < len(res):
+            kind = _s(res[i])
+            if kind == "q":
+                fence, rec = _s(res[i + 1]), json.loads(_s(res[i + 2]))
+                _tombstone(os.path.join(self._tmp_s, str(rec["p"])))
+                final = os.path.join(str(self.root), str(rec["n"]))
+                _remove_any(final)
+                fences.append(fence)
+                i += 3
+            else:
+                names.append(_s(res[i + 1]))
+                i += 2
+        if names:
+            self._unlink_doomed(names)
+        if fences:
+            self._script("quar_done", *fences)
+            log.info("cache %s: reconciled %d expired write lease(s)", self.root, len(fences))
+        self._clean_tombstones()
+        return len(fences) + len(names)
+
+    def _clean_tombstones(self) -> None:
+        now = time.time()
+        try:
+            with os.scandir(self._tmp_s) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        try:
+                            if now - e.stat(follow_symlinks=False).st_mtime > _TOMBSTONE_KEEP_S:
+                                os.rmdir(e.path)
+                        except OSError:
+                            pass
+        except FileNotFoundError:
+            pass
+
+    def recover(self) -> int:
+        self._ensure_open()
+        self._ensure_writable()
+        return self.reconcile()
+
+    def sweep_orphans(self) -> tuple[int, int]:
+        """Not automatic on shared storage: a file may be another node's put in flight. Use verify --repair."""
+        return (0, 0)
+
+    # ---------------------------------------------------------------------------------- reads
+    def _row(self, key: str) -> Row | None:
+        raw = self._redis.hget(self._prefix + ":rows", key)
+        if raw is None:
+            return None
+        return _to_row(key, raw)
+
+    def _lookup(self, key: str) -> Row | None:  # type: ignore[override]
+        try:
+            row = self._row(key)
+        except Exception as exc:
+            if not _is_redis_down(exc):
+                raise
+            self._warn_down(exc)
+            return self._row_from_disk(key)
+        if row is not None and self.ttl_s is not None and row.created + self.ttl_s < time.time():
+            return None
+        return row
+
+    def _warn_down(self, exc: BaseException) -> None:
+        if not self._down_warned:
+            self._down_warned = True
+            log.warning("cache index %s is unreachable (%s); reads fall back to the files on disk", self.url_shown, exc)
+
+    def _row_from_disk(self, key: str) -> Row | None:
+        """Without Redis: the key's newest complete file (the highest fence), if any."""
+        name = key_to_name(key)
+        shard, base = name.split("/", 1)
+        best: tuple[int, str] | None = None
+        try:
+            with os.scandir(os.path.join(str(self.root), shard)) as it:
+                for e in it:
+                    if e.name.startswith(base + "%%v"):
+                        m = _VERSION_RE.search(e.name)
+                        if m and e.name[: m.start()] == base:
+                            v = int(m.group(1), 16)
+                            if best is None or v > best[0]:
+                                best = (v, e.name)
+        except FileNotFoundError:
+            return None
+        if best is None:
+            return None
+        n = f"{shard}/{best[1]}"
+        try:
+            st = os.stat(os.path.join(str(self.root), n))
+        except FileNotFoundError:
+            return None
+        return Row(best[0], key, n, st.st_size, self._charge(st.st_size), LIVE, None, None, None, st.st_ino, st.st_mtime, st.st_mtime)
+
+    def _record(self, row: Row | None, key: str, *, missing_file: bool = False) -> None:  # type: ignore[override]
+        if self.readonly:
+            return
+        with self._lock:
+            if row is None or missing_file:
+                self._misses += 1
+            else:
+                self._hits += 1
+                self._touches[key] = time.time()
+            due = len(self._touches) >= 256 or time.monotonic() - self._last_flush >= self.flush_interval
+        if due:
+            try:
+                self._flush_touches()
+            except CacheError:
+                pass  # advisory; the next flush tries again
+
+    def _flush_touches(self) -> None:
+        with self._lock:
+            keys = list(self._touches)
+            hits, misses = self._hits, self._misses
+            self._touches, self._hits, self._misses = {}, 0, 0
+            self._last_flush = time.monotonic()
+        if not keys and not hits and not misses:
+            return
+        try:
+            self._script("touch", hits, misses, *keys)
+        except CacheError:
+            with self._lock:
+                self._hits += hits
+                self._misses += misses
+            raise
+
+    def get(self, key: str) -> Path | None:
+        self._ensure_open()
+        key = validate_key(key)
+        row = self._lookup(key)
+        if row is None:
+            self._record(None, key)
+            return None
+        path = self.root / row.name
+        if not os.path.exists(path):
+            self._record(row, key, missing_file=True)
+            return None
+        self._record(row, key)
+        return path
+
+    def read(self, key: str) -> bytes | None:
+        """The entry's bytes, or None. An open file stays readable even if another node evicts it meanwhile."""
+        self._ensure_open()
+        key = validate_key(key)
+        for _attempt in range(4):
+            row = self._lookup(key)
+            if row is None:
+                self._record(None, key)
+                return None
+            try:
+                with open(self.root / row.name, "rb") as fh:
+                    data = fh.read()
+            except FileNotFoundError:
+                continue  # evicted or replaced between the lookup and the open: look again
+            self._record(row, key)
+            return data
+        self._record(None, key)
+        return None
+
+    def _open_pinned(self, key: str) -> Iterator[tuple[int, Path] | None]:  # type: ignore[override]
+        raise NotImplementedError  # pin() below does it with a Redis lease
+
+    @contextmanager
+    def pin(self, key: str) -> Iterator[Path]:
+        """``with cache.pin(key) as path:`` no node evicts the entry until the block ends.
+
+        The pin is a lease of this reader in Redis, renewed while held; a reader that dies
+        stops renewing and its pin lapses after ``pin_lease_s``.
+        """
+        self._ensure_open()
+        key = validate_key(key)
+        with self._lock:
+            self._reader_seq += 1
+            reader = f"{self.node}:{os.getpid()}:{self._reader_seq}"
+        if not self.readonly:
+            self._start_renewer()
+        raw = self._script("pin", key, reader, int(self.pin_lease_s * 1000), what="the entry was not pinned")
+        if not raw:
+            self._record(None, key)
+            raise CacheMiss(f"key {key!r} is not in cache {self.root}")
+        row = _to_row(key, raw)
+        ident = (row.name, reader)
+        with self._lock:
+            self._pins[ident] = self._pins.get(ident, 0) + 1
+        try:
+            path = self.root / row.name
+            if not path.exists():
+                self._record(row, key, missing_file=True)
+                raise CacheMiss(f"key {key!r} is not in cache {self.root} (its file is gone; `cachewatch verify --repair` fixes the index)")
+            self._record(row, key)
+            yield path
+        finally:
+            with self._lock:
+                self._pins.pop(ident, None)
+            try:
+                self._script("unpin", row.name, reader)
+            except CacheError:
+                pass  # it lapses after pin_lease_s
+
+    def __contains__(self, key: object) -> bool:
+        self._ensure_open()
+        key = validate_key(key)
+        row = self._lookup(key)
+        return row is not None and os.path.exists(self.root / row.name)
+
+    def __len__(self) -> int:
+        self._ensure_open()
+        return self._counters().get("entries", 0)
+
+    def delete(self, key: str) -> bool:
+        self._ensure_open()
+        self._ensure_writable()
+        key = validate_key(key)
+        res = self._script("delete", key, _CLAIM_MS)
+        if _s(res[1]):
+            self._unlink_doomed([_s(res[1])])
+        return int(res[0]) == 1
+
+    def flush(self) -> None:
+        self._ensure_open()
+        if not self.readonly:
+            self._flush_touches()
+
+    def _publish(self) -> None:
+        pass  # every put is committed before it returns
+
+    # ------------------------------------------------------------------------------- reports
+    def stats(self) -> CacheStats:
+        self._ensure_open()
+        c = self._counters()
+        try:
+            writers = int(self._redis.zcard(self._prefix + ":leases"))
+        except Exception as exc:
+            if _is_redis_down(exc):
+                raise self._unavailable(exc, "no statistics") from None
+            raise
+        with self._lock:
+            hits, misses = self._hits, self._misses
+        nodes = self.nodes()
+        newest = max((seen for _, seen in nodes), default=0.0)
+        return CacheStats(
+            root=str(self.root),
+            size_bytes=c.get("live", 0) + c.get("doomed", 0),
+            data_bytes=c.get("data", 0),
+            entries=c.get("entries", 0),
+            max_bytes=self.max_bytes,
+            target_bytes=self.target_bytes,
+            reserved_bytes=c.get("reserved", 0),
+            writers=writers,
+            replaced_pinned_bytes=c.get("doomed", 0),
+            hits=c.get("hits", 0) + hits,
+            misses=c.get("misses", 0) + misses,
+            evicted_files=c.get("evicted_files", 0),
+            evicted_bytes=c.get("evicted_bytes", 0),
+            expired_files=c.get("expired_files", 0),
+            ttl_s=self.ttl_s,
+            block_bytes=self.block_bytes,
+            quarantined_bytes=c.get("quarantined", 0),
+            index=self.url_shown,
+            index_id=self._uuid,
+            nodes=tuple(sorted(n for n, seen in nodes if seen >= newest - 3600)),
+        )
+
+    def nodes(self) -> list[tuple[str, float]]:
+        """Every node that has written to this cache, with when it last reserved (server clock, seconds)."""
+        self._ensure_open()
+        try:
+            pairs = self._redis.zrange(self._prefix + ":nodes", 0, -1, withscores=True)
+        except Exception as exc:
+            if _is_redis_down(exc):
+                raise self._unavailable(exc, "no node list") from None
+            raise
+        return [(_s(n), float(s) / 1000) for n, s in pairs]
+
+    def _rows(self) -> Iterator[Row]:
+        for k, v in self._redis.hscan_iter(self._prefix + ":rows", count=1000):
+            yield _to_row(_s(k), v)
+
+    def _rows_lru(self) -> list[Row]:
+        order = self._redis.zrange(self._prefix + ":lru", 0, -1, withscores=True)
+        rows = {r.key: r for r in self._rows()}
+        out = []
+        for k, score in order:
+            r = rows.get(_s(k))
+            if r is not None:
+                out.append(r._replace(accessed=float(score) / 1000))
+        return out
+
+    def entries(self, order: str = "lru") -> list[EntryInfo]:
+        self._ensure_open()
+        if order not in ("lru", "key", "size", "created"):
+            raise CacheError(f"order {order!r} is not one of lru, key, size, created")
+        rows = self._rows_lru()
+        if order == "key":
+            rows.sort(key=lambda r: r.key)
+        elif order == "size":
+            rows.sort(key=lambda r: (-r.size, r.key))
+        elif order == "created":
+            rows.sort(key=lambda r: r.created)
+        return [EntryInfo(r.key, self.root / r.name, r.size, r.checksum, r.created, r.accessed) for r in rows]
+
+    def entry(self, key: str) -> EntryInfo | None:
+        self._ensure_open()
+        r = self._row(validate_key(key))
+        return None if r is None else EntryInfo(r.key, self.root / r.name, r.size, r.checksum, r.created, r.accessed)
+
+    def eviction_log(self, limit: int | None = None, *, newest_first: bool = True) -> list[EvictionReport]:
+        """Past evictions of every node (Redis keeps the last 2,000), newest first."""
+        try:
+            raw = self._redis.xrevrange(self._prefix + ":log", count=limit) if newest_first else self._redis.xrange(self._prefix + ":log", count=limit)
+        except Exception as exc:
+            if not _is_redis_down(exc):
+                raise
+            return super().eviction_log(limit, newest_first=newest_first)  # this root's events file
+        out = []
+        for sid, fields in raw:
+            d = json.loads(_s(fields.get(b"e") or fields.get("e") or "{}"))
+            out.append(EvictionReport(
+                reason=str(d.get("reason", "")), files=int(d.get("files", 0)), bytes=int(d.get("bytes", 0)),
+                size_before=int(d.get("size_before", 0)), size_after=int(d.get("size_after", 0)),
+                keys=tuple(d.get("keys", ())), pinned_skipped=int(d.get("pinned_skipped", 0)),
+                time=int(_s(sid).split("-")[0]) / 1000, duration_s=float(d.get("duration_s", 0.0)),
+            ))
+        return out
+
+    # ---------------------------------------------------------------------------- integrity
+    def snapshot(self) -> IndexSnapshot:
+        self._ensure_open()
+        live = tuple(sorted(self._rows(), key=lambda r: r.key))
+        doomed = []
+        for n, v in self._redis.hgetall(self._prefix + ":doomed").items():
+            d = json.loads(_s(v))
+            doomed.append(Row(0, str(d.get("k", "")), _s(n), 0, int(d["c"]), REPLACED, None, None, None, None, 0.0, 0.0))
+        c = self._counters()
+        counters = Counters(c.get("live", 0), c.get("data", 0), c.get("entries", 0), 0, 0, c.get("doomed", 0),
+                            c.get("hits", 0), c.get("misses", 0), c.get("evicted_files", 0), c.get("evicted_bytes", 0),
+                            c.get("expired_files", 0))
+        return IndexSnapshot(live, (), tuple(doomed), counters, self.block_bytes, self.max_bytes)
+
+    def writers(self) -> list[WriterSlot]:
+        """Every write lease (live or expired, not reconciled yet)."""
+        self._ensure_open()
+        out: list[WriterSlot] = []
+        live = {_s(f): float(s) for f, s in self._redis.zrange(self._prefix + ":leases", 0, -1, withscores=True)}
+        for f, v in self._redis.hgetall(self._prefix + ":lease").items():
+            d = json.loads(_s(v))
+            out.append(WriterSlot(int(_s(f)), str(d.get("o", "")), int(d["c"]), 1, str(d.get("n", "")), _s(f) in live))
+        for f, v in self._redis.hgetall(self._prefix + ":quar").items():
+            d = json.loads(_s(v))
+            out.append(WriterSlot(int(_s(f)), str(d.get("o", "")), int(d["c"]), 1, str(d.get("n", "")), False))
+        return out
+
+    def stale_files(self) -> list[str]:
+        """``.part`` files of leases that no longer exist (their writer is gone and was reconciled)."""
+        self._ensure_open()
+        fences = {_s(f) for f in self._redis.hkeys(self._prefix + ":lease")} | {_s(f) for f in self._redis.hkeys(self._prefix + ":quar")}
+        out = []
+        try:
+            with os.scandir(self._tmp_s) as it:
+                for e in it:
+                    if e.is_file(follow_symlinks=False) and e.name.endswith(".part"):
+                        fence = e.name[:-5].rsplit(".", 1)[-1]
+                        if fence not in fences:
+                            out.append(e.path)
+        except FileNotFoundError:
+            pass
+        return sorted(out)
+
+    def dead_writing_rows(self) -> list[Row]:
+        return []
+
+    @contextmanager
+    def surgery(self) -> Iterator["RedisSurgery"]:  # type: ignore[override]
+        """Row checks and fixes for verify. Each change is one script: atomic, but not one transaction."""
+        self._ensure_open()
+        with self._evictor(self.wait_timeout) as got:
+            if not got:
+                raise CacheBusy(f"cache {self.root} is being evicted from; try verify again")
+            yield RedisSurgery(self)
+
+    # ---------------------------------------------------------------------------- lifecycle
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self._init_args)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.root)!r}, max_size={self.max_bytes}, index={self.url_shown!r}, node={self.node!r})"
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        if self._pid == os.getpid() and not self.readonly:
+            try:
+                self._flush_touches()
+            except CacheError:
+                pass
+        self._close_handles()
+
+    def _close_handles(self) -> None:
+        self._closed = True
+        r = getattr(self, "_renewer", None)
+        if r is not None:
+            r.wake.set()
+        red = getattr(self, "_redis", None)
+        if red is not None and getattr(self, "_pid", os.getpid()) == os.getpid():
+            try:
+                red.close()
+            except Exception:
+                pass
+        ev = getattr(self, "events", None)
+        if ev is not None:
+            ev.close()
+
+
+class RedisSurgery:
+    """:class:`~.integrity.IndexSurgery`'s methods for a Redis index (used by verify)."""
+
+    def __init__(self, cache: RedisCache) -> None:
+        self._cache = cache
+
+    def live_row(self, key: str) -> Row | None:
+        return self._cache._row(key)
+
+    def owned_name(self, name: str) -> bool:
+        key = _key_of(name)
+        r = self._cache._row(key) if key is not None else None
+        if r is not None and r.name == name:
+            return True
+        return bool(self._cache._redis.hexists(self._cache._prefix + ":doomed", name))
+
+    def journaled(self, name: str) -> bool:
+        """True if a live lease will take this name (a put in flight on some node)."""
+        c = self._cache
+        for v in c._redis.hvals(c._prefix + ":lease"):
+            if json.loads(_s(v)).get("n") == name:
+                return True
+        return False
+
+    def row_present(self, row: Row) -> bool:
+        r = self._cache._row(row.key)
+        return r is not None and r.name == row.name
+
+    def counters(self) -> Counters:
+        return self._cache.snapshot().counters
+
+    def counter_differences(self) -> list[str]:
+        res = self._cache._script("recount", "check")
+        out = []
+        for i in range(0, len(res), 3):
+            if int(res[i + 1]) != int(res[i + 2]):
+                out.append(f"{_s(res[i])} {int(res[i + 1])} != {int(res[i + 2])} from records")
+        return out
+
+    def drop_row(self, row: Row) -> None:
+        self._cache._ensure_writable()
+        self._cache._script("drop_row", row.key, row.name)
+
+    def reindex(self, row: Row, ino: int, checksum: str) -> None:
+        self._cache._ensure_writable()
+        self._cache._script("drop_row", row.key, row.name)
+        self.adopt_orphan(row.key, row.name, row.size, ino, checksum)
+
+    def drop_entry(self, key: str) -> None:
+        self._cache.delete(key)
+
+    def adopt_orphan(self, key: str, name: str, size: int, ino: int, checksum: str) -> bool:
+        """Index a sound file no row knows. A key's newest version (highest fence) wins; an older
+        one found later is refused (False) and verify deletes it."""
+        c = self._cache
+        c._ensure_writable()
+        m = _VERSION_RE.search(name)
+        fence = int(m.group(1), 16) if m else 0
+        charge = c._charge(size)
+        try:
+            st = os.stat(c.root / name)
+            created_ms = int(st.st_mtime * 1000)
+        except OSError:
+            created_ms = int(time.time() * 1000)
+        row = json.dumps({"n": name, "s": size, "c": charge, "h": checksum, "i": str(ino), "o": "verify", "f": fence, "t": created_ms})
+        return int(c._script("adopt", key, row, size, charge, fence)) == 1
+
+    def recount(self) -> Counters:
+        self._cache._ensure_writable()
+        self._cache._script("recount", "fix")
+        return self.counters()
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _key_of(name: str) -> str | None:
+    from .keys import name_to_key
+
+    return name_to_key(name)
+
+
+def _to_row(key: str, raw: Any) -> Row:
+    d = json.loads(_s(raw))
+    t = float(d.get("t", 0)) / 1000
+    ino = d.get("i")
+    return Row(int(d.get("f", 0)), key, str(d["n"]), int(d["s"]), int(d["c"]), LIVE, d.get("o"), None,
+               d.get("h"), int(ino) if ino not in (None, "") else None, t, t)
+
+
+_AT_FDCWD = -100
+_AT_SYMLINK_FOLLOW = 0x400
+_linkat: Any = ctypes.CDLL(None, use_errno=True).linkat
+_linkat.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int)
+_linkat.restype = ctypes.c_int
+
+
+def _link_fd(fd: int, final: str) -> None:
+    """Give the open file a second name, only if ``final`` is free and the file still has a name.
+
+    ``linkat`` through ``/proc/self/fd`` fails with ENOENT when the ``.part`` was unlinked
+    (a reconciler took the lease back): a stalled writer cannot bring its bytes back.
+    """
+    src = f"/proc/self/fd/{fd}".encode()
+    dst = os.fsencode(final)
+    for _attempt in range(2):
+        try:
+            # (os.link would call link(2), which links the magic symlink itself: EXDEV.)
+            if _linkat(_AT_FDCWD, src, _AT_FDCWD, dst, _AT_SYMLINK_FOLLOW) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), final)
+            return
+        except FileNotFoundError:
+            parent = os.path.dirname(final)
+            if os.path.isdir(parent):
+                raise _LeaseLost() from None  # the .part has no name any more
+            os.makedirs(parent, exist_ok=True)
+        except FileExistsError:
+            raise CacheError(
+                f"{final} exists already: this cache's index was rebuilt without its fence counter; "
+                f"run `cachewatch verify {os.path.dirname(os.path.dirname(final))} --repair`"
+            ) from None
+    raise _LeaseLost()
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        pass
+
+
+def _unlink_if(path: str, ino: int | None) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if _stat.S_ISREG(st.st_mode) and (ino is None or st.st_ino == ino):
+        _unlink_quiet(path)
+
+
+def _remove_any(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    try:
+        if _stat.S_ISDIR(st.st_mode):
+            os.rmdir(path)  # a tombstone a stalled writer moved (it can only be empty)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _tombstone(part: str) -> None:
+    """Replace a ``.part`` (or its absence) with an empty directory: its writer can no longer
+    create it (O_EXCL fails) nor link it (its inode has no name)."""
+    for _attempt in range(4):
+        try:
+            os.mkdir(part)
+            return
+        except FileExistsError:
+            try:
+                os.unlink(part)
+            except IsADirectoryError:
+                return  # already a tombstone
+            except FileNotFoundError:
+                pass
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(part), exist_ok=True)
