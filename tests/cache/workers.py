@@ -102,8 +102,12 @@ def writer_forever(root: str, seed: int, min_size: int, max_size: int, keys: int
 
 
 def on_disk_bytes(root: Path, block: int) -> tuple[int, int]:
-    """(bytes charged for every entry, in-flight and replaced file, number of such files)."""
+    """(bytes charged for every entry, in-flight and replaced file, number of such files).
+
+    A file with two names (the Redis cache links its ``.part`` into place, then unlinks the
+    ``.part``) holds its blocks once: each inode is counted once, as the disk counts it."""
     total = files = 0
+    seen: set[int] = set()
     meta = root / ".cachewatch"
     dirs = [d for d in root.iterdir() if d.name != ".cachewatch"] + [meta / "tmp", meta / "trash"]
     for d in dirs:
@@ -118,8 +122,11 @@ def on_disk_bytes(root: Path, block: int) -> tuple[int, int]:
                 size = e.stat(follow_symlinks=False).st_size
             except FileNotFoundError:
                 continue
-            total += -(-size // block) * block
             files += 1
+            if e.inode() in seen:
+                continue
+            seen.add(e.inode())
+            total += -(-size // block) * block
     return total, files
 
 

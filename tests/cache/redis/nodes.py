@@ -290,18 +290,19 @@ def part_files(root: Path) -> list[str]:
 
 
 def settle(cache: Cache, timeout_s: float) -> Any:
-    """Reconcile until no lease of a dead writer is left (they expire after lease_s) and
-    nothing is quarantined; return the stats then."""
+    """Reconcile until no lease of a dead writer is left (they expire after lease_s), nothing is
+    quarantined and no evicted or replaced file waits to be unlinked (``replaced_pinned_bytes``:
+    the doomed files of a dead evictor or committer); return the stats then."""
     deadline = time.monotonic() + timeout_s
     while True:
         cache.reconcile()
         s = cache.stats()
-        if s.reserved_bytes == 0 and s.quarantined_bytes == 0 and not part_files(cache.root):
+        if s.reserved_bytes == 0 and s.quarantined_bytes == 0 and s.replaced_pinned_bytes == 0 and not part_files(cache.root):
             return s
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"after {timeout_s:g}s of reconcile: reserved {s.reserved_bytes}, quarantined {s.quarantined_bytes}, "
-                f".part files {part_files(cache.root)[:5]}"
+                f"doomed {s.replaced_pinned_bytes}, .part files {part_files(cache.root)[:5]}"
             )
         time.sleep(0.2)
 
@@ -321,7 +322,9 @@ def assert_index_matches_files(root: Path, cache: Cache, *, settle_s: float = 15
         indexed[rel] = e
     assert set(files) == set(indexed), (
         f"entry files without index rows: {sorted(set(files) - set(indexed))[:5]}; "
-        f"index rows without files: {sorted(set(indexed) - set(files))[:5]}"
+        f"index rows without files: {sorted(set(indexed) - set(files))[:5]}; stats then: size {s.size_bytes}, "
+        f"entries {s.entries}, reserved {s.reserved_bytes}, quarantined {s.quarantined_bytes}, "
+        f"doomed {s.replaced_pinned_bytes}"
     )
     block = s.block_bytes
     charged = 0
