@@ -1,0 +1,141 @@
+"""A writer stopped (SIGSTOP) in the middle of a put for 3x its lease, while other nodes keep
+writing: its bytes stay counted (reserved, then quarantined) until a reconciler has removed its
+file; resumed, its put is refused (or re-reserved), and nothing it wrote is left uncounted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from cachewatch.engine import Cache
+
+from ..workers import FrozenSampler, _state, on_disk_bytes
+from .nodes import SPAWN, Fleet, WorkerLog, assert_index_matches_files, stalled_writer
+
+KiB, MiB = 1024, 1024 * 1024
+LEASE_S = 2.0
+
+
+def _open_part(pid: int) -> Path | None:
+    """The ``.part`` file a process has open (read from /proc: the stopped process cannot say)."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if "/.cachewatch/tmp/" in target and target.endswith(".part"):
+            return Path(target)
+    return None
+
+
+def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shared_root: Path, tmp_path: Path) -> None:
+    max_b = 16 * MiB
+    url = redis_server.url
+    ctl = Cache(shared_root, max_size=max_b, index=url, node="ctl", lease_s=LEASE_S)
+    block = ctl.stats().block_bytes
+    for i in range(56):  # 14 MiB: the others will need room while the stalled put holds its bytes
+        ctl.put(f"pre{i}", os.urandom(256 * KiB))
+
+    stall_marker = tmp_path / "stalled"
+    stall_log = WorkerLog(tmp_path / "stalled.jsonl", "nS")
+    size = 3 * MiB
+    charge = -(-size // block) * block
+    stalled = SPAWN.Process(
+        target=stalled_writer,
+        args=(str(shared_root), {"index": url, "node": "nS", "lease_s": LEASE_S}, "big", size, str(stall_marker), str(stall_log.path)),
+        daemon=True,
+    )
+    stalled.start()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    fleet = Fleet(shared_root, logs, tmp_path / "stop")
+    sampler = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (stall_marker.exists() and _state(stalled.pid) in ("T", "t")):
+            assert stalled.is_alive(), f"the stalled writer exited early: {stall_log.load().lines}"
+            assert time.monotonic() < deadline, "the writer never stopped inside its put (no write into a .part file?)"
+            time.sleep(0.01)
+        t_stall = time.time()
+        part = _open_part(stalled.pid)
+        assert part is not None and part.is_file(), "the stopped writer has no .part open"
+        assert 0 < part.stat().st_size < size, "stopped mid-write: part of the value is on disk"
+
+        for node in ("n1", "n2"):
+            for seed in range(2):
+                fleet.start_writer(node, url, hash((node, seed)) % 10_000, min_size=32 * KiB, max_size=256 * KiB,
+                                   keys=400, lease_s=LEASE_S)
+        sampler = FrozenSampler(shared_root, fleet.pids(), block, max_b, interval_s=0.005).start()
+
+        # While it is stopped: as long as its .part is on disk, its bytes are counted (reserved
+        # until the lease expires, quarantined after). Stats first, then the file: the file can
+        # only disappear in between (the writer is stopped), never appear.
+        uncounted: list[tuple[float, int, int]] = []
+        checks_after_expiry = 0
+        max_quarantined = 0
+        reconciled = False
+        while time.time() < t_stall + 3 * LEASE_S:
+            s = ctl.stats()
+            max_quarantined = max(max_quarantined, s.quarantined_bytes)
+            if part.is_file():
+                if s.reserved_bytes + s.quarantined_bytes < charge:
+                    uncounted.append((time.time() - t_stall, s.reserved_bytes, s.quarantined_bytes))
+                if time.time() > t_stall + LEASE_S:
+                    checks_after_expiry += 1
+            if not reconciled and time.time() > t_stall + 1.5 * LEASE_S:
+                # a reconciler (run by hand here; writers that need room run it too) takes it back
+                ctl.reconcile()
+                reconciled = True
+                assert not part.is_file(), "reconcile left the expired writer's .part in place"
+                s = ctl.stats()
+                assert s.quarantined_bytes < charge, "the quarantine was not returned after its file was removed"
+            time.sleep(0.05)
+        assert uncounted == [], f"the stalled writer's .part was on disk while its bytes were not counted: {uncounted[:3]}"
+        assert reconciled
+        others_during_stall = sum(
+            1 for lg in fleet.logs for x in lg.load().events("ok", after=t_stall) if x["t"] < t_stall + 3 * LEASE_S
+        )
+        assert others_during_stall > 0, "the other nodes must keep writing while one writer is stalled"
+
+        os.kill(stalled.pid, signal.SIGCONT)
+        sampler.pids.append(stalled.pid)
+        stalled.join(60)
+        assert stalled.exitcode == 0, f"stalled writer exit code {stalled.exitcode}: {stall_log.load().lines}"
+        time.sleep(1.0)
+        fleet.stop_and_join(60)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        fleet.kill_all()
+        if stalled.is_alive():
+            os.kill(stalled.pid, signal.SIGCONT)
+            stalled.kill()
+
+    stall_log.load()
+    outcome = stall_log.events("ok", "error", "unavailable", "crash")
+    assert len(outcome) == 1 and outcome[0]["stalled"], f"the put did not stall as planned: {stall_log.lines}"
+    o = outcome[0]
+    if o["ev"] == "error":
+        assert "lease" in o["msg"].lower(), f"a refused put must say it lost its lease: {o['msg']}"
+    else:
+        assert o["ev"] == "ok", f"the resumed put must be refused for its lease, or succeed re-reserved: {o}"
+    assert stall_log.events("after_ok"), f"the refused process must be able to write again: {stall_log.lines}"
+
+    assert sampler.violations == [], f"on-disk bytes above max at samples {sampler.violations[:5]} (quarantine seen: {max_quarantined})"
+    assert sampler.peak <= max_b
+    for lg in fleet.logs:
+        assert lg.bad() == [], f"{lg.path.name}: {lg.bad()[:3]}"
+
+    # Nothing uncounted: with every writer gone, what is on disk is at most what the index counts.
+    s = ctl.stats()
+    used, _ = on_disk_bytes(shared_root, block)
+    assert used <= s.size_bytes + s.reserved_bytes + s.quarantined_bytes, (
+        f"{used} bytes on disk, counted: size {s.size_bytes} + reserved {s.reserved_bytes} + quarantined {s.quarantined_bytes}"
+    )
+    assert assert_index_matches_files(shared_root, ctl, settle_s=40) > 0
+    if o["ev"] == "ok":
+        assert o["checksum"] in {e.checksum for e in ctl.entries() if e.key == "big"} or "big" not in ctl
+    ctl.close()
