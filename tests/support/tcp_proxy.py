@@ -8,6 +8,8 @@ the real server. ``cut()`` partitions that node from the server without touching
   connections are accepted and then left unanswered. A client without socket timeouts hangs.
 * ``mode="refuse"`` (what a restarted host or a rejecting firewall does): every open connection
   is reset and the listening socket is closed, so new connections get ECONNREFUSED.
+* ``mode="replies"`` (the ambiguous failure): requests still reach the server, its answers are
+  lost on the way back. The client cannot tell whether what it asked for was done.
 
 ``restore()`` reopens the path: connections held in a blackhole are reset (the bytes dropped
 meanwhile made their protocol streams useless, as after a real partition) and new connections
@@ -119,18 +121,19 @@ class TcpProxy:
             conn = _Conn(client, upstream)
             with self._lock:
                 self._conns.add(conn)
-            threading.Thread(target=self._pump, args=(conn, client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(conn, upstream, client), daemon=True).start()
+            threading.Thread(target=self._pump, args=(conn, client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(conn, upstream, client, True), daemon=True).start()
 
     # ------------------------------------------------------------------ relaying
-    def _pump(self, conn: _Conn, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, conn: _Conn, src: socket.socket, dst: socket.socket, is_reply: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                if self._mode is not None:
-                    continue  # cut: the bytes are lost on the way, in both directions
+                mode = self._mode
+                if mode is not None and (mode != "replies" or is_reply):
+                    continue  # cut: the bytes are lost on the way (with "replies", only the answers)
                 dst.sendall(data)
         except OSError:
             pass
@@ -153,8 +156,8 @@ class TcpProxy:
 
     # ------------------------------------------------------------------ control
     def cut(self, mode: str = "blackhole") -> None:
-        if mode not in ("blackhole", "refuse"):
-            raise ValueError(f"cut mode {mode!r}: use 'blackhole' or 'refuse'")
+        if mode not in ("blackhole", "refuse", "replies"):
+            raise ValueError(f"cut mode {mode!r}: use 'blackhole', 'refuse' or 'replies'")
         with self._lock:
             self._mode = mode
             conns = list(self._conns) if mode == "refuse" else []
@@ -171,7 +174,7 @@ class TcpProxy:
     def restore(self) -> None:
         with self._lock:
             mode, self._mode = self._mode, None
-            held = list(self._conns) if mode == "blackhole" else []
+            held = list(self._conns) if mode in ("blackhole", "replies") else []
             for c in held:
                 self._conns.discard(c)
         for c in held:

@@ -118,3 +118,4 @@ def test_redis_stopped_mid_run_then_restarted_then_flushed(redis_server, shared_
     rebuilt.put("after-repair", b"y" * 5000)
     assert rebuilt.read("after-repair") == b"y" * 5000
     rebuilt.close()
+

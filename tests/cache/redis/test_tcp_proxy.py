@@ -56,3 +56,15 @@ def test_proxy_to_a_stopped_server_resets_the_client(redis_server) -> None:
         redis_server.stop()
         with pytest.raises(redis.ConnectionError):
             _client(p.port).ping()
+
+
+def test_replies_cut_lets_requests_through_and_loses_the_answers(redis_server, proxy_to) -> None:
+    p = proxy_to()
+    a = _client(p.port)
+    assert a.ping()
+    p.cut("replies")
+    with pytest.raises(redis.TimeoutError):
+        a.set("done-but-unanswered", b"1")
+    assert redis_server.client().get("done-but-unanswered") == b"1", "the request must have reached the server"
+    p.restore()
+    assert _client(p.port).get("done-but-unanswered") == b"1"
