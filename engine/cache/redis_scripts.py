@@ -394,6 +394,15 @@ end
 return 0
 """
 
+# ARGV: P, token, ms -> 1 if this evictor still held the lock, which now lasts ms more
+_EXTEND = r"""
+if redis.call('GET', P .. ':evlock') == ARGV[2] then
+  redis.call('PEXPIRE', P .. ':evlock', tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"""
+
 # ARGV: P, key, row json (with created), size, charge, fence seen in the name
 # -> 1 adopted, 0 the key has a newer version (the caller deletes this file), -1 no room
 _ADOPT = r"""
@@ -486,6 +495,7 @@ SCRIPTS: dict[str, str] = {
     "unpin": _UNPIN,
     "touch": _TOUCH,
     "unlock": _UNLOCK,
+    "extend": _EXTEND,
     "adopt": _ADOPT,
     "drop_row": _DROP_ROW,
     "recount": _RECOUNT,

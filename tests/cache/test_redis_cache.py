@@ -339,3 +339,34 @@ def test_fleet_view_lists_which_nodes_write_to_which_shared_cache(tmp_path: Path
 
     text = "\n".join(format_shared(View()))
     assert "SHARED CACHES" in text and "n1, n2" in text and "h1/eng, h2/eng" in text
+
+
+def test_ttl_expires_old_entries_by_the_servers_clock(tmp_path: Path, redis: RedisServer) -> None:
+    root = tmp_path / "c"
+    with _open(root, redis, ttl=0.5) as c:
+        c.put("old", b"o")
+        time.sleep(0.7)
+        c.put("new", b"n")
+        assert c.get("old") is None  # past its ttl: a miss at once, before anything removes it
+        report = c.expire()
+        assert report.keys == ("old",) and report.files == 1
+        assert "new" in c and c.stats().entries == 1 and c.stats().expired_files == 1
+        assert sorted(_files(root).values()) == [b"n"]
+
+
+def test_an_evictor_killed_holding_the_lock_holds_others_up_one_lease_only(tmp_path: Path, redis: RedisServer) -> None:
+    root = tmp_path / "c"
+    with _open(root, redis, lease_s=0.5) as c:
+        code = (
+            "import os; from cachewatch.engine import Cache\n"
+            f"c = Cache({str(root)!r}, lease_s=0.5)\n"
+            "cm = c._evictor(1.0); assert cm.__enter__(); print('locked', flush=True); os._exit(0)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert "locked" in out.stdout, out.stderr
+        with c._evictor(0.0) as got:
+            assert not got  # the dead evictor's lock is still there ...
+        t0 = time.monotonic()
+        with c._evictor(5.0) as got:
+            assert got  # ... for one lease, not longer
+        assert time.monotonic() - t0 < 3.0
