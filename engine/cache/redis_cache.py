@@ -213,7 +213,7 @@ class RedisCache(Cache):
         self._node_tag = _NODE_RE.sub("_", self.node)[:48]
         self._init_args: dict[str, Any] = dict(
             root=root, max_size=max_size, target_ratio=target_ratio, ttl=ttl, target_size=target_size,
-            wait_timeout=wait_timeout, flush_interval=flush_interval, sweep=False, index=index, node=node,
+            wait_timeout=wait_timeout, flush_interval=flush_interval, sweep=False, index=index, node=self.node,
             lease_s=self.lease_s, pin_lease_s=self.pin_lease_s, timeout_s=timeout_s,
         )
 
