@@ -496,7 +496,7 @@ class RedisCache(Cache):
         part_path = os.path.join(self._tmp_s, part)
         final = os.path.join(str(self.root), name)
         fd = -1
-        linked = False
+        linked = committing = False
         try:
             if not self._lease_alive(fence):
                 raise _LeaseLost()
@@ -512,7 +512,12 @@ class RedisCache(Cache):
             linked = True
             _unlink_quiet(part_path)
             row = json.dumps({"n": name, "s": size, "c": charge, "h": checksum, "i": str(ino), "o": self.node, "f": fence})
-            res = self._script("commit", fence, key, row, size, charge, name, self._claim_ms, what="the put was not stored")
+            committing = True
+            res = self._script(
+                "commit", fence, key, row, size, charge, name, self._claim_ms,
+                what="the put may not have been stored (if the commit did not reach Redis, its lease expires and a "
+                     "reconciler removes the file)",
+            )
             if int(res[0]) != 1:
                 raise _LeaseLost()
             oldname = _s(res[1])
@@ -524,8 +529,13 @@ class RedisCache(Cache):
                 f"or cut off from {self.url_shown} for longer than that; nothing was stored, retry the put"
             ) from None
         except CacheIndexUnavailable:
-            self._undo(fence, fd, part_path, final if linked else None)
-            fd = -1
+            if committing:
+                # The commit may have run with its reply lost: the file stays. If it did not run,
+                # the lease expires, is quarantined, and the reconciler removes the file then.
+                _unlink_quiet(part_path)
+            else:
+                self._undo(fence, fd, part_path, final if linked else None)
+                fd = -1
             raise
         except BaseException as exc:
             self._undo(fence, fd, part_path, final if linked else None)
@@ -643,10 +653,8 @@ class RedisCache(Cache):
         with self._evictor(wait_s) as got:
             if not got:
                 return EvictionReport(reason=reason, files=0, bytes=0, size_before=0, size_after=0, time=t0)
-            # Evict a little below the goal: one round's fixed cost shared by several puts.
-            goal = max(0, goal - min(self.target_bytes // 16, 32 * max(self.block_bytes, 1)))
-            while True:
-                res = self._script("evict", goal, _EVICT_MAX, self._claim_ms, "lru" if reason != "ttl" else "ttl", 0)
+            while True:  # (the script goes a little below the goal: "batch")
+                res = self._script("evict", goal, _EVICT_MAX, self._claim_ms, "lru", 0, "batch")
                 u, freed, sk = int(res[0]), int(res[1]), int(res[2])
                 before = u if before < 0 else before
                 skipped = max(skipped, sk)
@@ -731,7 +739,7 @@ class RedisCache(Cache):
             if not got:
                 raise CacheBusy(f"another process has been evicting from cache {self.root} for {self.wait_timeout:g}s; try again")
             while True:
-                res = self._script("evict", max(0, goal), _EVICT_MAX, self._claim_ms, reason if reason == "ttl" else "lru", int(time.time() * 1000))
+                res = self._script("evict", max(0, goal), _EVICT_MAX, self._claim_ms, "lru", 0, "exact")
                 u, freed, sk = int(res[0]), int(res[1]), int(res[2])
                 before = u if before < 0 else before
                 skipped = max(skipped, sk)
@@ -768,7 +776,7 @@ class RedisCache(Cache):
             before = -1
             keys: list[str] = []
             while True:  # in rounds: a script blocks Redis while it runs
-                res = self._script("evict", 0, _EVICT_MAX, self._claim_ms, "ttl", cutoff)
+                res = self._script("evict", 0, _EVICT_MAX, self._claim_ms, "ttl", cutoff, "exact")
                 before = int(res[0]) if before < 0 else before
                 names = [_s(res[i]) for i in range(3, len(res), 3)]
                 keys += [_s(res[i]) for i in range(4, len(res), 3)]
