@@ -70,7 +70,6 @@ MARKER = "redis.json"  # in .cachewatch/: which Redis indexes this root (URL wit
 _EVENTS_FILE = "events.jsonl"
 _CHUNK = 1 << 20
 _EVICT_MAX = 256  # victims per eviction script call (the script blocks Redis while it runs)
-_CLAIM_MS = 30_000  # how long a reconciler or evictor owns a doomed file or a quarantined lease
 _TOMBSTONE_KEEP_S = 3600.0
 _NODE_RE = re.compile(r"[^A-Za-z0-9_.-]")
 _VERSION_RE = re.compile(r"%%v([0-9a-f]+)$")
@@ -207,10 +206,14 @@ class RedisCache(Cache):
         if target is not None and max_bytes is not None and target > max_bytes:
             raise CacheError(f"target_size = {target_size!r} is above max_size = {max_size!r}; the target must be at most the max")
         self.node = node_id(node)
+        # How long an evictor or a reconciler owns the files it is removing (and the evictor its
+        # lock): a lease's length, so that one killed mid-way holds the others up no longer than
+        # a killed writer's reservation does.
+        self._claim_ms = max(50, int(self.lease_s * 1000))
         self._node_tag = _NODE_RE.sub("_", self.node)[:48]
         self._init_args: dict[str, Any] = dict(
             root=root, max_size=max_size, target_ratio=target_ratio, ttl=ttl, target_size=target_size,
-            wait_timeout=wait_timeout, flush_interval=flush_interval, sweep=False, index=index, node=node,
+            wait_timeout=wait_timeout, flush_interval=flush_interval, sweep=False, index=index, node=self.node,
             lease_s=self.lease_s, pin_lease_s=self.pin_lease_s, timeout_s=timeout_s,
         )
 
@@ -305,6 +308,7 @@ class RedisCache(Cache):
         self._hits = self._misses = 0
         self._last_flush = time.monotonic()
         self._renewer: _Renewer | None = None
+        self._evict_token: str | None = None
         self._down_warned = False
         self._closed = False
         if not readonly and mode == "resize":
@@ -492,7 +496,7 @@ class RedisCache(Cache):
         part_path = os.path.join(self._tmp_s, part)
         final = os.path.join(str(self.root), name)
         fd = -1
-        linked = False
+        linked = committing = False
         try:
             if not self._lease_alive(fence):
                 raise _LeaseLost()
@@ -508,7 +512,12 @@ class RedisCache(Cache):
             linked = True
             _unlink_quiet(part_path)
             row = json.dumps({"n": name, "s": size, "c": charge, "h": checksum, "i": str(ino), "o": self.node, "f": fence})
-            res = self._script("commit", fence, key, row, size, charge, name, _CLAIM_MS, what="the put was not stored")
+            committing = True
+            res = self._script(
+                "commit", fence, key, row, size, charge, name, self._claim_ms,
+                what="the put may not have been stored (if the commit did not reach Redis, its lease expires and a "
+                     "reconciler removes the file)",
+            )
             if int(res[0]) != 1:
                 raise _LeaseLost()
             oldname = _s(res[1])
@@ -520,8 +529,13 @@ class RedisCache(Cache):
                 f"or cut off from {self.url_shown} for longer than that; nothing was stored, retry the put"
             ) from None
         except CacheIndexUnavailable:
-            self._undo(fence, fd, part_path, final if linked else None)
-            fd = -1
+            if committing:
+                # The commit may have run with its reply lost: the file stays. If it did not run,
+                # the lease expires, is quarantined, and the reconciler removes the file then.
+                _unlink_quiet(part_path)
+            else:
+                self._undo(fence, fd, part_path, final if linked else None)
+                fd = -1
             raise
         except BaseException as exc:
             self._undo(fence, fd, part_path, final if linked else None)
@@ -611,7 +625,7 @@ class RedisCache(Cache):
         try:
             while True:
                 try:
-                    got = bool(self._redis.set(key, token, nx=True, px=_CLAIM_MS))
+                    got = bool(self._redis.set(key, token, nx=True, px=self._claim_ms))
                 except Exception as exc:
                     if _is_redis_down(exc):
                         raise self._unavailable(exc, "no eviction") from None
@@ -619,8 +633,10 @@ class RedisCache(Cache):
                 if got or time.monotonic() >= end:
                     break
                 time.sleep(0.005)
+            self._evict_token = token if got else None
             yield got
         finally:
+            self._evict_token = None
             if got:
                 try:
                     self._script("unlock", token)
@@ -637,10 +653,8 @@ class RedisCache(Cache):
         with self._evictor(wait_s) as got:
             if not got:
                 return EvictionReport(reason=reason, files=0, bytes=0, size_before=0, size_after=0, time=t0)
-            # Evict a little below the goal: one round's fixed cost shared by several puts.
-            goal = max(0, goal - min(self.target_bytes // 16, 32 * max(self.block_bytes, 1)))
-            while True:
-                res = self._script("evict", goal, _EVICT_MAX, _CLAIM_MS, "lru" if reason != "ttl" else "ttl", 0)
+            while True:  # (the script goes a little below the goal: "batch")
+                res = self._script("evict", goal, _EVICT_MAX, self._claim_ms, "lru", 0, "batch")
                 u, freed, sk = int(res[0]), int(res[1]), int(res[2])
                 before = u if before < 0 else before
                 skipped = max(skipped, sk)
@@ -652,6 +666,7 @@ class RedisCache(Cache):
                     self._unlink_doomed(names)
                 if len(names) < _EVICT_MAX:
                     break
+                self._keep_evicting()
         if files:
             report = EvictionReport(
                 reason=reason, files=files, bytes=nbytes, size_before=before, size_after=before - nbytes,
@@ -661,6 +676,11 @@ class RedisCache(Cache):
             return report
         return EvictionReport(reason=reason, files=0, bytes=0, size_before=max(before, 0), size_after=max(before, 0),
                               pinned_skipped=skipped, time=t0)
+
+    def _keep_evicting(self) -> None:
+        """Extend the evictor lock between rounds (it expires after a lease's length)."""
+        if self._evict_token is not None:
+            self._script("extend", self._evict_token, self._claim_ms)
 
     def _unlink_doomed(self, names: list[str]) -> None:
         for n in names:
@@ -719,7 +739,7 @@ class RedisCache(Cache):
             if not got:
                 raise CacheBusy(f"another process has been evicting from cache {self.root} for {self.wait_timeout:g}s; try again")
             while True:
-                res = self._script("evict", max(0, goal), _EVICT_MAX, _CLAIM_MS, reason if reason == "ttl" else "lru", int(time.time() * 1000))
+                res = self._script("evict", max(0, goal), _EVICT_MAX, self._claim_ms, "lru", 0, "exact")
                 u, freed, sk = int(res[0]), int(res[1]), int(res[2])
                 before = u if before < 0 else before
                 skipped = max(skipped, sk)
@@ -731,6 +751,7 @@ class RedisCache(Cache):
                     self._unlink_doomed(names)
                 if len(names) < _EVICT_MAX:
                     break
+                self._keep_evicting()
         report = EvictionReport(reason=reason, files=files, bytes=nbytes, size_before=max(before, 0),
                                 size_after=max(before, 0) - nbytes, keys=tuple(keys[:50]), pinned_skipped=skipped,
                                 time=t0, duration_s=time.time() - t0)
@@ -748,17 +769,27 @@ class RedisCache(Cache):
         with self._evictor(self.wait_timeout) as got:
             if not got:
                 raise CacheBusy(f"another process has been evicting from cache {self.root} for {self.wait_timeout:g}s; try again")
-            server_now_ms = int(self._redis.time()[0]) * 1000
+            sec, usec = self._redis.time()
+            server_now_ms = int(sec) * 1000 + int(usec) // 1000
             cutoff = server_now_ms - int(self.ttl_s * 1000)
-            res = self._script("evict", 0, 100_000, _CLAIM_MS, "ttl", cutoff)
-        names = [_s(res[i]) for i in range(3, len(res), 3)]
-        keys = [_s(res[i]) for i in range(4, len(res), 3)]
-        if names:
-            self._unlink_doomed(names)
-        report = EvictionReport(reason="ttl", files=len(names), bytes=int(res[1]), size_before=int(res[0]),
-                                size_after=int(res[0]) - int(res[1]), keys=tuple(keys[:50]), time=t0,
-                                duration_s=time.time() - t0)
-        if names:
+            files = freed = 0
+            before = -1
+            keys: list[str] = []
+            while True:  # in rounds: a script blocks Redis while it runs
+                res = self._script("evict", 0, _EVICT_MAX, self._claim_ms, "ttl", cutoff, "exact")
+                before = int(res[0]) if before < 0 else before
+                names = [_s(res[i]) for i in range(3, len(res), 3)]
+                keys += [_s(res[i]) for i in range(4, len(res), 3)]
+                files += len(names)
+                freed += int(res[1])
+                if names:
+                    self._unlink_doomed(names)
+                if len(names) < _EVICT_MAX:
+                    break
+                self._keep_evicting()
+        report = EvictionReport(reason="ttl", files=files, bytes=freed, size_before=before, size_after=before - freed,
+                                keys=tuple(keys[:50]), time=t0, duration_s=time.time() - t0)
+        if files:
             self._log_eviction(report)
         return report
 
@@ -774,7 +805,7 @@ class RedisCache(Cache):
         self._ensure_open()
         if self.readonly:
             return 0
-        res = self._script("claim", _CLAIM_MS, 256)
+        res = self._script("claim", self._claim_ms, 256)
         fences: list[str] = []
         names: list[str] = []
         i = 0
@@ -989,7 +1020,7 @@ class RedisCache(Cache):
         self._ensure_open()
         self._ensure_writable()
         key = validate_key(key)
-        res = self._script("delete", key, _CLAIM_MS)
+        res = self._script("delete", key, self._claim_ms)
         if _s(res[1]):
             self._unlink_doomed([_s(res[1])])
         return int(res[0]) == 1

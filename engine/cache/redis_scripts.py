@@ -227,7 +227,9 @@ end
 return 0
 """
 
-# ARGV: P, goal used bytes, max victims, claim_ms, reason ('lru' | 'ttl' | ...), ttl cutoff ms (ttl only)
+# ARGV: P, goal used bytes, max victims, claim_ms, reason ('lru' | 'ttl' | ...), ttl cutoff ms (ttl only),
+#       'batch' to go a little below the goal (32 average entries, at most 1/16 of the target):
+#       one round's fixed cost (a lock, two scripts, an event) shared by several puts
 # -> {used before, freed bytes, pinned skipped, name1, key1, charge1, ...}; victims are doomed
 # and claimed by the caller, who unlinks their files and then calls DONE.
 _EVICT = r"""
@@ -235,6 +237,14 @@ local e = need_meta(); if e then return e end
 local now = now_ms()
 settle(now)
 local goal = tonumber(ARGV[2])
+if ARGV[7] == 'batch' then
+  local v = redis.call('HMGET', CNT, 'live', 'entries')
+  local live, n = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+  local avg = 0
+  if n > 0 then avg = live / n end
+  local tgt = tonumber(redis.call('HGET', P .. ':meta', 'target'))
+  goal = math.max(0, goal - math.min(math.floor(tgt / 16), math.floor(32 * avg)))
+end
 local max_n = tonumber(ARGV[3])
 local claim = now + tonumber(ARGV[4])
 local reason = ARGV[5]
@@ -394,6 +404,15 @@ end
 return 0
 """
 
+# ARGV: P, token, ms -> 1 if this evictor still held the lock, which now lasts ms more
+_EXTEND = r"""
+if redis.call('GET', P .. ':evlock') == ARGV[2] then
+  redis.call('PEXPIRE', P .. ':evlock', tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"""
+
 # ARGV: P, key, row json (with created), size, charge, fence seen in the name
 # -> 1 adopted, 0 the key has a newer version (the caller deletes this file), -1 no room
 _ADOPT = r"""
@@ -486,6 +505,7 @@ SCRIPTS: dict[str, str] = {
     "unpin": _UNPIN,
     "touch": _TOUCH,
     "unlock": _UNLOCK,
+    "extend": _EXTEND,
     "adopt": _ADOPT,
     "drop_row": _DROP_ROW,
     "recount": _RECOUNT,

@@ -165,7 +165,18 @@ def _build_item(key: str, path: str) -> _Outcome:
 
 # ------------------------------------------------------------------------------ parent side
 def _cache_state(cache: Cache) -> dict[str, Any]:
-    return dict(root=str(cache.root), max_size=cache.max_bytes, target_size=cache.target_bytes, ttl=cache.ttl_s, sweep=False)
+    # What a pickled cache carries: the stored limits, and for a Redis-indexed one its URL, node
+    # id and lease (workers opened from the root alone wrote as the host name, not the node).
+    state = cache.__getstate__()
+    state["sweep"] = False
+    return state
+
+
+def _index_args(cache: Cache) -> dict[str, Any] | None:
+    state = cache.__getstate__()
+    if state.get("index") is None:
+        return None
+    return {k: state[k] for k in ("index", "node", "lease_s") if state.get(k) is not None}
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:
@@ -355,6 +366,7 @@ class BuildJob(Job):
     ttl: float | None = None
     workers: int | None = None
     keys: tuple[str, ...] | None = None  # only these keys (pre-flight builds what is missing)
+    index: dict[str, Any] | None = None  # a Redis-indexed cache's index, node and lease (index_kwargs)
     kind = "build"
 
     @classmethod
@@ -369,6 +381,7 @@ class BuildJob(Job):
                 target_size=cache.target_bytes,
                 ttl=cache.ttl_s,
                 workers=workers,
+                index=_index_args(cache),
             )
         finally:
             cache.close()
@@ -377,7 +390,8 @@ class BuildJob(Job):
         return f"build {self.root} from {self.source.describe()}"
 
     def run(self, ctx: JobContext) -> BuildReport:
-        cache = Cache(self.root, max_size=self.max_size, target_size=self.target_size, ttl=self.ttl, sweep=False)
+        cache = Cache(self.root, max_size=self.max_size, target_size=self.target_size, ttl=self.ttl, sweep=False,
+                      **(self.index or {}))
         try:
             with exclusive_job(cache.meta_dir, "build", str(cache.root)):
                 items = self.source.items()

@@ -21,7 +21,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static
 
-from cachewatch.engine.cli.fleet_cmd import format_row
+from cachewatch.engine.cli.fleet_cmd import format_row, format_shared
 from cachewatch.engine.config import FleetConfig
 from cachewatch.engine.fleet.reader import FleetReader, FleetRow, FleetView
 
@@ -77,6 +77,8 @@ class FleetScreen(Screen[str | None]):
     FleetScreen #fleet-status { height: 1; padding: 0 1; }
     FleetScreen #fleet-status.error { background: $error; color: $text; }
     FleetScreen DataTable { height: 1fr; }
+    FleetScreen #fleet-shared { height: auto; max-height: 8; padding: 0 1; display: none; }
+    FleetScreen #fleet-shared.present { display: block; }
     """
 
     def __init__(self, cfg: FleetConfig, *, refresh_s: float = 1.0, leave_label: str = "Back") -> None:
@@ -97,6 +99,7 @@ class FleetScreen(Screen[str | None]):
         yield Static(f"fleet {self.reader.url}: reading...", id="fleet-status")
         table: DataTable[Any] = DataTable(id="fleet-table", cursor_type="row", zebra_stripes=True)
         yield table
+        yield Static("", id="fleet-shared")  # which nodes write to which shared (Redis-indexed) cache
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -141,6 +144,10 @@ class FleetScreen(Screen[str | None]):
             self.ids, self._cells = [], {}
             return
         status.remove_class("error")
+        shared = format_shared(view)[1:]  # (without the blank line the text view puts before it)
+        box = self.query_one("#fleet-shared", Static)
+        box.update(Text("\n".join(shared)))
+        box.set_class(bool(shared), "present")
         rows = sorted(view.rows, key=_sort_key(self.sort_col), reverse=self.sort_reverse)
         lost = sum(r.lost for r in rows)
         status.update(Text.assemble(("fleet ", "bold"), f"{view.url} · {len(rows)} engines",

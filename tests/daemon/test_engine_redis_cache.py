@@ -1,0 +1,64 @@
+"""An engine supervising a Redis-indexed cache: build, the dashboard's figures, the evict
+command and evictions made by other nodes, as with a SQLite-indexed one. Real engine, real
+redis-server, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from cachewatch.engine import Cache
+from cachewatch.engine.daemon import EngineClient
+from tests.fleet.redis_server import REDIS_MISSING, RedisServer
+from tests.support.engine import EngineEnv, run_cli, wait_for
+
+from .test_engine_daemon import TICKER, _config, _events
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    try:
+        server = RedisServer(tmp_path / "redis")
+    except RuntimeError:
+        pytest.fail(REDIS_MISSING)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_build_dashboard_figures_and_evict_on_a_redis_indexed_cache(engine_env: EngineEnv, redis: RedisServer) -> None:
+    root = engine_env.tmp / "shared"
+    src = engine_env.tmp / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"item{i:02d}.bin").write_bytes(os.urandom(30_000))
+    cfg = _config(engine_env, f"[cache]\nroot = '{root}'\nmax_size = '2MB'\nindex = '{redis.url}'\nnode = 'alpha'\n"
+                              f"[source]\ndir = '{src}'\n")
+    out = run_cli("--config", str(cfg), "build", "--json", "-q")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["complete_items"] == 20
+    with Cache(root) as c:
+        assert c.stats().entries == 20 and c.stats().nodes == ("alpha",)
+
+    entry = engine_env.start(*TICKER, name="shared", args=("--config", str(cfg)))
+    with EngineClient(entry.socket) as client:
+        wait_for(lambda: client.snapshot().caches and client.snapshot().caches[0].stats is not None, what="cache figures")
+        s = client.snapshot().caches[0].stats
+        assert s.index == redis.url and s.entries == 20 and s.nodes == ("alpha",)
+        result = client.command("evict", to="300KB")
+        assert result.files > 0 and result.size_after <= 300_000
+        wait_for(lambda: client.snapshot().caches[0].stats.entries == 20 - result.files, what="fresh figures")
+        # Another node's worker evicts: the engine sees it (the shared root's events file).
+        with Cache(root, node="beta") as other:
+            other.put("from-beta", b"b" * 10)
+            outside = other.evict(to=0)
+        assert outside.files > 0
+        wait_for(lambda: len(_events(entry, ["eviction"])) == 2, what="the other node's eviction")
+        wait_for(lambda: client.snapshot().caches[0].stats.nodes == ("alpha", "beta"), what="both nodes listed")
+    assert run_cli("stop", "shared", "--yes").returncode == 0
