@@ -116,6 +116,6 @@ def test_writers_killed_mid_put_leave_nothing_uncounted(redis_server, shared_roo
     reopened = Cache(shared_root)
     assert isinstance(reopened, RedisCache), "Cache(root) on a Redis-indexed root must reopen it with Redis"
     assert reopened.max_bytes == max_b
-    # (up to 40 s: a killed evictor's or committer's doomed files are claimed for 30 s, _CLAIM_MS)
+    # (40 s is only a ceiling: a killed evictor's or committer's doomed files are claimed for a lease)
     assert assert_index_matches_files(shared_root, reopened, settle_s=40) > 0
     reopened.close()
