@@ -341,3 +341,33 @@ def assert_index_matches_files(root: Path, cache: Cache, *, settle_s: float = 15
     used, _ = on_disk_bytes(root, block)
     assert used == charged, f"{used} bytes on disk, {charged} indexed"
     return len(files)
+
+
+def evictor_stopped_in_unlink(root: str, opts: dict[str, Any], key: str, size: int, marker: str, log_path: str) -> None:
+    """A put into a full cache that stops itself (SIGSTOP) at its eviction's first unlink of an
+    entry file: it then holds the eviction lock and its victims' claims, for a test to kill it.
+
+    ``os.unlink`` is wrapped in this process only (the unlink of an evicted file goes through it)."""
+    real_unlink = os.unlink
+    entries_prefix = os.path.join(os.path.abspath(root), "")
+    meta = os.path.join(os.path.abspath(root), ".cachewatch", "")
+    armed = [True]
+
+    def unlink(path: Any, *a: Any, **kw: Any) -> None:
+        p = os.path.abspath(os.fspath(path))
+        if armed[0] and p.startswith(entries_prefix) and not p.startswith(meta):
+            armed[0] = False
+            Path(marker).write_text(p)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        real_unlink(path, *a, **kw)
+
+    os.unlink = unlink  # type: ignore[assignment]
+    with open(log_path, "a", buffering=1) as log:
+        cache = Cache(root, **opts)
+        _line(log, "opened")
+        try:
+            cache.put(key, make_value(random.Random(size), size, size))
+            _line(log, "ok", stalled=not armed[0])
+        except Exception as exc:
+            _line(log, "error", msg=f"{type(exc).__name__}: {exc}", stalled=not armed[0])
+        cache.close()

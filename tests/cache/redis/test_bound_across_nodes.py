@@ -12,7 +12,7 @@ from pathlib import Path
 from cachewatch.engine import Cache
 from cachewatch.engine.cache.redis_cache import RedisCache
 
-from ..workers import FrozenSampler
+from ..workers import FrozenSampler, make_value
 from .nodes import Fleet, assert_index_matches_files
 
 KiB, MiB = 1024, 1024 * 1024
@@ -119,3 +119,51 @@ def test_writers_killed_mid_put_leave_nothing_uncounted(redis_server, shared_roo
     # (40 s is only a ceiling: a killed evictor's or committer's doomed files are claimed for a lease)
     assert assert_index_matches_files(shared_root, reopened, settle_s=40) > 0
     reopened.close()
+
+
+def test_a_writer_killed_while_evicting_holds_the_others_up_no_longer_than_a_lease(redis_server, shared_root: Path, tmp_path: Path) -> None:
+    """The evictor's lock and its victims' claims are leases too: a writer killed -9 in the middle
+    of an eviction (victims out of the index, files not yet unlinked) must not stop the other
+    writers from making room for longer than about a lease, and its victims' files are removed."""
+    from cachewatch.engine.errors import CacheBusy
+
+    from ..workers import _state
+    from .nodes import SPAWN, WorkerLog, evictor_stopped_in_unlink
+
+    max_b = 8 * MiB
+    url = redis_server.url
+    ctl = Cache(shared_root, max_size=max_b, index=url, node="ctl", lease_s=LEASE_S)
+    rng = random.Random(3)
+    for i in range(30):  # 7.5 MiB: above the target, so the next put evicts first
+        ctl.put(f"pre{i}", make_value(rng, 256 * KiB, 256 * KiB))
+    marker = tmp_path / "in-eviction"
+    log = WorkerLog(tmp_path / "evictor.jsonl", "nE")
+    p = SPAWN.Process(target=evictor_stopped_in_unlink,
+                      args=(str(shared_root), {"index": url, "node": "nE", "lease_s": LEASE_S}, "big", 1 * MiB, str(marker),
+                            str(log.path)), daemon=True)
+    p.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (marker.exists() and _state(p.pid) in ("T", "t")):
+            assert p.is_alive(), f"the evicting writer exited early: {log.load().lines}"
+            assert time.monotonic() < deadline, "the writer never stopped inside its eviction"
+            time.sleep(0.01)
+        victim = Path(marker.read_text())
+        assert victim.exists(), "stopped before unlinking its first victim"
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(10)
+    finally:
+        if p.is_alive():
+            p.kill()
+    # Another node's writer needs room now. Its wait_timeout (3 leases) is the claim under test:
+    # the dead evictor's lock must lapse after about a lease, not hold it past the timeout.
+    other = Cache(shared_root, index=url, node="n2", lease_s=LEASE_S, wait_timeout=3 * LEASE_S)
+    try:
+        for i in range(8):
+            other.put(f"after{i}", make_value(rng, 512 * KiB, 512 * KiB))
+    except CacheBusy as exc:
+        raise AssertionError(f"a dead evictor held the others up for {3 * LEASE_S:g}s: {exc}") from None
+    other.close()
+    assert assert_index_matches_files(shared_root, ctl, settle_s=40) > 0
+    assert not victim.exists() or victim.name in {e.path.name for e in ctl.entries()}
+    ctl.close()
