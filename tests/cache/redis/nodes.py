@@ -371,3 +371,20 @@ def evictor_stopped_in_unlink(root: str, opts: dict[str, Any], key: str, size: i
         except Exception as exc:
             _line(log, "error", msg=f"{type(exc).__name__}: {exc}", stalled=not armed[0])
         cache.close()
+
+
+def shard_racer(root: str, opts: dict[str, Any], keys: list[str], barrier: Any, log_path: str) -> None:
+    """Puts ``keys[i]`` right after the i-th barrier: every process puts into the same shard,
+    one that no entry has used yet, at the same instant (the shard directory is made by a put)."""
+    with open(log_path, "a", buffering=1) as log:
+        cache = Cache(root, **opts)
+        value = make_value(random.Random(len(keys)), 2000, 2000)
+        for key in keys:
+            barrier.wait(60)
+            try:
+                cache.put(key, value)
+                _line(log, "ok", key=key)
+            except Exception as exc:
+                _line(log, "error", key=key, msg=f"{type(exc).__name__}: {exc}")
+        cache.close()
+        _line(log, "done")
