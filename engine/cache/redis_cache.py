@@ -113,6 +113,8 @@ def _is_redis_down(exc: BaseException) -> bool:
         import redis.exceptions as rx
     except ImportError:  # pragma: no cover
         return False
+    if isinstance(exc, rx.AuthenticationError):  # (a ConnectionError in redis-py, but not an outage)
+        return False
     return isinstance(exc, (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError)) or (
         isinstance(exc, rx.ResponseError) and str(exc).startswith(("LOADING", "MASTERDOWN", "READONLY"))
     )
@@ -231,7 +233,9 @@ class RedisCache(Cache):
             raise CacheRootError(
                 f"cache '{self.root}' has a SQLite index; a root has one index: use a new root for index = {redacted_url(index or '')!r}"
             )
-        url = index or (marker or {}).get("url")
+        # The marker keeps no password: a process opening the root alone (a DataLoader worker) takes
+        # the URL with credentials from CACHEWATCH_CACHE_INDEX when the launcher set it.
+        url = index or os.environ.get("CACHEWATCH_CACHE_INDEX") or (marker or {}).get("url")
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise CacheError(f"index = {url!r} is not a Redis URL; write e.g. 'redis://host:6379/0'")
         self.url = url
@@ -354,6 +358,11 @@ class RedisCache(Cache):
                 raise self._unavailable(exc, what) from None
             if _is_lost(exc):
                 raise self._lost_error() from None
+            if type(exc).__name__ == "AuthenticationError" or any(w in str(exc) for w in ("NOAUTH", "WRONGPASS", "authenticated")):
+                raise CacheError(
+                    f"cache index {self.url_shown} refused the credentials ({exc}); give the URL with user and "
+                    f"password in [cache] index or CACHEWATCH_CACHE_INDEX (the root's marker keeps no password)"
+                ) from None
             raise CacheError(f"cache index {self.url_shown} refused {name} ({exc})") from None
 
     def _write_marker(self, path: Path) -> None:
