@@ -313,6 +313,7 @@ class RedisCache(Cache):
         self._last_flush = time.monotonic()
         self._renewer: _Renewer | None = None
         self._evict_token: str | None = None
+        self._tombstones_checked = 0.0
         self._down_warned = False
         self._closed = False
         if not readonly and mode == "resize":
@@ -595,7 +596,7 @@ class RedisCache(Cache):
         part_prefix = f"{self._node_tag}.{os.getpid()}."
         self._start_renewer()
         limit = "t"
-        delay = 0.005
+        delay = 0.002
         while True:
             t0 = time.monotonic()
             res = self._script("reserve", self.node, charge, key, base, part_prefix, int(self.lease_s * 1000), limit,
@@ -605,11 +606,13 @@ class RedisCache(Cache):
                 with self._lock:
                     self._leases[fence] = t0 + self.lease_s * 0.8
                 return fence, _s(res[2]), _s(res[3])
+            # No room under the target: evict if no other process is evicting (never wait for its
+            # lock: 24 writers polling it cost more CPU than the puts), then ask against the max.
             if limit == "t":
-                self._evict_to(self.target_bytes - charge, "size")
+                self._evict_to(self.target_bytes - charge, "size", wait_s=0.0)
                 limit = "m"
                 continue
-            if self.reconcile():
+            if self._evict_to(self.target_bytes - charge, "size", wait_s=0.0).files or self.reconcile():
                 continue
             if time.monotonic() >= deadline:
                 u = self._counters()
@@ -619,9 +622,8 @@ class RedisCache(Cache):
                     f"{format_size(u.get('quarantined', 0))} quarantined, of {format_size(self.max_bytes)}; "
                     f"release pins or raise max_size"
                 )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-            self._evict_to(self.target_bytes - charge, "size")
+            time.sleep(delay)  # another process is evicting, or pins and leases hold the room
+            delay = min(delay * 1.5, 0.05)
 
     # ------------------------------------------------------------------------------ eviction
     @contextmanager
@@ -641,7 +643,7 @@ class RedisCache(Cache):
                     raise
                 if got or time.monotonic() >= end:
                     break
-                time.sleep(0.005)
+                time.sleep(0.01)
             self._evict_token = token if got else None
             yield got
         finally:
@@ -840,6 +842,9 @@ class RedisCache(Cache):
 
     def _clean_tombstones(self) -> None:
         now = time.time()
+        if now - self._tombstones_checked < 60:
+            return  # (a directory scan; reconcile runs on every retry of a put that finds no room)
+        self._tombstones_checked = now
         try:
             with os.scandir(self._tmp_s) as it:
                 for e in it:
