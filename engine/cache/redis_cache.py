@@ -113,6 +113,8 @@ def _is_redis_down(exc: BaseException) -> bool:
         import redis.exceptions as rx
     except ImportError:  # pragma: no cover
         return False
+    if isinstance(exc, rx.AuthenticationError):  # (a ConnectionError in redis-py, but not an outage)
+        return False
     return isinstance(exc, (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError)) or (
         isinstance(exc, rx.ResponseError) and str(exc).startswith(("LOADING", "MASTERDOWN", "READONLY"))
     )
@@ -231,7 +233,9 @@ class RedisCache(Cache):
             raise CacheRootError(
                 f"cache '{self.root}' has a SQLite index; a root has one index: use a new root for index = {redacted_url(index or '')!r}"
             )
-        url = index or (marker or {}).get("url")
+        # The marker keeps no password: a process opening the root alone (a DataLoader worker) takes
+        # the URL with credentials from CACHEWATCH_CACHE_INDEX when the launcher set it.
+        url = index or os.environ.get("CACHEWATCH_CACHE_INDEX") or (marker or {}).get("url")
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise CacheError(f"index = {url!r} is not a Redis URL; write e.g. 'redis://host:6379/0'")
         self.url = url
@@ -309,6 +313,7 @@ class RedisCache(Cache):
         self._last_flush = time.monotonic()
         self._renewer: _Renewer | None = None
         self._evict_token: str | None = None
+        self._tombstones_checked = 0.0
         self._down_warned = False
         self._closed = False
         if not readonly and mode == "resize":
@@ -354,6 +359,11 @@ class RedisCache(Cache):
                 raise self._unavailable(exc, what) from None
             if _is_lost(exc):
                 raise self._lost_error() from None
+            if type(exc).__name__ == "AuthenticationError" or any(w in str(exc) for w in ("NOAUTH", "WRONGPASS", "authenticated")):
+                raise CacheError(
+                    f"cache index {self.url_shown} refused the credentials ({exc}); give the URL with user and "
+                    f"password in [cache] index or CACHEWATCH_CACHE_INDEX (the root's marker keeps no password)"
+                ) from None
             raise CacheError(f"cache index {self.url_shown} refused {name} ({exc})") from None
 
     def _write_marker(self, path: Path) -> None:
@@ -586,7 +596,7 @@ class RedisCache(Cache):
         part_prefix = f"{self._node_tag}.{os.getpid()}."
         self._start_renewer()
         limit = "t"
-        delay = 0.005
+        delay = 0.002
         while True:
             t0 = time.monotonic()
             res = self._script("reserve", self.node, charge, key, base, part_prefix, int(self.lease_s * 1000), limit,
@@ -596,11 +606,13 @@ class RedisCache(Cache):
                 with self._lock:
                     self._leases[fence] = t0 + self.lease_s * 0.8
                 return fence, _s(res[2]), _s(res[3])
+            # No room under the target: evict if no other process is evicting (never wait for its
+            # lock: 24 writers polling it cost more CPU than the puts), then ask against the max.
             if limit == "t":
-                self._evict_to(self.target_bytes - charge, "size")
+                self._evict_to(self.target_bytes - charge, "size", wait_s=0.0)
                 limit = "m"
                 continue
-            if self.reconcile():
+            if self._evict_to(self.target_bytes - charge, "size", wait_s=0.0).files or self.reconcile():
                 continue
             if time.monotonic() >= deadline:
                 u = self._counters()
@@ -610,9 +622,8 @@ class RedisCache(Cache):
                     f"{format_size(u.get('quarantined', 0))} quarantined, of {format_size(self.max_bytes)}; "
                     f"release pins or raise max_size"
                 )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-            self._evict_to(self.target_bytes - charge, "size")
+            time.sleep(delay)  # another process is evicting, or pins and leases hold the room
+            delay = min(delay * 1.5, 0.05)
 
     # ------------------------------------------------------------------------------ eviction
     @contextmanager
@@ -632,7 +643,7 @@ class RedisCache(Cache):
                     raise
                 if got or time.monotonic() >= end:
                     break
-                time.sleep(0.005)
+                time.sleep(0.01)
             self._evict_token = token if got else None
             yield got
         finally:
@@ -831,6 +842,9 @@ class RedisCache(Cache):
 
     def _clean_tombstones(self) -> None:
         now = time.time()
+        if now - self._tombstones_checked < 60:
+            return  # (a directory scan; reconcile runs on every retry of a put that finds no room)
+        self._tombstones_checked = now
         try:
             with os.scandir(self._tmp_s) as it:
                 for e in it:

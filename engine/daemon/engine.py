@@ -43,7 +43,7 @@ from ..cache import Cache, index_kwargs
 from ..cache.integrity import CacheLayout
 from ..cache.types import CacheStats
 from ..config import Config
-from ..errors import CachewatchError
+from ..errors import CacheIndexUnavailable, CachewatchError
 from ..events import Event, EventLog
 from ..training.ondemand import OnDemandBuildDetector, sample_from
 from ..training.records import ReportRecord
@@ -141,6 +141,7 @@ class Engine:
         self.jobs = JobRunner(self._on_job)
         self.cache: Cache | None = None
         self.cache_error: str | None = None
+        self._cache_retry = False  # a Redis-indexed cache that could not be opened yet: tried again each sample
         self._cache_sampler: PeriodicSampler | None = None
         self.supervisor: Supervisor | None = None
 
@@ -367,16 +368,27 @@ class Engine:
                         reason="processes of the training outside its process group (setsid)")
 
     # ------------------------------------------------------------------------- caches, watches
+    def _open_managed_cache(self) -> None:
+        c = self.config.cache
+        cache = Cache.from_config(self.config) if c.max_size is not None else Cache(c.root, **index_kwargs(c))  # type: ignore[arg-type]
+        for report in reversed(cache.eviction_log(limit=20)):
+            self._evictions.appendleft(_eviction_view(str(cache.root), report.to_json(), report.time))
+        self._eviction_feed.add(str(cache.root), cache.events)
+        self.cache, self.cache_error, self._cache_retry = cache, None, False
+
     def _open_caches(self) -> None:
         c = self.config.cache
         if c.root is not None:
             if c.max_size is None and not CacheLayout.of(c.root).has_index():
                 self.cache_error = "[cache] max_size is not set and the cache does not exist yet; set max_size"
             else:
-                self.cache = Cache.from_config(self.config) if c.max_size is not None else Cache(c.root, **index_kwargs(c))
-                for report in reversed(self.cache.eviction_log(limit=20)):
-                    self._evictions.appendleft(_eviction_view(str(self.cache.root), report.to_json(), report.time))
-                self._eviction_feed.add(str(self.cache.root), self.cache.events)
+                try:
+                    self._open_managed_cache()
+                except CacheIndexUnavailable as exc:
+                    # A Redis-indexed cache whose Redis is away: the training starts anyway (its own
+                    # puts fail clearly, its reads work); the figures come when Redis is back.
+                    self.cache_error = str(exc)
+                    self._cache_retry = True
         for wcfg in self.config.watch:
             if self.parts.new_watch is None:
                 log.warning("[[watch]] %s: watched directories are not built into this engine", wcfg.root)
@@ -395,6 +407,11 @@ class Engine:
         view = None
         if self.config.cache.root is not None:
             root = str(self.config.cache.root)
+            if self.cache is None and self._cache_retry:
+                try:
+                    self._open_managed_cache()
+                except CacheIndexUnavailable as exc:
+                    self.cache_error = str(exc)
             if self.cache is None:
                 view = CacheView(root=root, error=self.cache_error)
             else:

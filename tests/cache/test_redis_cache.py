@@ -370,3 +370,27 @@ def test_an_evictor_killed_holding_the_lock_holds_others_up_one_lease_only(tmp_p
         with c._evictor(5.0) as got:
             assert got  # ... for one lease, not longer
         assert time.monotonic() - t0 < 3.0
+
+
+def test_password_is_never_written_to_the_root_and_comes_from_the_environment(tmp_path: Path) -> None:
+    try:
+        server = RedisServer(tmp_path / "redis-auth")
+    except RuntimeError:
+        pytest.fail(REDIS_MISSING)
+    server.start()
+    server.client().config_set("requirepass", "s3cret")
+    try:
+        url = f"redis://:s3cret@127.0.0.1:{server.port}/0"
+        root = tmp_path / "c"
+        with Cache(root, max_size="1MiB", index=url, node="n1") as c:
+            c.put("k", b"v")
+            assert "s3cret" not in repr(c) and "s3cret" not in str(c.stats().to_json())
+        assert "s3cret" not in (root / ".cachewatch" / "redis.json").read_text()
+        with pytest.raises(CacheError, match=r"refused the credentials.*CACHEWATCH_CACHE_INDEX"):
+            Cache(root)
+        code = "from cachewatch.engine import Cache; import sys; print(Cache(sys.argv[1]).read('k').decode())"
+        env = {**os.environ, "CACHEWATCH_CACHE_INDEX": url}
+        out = subprocess.run([sys.executable, "-c", code, str(root)], env=env, capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == "v", out.stderr
+    finally:
+        server.stop()

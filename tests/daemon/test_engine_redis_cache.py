@@ -62,3 +62,29 @@ def test_build_dashboard_figures_and_evict_on_a_redis_indexed_cache(engine_env: 
         wait_for(lambda: len(_events(entry, ["eviction"])) == 2, what="the other node's eviction")
         wait_for(lambda: client.snapshot().caches[0].stats.nodes == ("alpha", "beta"), what="both nodes listed")
     assert run_cli("stop", "shared", "--yes").returncode == 0
+
+
+def test_engine_starts_while_the_caches_redis_is_away_and_shows_it(engine_env: EngineEnv, tmp_path: Path) -> None:
+    try:
+        redis = RedisServer(tmp_path / "redis-aof", extra=("--appendonly", "yes", "--appendfsync", "always"))
+    except RuntimeError:
+        pytest.fail(REDIS_MISSING)
+    redis.start()
+    root = engine_env.tmp / "shared"
+    try:
+        with Cache(root, max_size="2MB", index=redis.url, node="alpha") as c:
+            c.put("k", b"v")
+        redis.stop()
+        cfg = _config(engine_env, f"[cache]\nroot = '{root}'\nindex = '{redis.url}'\n")
+        entry = engine_env.start(*TICKER, name="away", args=("--config", str(cfg)))
+        with EngineClient(entry.socket) as client:
+            snap = client.snapshot()
+            assert snap.training.state.value == "running"  # the training was not held back
+            err = snap.caches[0].error or ""
+            assert "unreachable" in err and redis.url in err
+            redis.start()
+            wait_for(lambda: client.snapshot().caches[0].stats is not None, timeout=20, what="figures once Redis is back")
+            assert client.snapshot().caches[0].stats.entries == 1
+        assert run_cli("stop", "away", "--yes").returncode == 0
+    finally:
+        redis.stop()
