@@ -211,7 +211,7 @@ def main() -> None:
         vs = lambda k: f"{r['puts_per_s'] / same[k]['puts_per_s']:.2f}x" if k in same else "-"  # noqa: E731
         print(f"| {r['trial']} | {names[r['contender']]} | {r['nodes']} x {r['procs'] // r['nodes']} | {r['written_x_max']:.1f}x "
               f"| {r['puts']} | {r['puts_per_s']:.0f} | {vs('sqlite')} | {vs('plain')} | {r['cpu_us_per_put']:.0f} us "
-              f"| **{r['peak_over_max']:.2f}** | {r['final_over_max']:.2f} | {r['samples']} | {r['violations']} | {r['busy'] + r['errors']} |")
+              f"| **{r['peak_over_max']:.3f}** | {r['final_over_max']:.2f} | {r['samples']} | {r['violations']} | {r['busy'] + r['errors']} |")
     out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(exist_ok=True)
     for r in rows:
