@@ -87,48 +87,79 @@ def writer(root: str, opts: dict[str, Any], seed: int, min_size: int, max_size: 
         _line(log, "done", written=written)
 
 
-def stalled_writer(root: str, opts: dict[str, Any], key: str, size: int, stall_marker: str, log_path: str) -> None:
-    """One put of ``size`` bytes that stops itself (SIGSTOP, the real signal) halfway through
-    writing its ``.part`` file, then reports how the put ended once someone sends SIGCONT.
+STALL_POINTS = ("before-create", "mid-write", "after-link")
 
-    The stop is placed by wrapping ``os.write``/``os.pwrite`` in this process only: the first
-    write into a file under ``.cachewatch/tmp/`` writes half its bytes, writes the marker,
-    stops the process, and writes the rest when continued. Every thread stops with it (the
-    lease renewer too), exactly as a machine that hangs or a process that is swapped out."""
-    real_write, real_pwrite = os.write, os.pwrite
+
+def stalled_writer(root: str, opts: dict[str, Any], key: str, size: int, stall_marker: str, log_path: str,
+                   point: str = "mid-write") -> None:
+    """One put of ``size`` bytes that stops itself (SIGSTOP, the real signal) at ``point``, then
+    reports how the put ended once someone sends SIGCONT. The marker file gets the ``.part`` path.
+
+    * ``before-create``: reserved, its ``.part`` not created yet (an audit hook on ``open``);
+    * ``mid-write``: half of the first chunk written (``os.write``/``os.pwrite`` wrapped: the
+      first write into a file under ``.cachewatch/tmp/`` writes half, stops, writes the rest);
+    * ``after-link``: the value complete and linked under its final name, not yet committed
+      (``os.unlink`` of the ``.part`` wrapped: it stops just before that unlink).
+
+    The wrappers live in this process only. Every thread stops with it (the lease renewer too),
+    exactly as a machine that hangs or a process that is swapped out."""
+    assert point in STALL_POINTS, point
+    real_write, real_pwrite, real_unlink = os.write, os.pwrite, os.unlink
     armed = [True]
 
-    def is_part(fd: int) -> bool:
+    def stop_here(part: str) -> None:
+        armed[0] = False
+        Path(stall_marker).write_text(part)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def is_part(fd: int) -> str | None:
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
-            return False
-        return "/.cachewatch/tmp/" in target
+            return None
+        return target if "/.cachewatch/tmp/" in target else None
 
-    def stall_then(fd: int, data: Any, rest: Any) -> int:
+    def stall_then(fd: int, data: Any, rest: Any, part: str) -> int:
         view = memoryview(data).cast("B")
         half = max(1, view.nbytes // 2)
         done = 0
         while done < half:
             done += real_write(fd, view[done:half]) if rest is None else real_pwrite(fd, view[done:half], rest + done)
-        armed[0] = False
-        Path(stall_marker).write_text(str(os.getpid()))
-        os.kill(os.getpid(), signal.SIGSTOP)
+        stop_here(part)
         while done < view.nbytes:
             done += real_write(fd, view[done:]) if rest is None else real_pwrite(fd, view[done:], rest + done)
         return done
 
     def write(fd: int, data: Any) -> int:
-        if armed[0] and len(data) > 1 and is_part(fd):
-            return stall_then(fd, data, None)
+        if armed[0] and len(data) > 1 and (part := is_part(fd)):
+            return stall_then(fd, data, None, part)
         return real_write(fd, data)
 
     def pwrite(fd: int, data: Any, offset: int) -> int:
-        if armed[0] and len(data) > 1 and is_part(fd):
-            return stall_then(fd, data, offset)
+        if armed[0] and len(data) > 1 and (part := is_part(fd)):
+            return stall_then(fd, data, offset, part)
         return real_pwrite(fd, data, offset)
 
-    os.write, os.pwrite = write, pwrite  # type: ignore[assignment]
+    def unlink(path: Any, *a: Any, **kw: Any) -> None:
+        p = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else ""
+        if armed[0] and "/.cachewatch/tmp/" in p and p.endswith(".part"):
+            stop_here(p)
+        real_unlink(path, *a, **kw)
+
+    def on_open(event: str, args: tuple[Any, ...]) -> None:
+        if event == "open" and armed[0] and point == "before-create":
+            p = args[0]
+            if isinstance(p, (str, bytes)) and "/.cachewatch/tmp/" in os.fsdecode(p) and os.fsdecode(p).endswith(".part"):
+                stop_here(os.fsdecode(p))
+
+    if point == "mid-write":
+        os.write, os.pwrite = write, pwrite  # type: ignore[assignment]
+    elif point == "after-link":
+        os.unlink = unlink  # type: ignore[assignment]
+    else:
+        import sys
+
+        sys.addaudithook(on_open)  # (cannot be removed: ``armed`` turns it off)
     rng = random.Random(size)
     value = make_value(rng, size - HEADER - 8, size - HEADER - 8)
     with open(log_path, "a", buffering=1) as log:
@@ -145,7 +176,8 @@ def stalled_writer(root: str, opts: dict[str, Any], key: str, size: int, stall_m
             _line(log, "crash", msg=traceback.format_exc(), stalled=not armed[0])
         _line(log, "put_returned", dur_s=time.monotonic() - t0)
         # The same process writes again afterwards: a refused writer is not a broken one.
-        os.write, os.pwrite = real_write, real_pwrite  # type: ignore[assignment]
+        os.write, os.pwrite, os.unlink = real_write, real_pwrite, real_unlink  # type: ignore[assignment]
+        armed[0] = False
         try:
             cache.put(key + "/after", make_value(rng, 1000, 2000))
             _line(log, "after_ok")

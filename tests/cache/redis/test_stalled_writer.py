@@ -11,27 +11,32 @@ from pathlib import Path
 
 from cachewatch.engine import Cache
 
+import pytest
+
+from cachewatch.engine.cache.keys import key_to_name
+
 from ..workers import FrozenSampler, _state, on_disk_bytes
-from .nodes import SPAWN, Fleet, WorkerLog, assert_index_matches_files, stalled_writer
+from .nodes import SPAWN, STALL_POINTS, Fleet, WorkerLog, assert_index_matches_files, stalled_writer
 
 KiB, MiB = 1024, 1024 * 1024
 LEASE_S = 2.0
 
 
-def _open_part(pid: int) -> Path | None:
-    """The ``.part`` file a process has open (read from /proc: the stopped process cannot say)."""
-    fd_dir = Path(f"/proc/{pid}/fd")
-    for fd in fd_dir.iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if "/.cachewatch/tmp/" in target and target.endswith(".part"):
-            return Path(target)
+def _linked_name(root: Path, key: str, part: Path) -> Path | None:
+    """The final name a stalled writer linked its ``.part`` to (same inode, in the key's shard)."""
+    try:
+        ino = part.stat().st_ino
+    except FileNotFoundError:
+        return None
+    shard = root / key_to_name(key).split("/")[0]
+    for f in shard.iterdir() if shard.is_dir() else []:
+        if f.stat().st_ino == ino:
+            return f
     return None
 
 
-def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shared_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("point", STALL_POINTS)
+def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shared_root: Path, tmp_path: Path, point: str) -> None:
     max_b = 16 * MiB
     url = redis_server.url
     ctl = Cache(shared_root, max_size=max_b, index=url, node="ctl", lease_s=LEASE_S)
@@ -45,7 +50,8 @@ def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shar
     charge = -(-size // block) * block
     stalled = SPAWN.Process(
         target=stalled_writer,
-        args=(str(shared_root), {"index": url, "node": "nS", "lease_s": LEASE_S}, "big", size, str(stall_marker), str(stall_log.path)),
+        args=(str(shared_root), {"index": url, "node": "nS", "lease_s": LEASE_S}, "big", size, str(stall_marker),
+              str(stall_log.path), point),
         daemon=True,
     )
     stalled.start()
@@ -60,9 +66,20 @@ def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shar
             assert time.monotonic() < deadline, "the writer never stopped inside its put (no write into a .part file?)"
             time.sleep(0.01)
         t_stall = time.time()
-        part = _open_part(stalled.pid)
-        assert part is not None and part.is_file(), "the stopped writer has no .part open"
-        assert 0 < part.stat().st_size < size, "stopped mid-write: part of the value is on disk"
+        part = Path(stall_marker.read_text())
+        final = None
+        if point == "before-create":
+            assert not part.exists(), "stopped before creating its .part"
+            assert ctl.stats().reserved_bytes >= charge, "stopped after its reservation"
+        elif point == "mid-write":
+            assert part.is_file() and 0 < part.stat().st_size < size, "stopped mid-write: part of the value is on disk"
+        else:
+            final = _linked_name(shared_root, "big", part)
+            assert final is not None and final.stat().st_size == size, "stopped after linking the whole value into place"
+            assert "big" not in ctl, "stopped before its commit"
+
+        def its_files_on_disk() -> bool:
+            return part.is_file() or (final is not None and final.exists())
 
         for node in ("n1", "n2"):
             for seed in range(2):
@@ -80,7 +97,7 @@ def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shar
         while time.time() < t_stall + 3 * LEASE_S:
             s = ctl.stats()
             max_quarantined = max(max_quarantined, s.quarantined_bytes)
-            if part.is_file():
+            if its_files_on_disk():
                 if s.reserved_bytes + s.quarantined_bytes < charge:
                     uncounted.append((time.time() - t_stall, s.reserved_bytes, s.quarantined_bytes))
                 if time.time() > t_stall + LEASE_S:
@@ -89,11 +106,11 @@ def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shar
                 # a reconciler (run by hand here; writers that need room run it too) takes it back
                 ctl.reconcile()
                 reconciled = True
-                assert not part.is_file(), "reconcile left the expired writer's .part in place"
+                assert not its_files_on_disk(), f"reconcile left the expired writer's files in place ({part}, {final})"
                 s = ctl.stats()
                 assert s.quarantined_bytes < charge, "the quarantine was not returned after its file was removed"
             time.sleep(0.05)
-        assert uncounted == [], f"the stalled writer's .part was on disk while its bytes were not counted: {uncounted[:3]}"
+        assert uncounted == [], f"the stalled writer's files were on disk while its bytes were not counted: {uncounted[:3]}"
         assert reconciled
         others_during_stall = sum(
             1 for lg in fleet.logs for x in lg.load().events("ok", after=t_stall) if x["t"] < t_stall + 3 * LEASE_S
