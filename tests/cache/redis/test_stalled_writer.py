@@ -5,6 +5,7 @@ file; resumed, its put is refused (or re-reserved), and nothing it wrote is left
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from cachewatch.engine.cache.keys import key_to_name
 
-from ..workers import FrozenSampler, _state, on_disk_bytes
+from ..workers import FrozenSampler, _state, make_value, on_disk_bytes
 from .nodes import SPAWN, STALL_POINTS, Fleet, WorkerLog, assert_index_matches_files, stalled_writer
 
 KiB, MiB = 1024, 1024 * 1024
@@ -41,8 +42,9 @@ def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shar
     url = redis_server.url
     ctl = Cache(shared_root, max_size=max_b, index=url, node="ctl", lease_s=LEASE_S)
     block = ctl.stats().block_bytes
+    rng = random.Random(5)
     for i in range(56):  # 14 MiB: the others will need room while the stalled put holds its bytes
-        ctl.put(f"pre{i}", os.urandom(256 * KiB))
+        ctl.put(f"pre{i}", make_value(rng, 256 * KiB, 256 * KiB))
 
     stall_marker = tmp_path / "stalled"
     stall_log = WorkerLog(tmp_path / "stalled.jsonl", "nS")
@@ -54,12 +56,23 @@ def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shar
               str(stall_log.path), point),
         daemon=True,
     )
-    stalled.start()
     logs = tmp_path / "logs"
     logs.mkdir()
     fleet = Fleet(shared_root, logs, tmp_path / "stop")
     sampler = None
     try:
+        # the other nodes first: writing already when the stalled writer stops
+        for node in ("n1", "n2"):
+            for seed in range(2):
+                fleet.start_writer(node, url, hash((node, seed)) % 10_000, min_size=32 * KiB, max_size=256 * KiB,
+                                   keys=400, lease_s=LEASE_S)
+        sampler = FrozenSampler(shared_root, fleet.pids(), block, max_b, interval_s=0.005).start()
+        fleet.wait_opened()
+        deadline = time.monotonic() + 60
+        while sum(len(lg.load().events("ok")) for lg in fleet.logs) < 8:
+            assert time.monotonic() < deadline, "the other writers are not writing"
+            time.sleep(0.05)
+        stalled.start()
         deadline = time.monotonic() + 60
         while not (stall_marker.exists() and _state(stalled.pid) in ("T", "t")):
             assert stalled.is_alive(), f"the stalled writer exited early: {stall_log.load().lines}"
@@ -80,12 +93,6 @@ def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shar
 
         def its_files_on_disk() -> bool:
             return part.is_file() or (final is not None and final.exists())
-
-        for node in ("n1", "n2"):
-            for seed in range(2):
-                fleet.start_writer(node, url, hash((node, seed)) % 10_000, min_size=32 * KiB, max_size=256 * KiB,
-                                   keys=400, lease_s=LEASE_S)
-        sampler = FrozenSampler(shared_root, fleet.pids(), block, max_b, interval_s=0.005).start()
 
         # While it is stopped: as long as its .part is on disk, its bytes are counted (reserved
         # until the lease expires, quarantined after). Stats first, then the file: the file can
@@ -127,7 +134,7 @@ def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shar
         if sampler is not None:
             sampler.stop()
         fleet.kill_all()
-        if stalled.is_alive():
+        if stalled.pid is not None and stalled.is_alive():
             os.kill(stalled.pid, signal.SIGCONT)
             stalled.kill()
 
