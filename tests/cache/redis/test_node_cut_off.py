@@ -1,4 +1,4 @@
-"""One "node" cut off from Redis (its TCP path blackholed) in the middle of a run: its puts fail
+"""One "node" cut off from Redis (its TCP path blackholed, later refused) in the middle of a run: its puts fail
 clearly, naming its URL, the other nodes keep writing, and the one bound holds for all of them."""
 
 from __future__ import annotations
@@ -60,6 +60,15 @@ def test_a_node_cut_off_fails_clearly_and_the_others_keep_the_bound(redis_server
         cut.restore()
         _wait(lambda: all(lg.load().events("ok", after=t_restore) for lg in cut_logs), 60,
               "the cut-off node to write again after the restore")
+        # the other kind of partition: connections reset and refused (a rejecting firewall)
+        t_cut2 = time.time()
+        cut.cut("refuse")
+        _wait(lambda: all(lg.load().events("unavailable", after=t_cut2) for lg in cut_logs), 30,
+              "the refused node's writers to get CacheIndexUnavailable")
+        t_restore2 = time.time()
+        cut.restore()
+        _wait(lambda: all(lg.load().events("ok", after=t_restore2) for lg in cut_logs), 60,
+              "the refused node to write again after the restore")
         fleet.stop_and_join(60)
     finally:
         sampler.stop()
@@ -78,7 +87,8 @@ def test_a_node_cut_off_fails_clearly_and_the_others_keep_the_bound(redis_server
         # a put in flight at the cut may instead lose its lease; it must still say where it was cut off
         others = [x for x in lg.events("error") if f"127.0.0.1:{cut.port}" not in x["msg"]]
         assert others == [], f"{lg.path.name}: unclear errors while cut off: {others[:2]}"
-        blind = [x for x in lg.events("ok") if t_cut + 0.5 < x["t"] - x["dur_s"] and x["t"] < t_restore]
+        blind = [x for x in lg.events("ok") if (t_cut + 0.5 < x["t"] - x["dur_s"] and x["t"] < t_restore)
+                 or (t_cut2 + 0.5 < x["t"] - x["dur_s"] and x["t"] < t_restore2)]
         assert blind == [], f"{lg.path.name}: puts stored while cut off: {blind[:3]}"
     for lg in other_logs:
         assert not lg.events("unavailable"), f"{lg.path.name} (not cut off) got: {lg.events('unavailable')[:1]}"
