@@ -1347,7 +1347,7 @@ def _link_fd(fd: int, final: str) -> None:
     """
     src = f"/proc/self/fd/{fd}".encode()
     dst = os.fsencode(final)
-    for _attempt in range(2):
+    for _attempt in range(3):
         try:
             # (os.link would call link(2), which links the magic symlink itself: EXDEV.)
             if _linkat(_AT_FDCWD, src, _AT_FDCWD, dst, _AT_SYMLINK_FOLLOW) != 0:
@@ -1355,10 +1355,10 @@ def _link_fd(fd: int, final: str) -> None:
                 raise OSError(err, os.strerror(err), final)
             return
         except FileNotFoundError:
-            parent = os.path.dirname(final)
-            if os.path.isdir(parent):
-                raise _LeaseLost() from None  # the .part has no name any more
-            os.makedirs(parent, exist_ok=True)
+            if os.fstat(fd).st_nlink == 0:
+                raise _LeaseLost() from None  # the .part has no name any more: a reconciler took it
+            # The shard directory is not there (yet: another writer may be making it now).
+            os.makedirs(os.path.dirname(final), exist_ok=True)
         except FileExistsError:
             raise CacheError(
                 f"{final} exists already: this cache's index was rebuilt without its fence counter; "
