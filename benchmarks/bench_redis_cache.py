@@ -132,6 +132,10 @@ def run_one(kind: str, nodes: int, per_node: int, max_bytes: int, factor: float,
         for p in procs:
             p.join(60)
         final, _ = on_disk_bytes(Path(root), BLOCK)
+        nodes_seen: list[str] = []
+        if kind == "redis":  # the index's own record of the nodes that wrote (a node is recorded when it reserves)
+            with Cache(root, index=redis_url, node="bench") as c:
+                nodes_seen = list(c.stats().nodes)
         puts = sum(r["puts"] for r in results)
         wall = max(r["t1"] for r in results) - min(r["t0"] for r in results)
         return {
@@ -151,6 +155,7 @@ def run_one(kind: str, nodes: int, per_node: int, max_bytes: int, factor: float,
             "final_over_max": final / max_bytes,
             "samples": sampler.samples,
             "violations": len(sampler.violations),
+            "nodes_seen": nodes_seen,
         }
     finally:
         subprocess.run(["umount", "-l", mount], check=False)
@@ -215,6 +220,8 @@ def main() -> None:
     out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(exist_ok=True)
     for r in rows:
+        if r["nodes_seen"]:
+            print(f"trial {r['trial']} {r['contender']}: nodes in the index: {', '.join(r['nodes_seen'])}")
         if r["error_msgs"]:
             print(f"trial {r['trial']} {r['contender']}: {r['errors']} puts failed, e.g. {r['error_msgs'][0]}")
     (out_dir / f"redis_cache-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(rows, indent=1))
