@@ -1050,13 +1050,12 @@ class RedisCache(Cache):
     # ------------------------------------------------------------------------------- reports
     def stats(self) -> CacheStats:
         self._ensure_open()
-        c = self._counters()
-        try:
-            writers = int(self._redis.zcard(self._prefix + ":leases"))
-        except Exception as exc:
-            if _is_redis_down(exc):
-                raise self._unavailable(exc, "no statistics") from None
-            raise
+        flat, expired, writers = self._script("stats", what="no statistics")
+        c = {_s(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        # Leases past their expiry that no script has settled yet: quarantined already, in truth.
+        c["reserved"] = c.get("reserved", 0) - int(expired)
+        c["quarantined"] = c.get("quarantined", 0) + int(expired)
+        writers = int(writers)
         with self._lock:
             hits, misses = self._hits, self._misses
         nodes = self.nodes()

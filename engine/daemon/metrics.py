@@ -58,6 +58,8 @@ class SnapshotCollector(Collector):
             "target_bytes": ("cachewatch_cache_target_bytes", "Eviction target"),
             "reserved_bytes": ("cachewatch_cache_reserved_bytes", "Bytes reserved by writes in flight"),
             "entries": ("cachewatch_cache_entries", "Live entries"),
+            "quarantined_bytes": ("cachewatch_cache_quarantined_bytes",
+                                  "Bytes of expired write leases not reconciled yet (a Redis-indexed cache; else 0)"),
         }
         counters = {
             "hits": ("cachewatch_cache_hits", "Reads that found the entry"),

@@ -88,3 +88,33 @@ def test_engine_starts_while_the_caches_redis_is_away_and_shows_it(engine_env: E
         assert run_cli("stop", "away", "--yes").returncode == 0
     finally:
         redis.stop()
+
+
+def test_quarantined_bytes_reach_the_snapshot_and_the_metrics(engine_env: EngineEnv, redis: RedisServer) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    root = engine_env.tmp / "shared"
+    stalled = Cache(root, max_size="2MB", index=redis.url, node="beta", lease_s=0.2)
+    stalled._reserve("k", 8192, "aa/k")  # a writer that then stops renewing (as a SIGSTOPped one)
+    with stalled._lock:
+        stalled._leases.clear()
+    cfg = _config(engine_env, f"[cache]\nroot = '{root}'\nindex = '{redis.url}'\n")
+    entry = engine_env.start(*TICKER, name="quar", args=("--config", str(cfg), "--metrics-port", "0"))
+    with EngineClient(entry.socket) as client:
+        wait_for(lambda: (client.snapshot().caches[0].stats or None) and client.snapshot().caches[0].stats.quarantined_bytes == 8192,
+                 timeout=20, what="the expired lease shown as quarantined")
+
+    def gauge() -> float | None:
+        body = urllib.request.urlopen(entry.metrics_url, timeout=10).read().decode()
+        for fam in text_string_to_metric_families(body):
+            if fam.name == "cachewatch_cache_quarantined_bytes":
+                return next((smp.value for smp in fam.samples if smp.labels.get("root") == str(root)), None)
+        return None
+
+    assert wait_for(lambda: gauge() == 8192, timeout=20, what="the metric")
+    stalled.reconcile()
+    assert wait_for(lambda: gauge() == 0, timeout=20, what="the metric after the reconciler")
+    stalled.close()
+    assert run_cli("stop", "quar", "--yes").returncode == 0
