@@ -232,8 +232,9 @@ class WorkerLog:
         return [x for x in self.lines if x["ev"] in kinds and x["t"] >= after]
 
     def bad(self) -> list[dict[str, Any]]:
-        """Lines no run may contain: a crash, a corrupt read, a failed open."""
-        return self.events("crash", "corrupt", "open_failed")
+        """Lines no run may contain: a crash, a corrupt read, a failed open, a read that raised
+        (reads work without Redis: they fall back to the files on disk)."""
+        return self.events("crash", "corrupt", "open_failed", "read_error")
 
 
 @dataclass

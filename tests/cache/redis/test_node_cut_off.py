@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cachewatch.engine import Cache
 
-from ..workers import FrozenSampler
+from ..workers import FrozenSampler, value_ok
 from .nodes import Fleet, assert_index_matches_files
 
 KiB, MiB = 1024, 1024 * 1024
@@ -46,8 +46,24 @@ def test_a_node_cut_off_fails_clearly_and_the_others_keep_the_bound(redis_server
     other_logs = [lg for lg in fleet.logs if lg.node != "n3"]
     try:
         _wait(lambda: _ok_bytes(fleet) >= 1.5 * max_b, 90, "the writers to fill the cache")
+        # a reader of the node that will be cut off (a short timeout_s keeps this test short)
+        reader = Cache(shared_root, index=cut.url, node="n3", lease_s=LEASE_S, timeout_s=0.5)
         t_cut = time.time()
         cut.cut("blackhole")  # packets dropped: no reset, no refusal, as a dead switch does
+        # Its reads of entries on disk still work (the other nodes keep evicting, so each read
+        # takes the newest entry, listed through a path that is not cut).
+        checked = 0
+        for _ in range(30):
+            e = ctl.entries()[-1]
+            data = reader.read(e.key)
+            if data is None:  # only a file that is gone meanwhile may be a miss
+                assert not Path(e.path).exists(), f"read({e.key!r}) on the cut-off node missed {e.path}, on disk"
+                continue
+            assert value_ok(data), f"read({e.key!r}) on the cut-off node: not a whole value"
+            checked += 1
+            if checked == 5:
+                break
+        assert checked == 5, f"only {checked} reads could be checked"
 
         _wait(lambda: all(lg.load().events("unavailable", after=t_cut) for lg in cut_logs), 30,
               "the cut-off node's writers to get CacheIndexUnavailable")
@@ -70,6 +86,7 @@ def test_a_node_cut_off_fails_clearly_and_the_others_keep_the_bound(redis_server
         _wait(lambda: all(lg.load().events("ok", after=t_restore2) for lg in cut_logs), 60,
               "the refused node to write again after the restore")
         fleet.stop_and_join(60)
+        reader.close()
     finally:
         sampler.stop()
         fleet.kill_all()
