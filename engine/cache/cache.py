@@ -53,7 +53,7 @@ from .index import LIVE, REPLACED, WRITING, Counters, IndexBackend, IndexFull, I
 from .integrity import CacheLayout, IndexSnapshot, IndexSurgery, WriterSlot, owner_alive_readonly
 from .ledger import Ledger, LedgerBackend
 from .keys import SHARD_RE, key_to_name, validate_key, versioned_name
-from .locks import OwnerLock, ProcessMutex, owner_alive, try_exclusive
+from .locks import FORKS, OwnerLock, ProcessMutex, owner_alive, try_exclusive
 from .types import CacheStats, EntryInfo, EvictionReport
 
 __all__ = ["Cache", "CacheMiss", "META_DIR"]
@@ -302,6 +302,7 @@ class Cache:
             ) from None
         self.events = EventLog(self._meta / _EVENTS_FILE, source=f"cache:{self.root}")
         self._pid = os.getpid()
+        self._forks = FORKS[0]  # compared on every call instead of getpid(2): see locks.FORKS
         self._owner: OwnerLock | None = None  # made on the first write: readers need no token
         self._slot: int | None = None  # this process's ledger slot, claimed on the first write
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
@@ -538,7 +539,7 @@ class Cache:
     def _ensure_open(self) -> None:
         if self._closed:
             raise CacheError(f"cache {self.root} is closed; open it again with Cache(...)")
-        if self._pid != os.getpid():
+        if self._forks != FORKS[0]:
             self._after_fork()
 
     def _after_fork(self) -> None:
@@ -562,6 +563,7 @@ class Cache:
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
         self._sweeper = None  # threads do not survive fork
         self._pid = os.getpid()
+        self._forks = FORKS[0]
 
     def __getstate__(self) -> dict[str, Any]:
         # Picklable for spawn-started workers: the child opens the same root with the same limits,
@@ -930,9 +932,10 @@ class Cache:
         """
         source = self._tmp_pfx + part
         with self._batch_lock:
+            # The key's own name first, with no look before: the rename reports EEXIST itself when
+            # that name holds a file (committed or pending), and then a versioned name is tried. (Its
+            # journal record, naming a file that is not this inode, is dropped by any replay.)
             name = rec.name
-            if os.path.lexists(self._root_pfx + name):
-                name = self._versioned(rec.name)  # the key's name holds a committed (or pending) file
             for _attempt in range(64):
                 rec = rec._replace(name=name)
                 try:
@@ -1062,6 +1065,15 @@ class Cache:
                 continue
             if st.st_ino != rec.ino or st.st_size != rec.size:
                 continue
+            if not replay:
+                # This process's own put, never indexed before: a key without a LIVE row (the common
+                # case) takes one statement. Otherwise the general path below compares with that row.
+                row_id = self._index.insert_new_live(rec.key, rec.name, rec.size, rec.charge, rec.checksum, rec.ino, rec.created)
+                if row_id is not None:
+                    touched = self._batch_touched.get(rec.key)
+                    if touched is not None:
+                        self._index.touch([(touched, row_id)])
+                    continue
             old = self._index.live_row(rec.key)
             if old is not None and old.name == rec.name and old.ino == rec.ino:
                 continue  # indexed already
@@ -1495,44 +1507,57 @@ class Cache:
             batch = _BATCH
         else:  # usually one or two files: fetch about what is needed, then more if pins get in the way
             batch = max(4, min(_BATCH, (used - goal_used) // max(1, c.live_bytes // max(1, c.entries)) + 2))
-        while goal_used is None or used > goal_used:
-            rows = fetch(batch, offset)  # a read: the transaction below removes only rows still as read
-            batch = min(_BATCH, batch * 2)
-            if not rows:
-                break
-            victims: list[Row] = []
-            for row in rows:
-                if goal_used is not None and used <= goal_used:
+        # A victim's file stays open, exclusively locked, from its pin test to its unlink (one open
+        # and one lock per victim, not two): no reader can pin it in between, so the test holds.
+        held: dict[int, int] = {}
+        try:
+            while goal_used is None or used > goal_used:
+                rows = fetch(batch, offset)  # a read: the transaction below removes only rows still as read
+                batch = min(_BATCH, batch * 2)
+                if not rows:
                     break
-                path = self._root_pfx + row.name
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    fd = -1
-                except OSError:
-                    offset += 1
-                    continue
-                try:
-                    if fd >= 0 and not try_exclusive(fd):
-                        pinned += 1
+                victims: list[Row] = []
+                for row in rows:
+                    if goal_used is not None and used <= goal_used:
+                        break
+                    path = self._root_pfx + row.name
+                    try:
+                        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        fd = -1
+                    except OSError:
                         offset += 1
                         continue
-                finally:
                     if fd >= 0:
-                        os.close(fd)
-                if dry_run:
-                    offset += 1
-                victims.append(row)
-                used -= row.charge
-            removed = victims if dry_run else self._evict_rows(victims, reason)
-            for row in victims:
-                if not dry_run and row not in removed:
-                    used += row.charge  # changed meanwhile (another evictor, a delete): not ours to count
-            for row in removed:
-                files += 1
-                freed += row.charge
-                if len(keys) < _KEYS_IN_EVENT:
-                    keys.append(row.key)
+                        try:
+                            free = try_exclusive(fd)
+                        except BaseException:
+                            os.close(fd)
+                            raise
+                        if not free or dry_run:
+                            os.close(fd)
+                        else:
+                            _hold_fd(held, row.id, fd)
+                        if not free:
+                            pinned += 1
+                            offset += 1
+                            continue
+                    if dry_run:
+                        offset += 1
+                    victims.append(row)
+                    used -= row.charge
+                removed = victims if dry_run else self._evict_rows(victims, reason, held)
+                for row in victims:
+                    if not dry_run and row not in removed:
+                        used += row.charge  # changed meanwhile (another evictor, a delete): not ours to count
+                for row in removed:
+                    files += 1
+                    freed += row.charge
+                    if len(keys) < _KEYS_IN_EVENT:
+                        keys.append(row.key)
+        finally:
+            for row_id in list(held):
+                _close_held(held, row_id)
         report = EvictionReport(
             reason=reason,
             files=files,
@@ -1566,13 +1591,16 @@ class Cache:
             self._restore_reserve = True  # after the commit: the WAL may need this room first
         return report
 
-    def _evict_rows(self, victims: list[Row], reason: str) -> list[Row]:
+    def _evict_rows(self, victims: list[Row], reason: str, held: "dict[int, int] | None" = None) -> list[Row]:
         """Take ``victims`` out of the index in one transaction, then unlink their files outside any lock.
 
         Their bytes are counted in this process's ledger slot from *before* the transaction until
         the files are gone, and an ``E`` journal record per victim, written before the
         transaction, tells recovery which files to unlink if this process dies in between.
         Returns the rows this transaction removed (a row already changed is left alone).
+
+        ``held``: row id -> the victim's file, open and exclusively locked since its pin test
+        (a victim missing from it had no file then). Each is closed here, after its unlink.
         """
         if not victims:
             return []
@@ -1600,11 +1628,18 @@ class Cache:
                     )
                     releasable = total - sum(r.charge for r in removed)
             committed = True
+            if held is not None:
+                for r in victims:  # still a LIVE row (another evictor, a delete): not ours, let readers in
+                    if r.id in held and r not in removed:
+                        _close_held(held, r.id)
             _crash_point("evict_after_mark")
             pinned_since: list[Row] = []
             gone = 0
             for i, r in enumerate(removed):
-                if not _unlink_unless_pinned(self._root_pfx + r.name, r.ino):
+                if held is not None:
+                    _unlink_held(held, r, self._root_pfx + r.name)  # locked since its pin test: not pinned
+                    gone += r.charge
+                elif not _unlink_unless_pinned(self._root_pfx + r.name, r.ino):
                     pinned_since.append(r)
                 else:
                     gone += r.charge
@@ -2098,6 +2133,50 @@ def _unlink_unless_pinned(path: str, ino: int | None) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+# Victims' files an evictor holds open and exclusively locked between its pin test and the unlink.
+# A forked child gets copies of them; it closes those at once (the locks belong to the parent's
+# open files, which keep them until the parent closes its own descriptors).
+_HELD_FDS: set[int] = set()
+
+
+def _hold_fd(held: dict[int, int], row_id: int, fd: int) -> None:
+    held[row_id] = fd
+    _HELD_FDS.add(fd)
+
+
+def _close_held(held: dict[int, int], row_id: int) -> None:
+    fd = held.pop(row_id, -1)
+    if fd >= 0:
+        _HELD_FDS.discard(fd)
+        os.close(fd)
+
+
+def _unlink_held(held: dict[int, int], row: Row, path: str) -> None:
+    """Unlink an evicted row's file through the descriptor locked since its pin test, if it is still
+    that inode at ``path`` (no pin can have come since; nothing to do when it had no file then)."""
+    fd = held.get(row.id, -1)
+    if fd < 0:
+        return
+    try:
+        st = os.fstat(fd)
+        if st.st_ino == row.ino and _same_file(path, st):
+            os.unlink(path)
+    finally:
+        _close_held(held, row.id)
+
+
+def _close_held_in_child() -> None:
+    for fd in list(_HELD_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
 
 
 def _row_record(r: Row) -> "_Put":

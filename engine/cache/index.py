@@ -152,6 +152,7 @@ class IndexBackend(Protocol):
     def add_counters(self, **deltas: int) -> None: ...  # (write)
     def live_row(self, key: str) -> Row | None: ...
     def insert_live(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int: ...  # (write)
+    def insert_new_live(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int | None: ...  # (write) None: the key has a LIVE row
     def insert_replaced(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int: ...  # (write)
     def mark_replaced(self, row_id: int) -> None: ...  # (write)
     def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]: ...
@@ -382,6 +383,17 @@ class SQLiteIndex:
             (key, name, size, charge, checksum, ino, now, now),
         )
         return int(cur.lastrowid)
+
+    @_locked
+    def insert_new_live(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int | None:
+        """A LIVE row for a key that has none (the common put: one statement instead of a lookup and
+        an insert); None, and nothing changed, when the key has a LIVE row already."""
+        cur = self._db.execute(
+            "INSERT INTO entries (key, name, size, charge, state, checksum, ino, created, accessed) "
+            "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?) ON CONFLICT (key) WHERE state = 0 DO NOTHING",
+            (key, name, size, charge, checksum, ino, now, now),
+        )
+        return int(cur.lastrowid) if cur.rowcount == 1 else None
 
     @_locked
     def insert_replaced(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int:
