@@ -92,7 +92,10 @@ class _Put(NamedTuple):
 
 
 _PENDING_ID = -1  # the row id of an entry this process put that is not indexed yet
-_ESTIMATE_S = 0.02  # how old the index counters behind a reservation's estimate may be
+# How old the index counters behind a reservation's estimate may be. An estimate never
+# under-counts however old (see _refresh_estimate), and evictions no longer make old ones too
+# high (Ledger.evicted_total), so it is read again mostly when it says "no room".
+_ESTIMATE_S = 1.0
 
 
 # A journal record: "P", key, name, size, charge, checksum, inode, time, each ended by NUL (a
@@ -331,7 +334,7 @@ class Cache:
         self._batch_lock = threading.RLock()
         self._timer: threading.Thread | None = None
         self._timer_wake = threading.Event()
-        self._est: tuple[int, int, float] = (0, 0, -1e9)  # (released_total, indexed bytes, when read)
+        self._est: tuple[int, int, int, float] = (0, 0, 0, -1e9)  # (released_total, indexed bytes, evicted_total, when read)
         self._closed = False
         if not readonly:
             _OPEN_CACHES.add(self)
@@ -557,7 +560,7 @@ class Cache:
         self._batch_lock = threading.RLock()
         self._timer = None
         self._timer_wake = threading.Event()  # (the parent's may have been locked at the fork)
-        self._est = (0, 0, -1e9)
+        self._est = (0, 0, 0, -1e9)
         self._pending_reap = []
         self._gone_files = set()
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
@@ -657,10 +660,13 @@ class Cache:
     def _journal_path(self, token: str) -> str:
         return os.path.join(self._journal_dir_s, f"{token}.log")
 
-    def _used_locked(self) -> int:
-        """Entry bytes on disk plus every process's writes in flight: what the bound is on."""
-        c = self._index.counters()
-        return c.live_bytes + c.replaced_bytes + self._ledger.totals()[0]
+    def _estimate(self) -> int:
+        """Entry bytes on disk plus every process's writes in flight (what the bound is on), or more:
+        never less. From the counters of the last _refresh_estimate, without an index read. Exact
+        under the mutex; outside it, a hint."""
+        released0, indexed0, evicted0, _t = self._est
+        ledger = self._ledger
+        return indexed0 + ledger.totals()[0] + (ledger.released_total() - released0) - (ledger.evicted_total() - evicted0)
 
     # ------------------------------------------------------------------------------ accounting
     def _charge(self, size: int) -> int:
@@ -674,29 +680,32 @@ class Cache:
                 f"{format_size(self.max_bytes)}; raise max_size or split the value"
             )
 
-    def _eviction_batch(self) -> int:
+    def _eviction_batch(self, c: Counters) -> int:
         """How far below the target an eviction goes: at least ~32 average entries, so that its
         fixed cost (three transactions, an event) is shared, but never more than a quarter of the target.
 
         Measured (bench_cache, 12 processes): 32 rather than 16 average entries cut the CPU per put
         by about 10 %: each round makes the other writers queue for the evictor lock once, so
         half as many rounds is half as many of those waves."""
-        c = self._index.counters()
         average = c.live_bytes // c.entries if c.entries else 0
         return min(self.target_bytes // 4, max(self.evict_batch_bytes, 32 * average))
 
-    def _refresh_estimate(self) -> None:
-        """Read the index counters *outside* the mutex, after the ledger's released_total.
+    def _refresh_estimate(self) -> Counters:
+        """Read the index counters *outside* the mutex, after the ledger's released_total and before
+        its evicted_total.
 
-        Every byte that leaves the ledger after that first read is added back by the reserver
-        (it may or may not be in the counters read), so an estimate made from this pair, however
-        old, over-counts and never under-counts; it is refreshed when stale or when it says no.
+        Every byte that leaves the ledger into the index after that first read is added back by
+        the reserver (it may or may not be in the counters read), and only victims counted by an
+        evictor after the counters were read are taken off (see Ledger.evicted_total), so an
+        estimate made from this triple, however old, over-counts and never under-counts; it is
+        refreshed when it says no (or after _ESTIMATE_S).
         """
         released = self._ledger.released_total()
         c = self._index.counters()
-        self._est = (released, c.live_bytes + c.replaced_bytes, time.monotonic())
+        self._est = (released, c.live_bytes + c.replaced_bytes, self._ledger.evicted_total(), time.monotonic())
         # Pending bytes cannot be evicted until indexed: a batch ends at 1/16 of the target.
         self._batch_cap = max(self.block_bytes, self.target_bytes // 16)
+        return c
 
     def _reserve(self, key: str, charge: int) -> tuple[int, str]:
         """Reserve ``charge`` bytes for a write; returns (ledger slot, .part file name)."""
@@ -728,22 +737,18 @@ class Cache:
         outside it, under its own lock.
         """
         for fresh in (False, True):
-            if fresh or time.monotonic() - self._est[2] > _ESTIMATE_S:
+            if fresh or time.monotonic() - self._est[3] > _ESTIMATE_S:
                 self._refresh_estimate()
-            released0, indexed0, _t = self._est
             with self._mutex:
                 slot = self._writer_slot_locked()
-                estimate = indexed0 + self._ledger.totals()[0] + (self._ledger.released_total() - released0)
-                if estimate + charge <= self.target_bytes:
+                if self._estimate() + charge <= self.target_bytes:
                     return self._grant_locked(slot, charge)
-        # No room under the target: make some, one evictor at a time, outside the mutex.
+        # No room under the target: make some, one evictor at a time, outside the mutex. (The
+        # estimate just read stays good through it: evictions are subtracted from it.)
         exhausted = self._make_room(charge)
-        self._refresh_estimate()
-        released0, indexed0, _t = self._est
         with self._mutex:
             slot = self._writer_slot_locked()
-            estimate = indexed0 + self._ledger.totals()[0] + (self._ledger.released_total() - released0)
-            if estimate + charge <= self.max_bytes:
+            if self._estimate() + charge <= self.max_bytes:
                 return self._grant_locked(slot, charge)
         # Everything evictable is gone. What is left is pinned, or other writers' bytes in flight.
         if self._recover():
@@ -784,15 +789,18 @@ class Cache:
         more it could remove (every entry left is pinned).
         """
         with self._evict_mutex:
-            if self._used_locked() + charge <= self.target_bytes:
+            # (The estimate was read just before; what other evictors removed since is taken off.)
+            if self._estimate() + charge <= self.target_bytes:
                 return False  # another evictor made room while we waited for its lock
-            self._reclaim_dead_writers()
-            if self._used_locked() + charge <= self.target_bytes:
-                return False  # a dead writer's reservation was holding that room
+            c = self._refresh_estimate()
+            if self._reclaim_dead_writers():
+                c = self._refresh_estimate()
+            if self._estimate() + charge <= self.target_bytes:
+                return False  # a dead writer's reservation (or an old estimate) was holding that room
             if self._pending.touches or self._pending.hits or self._pending.misses:
                 with self._index.transaction():
                     self._flush_locked()  # this process's recent reads count for the LRU order
-            goal = self.target_bytes - self._eviction_batch() - charge
+            goal = self.target_bytes - self._eviction_batch(c) - charge
             report = self._evict_unlocked(goal, "target", time.time())
             if self._batch and self._index.counters().entries <= report.pinned_skipped:
                 # Not enough went: our own pending puts (newest, not evictable until indexed) may be
@@ -1607,12 +1615,16 @@ class Cache:
         total = sum(r.charge for r in victims)
         with self._mutex:
             slot = self._writer_slot_locked()
-            self._ledger.add_bytes(slot, total)  # grow first: from here to the unlink, counted twice or once
+            # Grow first: from here to the unlink, counted twice or once. Counted as evicting, so that
+            # other writers' estimates take these bytes off once their rows are gone (Ledger.evicted_total).
+            self._ledger.count_evicting(slot, total)
         with self._batch_lock:
             self._evicting += 1
-        # Bytes this eviction may stop counting: all of them until its transaction commits (the
-        # rows still hold them); after it, only what is unlinked or indexed again.
-        releasable = total
+        # Bytes this eviction stops counting at the end: those of victims whose rows it did not
+        # remove (all of them until its transaction commits: the rows still hold them), those
+        # unlinked since the last release, and those indexed again (pinned meanwhile).
+        undo = total
+        gone_left = reinserted = 0
         committed = settled = False
         try:
             os.write(self._journal_fd, b"".join(_journal_line(_row_record(r), "E") for r in victims))
@@ -1626,7 +1638,7 @@ class Cache:
                         evicted_files=len(removed), evicted_bytes=sum(r.charge for r in removed),
                         expired_files=len(removed) if reason == "ttl" else 0,
                     )
-                    releasable = total - sum(r.charge for r in removed)
+                    undo = total - sum(r.charge for r in removed)
             committed = True
             if held is not None:
                 for r in victims:  # still a LIVE row (another evictor, a delete): not ours, let readers in
@@ -1648,21 +1660,26 @@ class Cache:
                 if i % 4 == 3:
                     # Room as it frees, every few files: writers waiting for it need not wait for the whole batch.
                     with self._mutex:
-                        self._ledger.add_bytes(slot, -gone)
+                        self._ledger.add_bytes(slot, -gone, indexed=False)  # gone from disk, not into the index
                     gone = 0
-            releasable += gone
+            gone_left = gone
             if pinned_since:
                 # A reader pinned one between the check and the unlink: it stays, as an old version
                 # (a REPLACED row: counted by the index, reaped when the pin is gone).
                 with self._index.transaction():
                     for r in pinned_since:
                         self._index.insert_replaced(r.key, r.name, r.size, r.charge, r.checksum or "", r.ino or 0, r.created)
-                releasable += sum(r.charge for r in pinned_since)
+                reinserted = sum(r.charge for r in pinned_since)
             settled = True
             return removed
         finally:
             with self._mutex:
-                self._ledger.add_bytes(slot, -releasable)
+                if undo:
+                    self._ledger.uncount_evicting(slot, undo)
+                if gone_left:
+                    self._ledger.add_bytes(slot, -gone_left, indexed=False)
+                if reinserted:
+                    self._ledger.add_bytes(slot, -reinserted)  # back into the index: released_total grows
             with self._batch_lock:
                 if settled or not committed:
                     # (Not settled: files out of the index are still on disk. Their bytes stay counted
