@@ -943,16 +943,17 @@ class Cache:
             # The key's own name first, with no look before: the rename reports EEXIST itself when
             # that name holds a file (committed or pending), and then a versioned name is tried. (Its
             # journal record, naming a file that is not this inode, is dropped by any replay.)
-            name = rec.name
+            base = name = rec.name
             for _attempt in range(64):
-                rec = rec._replace(name=name)
+                if name is not rec.name:
+                    rec = rec._replace(name=name)
                 try:
                     os.write(self._journal_fd, _journal_line(rec))
                     _crash_point("put_after_journal")
                     _rename_noreplace(source, self._root_pfx + name)
                     break
                 except FileExistsError:
-                    name = self._versioned(rec.name)
+                    name = self._versioned(base)
                 except BaseException as exc:
                     # Nothing of it is visible; a record without its file is dropped by a replay.
                     self._abort(slot, part, rec.charge)
@@ -1065,23 +1066,34 @@ class Cache:
         indexed entry loses to it (its file is removed).
         """
         replaced: list[Row] = []
+        present: list[_Put] = []
         for rec in recs:
-            path = self._root_pfx + rec.name
             try:
-                st = os.lstat(path)
+                st = os.lstat(self._root_pfx + rec.name)
             except FileNotFoundError:
                 continue
-            if st.st_ino != rec.ino or st.st_size != rec.size:
-                continue
-            if not replay:
-                # This process's own put, never indexed before: a key without a LIVE row (the common
-                # case) takes one statement. Otherwise the general path below compares with that row.
-                row_id = self._index.insert_new_live(rec.key, rec.name, rec.size, rec.charge, rec.checksum, rec.ino, rec.created)
-                if row_id is not None:
-                    touched = self._batch_touched.get(rec.key)
-                    if touched is not None:
-                        self._index.touch([(touched, row_id)])
+            if st.st_ino == rec.ino and st.st_size == rec.size:
+                present.append(rec)
+        if not replay and present:
+            # This process's own puts, never indexed before: keys without a LIVE row (the common
+            # case) all go in with one call, no lookup each. The others take the general path below.
+            every = self._index.insert_new_live_many(
+                [(r.key, r.name, r.size, r.charge, r.checksum, r.ino, r.created) for r in present]
+            )
+            rest: list[_Put] = []
+            for rec in present:
+                if every and not self._batch_touched:
                     continue
+                row = self._index.live_row(rec.key)
+                if row is None or row.name != rec.name or row.ino != rec.ino:
+                    rest.append(rec)  # the key had a LIVE row (another one, or an earlier put in this batch)
+                    continue
+                touched = self._batch_touched.get(rec.key)
+                if touched is not None:
+                    self._index.touch([(touched, row.id)])  # read while pending: its LRU time
+            present = rest
+        for rec in present:
+            path = self._root_pfx + rec.name
             old = self._index.live_row(rec.key)
             if old is not None and old.name == rec.name and old.ino == rec.ino:
                 continue  # indexed already
@@ -1628,11 +1640,8 @@ class Cache:
         committed = settled = False
         try:
             os.write(self._journal_fd, b"".join(_journal_line(_row_record(r), "E") for r in victims))
-            removed: list[Row] = []
             with self._index.transaction():
-                for r in victims:
-                    if self._index.delete_live(r):
-                        removed.append(r)
+                removed = self._index.delete_live_many(victims)  # (a row already changed is left alone)
                 if removed:
                     self._index.add_counters(
                         evicted_files=len(removed), evicted_bytes=sum(r.charge for r in removed),
