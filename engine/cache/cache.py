@@ -1567,9 +1567,11 @@ class Cache:
                     victims.append(row)
                     used -= row.charge
                 removed = victims if dry_run else self._evict_rows(victims, reason, held)
-                for row in victims:
-                    if not dry_run and row not in removed:
-                        used += row.charge  # changed meanwhile (another evictor, a delete): not ours to count
+                if len(removed) < len(victims):
+                    gone_ids = {row.id for row in removed}  # (a set: not a scan of the batch per victim)
+                    for row in victims:
+                        if row.id not in gone_ids:
+                            used += row.charge  # changed meanwhile (another evictor, a delete): not ours to count
                 for row in removed:
                     files += 1
                     freed += row.charge
@@ -1649,9 +1651,10 @@ class Cache:
                     )
                     undo = total - sum(r.charge for r in removed)
             committed = True
-            if held is not None:
-                for r in victims:  # still a LIVE row (another evictor, a delete): not ours, let readers in
-                    if r.id in held and r not in removed:
+            if held is not None and len(removed) < len(victims):
+                gone_ids = {r.id for r in removed}
+                for r in victims:  # not dropped (another evictor, a delete changed it): not ours, let readers in
+                    if r.id not in gone_ids:
                         _close_held(held, r.id)
             _crash_point("evict_after_mark")
             pinned_since: list[Row] = []
