@@ -29,10 +29,15 @@ hold of the index lock (one per batch commit or eviction transaction, not per pu
 contender's workers also report the CPU time they spent putting (all threads), per put: on a
 machine shared with other work that moves far less between runs than puts/s does.
 
+``--syscalls N`` adds system calls per put, counted by ``strace -f -c`` (every thread) on one
+process putting into a full cache (max ``--max``) on a tmpfs: two runs, W and W + N puts with
+the same values, and their difference over N, so start-up and filling are not counted.
+
 Run (root, for the tmpfs mounts):
 
     python benchmarks/bench_cache.py                      # 1, 4, 12, 16 processes; tmpfs and disk
     python benchmarks/bench_cache.py --procs 4 --factors 3 --fs tmpfs   # a quick look
+    python benchmarks/bench_cache.py --procs 4 --factors 4 --contenders cachewatch,floor --syscalls 2000
 """
 
 from __future__ import annotations
@@ -437,7 +442,46 @@ def open_time(n_entries: int) -> dict:
     return {"entries": n_entries, "open_s": statistics.median(opens), "du_sb_s": du}
 
 
+def put_loop(name: str, root: str, n: int, max_bytes: int) -> None:
+    """One process, ``n`` puts of 64-512 KiB (always the same values for the same ``n``)."""
+    put, _get, close = open_contender(name, root, max_bytes)
+    rng = random.Random(7)
+    pool = rng.randbytes(1 * MiB)
+    for i in range(n):
+        put(f"k{i}.bin", pool[: rng.randint(64 * KiB, 512 * KiB)])
+    close()
+
+
+def _strace_counts(name: str, n: int, max_bytes: int) -> dict[str, int]:
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as d:
+        out = os.path.join(d, "strace.txt")
+        subprocess.run(
+            ["strace", "-f", "-c", "-o", out, sys.executable, os.path.abspath(__file__), "--put-loop",
+             name, os.path.join(d, "c"), str(n), str(max_bytes)],
+            check=True, capture_output=True,
+        )
+        counts: dict[str, int] = {}
+        for line in Path(out).read_text().splitlines():
+            f = line.split()
+            if len(f) >= 5 and f[0][0].isdigit() and f[3].isdigit():
+                counts[f[-1]] = int(f[3])
+        return counts
+
+
+def syscalls_per_put(name: str, n: int, max_bytes: int) -> dict:
+    """System calls per put at steady state: (calls of W + n puts) - (calls of W puts), over n."""
+    warm = max(200, 4 * max_bytes // (288 * KiB))  # the cache full and evicting before the counted puts
+    a, b = _strace_counts(name, warm, max_bytes), _strace_counts(name, warm + n, max_bytes)
+    per = {k: (b.get(k, 0) - a.get(k, 0)) / n for k in set(a) | set(b) if k != "total"}
+    return {"contender": name, "puts": n, "per_put": b.get("total", 0) / n - a.get("total", 0) / n,
+            "by_call": dict(sorted(((k, round(v, 2)) for k, v in per.items() if v >= 0.05), key=lambda kv: -kv[1]))}
+
+
 def main() -> None:
+    if len(sys.argv) == 6 and sys.argv[1] == "--put-loop":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        put_loop(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--procs", default="1,4,12,16")
     ap.add_argument("--fs", default="tmpfs,disk", help="tmpfs, disk or both")
@@ -447,6 +491,8 @@ def main() -> None:
     ap.add_argument("--gets", type=int, default=300, help="gets per process")
     ap.add_argument("--contenders", default="cachewatch,floor,plain,diskcache,seed-before,seed-after")
     ap.add_argument("--open-entries", type=int, default=144_000, help="0 to skip the open-time measure")
+    ap.add_argument("--syscalls", type=int, default=0, metavar="N",
+                    help="also count system calls per put (strace -f -c, one process, N puts); 0: no")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -487,6 +533,16 @@ def main() -> None:
         o = open_time(args.open_entries)
         print(f"open a cache of {o['entries']} entries: {o['open_s'] * 1000:.0f} ms (du -sb of the same tree: {o['du_sb_s'] * 1000:.0f} ms)")
         result["open"] = o
+    if args.syscalls:
+        result["syscalls"] = []
+        print("\n| contender | system calls per put (strace -f -c, one process, full cache) | most frequent |")
+        print("|---|---|---|")
+        for name in args.contenders.split(","):
+            if name in ("cachewatch", "floor", "plain"):
+                sc = syscalls_per_put(name, args.syscalls, max_bytes)
+                result["syscalls"].append(sc)
+                top = ", ".join(f"{k} {v:g}" for k, v in list(sc["by_call"].items())[:8])
+                print(f"| {name} | {sc['per_put']:.1f} | {top} |")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

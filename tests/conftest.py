@@ -10,6 +10,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.fleet.redis_server import REDIS_MISSING, RedisServer
 from tests.support.engine import EngineEnv, sweep
 
 @pytest.fixture
@@ -64,3 +65,29 @@ def engine_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engi
     finally:
         sweep((str(run), str(state)))
         shutil.rmtree(run, ignore_errors=True)
+
+
+def _redis(directory: Path, extra: tuple[str, ...] = ()) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own. Missing: the test fails (never skips) saying how to install it."""
+    try:
+        server = RedisServer(directory, extra=extra)
+    except RuntimeError:
+        pytest.fail(REDIS_MISSING)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server, no persistence (the fleet: what is published is current or nothing)."""
+    yield from _redis(tmp_path / "redis")
+
+
+@pytest.fixture
+def redis_aof(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server with an append-only file fsync'd every second, as docs/cache.md
+    recommends for a cache index: a test may stop it and start it again on the same data."""
+    yield from _redis(tmp_path / "redis-aof", ("--appendonly", "yes", "--appendfsync", "everysec"))

@@ -53,7 +53,7 @@ from .index import LIVE, REPLACED, WRITING, Counters, IndexBackend, IndexFull, I
 from .integrity import CacheLayout, IndexSnapshot, IndexSurgery, WriterSlot, owner_alive_readonly
 from .ledger import Ledger, LedgerBackend
 from .keys import SHARD_RE, key_to_name, validate_key, versioned_name
-from .locks import OwnerLock, ProcessMutex, owner_alive, try_exclusive
+from .locks import FORKS, OwnerLock, ProcessMutex, owner_alive, try_exclusive
 from .types import CacheStats, EntryInfo, EvictionReport
 
 __all__ = ["Cache", "CacheMiss", "META_DIR", "index_kwargs"]
@@ -92,7 +92,10 @@ class _Put(NamedTuple):
 
 
 _PENDING_ID = -1  # the row id of an entry this process put that is not indexed yet
-_ESTIMATE_S = 0.02  # how old the index counters behind a reservation's estimate may be
+# How old the index counters behind a reservation's estimate may be. An estimate never
+# under-counts however old (see _refresh_estimate), and evictions no longer make old ones too
+# high (Ledger.evicted_total), so it is read again mostly when it says "no room".
+_ESTIMATE_S = 1.0
 
 
 # A journal record: "P", key, name, size, charge, checksum, inode, time, each ended by NUL (a
@@ -314,6 +317,7 @@ class Cache:
             ) from None
         self.events = EventLog(self._meta / _EVENTS_FILE, source=f"cache:{self.root}")
         self._pid = os.getpid()
+        self._forks = FORKS[0]  # compared on every call instead of getpid(2): see locks.FORKS
         self._owner: OwnerLock | None = None  # made on the first write: readers need no token
         self._slot: int | None = None  # this process's ledger slot, claimed on the first write
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
@@ -342,7 +346,7 @@ class Cache:
         self._batch_lock = threading.RLock()
         self._timer: threading.Thread | None = None
         self._timer_wake = threading.Event()
-        self._est: tuple[int, int, float] = (0, 0, -1e9)  # (released_total, indexed bytes, when read)
+        self._est: tuple[int, int, int, float] = (0, 0, 0, -1e9)  # (released_total, indexed bytes, evicted_total, when read)
         self._closed = False
         if not readonly:
             _OPEN_CACHES.add(self)
@@ -551,7 +555,7 @@ class Cache:
     def _ensure_open(self) -> None:
         if self._closed:
             raise CacheError(f"cache {self.root} is closed; open it again with Cache(...)")
-        if self._pid != os.getpid():
+        if self._forks != FORKS[0]:
             self._after_fork()
 
     def _after_fork(self) -> None:
@@ -569,12 +573,13 @@ class Cache:
         self._batch_lock = threading.RLock()
         self._timer = None
         self._timer_wake = threading.Event()  # (the parent's may have been locked at the fork)
-        self._est = (0, 0, -1e9)
+        self._est = (0, 0, 0, -1e9)
         self._pending_reap = []
         self._gone_files = set()
         self._pending = _Pending(touches={}, repairs=set(), last_flush=time.monotonic())
         self._sweeper = None  # threads do not survive fork
         self._pid = os.getpid()
+        self._forks = FORKS[0]
 
     def __getstate__(self) -> dict[str, Any]:
         # Picklable for spawn-started workers: the child opens the same root with the same limits,
@@ -668,10 +673,13 @@ class Cache:
     def _journal_path(self, token: str) -> str:
         return os.path.join(self._journal_dir_s, f"{token}.log")
 
-    def _used_locked(self) -> int:
-        """Entry bytes on disk plus every process's writes in flight: what the bound is on."""
-        c = self._index.counters()
-        return c.live_bytes + c.replaced_bytes + self._ledger.totals()[0]
+    def _estimate(self) -> int:
+        """Entry bytes on disk plus every process's writes in flight (what the bound is on), or more:
+        never less. From the counters of the last _refresh_estimate, without an index read. Exact
+        under the mutex; outside it, a hint."""
+        released0, indexed0, evicted0, _t = self._est
+        ledger = self._ledger
+        return indexed0 + ledger.totals()[0] + (ledger.released_total() - released0) - (ledger.evicted_total() - evicted0)
 
     # ------------------------------------------------------------------------------ accounting
     def _charge(self, size: int) -> int:
@@ -685,29 +693,32 @@ class Cache:
                 f"{format_size(self.max_bytes)}; raise max_size or split the value"
             )
 
-    def _eviction_batch(self) -> int:
+    def _eviction_batch(self, c: Counters) -> int:
         """How far below the target an eviction goes: at least ~32 average entries, so that its
         fixed cost (three transactions, an event) is shared, but never more than a quarter of the target.
 
         Measured (bench_cache, 12 processes): 32 rather than 16 average entries cut the CPU per put
         by about 10 %: each round makes the other writers queue for the evictor lock once, so
         half as many rounds is half as many of those waves."""
-        c = self._index.counters()
         average = c.live_bytes // c.entries if c.entries else 0
         return min(self.target_bytes // 4, max(self.evict_batch_bytes, 32 * average))
 
-    def _refresh_estimate(self) -> None:
-        """Read the index counters *outside* the mutex, after the ledger's released_total.
+    def _refresh_estimate(self) -> Counters:
+        """Read the index counters *outside* the mutex, after the ledger's released_total and before
+        its evicted_total.
 
-        Every byte that leaves the ledger after that first read is added back by the reserver
-        (it may or may not be in the counters read), so an estimate made from this pair, however
-        old, over-counts and never under-counts; it is refreshed when stale or when it says no.
+        Every byte that leaves the ledger into the index after that first read is added back by
+        the reserver (it may or may not be in the counters read), and only victims counted by an
+        evictor after the counters were read are taken off (see Ledger.evicted_total), so an
+        estimate made from this triple, however old, over-counts and never under-counts; it is
+        refreshed when it says no (or after _ESTIMATE_S).
         """
         released = self._ledger.released_total()
         c = self._index.counters()
-        self._est = (released, c.live_bytes + c.replaced_bytes, time.monotonic())
+        self._est = (released, c.live_bytes + c.replaced_bytes, self._ledger.evicted_total(), time.monotonic())
         # Pending bytes cannot be evicted until indexed: a batch ends at 1/16 of the target.
         self._batch_cap = max(self.block_bytes, self.target_bytes // 16)
+        return c
 
     def _reserve(self, key: str, charge: int) -> tuple[int, str]:
         """Reserve ``charge`` bytes for a write; returns (ledger slot, .part file name)."""
@@ -739,22 +750,18 @@ class Cache:
         outside it, under its own lock.
         """
         for fresh in (False, True):
-            if fresh or time.monotonic() - self._est[2] > _ESTIMATE_S:
+            if fresh or time.monotonic() - self._est[3] > _ESTIMATE_S:
                 self._refresh_estimate()
-            released0, indexed0, _t = self._est
             with self._mutex:
                 slot = self._writer_slot_locked()
-                estimate = indexed0 + self._ledger.totals()[0] + (self._ledger.released_total() - released0)
-                if estimate + charge <= self.target_bytes:
+                if self._estimate() + charge <= self.target_bytes:
                     return self._grant_locked(slot, charge)
-        # No room under the target: make some, one evictor at a time, outside the mutex.
+        # No room under the target: make some, one evictor at a time, outside the mutex. (The
+        # estimate just read stays good through it: evictions are subtracted from it.)
         exhausted = self._make_room(charge)
-        self._refresh_estimate()
-        released0, indexed0, _t = self._est
         with self._mutex:
             slot = self._writer_slot_locked()
-            estimate = indexed0 + self._ledger.totals()[0] + (self._ledger.released_total() - released0)
-            if estimate + charge <= self.max_bytes:
+            if self._estimate() + charge <= self.max_bytes:
                 return self._grant_locked(slot, charge)
         # Everything evictable is gone. What is left is pinned, or other writers' bytes in flight.
         if self._recover():
@@ -795,15 +802,18 @@ class Cache:
         more it could remove (every entry left is pinned).
         """
         with self._evict_mutex:
-            if self._used_locked() + charge <= self.target_bytes:
+            # (The estimate was read just before; what other evictors removed since is taken off.)
+            if self._estimate() + charge <= self.target_bytes:
                 return False  # another evictor made room while we waited for its lock
-            self._reclaim_dead_writers()
-            if self._used_locked() + charge <= self.target_bytes:
-                return False  # a dead writer's reservation was holding that room
+            c = self._refresh_estimate()
+            if self._reclaim_dead_writers():
+                c = self._refresh_estimate()
+            if self._estimate() + charge <= self.target_bytes:
+                return False  # a dead writer's reservation (or an old estimate) was holding that room
             if self._pending.touches or self._pending.hits or self._pending.misses:
                 with self._index.transaction():
                     self._flush_locked()  # this process's recent reads count for the LRU order
-            goal = self.target_bytes - self._eviction_batch() - charge
+            goal = self.target_bytes - self._eviction_batch(c) - charge
             report = self._evict_unlocked(goal, "target", time.time())
             if self._batch and self._index.counters().entries <= report.pinned_skipped:
                 # Not enough went: our own pending puts (newest, not evictable until indexed) may be
@@ -943,18 +953,20 @@ class Cache:
         """
         source = self._tmp_pfx + part
         with self._batch_lock:
-            name = rec.name
-            if os.path.lexists(self._root_pfx + name):
-                name = self._versioned(rec.name)  # the key's name holds a committed (or pending) file
+            # The key's own name first, with no look before: the rename reports EEXIST itself when
+            # that name holds a file (committed or pending), and then a versioned name is tried. (Its
+            # journal record, naming a file that is not this inode, is dropped by any replay.)
+            base = name = rec.name
             for _attempt in range(64):
-                rec = rec._replace(name=name)
+                if name is not rec.name:
+                    rec = rec._replace(name=name)
                 try:
                     os.write(self._journal_fd, _journal_line(rec))
                     _crash_point("put_after_journal")
                     _rename_noreplace(source, self._root_pfx + name)
                     break
                 except FileExistsError:
-                    name = self._versioned(rec.name)
+                    name = self._versioned(base)
                 except BaseException as exc:
                     # Nothing of it is visible; a record without its file is dropped by a replay.
                     self._abort(slot, part, rec.charge)
@@ -1067,14 +1079,34 @@ class Cache:
         indexed entry loses to it (its file is removed).
         """
         replaced: list[Row] = []
+        present: list[_Put] = []
         for rec in recs:
-            path = self._root_pfx + rec.name
             try:
-                st = os.lstat(path)
+                st = os.lstat(self._root_pfx + rec.name)
             except FileNotFoundError:
                 continue
-            if st.st_ino != rec.ino or st.st_size != rec.size:
-                continue
+            if st.st_ino == rec.ino and st.st_size == rec.size:
+                present.append(rec)
+        if not replay and present:
+            # This process's own puts, never indexed before: keys without a LIVE row (the common
+            # case) all go in with one call, no lookup each. The others take the general path below.
+            every = self._index.insert_new_live_many(
+                [(r.key, r.name, r.size, r.charge, r.checksum, r.ino, r.created) for r in present]
+            )
+            rest: list[_Put] = []
+            for rec in present:
+                if every and not self._batch_touched:
+                    continue
+                row = self._index.live_row(rec.key)
+                if row is None or row.name != rec.name or row.ino != rec.ino:
+                    rest.append(rec)  # the key had a LIVE row (another one, or an earlier put in this batch)
+                    continue
+                touched = self._batch_touched.get(rec.key)
+                if touched is not None:
+                    self._index.touch([(touched, row.id)])  # read while pending: its LRU time
+            present = rest
+        for rec in present:
+            path = self._root_pfx + rec.name
             old = self._index.live_row(rec.key)
             if old is not None and old.name == rec.name and old.ino == rec.ino:
                 continue  # indexed already
@@ -1508,44 +1540,59 @@ class Cache:
             batch = _BATCH
         else:  # usually one or two files: fetch about what is needed, then more if pins get in the way
             batch = max(4, min(_BATCH, (used - goal_used) // max(1, c.live_bytes // max(1, c.entries)) + 2))
-        while goal_used is None or used > goal_used:
-            rows = fetch(batch, offset)  # a read: the transaction below removes only rows still as read
-            batch = min(_BATCH, batch * 2)
-            if not rows:
-                break
-            victims: list[Row] = []
-            for row in rows:
-                if goal_used is not None and used <= goal_used:
+        # A victim's file stays open, exclusively locked, from its pin test to its unlink (one open
+        # and one lock per victim, not two): no reader can pin it in between, so the test holds.
+        held: dict[int, int] = {}
+        try:
+            while goal_used is None or used > goal_used:
+                rows = fetch(batch, offset)  # a read: the transaction below removes only rows still as read
+                batch = min(_BATCH, batch * 2)
+                if not rows:
                     break
-                path = self._root_pfx + row.name
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    fd = -1
-                except OSError:
-                    offset += 1
-                    continue
-                try:
-                    if fd >= 0 and not try_exclusive(fd):
-                        pinned += 1
+                victims: list[Row] = []
+                for row in rows:
+                    if goal_used is not None and used <= goal_used:
+                        break
+                    path = self._root_pfx + row.name
+                    try:
+                        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        fd = -1
+                    except OSError:
                         offset += 1
                         continue
-                finally:
                     if fd >= 0:
-                        os.close(fd)
-                if dry_run:
-                    offset += 1
-                victims.append(row)
-                used -= row.charge
-            removed = victims if dry_run else self._evict_rows(victims, reason)
-            for row in victims:
-                if not dry_run and row not in removed:
-                    used += row.charge  # changed meanwhile (another evictor, a delete): not ours to count
-            for row in removed:
-                files += 1
-                freed += row.charge
-                if len(keys) < _KEYS_IN_EVENT:
-                    keys.append(row.key)
+                        try:
+                            free = try_exclusive(fd)
+                        except BaseException:
+                            os.close(fd)
+                            raise
+                        if not free or dry_run:
+                            os.close(fd)
+                        else:
+                            _hold_fd(held, row.id, fd)
+                        if not free:
+                            pinned += 1
+                            offset += 1
+                            continue
+                    if dry_run:
+                        offset += 1
+                    victims.append(row)
+                    used -= row.charge
+                removed = victims if dry_run else self._evict_rows(victims, reason, held)
+                if len(removed) < len(victims):
+                    gone_ids = {row.id for row in removed}  # (a set: not a scan of the batch per victim)
+                    for row in victims:
+                        if row.id not in gone_ids:
+                            used += row.charge  # changed meanwhile (another evictor, a delete): not ours to count
+                for row in removed:
+                    files += 1
+                    freed += row.charge
+                    if len(keys) < _KEYS_IN_EVENT:
+                        keys.append(row.key)
+        finally:
+            for row_id in list(held):
+                _close_held(held, row_id)
         report = EvictionReport(
             reason=reason,
             files=files,
@@ -1579,45 +1626,57 @@ class Cache:
             self._restore_reserve = True  # after the commit: the WAL may need this room first
         return report
 
-    def _evict_rows(self, victims: list[Row], reason: str) -> list[Row]:
+    def _evict_rows(self, victims: list[Row], reason: str, held: "dict[int, int] | None" = None) -> list[Row]:
         """Take ``victims`` out of the index in one transaction, then unlink their files outside any lock.
 
         Their bytes are counted in this process's ledger slot from *before* the transaction until
         the files are gone, and an ``E`` journal record per victim, written before the
         transaction, tells recovery which files to unlink if this process dies in between.
         Returns the rows this transaction removed (a row already changed is left alone).
+
+        ``held``: row id -> the victim's file, open and exclusively locked since its pin test
+        (a victim missing from it had no file then). Each is closed here, after its unlink.
         """
         if not victims:
             return []
         total = sum(r.charge for r in victims)
         with self._mutex:
             slot = self._writer_slot_locked()
-            self._ledger.add_bytes(slot, total)  # grow first: from here to the unlink, counted twice or once
+            # Grow first: from here to the unlink, counted twice or once. Counted as evicting, so that
+            # other writers' estimates take these bytes off once their rows are gone (Ledger.evicted_total).
+            self._ledger.count_evicting(slot, total)
         with self._batch_lock:
             self._evicting += 1
-        # Bytes this eviction may stop counting: all of them until its transaction commits (the
-        # rows still hold them); after it, only what is unlinked or indexed again.
-        releasable = total
+        # Bytes this eviction stops counting at the end: those of victims whose rows it did not
+        # remove (all of them until its transaction commits: the rows still hold them), those
+        # unlinked since the last release, and those indexed again (pinned meanwhile).
+        undo = total
+        gone_left = reinserted = 0
         committed = settled = False
         try:
             os.write(self._journal_fd, b"".join(_journal_line(_row_record(r), "E") for r in victims))
-            removed: list[Row] = []
             with self._index.transaction():
-                for r in victims:
-                    if self._index.delete_live(r):
-                        removed.append(r)
+                removed = self._index.delete_live_many(victims)  # (a row already changed is left alone)
                 if removed:
                     self._index.add_counters(
                         evicted_files=len(removed), evicted_bytes=sum(r.charge for r in removed),
                         expired_files=len(removed) if reason == "ttl" else 0,
                     )
-                    releasable = total - sum(r.charge for r in removed)
+                    undo = total - sum(r.charge for r in removed)
             committed = True
+            if held is not None and len(removed) < len(victims):
+                gone_ids = {r.id for r in removed}
+                for r in victims:  # not dropped (another evictor, a delete changed it): not ours, let readers in
+                    if r.id not in gone_ids:
+                        _close_held(held, r.id)
             _crash_point("evict_after_mark")
             pinned_since: list[Row] = []
             gone = 0
             for i, r in enumerate(removed):
-                if not _unlink_unless_pinned(self._root_pfx + r.name, r.ino):
+                if held is not None:
+                    _unlink_held(held, r, self._root_pfx + r.name)  # locked since its pin test: not pinned
+                    gone += r.charge
+                elif not _unlink_unless_pinned(self._root_pfx + r.name, r.ino):
                     pinned_since.append(r)
                 else:
                     gone += r.charge
@@ -1626,21 +1685,26 @@ class Cache:
                 if i % 4 == 3:
                     # Room as it frees, every few files: writers waiting for it need not wait for the whole batch.
                     with self._mutex:
-                        self._ledger.add_bytes(slot, -gone)
+                        self._ledger.add_bytes(slot, -gone, indexed=False)  # gone from disk, not into the index
                     gone = 0
-            releasable += gone
+            gone_left = gone
             if pinned_since:
                 # A reader pinned one between the check and the unlink: it stays, as an old version
                 # (a REPLACED row: counted by the index, reaped when the pin is gone).
                 with self._index.transaction():
                     for r in pinned_since:
                         self._index.insert_replaced(r.key, r.name, r.size, r.charge, r.checksum or "", r.ino or 0, r.created)
-                releasable += sum(r.charge for r in pinned_since)
+                reinserted = sum(r.charge for r in pinned_since)
             settled = True
             return removed
         finally:
             with self._mutex:
-                self._ledger.add_bytes(slot, -releasable)
+                if undo:
+                    self._ledger.uncount_evicting(slot, undo)
+                if gone_left:
+                    self._ledger.add_bytes(slot, -gone_left, indexed=False)
+                if reinserted:
+                    self._ledger.add_bytes(slot, -reinserted)  # back into the index: released_total grows
             with self._batch_lock:
                 if settled or not committed:
                     # (Not settled: files out of the index are still on disk. Their bytes stay counted
@@ -2131,6 +2195,50 @@ def _unlink_unless_pinned(path: str, ino: int | None) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+# Victims' files an evictor holds open and exclusively locked between its pin test and the unlink.
+# A forked child gets copies of them; it closes those at once (the locks belong to the parent's
+# open files, which keep them until the parent closes its own descriptors).
+_HELD_FDS: set[int] = set()
+
+
+def _hold_fd(held: dict[int, int], row_id: int, fd: int) -> None:
+    held[row_id] = fd
+    _HELD_FDS.add(fd)
+
+
+def _close_held(held: dict[int, int], row_id: int) -> None:
+    fd = held.pop(row_id, -1)
+    if fd >= 0:
+        _HELD_FDS.discard(fd)
+        os.close(fd)
+
+
+def _unlink_held(held: dict[int, int], row: Row, path: str) -> None:
+    """Unlink an evicted row's file through the descriptor locked since its pin test, if it is still
+    that inode at ``path`` (no pin can have come since; nothing to do when it had no file then)."""
+    fd = held.get(row.id, -1)
+    if fd < 0:
+        return
+    try:
+        st = os.fstat(fd)
+        if st.st_ino == row.ino and _same_file(path, st):
+            os.unlink(path)
+    finally:
+        _close_held(held, row.id)
+
+
+def _close_held_in_child() -> None:
+    for fd in list(_HELD_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
 
 
 def _row_record(r: Row) -> "_Put":

@@ -22,6 +22,7 @@ the cache size never sums the table.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sqlite3
 import threading
@@ -152,12 +153,14 @@ class IndexBackend(Protocol):
     def add_counters(self, **deltas: int) -> None: ...  # (write)
     def live_row(self, key: str) -> Row | None: ...
     def insert_live(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int: ...  # (write)
+    def insert_new_live_many(self, rows: Sequence[tuple[str, str, int, int, str, int, float]]) -> bool: ...  # (write) True: every row went in
     def insert_replaced(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int: ...  # (write)
     def mark_replaced(self, row_id: int) -> None: ...  # (write)
     def rows_with_name(self, name: str, states: Sequence[int] = (0, 1, 2)) -> list[Row]: ...
     def delete_rows(self, row_ids: Sequence[int]) -> None: ...  # (write)
     def delete_replaced(self, row: Row) -> bool: ...  # (write) only if still that REPLACED row
     def delete_live(self, row: Row) -> bool: ...  # (write) only if still that LIVE row
+    def delete_live_many(self, rows: Sequence[Row]) -> list[Row]: ...  # (write) those still as read; returns them
     def replaced_row(self, row: Row) -> bool: ...
     def lru_candidates(self, limit: int, offset: int) -> list[Row]: ...
     def expired_candidates(self, created_before: float, limit: int, offset: int) -> list[Row]: ...
@@ -384,6 +387,18 @@ class SQLiteIndex:
         return int(cur.lastrowid)
 
     @_locked
+    def insert_new_live_many(self, rows: Sequence[tuple[str, str, int, int, str, int, float]]) -> bool:
+        """LIVE rows (key, name, size, charge, checksum, ino, time) for keys that have none, in one
+        call (the common batch of puts: no lookup per row); a row whose key has a LIVE row already
+        (or one inserted before it in ``rows``) is skipped. True when every row went in."""
+        cur = self._db.executemany(
+            "INSERT INTO entries (key, name, size, charge, state, checksum, ino, created, accessed) "
+            "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?7) ON CONFLICT (key) WHERE state = 0 DO NOTHING",
+            rows,
+        )
+        return cur.rowcount == len(rows)
+
+    @_locked
     def insert_replaced(self, key: str, name: str, size: int, charge: int, checksum: str, ino: int, now: float) -> int:
         """An old version from the start: a file put before the key's indexed entry, indexed after it."""
         cur = self._db.execute(
@@ -436,6 +451,27 @@ class SQLiteIndex:
             "DELETE FROM entries WHERE id = ? AND state = 0 AND name = ? AND ino IS ?", (row.id, row.name, row.ino)
         )
         return cur.rowcount > 0
+
+    @_locked
+    def delete_live_many(self, rows: Sequence[Row]) -> list[Row]:
+        """Drop the ``LIVE`` rows that are still as read (same id, name and inode: ids are reused), in
+        two statements whatever their number (an evictor's batch); returns those dropped."""
+        if not rows:
+            return []
+        found = {
+            (r[0], r[1], r[2])
+            for r in self._db.execute(
+                "SELECT id, name, ino FROM entries WHERE state = 0 AND id IN (SELECT value FROM json_each(?))",
+                (json.dumps([r.id for r in rows]),),
+            )
+        }
+        gone = [r for r in rows if (r.id, r.name, r.ino) in found]
+        if gone:
+            self._db.execute(
+                "DELETE FROM entries WHERE state = 0 AND id IN (SELECT value FROM json_each(?))",
+                (json.dumps([r.id for r in gone]),),
+            )
+        return gone
 
     @_locked
     def replaced_row(self, row: Row) -> bool:

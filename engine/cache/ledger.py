@@ -40,6 +40,9 @@ _RELEASED_AT = 16  # int64: bytes ever released or freed from slots (monotonic; 
 # change and the total's can only leave the total too high (it grows first and shrinks last);
 # recovery, which runs whenever a writer died, recomputes it from the slots.
 _TOTALS_AT = 24
+# int64: bytes evictors have counted in their slots on the way out of the index, less those whose
+# eviction was undone (see evicted_total). Zero in a ledger made before it: readers subtract nothing.
+_EVICTED_AT = 40
 _HEADER_SIZE = 64
 _SLOT_SIZE = 512
 _TOKEN = 48
@@ -76,13 +79,16 @@ class LedgerBackend(Protocol):
     def free(self, index: int) -> None: ...
     def reserve(self, index: int, n_bytes: int) -> None: ...
     def release(self, index: int, n_bytes: int, n_writes: int = 1) -> None: ...
-    def add_bytes(self, index: int, n_bytes: int) -> None: ...
+    def add_bytes(self, index: int, n_bytes: int, *, indexed: bool = True) -> None: ...
+    def count_evicting(self, index: int, n_bytes: int) -> None: ...
+    def uncount_evicting(self, index: int, n_bytes: int) -> None: ...
     def set_intent(self, index: int, name: str) -> None: ...
     def clear_intent(self, index: int) -> None: ...
     def read(self, index: int) -> "Slot | None": ...
     def used(self) -> "list[Slot]": ...
     def totals(self) -> tuple[int, int]: ...
     def released_total(self) -> int: ...
+    def evicted_total(self) -> int: ...
     def recount(self) -> tuple[int, int]: ...
     def close(self) -> None: ...
 
@@ -213,15 +219,32 @@ class Ledger:
             struct.pack_into("<q", self._mm, _RELEASED_AT, total + n_bytes)
 
     def released_total(self) -> int:
-        """Bytes ever taken out of slots (released or freed). Monotonic; readable without the mutex.
+        """Bytes ever taken out of slots (released or freed) that may have gone into the index.
+        Monotonic; readable without the mutex.
 
         A reserver reads it, then the index counters, both *outside* the mutex, then this again
         inside: every byte that left the ledger in between is added back (it may or may not be in
-        the counters it read), so the estimate over-counts, never under-counts.
+        the counters it read), so the estimate over-counts, never under-counts. Bytes that left a
+        slot because their file is gone (``add_bytes(..., indexed=False)``) need not be added back.
         """
+        return self._read_q(_RELEASED_AT)
+
+    def evicted_total(self) -> int:
+        """Bytes evictors count in their slots on the way out of the index (``count_evicting``), less
+        the evictions undone. Readable without the mutex.
+
+        A reserver reads it *after* the index counters (and again inside the mutex) and subtracts
+        the difference: a victim counted after the counters were read was in them (its rows were
+        removed later) or came into the index later (then counted by released_total or its writer's
+        slot), and until its file is gone it is in the evictor's slot too. So the estimate still
+        never under-counts, and an eviction no longer leaves every other writer's estimate too high.
+        """
+        return self._read_q(_EVICTED_AT)
+
+    def _read_q(self, at: int) -> int:
         while True:  # two equal reads: never a torn 8-byte value
-            a = struct.unpack_from("<q", self._mm, _RELEASED_AT)[0]
-            b = struct.unpack_from("<q", self._mm, _RELEASED_AT)[0]
+            a = struct.unpack_from("<q", self._mm, at)[0]
+            b = struct.unpack_from("<q", self._mm, at)[0]
             if a == b:
                 return a
 
@@ -240,16 +263,31 @@ class Ledger:
         self._add_released(gone_b)
         self._add_totals(-gone_b, -gone_w)
 
-    def add_bytes(self, index: int, n_bytes: int) -> None:
-        """Count bytes that are on disk but no longer in the index (evicted files not yet unlinked)."""
+    def add_bytes(self, index: int, n_bytes: int, *, indexed: bool = True) -> None:
+        """Count bytes that are on disk but no longer in the index (evicted files not yet unlinked),
+        or (negative) stop counting them. ``indexed=False``: those bytes are gone from disk, not
+        into the index, so released_total need not grow (see there)."""
         if n_bytes > 0:
             self._add_totals(n_bytes, 0)
         off = self._off(index) + _RESERVED_AT
         (reserved,) = struct.unpack_from("<q", self._mm, off)
         struct.pack_into("<q", self._mm, off, max(0, reserved + n_bytes))
         if n_bytes < 0:
-            self._add_released(min(reserved, -n_bytes))
+            if indexed:
+                self._add_released(min(reserved, -n_bytes))
             self._add_totals(-min(reserved, -n_bytes), 0)
+
+    def count_evicting(self, index: int, n_bytes: int) -> None:
+        """An evictor counts its victims before their rows leave the index (see evicted_total).
+        The slot grows first: a kill in between over-counts."""
+        self.add_bytes(index, n_bytes)
+        struct.pack_into("<q", self._mm, _EVICTED_AT, self._read_q(_EVICTED_AT) + n_bytes)
+
+    def uncount_evicting(self, index: int, n_bytes: int) -> None:
+        """Victims whose rows did not leave the index (changed meanwhile, or the transaction failed):
+        evicted_total shrinks first, then the slot (a kill in between over-counts)."""
+        struct.pack_into("<q", self._mm, _EVICTED_AT, self._read_q(_EVICTED_AT) - n_bytes)
+        self.add_bytes(index, -n_bytes, indexed=False)
 
     def set_intent(self, index: int, name: str) -> None:
         off = self._off(index)

@@ -54,6 +54,7 @@ import xxhash
 
 from ..errors import CacheBusy, CacheDiskFull, CacheError, CacheIndexUnavailable, CacheRootError
 from ..events import EventLog
+from ..redisutil import redacted, redis_client
 from ..sizes import SizeError, format_size, parse_duration, parse_size
 from .cache import META_DIR, Cache, CacheMiss, _block_size, _copy_and_hash, _hash_file, _is_disk_full
 from .index import LIVE, REPLACED, Counters, Row
@@ -62,7 +63,7 @@ from .keys import key_to_name, validate_key
 from .redis_scripts import PRELUDE, SCRIPTS
 from .types import CacheStats, EntryInfo, EvictionReport
 
-__all__ = ["RedisCache", "MARKER", "redis_marker", "node_id", "redacted_url"]
+__all__ = ["RedisCache", "MARKER", "redis_marker", "node_id"]
 
 log = logging.getLogger("cachewatch.cache")
 
@@ -74,19 +75,6 @@ _TOMBSTONE_KEEP_S = 3600.0
 _NODE_RE = re.compile(r"[^A-Za-z0-9_.-]")
 _VERSION_RE = re.compile(r"%%v([0-9a-f]+)$")
 _LOG_MAXLEN = 2000
-
-
-def redacted_url(url: str) -> str:
-    """The URL without its password: what a marker file and a message may show."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if parts.username:
-        netloc = f"{parts.username}@{netloc}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def node_id(node: str | None = None) -> str:
@@ -231,7 +219,7 @@ class RedisCache(Cache):
                 raise CacheRootError(f"{marker_path} cannot be read ({exc}); restore it or move the root aside") from None
         elif (self._meta / "index.sqlite").exists():
             raise CacheRootError(
-                f"cache '{self.root}' has a SQLite index; a root has one index: use a new root for index = {redacted_url(index or '')!r}"
+                f"cache '{self.root}' has a SQLite index; a root has one index: use a new root for index = {redacted(index or '', mask='')!r}"
             )
         # The marker keeps no password: a process opening the root alone (a DataLoader worker) takes
         # the URL with credentials from CACHEWATCH_CACHE_INDEX when the launcher set it.
@@ -239,7 +227,7 @@ class RedisCache(Cache):
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise CacheError(f"index = {url!r} is not a Redis URL; write e.g. 'redis://host:6379/0'")
         self.url = url
-        self.url_shown = redacted_url(url)
+        self.url_shown = redacted(url, mask="")
         q = parse_qs(urlsplit(url).query)
         prefix_q = (q.get("prefix") or [None])[0]
         if marker is not None:
@@ -325,19 +313,9 @@ class RedisCache(Cache):
     @staticmethod
     def _client(url: str, timeout_s: float) -> Any:
         try:
-            import redis
+            return redis_client(urlunsplit(urlsplit(url)._replace(query="")), timeout_s=timeout_s)
         except ImportError:
             raise CacheError("a Redis-indexed cache needs redis-py; install it with `pip install 'cachewatch[redis]'`") from None
-        kwargs: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry_on_timeout": False}
-        try:
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-
-            kwargs["retry"] = Retry(NoBackoff(), 0)
-        except ImportError:  # pragma: no cover
-            pass
-        clean = urlunsplit(urlsplit(url)._replace(query=""))
-        return redis.Redis.from_url(clean, **kwargs)
 
     def _unavailable(self, exc: BaseException, what: str) -> CacheIndexUnavailable:
         return CacheIndexUnavailable(
@@ -655,38 +633,40 @@ class RedisCache(Cache):
                     pass  # it expires
 
     def _evict_to(self, goal: int, reason: str, *, wait_s: float = 1.0) -> EvictionReport:
-        """Evict LRU unpinned entries until used <= goal (one evictor at a time, in rounds)."""
-        goal = max(0, goal)
+        """Evict LRU unpinned entries until used is a little below ``goal`` (the script's "batch");
+        nothing when another process holds the evictor lock for ``wait_s``."""
+        report = self._evict_rounds(goal, reason, "lru", "batch", wait_s)
+        return report or EvictionReport(reason=reason, files=0, bytes=0, size_before=0, size_after=0, time=time.time())
+
+    def _evict_rounds(self, goal: int, reason: str, order: str, mode: str, wait_s: float, cutoff_ms: int = 0) -> EvictionReport | None:
+        """One evictor at a time, in rounds of at most ``_EVICT_MAX`` victims (a script blocks Redis
+        while it runs); each round's files are unlinked before the next. None: the lock was busy."""
         t0 = time.time()
         files = nbytes = skipped = 0
         keys: list[str] = []
         before = -1
         with self._evictor(wait_s) as got:
             if not got:
-                return EvictionReport(reason=reason, files=0, bytes=0, size_before=0, size_after=0, time=t0)
-            while True:  # (the script goes a little below the goal: "batch")
-                res = self._script("evict", goal, _EVICT_MAX, self._claim_ms, "lru", 0, "batch")
-                u, freed, sk = int(res[0]), int(res[1]), int(res[2])
-                before = u if before < 0 else before
-                skipped = max(skipped, sk)
+                return None
+            while True:
+                res = self._script("evict", max(0, goal), _EVICT_MAX, self._claim_ms, order, cutoff_ms, mode)
+                before = int(res[0]) if before < 0 else before
+                skipped = max(skipped, int(res[2]))
                 names = [_s(res[i]) for i in range(3, len(res), 3)]
                 keys += [_s(res[i]) for i in range(4, len(res), 3)]
                 files += len(names)
-                nbytes += freed
+                nbytes += int(res[1])
                 if names:
                     self._unlink_doomed(names)
                 if len(names) < _EVICT_MAX:
                     break
                 self._keep_evicting()
+        report = EvictionReport(reason=reason, files=files, bytes=nbytes, size_before=max(before, 0),
+                                size_after=max(before, 0) - nbytes, keys=tuple(keys[:50]), pinned_skipped=skipped,
+                                time=t0, duration_s=time.time() - t0)
         if files:
-            report = EvictionReport(
-                reason=reason, files=files, bytes=nbytes, size_before=before, size_after=before - nbytes,
-                keys=tuple(keys[:50]), pinned_skipped=skipped, time=t0, duration_s=time.time() - t0,
-            )
             self._log_eviction(report)
-            return report
-        return EvictionReport(reason=reason, files=0, bytes=0, size_before=max(before, 0), size_after=max(before, 0),
-                              pinned_skipped=skipped, time=t0)
+        return report
 
     def _keep_evicting(self) -> None:
         """Extend the evictor lock between rounds (it expires after a lease's length)."""
@@ -738,70 +718,25 @@ class RedisCache(Cache):
         c = self._counters()
         # `to` is about entries on disk; writes in flight are not the caller's to evict.
         extra = c.get("reserved", 0) + c.get("quarantined", 0) + c.get("doomed", 0)
-        report = self._evict_to_exact(goal + extra, "manual")
+        report = self._evict_rounds(goal + extra, "manual", "lru", "exact", self.wait_timeout)
+        if report is None:
+            raise self._busy()
         return report
 
-    def _evict_to_exact(self, goal: int, reason: str) -> EvictionReport:
-        t0 = time.time()
-        files = nbytes = skipped = 0
-        keys: list[str] = []
-        before = -1
-        with self._evictor(self.wait_timeout) as got:
-            if not got:
-                raise CacheBusy(f"another process has been evicting from cache {self.root} for {self.wait_timeout:g}s; try again")
-            while True:
-                res = self._script("evict", max(0, goal), _EVICT_MAX, self._claim_ms, "lru", 0, "exact")
-                u, freed, sk = int(res[0]), int(res[1]), int(res[2])
-                before = u if before < 0 else before
-                skipped = max(skipped, sk)
-                names = [_s(res[i]) for i in range(3, len(res), 3)]
-                keys += [_s(res[i]) for i in range(4, len(res), 3)]
-                files += len(names)
-                nbytes += freed
-                if names:
-                    self._unlink_doomed(names)
-                if len(names) < _EVICT_MAX:
-                    break
-                self._keep_evicting()
-        report = EvictionReport(reason=reason, files=files, bytes=nbytes, size_before=max(before, 0),
-                                size_after=max(before, 0) - nbytes, keys=tuple(keys[:50]), pinned_skipped=skipped,
-                                time=t0, duration_s=time.time() - t0)
-        if files:
-            self._log_eviction(report)
-        return report
+    def _busy(self) -> CacheBusy:
+        return CacheBusy(f"another process has been evicting from cache {self.root} for {self.wait_timeout:g}s; try again")
 
     def expire(self) -> EvictionReport:
-        """Remove entries older than ``ttl`` now."""
+        """Remove entries older than ``ttl`` now (by the server's clock)."""
         self._ensure_open()
         if self.ttl_s is None:
             return EvictionReport(reason="ttl", files=0, bytes=0, size_before=0, size_after=0, time=time.time())
         self._ensure_writable()
-        t0 = time.time()
-        with self._evictor(self.wait_timeout) as got:
-            if not got:
-                raise CacheBusy(f"another process has been evicting from cache {self.root} for {self.wait_timeout:g}s; try again")
-            sec, usec = self._redis.time()
-            server_now_ms = int(sec) * 1000 + int(usec) // 1000
-            cutoff = server_now_ms - int(self.ttl_s * 1000)
-            files = freed = 0
-            before = -1
-            keys: list[str] = []
-            while True:  # in rounds: a script blocks Redis while it runs
-                res = self._script("evict", 0, _EVICT_MAX, self._claim_ms, "ttl", cutoff, "exact")
-                before = int(res[0]) if before < 0 else before
-                names = [_s(res[i]) for i in range(3, len(res), 3)]
-                keys += [_s(res[i]) for i in range(4, len(res), 3)]
-                files += len(names)
-                freed += int(res[1])
-                if names:
-                    self._unlink_doomed(names)
-                if len(names) < _EVICT_MAX:
-                    break
-                self._keep_evicting()
-        report = EvictionReport(reason="ttl", files=files, bytes=freed, size_before=before, size_after=before - freed,
-                                keys=tuple(keys[:50]), time=t0, duration_s=time.time() - t0)
-        if files:
-            self._log_eviction(report)
+        sec, usec = self._redis.time()
+        cutoff = int(sec) * 1000 + int(usec) // 1000 - int(self.ttl_s * 1000)
+        report = self._evict_rounds(0, "ttl", "ttl", "exact", self.wait_timeout, cutoff)
+        if report is None:
+            raise self._busy()
         return report
 
     # ---------------------------------------------------------------------------- reconciler
@@ -947,20 +882,6 @@ class RedisCache(Cache):
                 self._misses += misses
             raise
 
-    def get(self, key: str) -> Path | None:
-        self._ensure_open()
-        key = validate_key(key)
-        row = self._lookup(key)
-        if row is None:
-            self._record(None, key)
-            return None
-        path = self.root / row.name
-        if not os.path.exists(path):
-            self._record(row, key, missing_file=True)
-            return None
-        self._record(row, key)
-        return path
-
     def read(self, key: str) -> bytes | None:
         """The entry's bytes, or None. An open file stays readable even if another node evicts it meanwhile."""
         self._ensure_open()
@@ -1019,12 +940,6 @@ class RedisCache(Cache):
                 self._script("unpin", row.name, reader)
             except CacheError:
                 pass  # it lapses after pin_lease_s
-
-    def __contains__(self, key: object) -> bool:
-        self._ensure_open()
-        key = validate_key(key)
-        row = self._lookup(key)
-        return row is not None and os.path.exists(self.root / row.name)
 
     def __len__(self) -> int:
         self._ensure_open()
@@ -1203,9 +1118,6 @@ class RedisCache(Cache):
     # ---------------------------------------------------------------------------- lifecycle
     def __getstate__(self) -> dict[str, Any]:
         return dict(self._init_args)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"Cache({str(self.root)!r}, max_size={self.max_bytes}, index={self.url_shown!r}, node={self.node!r})"

@@ -81,6 +81,21 @@ local function pinned(name, now)
   redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
   return redis.call('ZCARD', k) > 0
 end
+-- Records of files now gone from disk (ARGV[2..]): their bytes leave the count `field`.
+local function release(records, claims, field)
+  local freed = 0
+  for i = 2, #ARGV do
+    local rec = redis.call('HGET', P .. records, ARGV[i])
+    if rec then
+      local r = cjson.decode(rec)
+      redis.call('HDEL', P .. records, ARGV[i])
+      redis.call('ZREM', P .. claims, ARGV[i])
+      incr(field, -r.c)
+      freed = freed + r.c
+    end
+  end
+  return freed
+end
 local function doom(name, charge, key, reason, claim_until)
   redis.call('HSET', P .. ':doomed', name, cjson.encode({c = charge, k = key, r = reason}))
   redis.call('ZADD', P .. ':doomclaim', claim_until, name)
@@ -306,18 +321,7 @@ return {1, r.n}
 
 # ARGV: P, names... -> bytes released: those files are gone from disk
 _DONE = r"""
-local freed = 0
-for i = 2, #ARGV do
-  local rec = redis.call('HGET', P .. ':doomed', ARGV[i])
-  if rec then
-    local r = cjson.decode(rec)
-    redis.call('HDEL', P .. ':doomed', ARGV[i])
-    redis.call('ZREM', P .. ':doomclaim', ARGV[i])
-    incr('doomed', -r.c)
-    freed = freed + r.c
-  end
-end
-return freed
+return release(':doomed', ':doomclaim', 'doomed')
 """
 
 # ARGV: P, claim_ms, max -> {'q', fence, record, ..., 'd', name, ...}: the reconciler's work,
@@ -352,18 +356,7 @@ return out
 
 # ARGV: P, fences... -> bytes released: a reconciler removed those writers' files
 _QUAR_DONE = r"""
-local freed = 0
-for i = 2, #ARGV do
-  local rec = redis.call('HGET', P .. ':quar', ARGV[i])
-  if rec then
-    local r = cjson.decode(rec)
-    redis.call('HDEL', P .. ':quar', ARGV[i])
-    redis.call('ZREM', P .. ':quarclaim', ARGV[i])
-    incr('quarantined', -r.c)
-    freed = freed + r.c
-  end
-end
-return freed
+return release(':quar', ':quarclaim', 'quarantined')
 """
 
 # ARGV: P, key, reader, pin_ms -> the row (JSON) or false

@@ -142,3 +142,46 @@ def test_asking_whether_an_owner_lives_leaks_no_descriptor_and_sees_its_death(tm
         if holder.is_alive():
             holder.kill()
         holder.join(30)
+
+
+def _child_keeps_no_victim(fd: int, ino: int, out: str, release: str) -> None:
+    try:  # (the number may have been given to another file since)
+        Path(out).write_text("open" if os.fstat(fd).st_ino == ino else "closed")
+    except OSError:
+        Path(out).write_text("closed")
+    while not os.path.exists(release):
+        time.sleep(0.01)
+
+
+def test_a_forked_child_does_not_keep_an_evictors_victim_locked(tmp_path: Path) -> None:
+    # The evictor holds each victim's file exclusively locked from its pin test to its unlink, so
+    # that no reader can pin it in between. A child forked meanwhile (a DataLoader worker) must not
+    # keep that lock: readers would then wait on the file for as long as the child lives.
+    import fcntl
+
+    from cachewatch.engine.cache import cache as cache_mod
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"v")
+    held: dict[int, int] = {}
+    fd = os.open(victim, os.O_RDONLY | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    cache_mod._hold_fd(held, 7, fd)
+    out, release = tmp_path / "out", tmp_path / "release"
+    child = mp.get_context("fork").Process(target=_child_keeps_no_victim, args=(fd, victim.stat().st_ino, str(out), str(release)))
+    child.start()
+    try:
+        while not out.exists():
+            time.sleep(0.01)
+        assert out.read_text() == "closed"
+        cache_mod._close_held(held, 7)  # the evictor is done with it
+        probe = os.open(victim, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a reader pins it while the child lives
+        finally:
+            os.close(probe)
+        assert held == {} and fd not in cache_mod._HELD_FDS
+    finally:
+        release.touch()
+        child.join(30)
+    assert child.exitcode == 0

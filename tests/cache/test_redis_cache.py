@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -25,16 +24,8 @@ from tests.support.helpers import run_cli
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    try:
-        server = RedisServer(tmp_path / "redis", extra=("--appendonly", "yes", "--appendfsync", "always"))
-    except RuntimeError:
-        pytest.fail(REDIS_MISSING)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def redis(redis_aof: RedisServer) -> RedisServer:
+    return redis_aof
 
 
 def _open(root: Path, redis: RedisServer, **kw) -> RedisCache:

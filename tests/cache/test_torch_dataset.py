@@ -69,3 +69,22 @@ def test_key_template_must_name_the_index(tmp_path: Path) -> None:
     with Cache(tmp_path / "c", max_size="1MiB") as cache:
         with pytest.raises(ValueError, match="no {index}"):
             CachedDataset([1, 2], cache, key="v1")
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_workers_share_a_redis_indexed_cache(tmp_path: Path, redis_aof, context: str) -> None:
+    """The same through a Redis-indexed cache: forked workers reconnect, spawned ones reopen it
+    from the pickle (its URL, node id and lease), and every worker writes as the node given."""
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    cache = Cache(tmp_path / "cache", max_size="64MiB", index=redis_aof.url, node="gpu-3")
+    ds = CachedDataset(CountingImages(24, calls), cache, key="v1/{index}")
+    loader = DataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context=context)
+    first = [b for b in loader]
+    second = [b for b in loader]
+    assert len(list(calls.iterdir())) == 24  # computed once, then read from the shared cache
+    for (x1, y1), (x2, y2) in zip(first, second):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    s = cache.stats()
+    assert s.entries == 24 and s.nodes == ("gpu-3",) and s.reserved_bytes == 0
+    cache.close()

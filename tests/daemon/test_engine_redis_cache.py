@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -20,16 +19,8 @@ from .test_engine_daemon import TICKER, _config, _events
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    try:
-        server = RedisServer(tmp_path / "redis")
-    except RuntimeError:
-        pytest.fail(REDIS_MISSING)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def redis(redis_server: RedisServer) -> RedisServer:
+    return redis_server
 
 
 def test_build_dashboard_figures_and_evict_on_a_redis_indexed_cache(engine_env: EngineEnv, redis: RedisServer) -> None:
