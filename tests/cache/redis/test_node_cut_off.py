@@ -45,7 +45,9 @@ def test_a_node_cut_off_fails_clearly_and_the_others_keep_the_bound(redis_server
     cut_logs = [lg for lg in fleet.logs if lg.node == "n3"]
     other_logs = [lg for lg in fleet.logs if lg.node != "n3"]
     try:
-        _wait(lambda: _ok_bytes(fleet) >= 1.5 * max_b, 90, "the writers to fill the cache")
+        fleet.wait_opened()  # every writer is in before the outage (spawning is slow on a loaded machine)
+        _wait(lambda: _ok_bytes(fleet) >= 1.5 * max_b and all(lg.events("ok") for lg in fleet.logs), 90,
+              "the writers to fill the cache")
         # a reader of the node that will be cut off (a short timeout_s keeps this test short)
         reader = Cache(shared_root, index=cut.url, node="n3", lease_s=LEASE_S, timeout_s=0.5)
         t_cut = time.time()

@@ -51,7 +51,9 @@ def test_redis_stopped_mid_run_then_restarted_then_flushed(redis_server, shared_
                                lease_s=LEASE_S)
     sampler = FrozenSampler(shared_root, fleet.pids(), block, max_b, interval_s=0.005).start()
     try:
-        _wait(lambda: _ok_bytes(fleet) >= 1.5 * max_b, 90, "the writers to fill the cache")
+        fleet.wait_opened()  # every writer is in before the outage (spawning is slow on a loaded machine)
+        _wait(lambda: _ok_bytes(fleet) >= 1.5 * max_b and all(lg.events("ok") for lg in fleet.logs), 90,
+              "the writers to fill the cache")
         before = [e for e in ctl.entries()]
         t_down = time.time()
         redis_server.stop()  # SIGTERM, mid-run
