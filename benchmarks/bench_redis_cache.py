@@ -21,8 +21,8 @@ puts/s is the number of puts of all processes divided by the time from the commo
 
 Run (root, for the tmpfs mounts):
 
-    python benchmarks/bench_redis_cache.py            # max 64 MiB, 10x written, 2 trials (about a minute)
-    python benchmarks/bench_redis_cache.py --quick    # max 32 MiB, 10x written, 1 trial (about 30 s)
+    python benchmarks/bench_redis_cache.py            # max 64 MiB, 10x written, 2 trials (about 30 s)
+    python benchmarks/bench_redis_cache.py --quick    # max 32 MiB, 10x written, 1 trial (about 20 s)
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def run_one(kind: str, nodes: int, per_node: int, max_bytes: int, factor: float,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="max 32 MiB, one trial (about 30 s)")
+    ap.add_argument("--quick", action="store_true", help="max 32 MiB, one trial (about 20 s)")
     ap.add_argument("--max", default=None, help="max_size (default 64MiB, 32MiB with --quick)")
     ap.add_argument("--factor", type=float, default=10.0, help="bytes written in all, as a multiple of max")
     ap.add_argument("--nodes", type=int, default=3)
