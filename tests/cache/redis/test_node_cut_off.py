@@ -38,7 +38,7 @@ def test_a_node_cut_off_fails_clearly_and_the_others_keep_the_bound(redis_server
     fleet = Fleet(shared_root, logs, tmp_path / "stop")
     for node, proxy in proxies.items():
         for seed in range(2):
-            fleet.start_writer(node, proxy.url, hash((node, seed)) % 10_000, min_size=16 * KiB, max_size=128 * KiB,
+            fleet.start_writer(node, proxy.url, 10 * int(node[1:]) + seed, min_size=16 * KiB, max_size=128 * KiB,
                                keys=600, lease_s=LEASE_S)
     sampler = FrozenSampler(shared_root, fleet.pids(), block, max_b, interval_s=0.005).start()
     cut = proxies["n3"]

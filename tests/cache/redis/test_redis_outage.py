@@ -47,7 +47,7 @@ def test_redis_stopped_mid_run_then_restarted_then_flushed(redis_server, shared_
     fleet = Fleet(shared_root, logs, tmp_path / "stop")
     for node in ("n1", "n2"):
         for seed in range(2):
-            fleet.start_writer(node, url, hash((node, seed)) % 10_000, min_size=16 * KiB, max_size=128 * KiB, keys=600,
+            fleet.start_writer(node, url, 10 * int(node[1:]) + seed, min_size=16 * KiB, max_size=128 * KiB, keys=600,
                                lease_s=LEASE_S)
     sampler = FrozenSampler(shared_root, fleet.pids(), block, max_b, interval_s=0.005).start()
     try:

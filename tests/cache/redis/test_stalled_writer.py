@@ -64,7 +64,7 @@ def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shar
         # the other nodes first: writing already when the stalled writer stops
         for node in ("n1", "n2"):
             for seed in range(2):
-                fleet.start_writer(node, url, hash((node, seed)) % 10_000, min_size=32 * KiB, max_size=256 * KiB,
+                fleet.start_writer(node, url, 10 * int(node[1:]) + seed, min_size=32 * KiB, max_size=256 * KiB,
                                    keys=400, lease_s=LEASE_S)
         sampler = FrozenSampler(shared_root, fleet.pids(), block, max_b, interval_s=0.005).start()
         fleet.wait_opened()
