@@ -63,6 +63,7 @@ def test_three_nodes_of_four_processes_keep_one_bound(redis_server, shared_root:
     stats = ctl.stats()
     assert stats.evicted_files > 0
     assert stats.max_bytes == max_b
+    assert {"n1", "n2", "n3"} <= set(stats.nodes), f"the index must know every node that wrote: {stats.nodes}"
     assert assert_index_matches_files(shared_root, ctl) > 0
     ctl.close()
 
