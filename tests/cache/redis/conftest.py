@@ -1,6 +1,7 @@
 """Fixtures of the Redis-indexed cache tests: a real redis-server, TCP proxies, a tmpfs root.
 
-A missing redis-server fails these tests with the install hint; it never skips them.
+A missing redis-server fails these tests with the install hint (tests/conftest.py); it never
+skips them.
 """
 
 from __future__ import annotations
@@ -13,28 +14,12 @@ import pytest
 from tests.fleet.redis_server import RedisServer
 from tests.support.tcp_proxy import TcpProxy
 
-REDIS_MISSING_CACHE = (
-    "redis-server is not installed; the Redis-indexed cache tests need a real one: "
-    "`apt-get install -y redis-server` (Debian/Ubuntu package redis-server)"
-)
-
-# Append-only file, fsync'd every second: what docs/cache.md recommends for a cache index, and
-# what lets a test stop the server (SIGTERM) and start it again on the same files.
-AOF = ("--appendonly", "yes", "--appendfsync", "everysec")
-
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A real redis-server of this test's own (AOF on), stopped afterwards."""
-    try:
-        server = RedisServer(tmp_path / "redis", extra=AOF)
-    except RuntimeError:
-        pytest.fail(REDIS_MISSING_CACHE)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def redis_server(redis_aof: RedisServer) -> RedisServer:
+    """Every server of these tests has its append-only file (fsync'd every second), as
+    docs/cache.md recommends for a cache index: a test may stop it and start it again."""
+    return redis_aof
 
 
 @pytest.fixture
