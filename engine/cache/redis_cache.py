@@ -75,6 +75,7 @@ _TOMBSTONE_KEEP_S = 3600.0
 _NODE_RE = re.compile(r"[^A-Za-z0-9_.-]")
 _VERSION_RE = re.compile(r"%%v([0-9a-f]+)$")
 _LOG_MAXLEN = 2000
+_DOWN_RETRY_S = 5.0  # after Redis failed a read, reads use the files this long before asking it again
 
 
 def node_id(node: str | None = None) -> str:
@@ -302,6 +303,7 @@ class RedisCache(Cache):
         self._renewer: _Renewer | None = None
         self._evict_token: str | None = None
         self._tombstones_checked = 0.0
+        self._reads_from_disk_until = 0.0
         self._down_warned = False
         self._closed = False
         if not readonly and mode == "resize":
@@ -809,13 +811,21 @@ class RedisCache(Cache):
         return _to_row(key, raw)
 
     def _lookup(self, key: str) -> Row | None:  # type: ignore[override]
+        if time.monotonic() < self._reads_from_disk_until:
+            return self._row_from_disk(key)  # Redis failed a moment ago: no timeout per read
         try:
             row = self._row(key)
         except Exception as exc:
             if not _is_redis_down(exc):
                 raise
             self._warn_down(exc)
+            # A DataLoader reading through a partition would wait timeout_s on every item: reads
+            # go straight to the files for a few seconds, then ask Redis again.
+            self._reads_from_disk_until = time.monotonic() + _DOWN_RETRY_S
             return self._row_from_disk(key)
+        if self._down_warned:
+            self._down_warned = False
+            log.warning("cache index %s is reachable again", self.url_shown)
         if row is not None and self.ttl_s is not None and row.created + self.ttl_s < time.time():
             return None
         return row

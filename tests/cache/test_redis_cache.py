@@ -387,3 +387,25 @@ def test_password_is_never_written_to_the_root_and_comes_from_the_environment(tm
         assert out.stdout.strip() == "v", out.stderr
     finally:
         server.stop()
+
+
+def test_reads_through_an_outage_ask_redis_once_per_window(tmp_path: Path, redis: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DataLoader reading through a partition must not wait timeout_s per item: after one failed
+    lookup, reads go to the files for a while, then ask Redis again."""
+    import cachewatch.engine.cache.redis_cache as rc
+
+    monkeypatch.setattr(rc, "_DOWN_RETRY_S", 1.0)
+    root = tmp_path / "c"
+    with _open(root, redis, timeout_s=1.0) as c:
+        for i in range(5):
+            c.put(f"k{i}", f"v{i}".encode())
+        asked = []
+        real_row = c._row
+        c._row = lambda key: (asked.append(key), real_row(key))[1]  # type: ignore[method-assign]
+        redis.stop()
+        assert [c.read(f"k{i % 5}") for i in range(20)] == [f"v{i % 5}".encode() for i in range(20)]
+        assert len(asked) == 1  # one lookup met the outage; the other 19 went to the files
+        redis.start()
+        time.sleep(1.2)
+        assert c.read("k1") == b"v1" and len(asked) == 2  # the window over: Redis again
+        assert c.read("k2") == b"v2" and len(asked) == 3
