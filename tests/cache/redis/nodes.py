@@ -290,6 +290,10 @@ class Fleet:
         for lg in self.logs:
             lg.load()
 
+    def ok_bytes(self) -> int:
+        """Bytes of every put that succeeded so far, on every writer."""
+        return sum(x["size"] for lg in self.logs for x in lg.load().events("ok"))
+
     def kill_all(self) -> None:
         for p in self.procs:
             if p.is_alive():
@@ -421,3 +425,16 @@ def shard_racer(root: str, opts: dict[str, Any], keys: list[str], barrier: Any, 
                 _line(log, "error", key=key, msg=f"{type(exc).__name__}: {exc}")
         cache.close()
         _line(log, "done")
+
+
+def assert_bound_held(sampler: Any, max_bytes: int, note: str = "") -> None:
+    """No frozen instant had more bytes on disk than max."""
+    assert sampler.violations == [], f"on-disk bytes above max at samples {sampler.violations[:5]}{note}"
+    assert sampler.peak <= max_bytes
+
+
+def wait_until(pred: Any, timeout_s: float, what: str) -> Any:
+    """``pred()``'s first true value, polled every 50 ms; fails naming ``what`` after ``timeout_s``."""
+    from tests.support.helpers import wait_for
+
+    return wait_for(pred, timeout=timeout_s, interval=0.05, what=what)

@@ -9,23 +9,11 @@ from pathlib import Path
 from cachewatch.engine import Cache
 
 from ..workers import FrozenSampler, value_ok
-from .nodes import Fleet, assert_index_matches_files
+from .nodes import Fleet, assert_bound_held, assert_index_matches_files, wait_until
 
 KiB, MiB = 1024, 1024 * 1024
 LEASE_S = 2.0
 HANG_S = 10.0  # a hang detector, not a speed target: each Redis call is bounded by timeout_s (2 s)
-
-
-def _ok_bytes(fleet: Fleet) -> int:
-    return sum(x["size"] for lg in fleet.logs for x in lg.load().events("ok"))
-
-
-def _wait(pred, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not (v := pred()):
-        assert time.monotonic() < deadline, f"timed out after {timeout_s:g}s waiting for {what}"
-        time.sleep(0.05)
-    return v
 
 
 def test_a_node_cut_off_fails_clearly_and_the_others_keep_the_bound(redis_server, proxy_to, shared_root: Path, tmp_path: Path) -> None:
@@ -46,7 +34,7 @@ def test_a_node_cut_off_fails_clearly_and_the_others_keep_the_bound(redis_server
     other_logs = [lg for lg in fleet.logs if lg.node != "n3"]
     try:
         fleet.wait_opened()  # every writer is in before the outage (spawning is slow on a loaded machine)
-        _wait(lambda: _ok_bytes(fleet) >= 1.5 * max_b and all(lg.events("ok") for lg in fleet.logs), 90,
+        wait_until(lambda: fleet.ok_bytes() >= 1.5 * max_b and all(lg.events("ok") for lg in fleet.logs), 90,
               "the writers to fill the cache")
         # a reader of the node that will be cut off (a short timeout_s keeps this test short)
         reader = Cache(shared_root, index=cut.url, node="n3", lease_s=LEASE_S, timeout_s=0.5)
@@ -67,7 +55,7 @@ def test_a_node_cut_off_fails_clearly_and_the_others_keep_the_bound(redis_server
                 break
         assert checked == 5, f"only {checked} reads could be checked"
 
-        _wait(lambda: all(lg.load().events("unavailable", after=t_cut) for lg in cut_logs), 30,
+        wait_until(lambda: all(lg.load().events("unavailable", after=t_cut) for lg in cut_logs), 30,
               "the cut-off node's writers to get CacheIndexUnavailable")
         # the others write on, through the whole time the node is cut off (past its leases)
         time.sleep(2 * LEASE_S)
@@ -76,16 +64,16 @@ def test_a_node_cut_off_fails_clearly_and_the_others_keep_the_bound(redis_server
             n_ok = len([x for x in lg.load().events("ok", after=t_cut) if x["t"] < t_restore])
             assert n_ok > 0, f"{lg.path.name} stopped writing while another node was cut off"
         cut.restore()
-        _wait(lambda: all(lg.load().events("ok", after=t_restore) for lg in cut_logs), 60,
+        wait_until(lambda: all(lg.load().events("ok", after=t_restore) for lg in cut_logs), 60,
               "the cut-off node to write again after the restore")
         # the other kind of partition: connections reset and refused (a rejecting firewall)
         t_cut2 = time.time()
         cut.cut("refuse")
-        _wait(lambda: all(lg.load().events("unavailable", after=t_cut2) for lg in cut_logs), 30,
+        wait_until(lambda: all(lg.load().events("unavailable", after=t_cut2) for lg in cut_logs), 30,
               "the refused node's writers to get CacheIndexUnavailable")
         t_restore2 = time.time()
         cut.restore()
-        _wait(lambda: all(lg.load().events("ok", after=t_restore2) for lg in cut_logs), 60,
+        wait_until(lambda: all(lg.load().events("ok", after=t_restore2) for lg in cut_logs), 60,
               "the refused node to write again after the restore")
         fleet.stop_and_join(60)
         reader.close()
@@ -93,8 +81,7 @@ def test_a_node_cut_off_fails_clearly_and_the_others_keep_the_bound(redis_server
         sampler.stop()
         fleet.kill_all()
 
-    assert sampler.violations == [], f"on-disk bytes above max at samples {sampler.violations[:5]}"
-    assert sampler.peak <= max_b
+    assert_bound_held(sampler, max_b)
     assert sampler.samples > 20
     for lg in fleet.logs:
         assert lg.bad() == [], f"{lg.path.name}: {lg.bad()[:3]}"

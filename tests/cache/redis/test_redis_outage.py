@@ -14,7 +14,7 @@ from cachewatch.engine.errors import CacheIndexUnavailable
 from tests.support.helpers import run_cli
 
 from ..workers import FrozenSampler, value_ok
-from .nodes import Fleet, assert_index_matches_files, entry_files
+from .nodes import Fleet, assert_bound_held, assert_index_matches_files, wait_until, entry_files
 
 KiB, MiB = 1024, 1024 * 1024
 LEASE_S = 2.0
@@ -22,18 +22,6 @@ LEASE_S = 2.0
 # hang. The cache bounds each Redis call (timeout_s, 2 s by default); 10 s leaves room for a
 # loaded machine and still tells "fails" from "hangs".
 HANG_S = 10.0
-
-
-def _ok_bytes(fleet: Fleet) -> int:
-    return sum(x["size"] for lg in fleet.logs for x in lg.load().events("ok"))
-
-
-def _wait(pred, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not (v := pred()):
-        assert time.monotonic() < deadline, f"timed out after {timeout_s:g}s waiting for {what}"
-        time.sleep(0.05)
-    return v
 
 
 def test_redis_stopped_mid_run_then_restarted_then_flushed(redis_server, shared_root: Path, tmp_path: Path) -> None:
@@ -52,7 +40,7 @@ def test_redis_stopped_mid_run_then_restarted_then_flushed(redis_server, shared_
     sampler = FrozenSampler(shared_root, fleet.pids(), block, max_b, interval_s=0.005).start()
     try:
         fleet.wait_opened()  # every writer is in before the outage (spawning is slow on a loaded machine)
-        _wait(lambda: _ok_bytes(fleet) >= 1.5 * max_b and all(lg.events("ok") for lg in fleet.logs), 90,
+        wait_until(lambda: fleet.ok_bytes() >= 1.5 * max_b and all(lg.events("ok") for lg in fleet.logs), 90,
               "the writers to fill the cache")
         before = [e for e in ctl.entries()]
         t_down = time.time()
@@ -62,7 +50,7 @@ def test_redis_stopped_mid_run_then_restarted_then_flushed(redis_server, shared_
         def all_refused() -> bool:
             return all(lg.load().events("unavailable", after=t_down) for lg in fleet.logs)
 
-        _wait(all_refused, 30, "every writer to get CacheIndexUnavailable")
+        wait_until(all_refused, 30, "every writer to get CacheIndexUnavailable")
         with pytest.raises(CacheIndexUnavailable, match=where.replace(".", r"\.")):
             ctl.put("while-down", b"x" * 1000)
 
@@ -83,14 +71,13 @@ def test_redis_stopped_mid_run_then_restarted_then_flushed(redis_server, shared_
         def all_writing_again() -> bool:
             return all(lg.load().events("ok", after=t_up) for lg in fleet.logs)
 
-        _wait(all_writing_again, 60, "every writer to put again after the restart")
+        wait_until(all_writing_again, 60, "every writer to put again after the restart")
         fleet.stop_and_join(60)
     finally:
         sampler.stop()
         fleet.kill_all()
 
-    assert sampler.violations == [], f"on-disk bytes above max at samples {sampler.violations[:5]}"
-    assert sampler.peak <= max_b
+    assert_bound_held(sampler, max_b)
     for lg in fleet.logs:
         assert lg.bad() == [], f"{lg.path.name}: {lg.bad()[:3]}"
         down = lg.events("unavailable")
