@@ -48,7 +48,7 @@ import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import xxhash
 
@@ -315,7 +315,10 @@ class RedisCache(Cache):
     @staticmethod
     def _client(url: str, timeout_s: float) -> Any:
         try:
-            return redis_client(urlunsplit(urlsplit(url)._replace(query="")), timeout_s=timeout_s)
+            # ``prefix`` is ours; redis-py's own URL options (ssl_ca_certs=..., ...) pass through.
+            parts = urlsplit(url)
+            query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "prefix"])
+            return redis_client(urlunsplit(parts._replace(query=query)), timeout_s=timeout_s)
         except ImportError:
             raise CacheError("a Redis-indexed cache needs redis-py; install it with `pip install 'cachewatch[redis]'`") from None
 

@@ -409,3 +409,14 @@ def test_reads_through_an_outage_ask_redis_once_per_window(tmp_path: Path, redis
         time.sleep(1.2)
         assert c.read("k1") == b"v1" and len(asked) == 2  # the window over: Redis again
         assert c.read("k2") == b"v2" and len(asked) == 3
+
+
+def test_url_prefix_names_the_keys_and_redis_py_options_pass_through(tmp_path: Path, redis: RedisServer) -> None:
+    url = f"{redis.url}?prefix=team-a:cache&health_check_interval=7"
+    with Cache(tmp_path / "c", max_size="1MiB", index=url, node="n1") as c:
+        c.put("k", b"v")
+        assert c._redis.connection_pool.connection_kwargs.get("health_check_interval") == 7
+    keys = sorted(k.decode() for k in redis.client().keys("*"))
+    assert keys and all(k.startswith("team-a:cache:") for k in keys)
+    with Cache(tmp_path / "c") as again:  # the marker keeps the prefix
+        assert again.read("k") == b"v"
