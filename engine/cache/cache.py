@@ -240,18 +240,7 @@ class Cache:
         self._root_pfx = os.path.join(self._root_s, "")  # and concatenation, not os.path.join, per file
         self.wait_timeout = float(wait_timeout)
         self.flush_interval = float(flush_interval)
-        try:
-            self.ttl_s: float | None = None if ttl is None else parse_duration(ttl, what="ttl")
-            max_bytes = None if max_size is None else parse_size(max_size, what="max_size")
-            target = None if target_size is None else parse_size(target_size, what="target_size")
-        except SizeError as exc:
-            raise CacheError(str(exc)) from None
-        if isinstance(target_ratio, bool) or not isinstance(target_ratio, (int, float)) or not 0 < target_ratio <= 1:
-            raise CacheError(f"target_ratio = {target_ratio!r} is out of range; give a number in (0, 1], e.g. 0.9")
-        if max_bytes is not None and max_bytes <= 0:
-            raise CacheError(f"max_size = {max_size!r} leaves no room; give a positive size like '100GB'")
-        if target is not None and max_bytes is not None and target > max_bytes:
-            raise CacheError(f"target_size = {target_size!r} is above max_size = {max_size!r}; the target must be at most the max")
+        max_bytes, target, self.ttl_s = check_limits(max_size, target_size, target_ratio, ttl)
 
         self._meta = self.root / META_DIR
         self.readonly = bool(readonly)
@@ -2043,6 +2032,23 @@ def _index_pending_at_exit(cache: Cache) -> None:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def check_limits(max_size: Any, target_size: Any, target_ratio: Any, ttl: Any) -> tuple[int | None, int | None, float | None]:
+    """(max bytes, target bytes, ttl seconds) from what a caller gave, or one CacheError line naming the value."""
+    try:
+        ttl_s = None if ttl is None else parse_duration(ttl, what="ttl")
+        max_bytes = None if max_size is None else parse_size(max_size, what="max_size")
+        target = None if target_size is None else parse_size(target_size, what="target_size")
+    except SizeError as exc:
+        raise CacheError(str(exc)) from None
+    if isinstance(target_ratio, bool) or not isinstance(target_ratio, (int, float)) or not 0 < target_ratio <= 1:
+        raise CacheError(f"target_ratio = {target_ratio!r} is out of range; give a number in (0, 1], e.g. 0.9")
+    if max_bytes is not None and max_bytes <= 0:
+        raise CacheError(f"max_size = {max_size!r} leaves no room; give a positive size like '100GB'")
+    if target is not None and max_bytes is not None and target > max_bytes:
+        raise CacheError(f"target_size = {target_size!r} is above max_size = {max_size!r}; the target must be at most the max")
+    return max_bytes, target, ttl_s
+
+
 def index_kwargs(c: Any) -> dict[str, Any]:
     """The ``Cache(...)`` arguments that ``[cache] index``, ``node`` and ``lease`` give (none for SQLite)."""
     if c.index is None or c.index == "sqlite":

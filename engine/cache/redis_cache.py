@@ -34,7 +34,6 @@ unlinked by the next reconciler. Pins are per-reader leases in Redis, skipped by
 from __future__ import annotations
 
 import ctypes
-import errno
 import json
 import logging
 import os
@@ -56,9 +55,9 @@ from ..errors import CacheBusy, CacheDiskFull, CacheError, CacheIndexUnavailable
 from ..events import EventLog
 from ..redisutil import redacted, redis_client
 from ..sizes import SizeError, format_size, parse_duration, parse_size
-from .cache import META_DIR, Cache, CacheMiss, _block_size, _copy_and_hash, _hash_file, _is_disk_full
+from .cache import META_DIR, Cache, CacheMiss, _block_size, _is_disk_full, check_limits
 from .index import LIVE, REPLACED, Counters, Row
-from .integrity import CacheLayout, IndexSnapshot, WriterSlot
+from .integrity import IndexSnapshot, WriterSlot
 from .keys import key_to_name, validate_key
 from .redis_scripts import PRELUDE, SCRIPTS
 from .types import CacheStats, EntryInfo, EvictionReport
@@ -180,22 +179,14 @@ class RedisCache(Cache):
         self.limits_note: str | None = None
         self.wait_timeout = float(wait_timeout)
         self.flush_interval = float(flush_interval)
+        max_bytes, target, ttl_s = check_limits(max_size, target_size, target_ratio, ttl)
         try:
             self.lease_s = parse_duration(lease_s, what="lease_s")
             self.pin_lease_s = parse_duration(pin_lease_s, what="pin_lease_s")
-            max_bytes = None if max_size is None else parse_size(max_size, what="max_size")
-            target = None if target_size is None else parse_size(target_size, what="target_size")
-            ttl_s = None if ttl is None else parse_duration(ttl, what="ttl")
         except SizeError as exc:
             raise CacheError(str(exc)) from None
         if not 0.05 <= self.lease_s <= 3600 or not 0.05 <= self.pin_lease_s <= 86400:
             raise CacheError(f"lease_s = {lease_s!r} / pin_lease_s = {pin_lease_s!r} out of range; give 0.05 s to 1 h (pins: 1 day)")
-        if isinstance(target_ratio, bool) or not isinstance(target_ratio, (int, float)) or not 0 < target_ratio <= 1:
-            raise CacheError(f"target_ratio = {target_ratio!r} is out of range; give a number in (0, 1], e.g. 0.9")
-        if max_bytes is not None and max_bytes <= 0:
-            raise CacheError(f"max_size = {max_size!r} leaves no room; give a positive size like '100GB'")
-        if target is not None and max_bytes is not None and target > max_bytes:
-            raise CacheError(f"target_size = {target_size!r} is above max_size = {max_size!r}; the target must be at most the max")
         self.node = node_id(node)
         # How long an evictor or a reconciler owns the files it is removing (and the evictor its
         # lock): a lease's length, so that one killed mid-way holds the others up no longer than
