@@ -142,14 +142,19 @@ def _build_item(key: str, path: str) -> _Outcome:
     cache: Cache = _WORKER["cache"]
     fn = _WORKER["fn"]
     try:
+        # The size is taken from what was stored, not from the entry's file afterwards: in a cache
+        # smaller than the source another worker may evict the entry before this one looks at it.
         if fn is None:
-            stored = cache.put_file(key, path)
+            size = os.stat(path).st_size
+            cache.put_file(key, path)
         else:
             out = fn(Path(path))
             if isinstance(out, (bytes, bytearray, memoryview)):
-                stored = cache.put(key, out)
+                size = memoryview(out).nbytes
+                cache.put(key, out)
             elif isinstance(out, (str, os.PathLike)):
-                stored = cache.put_file(key, out)
+                size = os.stat(out).st_size
+                cache.put_file(key, out)
             else:
                 return _Outcome(
                     key, False,
@@ -158,7 +163,7 @@ def _build_item(key: str, path: str) -> _Outcome:
         # Indexed before the parent hears of it (a put is visible to other processes only once
         # its batch commits): the parent counts complete items as soon as the pool is done.
         cache.flush()
-        return _Outcome(key, True, os.stat(stored).st_size)
+        return _Outcome(key, True, size)
     except Exception as exc:
         return _Outcome(key, False, error=_one_line(exc))
 
