@@ -2064,7 +2064,7 @@ def _has_redis_marker(root: object) -> bool:
     if not isinstance(root, (str, os.PathLike)):
         return False
     try:
-        return os.path.isfile(os.path.join(os.path.abspath(os.path.expanduser(os.fspath(root))), META_DIR, "redis.json"))
+        return CacheLayout.of(root).redis_marker.is_file()
     except (TypeError, ValueError):
         return False
 

@@ -57,16 +57,15 @@ from ..redisutil import redacted, redis_client
 from ..sizes import SizeError, format_size, parse_duration, parse_size
 from .cache import META_DIR, Cache, CacheMiss, _block_size, _is_disk_full, check_limits
 from .index import LIVE, REPLACED, Counters, Row
-from .integrity import IndexSnapshot, WriterSlot
-from .keys import key_to_name, validate_key
+from .integrity import CacheLayout, IndexSnapshot, WriterSlot
+from .keys import key_to_name, name_to_key, validate_key
 from .redis_scripts import PRELUDE, SCRIPTS
 from .types import CacheStats, EntryInfo, EvictionReport
 
-__all__ = ["RedisCache", "MARKER", "redis_marker", "node_id"]
+__all__ = ["RedisCache", "node_id"]
 
 log = logging.getLogger("cachewatch.cache")
 
-MARKER = "redis.json"  # in .cachewatch/: which Redis indexes this root (URL without password) and its uuid
 _EVENTS_FILE = "events.jsonl"
 _CHUNK = 1 << 20
 _EVICT_MAX = 256  # victims per eviction script call (the script blocks Redis while it runs)
@@ -83,17 +82,6 @@ def node_id(node: str | None = None) -> str:
     if not isinstance(raw, str) or not raw.strip() or len(raw) > 128 or "\x00" in raw:
         raise CacheError(f"node id {raw!r} is not usable; give up to 128 characters, e.g. the host name")
     return raw.strip()
-
-
-def redis_marker(root: str | os.PathLike | None) -> Path | None:
-    """The marker file of a Redis-indexed root, or None."""
-    if root is None:
-        return None
-    try:
-        p = Path(os.path.abspath(os.path.expanduser(os.fspath(root)))) / META_DIR / MARKER
-    except TypeError:
-        return None
-    return p if p.is_file() else None
 
 
 def _is_redis_down(exc: BaseException) -> bool:
@@ -200,7 +188,7 @@ class RedisCache(Cache):
         )
 
         # Which Redis, which prefix: the URL given, else the marker's; the uuid must agree.
-        marker_path = self._meta / MARKER
+        marker_path = CacheLayout.of(self.root).redis_marker  # the URL without password, the prefix, the uuid
         marker: dict[str, Any] | None = None
         if marker_path.is_file():
             try:
@@ -227,7 +215,7 @@ class RedisCache(Cache):
             self._prefix = str(prefix_q or marker["prefix"])
         else:
             if readonly:
-                raise CacheRootError(f"'{self.root}' is not a cachewatch cache (no {META_DIR}/{MARKER}); check the path or [cache] root")
+                raise CacheRootError(f"'{self.root}' is not a cachewatch cache (no {META_DIR}/{marker_path.name}); check the path or [cache] root")
             self._uuid = _uuid.uuid4().hex
             self._prefix = prefix_q or f"cachewatch:cache:{{{self._uuid}}}"
         self._redis = self._client(url, timeout_s)
@@ -235,8 +223,7 @@ class RedisCache(Cache):
 
         if not readonly:
             self._prepare_root()
-            for d in ("tmp",):
-                (self._meta / d).mkdir(exist_ok=True)
+            (self._meta / "tmp").mkdir(exist_ok=True)
         self._tmp_s = str(self._meta / "tmp")
         self.block_bytes = _block_size(self.root)
         mode = "open"
@@ -341,7 +328,7 @@ class RedisCache(Cache):
             raise CacheError(f"cache index {self.url_shown} refused {name} ({exc})") from None
 
     def _write_marker(self, path: Path) -> None:
-        tmp = path.with_name(f"{MARKER}.{os.getpid()}.tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"url": self.url_shown, "prefix": self._prefix, "uuid": self._uuid}, indent=1) + "\n")
         os.replace(tmp, path)
 
@@ -905,9 +892,6 @@ class RedisCache(Cache):
         self._record(None, key)
         return None
 
-    def _open_pinned(self, key: str) -> Iterator[tuple[int, Path] | None]:  # type: ignore[override]
-        raise NotImplementedError  # pin() below does it with a Redis lease
-
     @contextmanager
     def pin(self, key: str) -> Iterator[Path]:
         """``with cache.pin(key) as path:`` no node evicts the entry until the block ends.
@@ -969,7 +953,7 @@ class RedisCache(Cache):
     # ------------------------------------------------------------------------------- reports
     def stats(self) -> CacheStats:
         self._ensure_open()
-        flat, expired, writers = self._script("stats", what="no statistics")
+        flat, expired, writers, recent = self._script("stats", what="no statistics")
         c = {_s(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         # Leases past their expiry that no script has settled yet: quarantined already, in truth.
         c["reserved"] = c.get("reserved", 0) - int(expired)
@@ -977,8 +961,6 @@ class RedisCache(Cache):
         writers = int(writers)
         with self._lock:
             hits, misses = self._hits, self._misses
-        nodes = self.nodes()
-        newest = max((seen for _, seen in nodes), default=0.0)
         return CacheStats(
             root=str(self.root),
             size_bytes=c.get("live", 0) + c.get("doomed", 0),
@@ -999,19 +981,8 @@ class RedisCache(Cache):
             quarantined_bytes=c.get("quarantined", 0),
             index=self.url_shown,
             index_id=self._uuid,
-            nodes=tuple(sorted(n for n, seen in nodes if seen >= newest - 3600)),
+            nodes=tuple(sorted(_s(n) for n in recent)),
         )
-
-    def nodes(self) -> list[tuple[str, float]]:
-        """Every node that has written to this cache, with when it last reserved (server clock, seconds)."""
-        self._ensure_open()
-        try:
-            pairs = self._redis.zrange(self._prefix + ":nodes", 0, -1, withscores=True)
-        except Exception as exc:
-            if _is_redis_down(exc):
-                raise self._unavailable(exc, "no node list") from None
-            raise
-        return [(_s(n), float(s) / 1000) for n, s in pairs]
 
     def _rows(self) -> Iterator[Row]:
         for k, v in self._redis.hscan_iter(self._prefix + ":rows", count=1000):
@@ -1072,11 +1043,15 @@ class RedisCache(Cache):
         for n, v in self._redis.hgetall(self._prefix + ":doomed").items():
             d = json.loads(_s(v))
             doomed.append(Row(0, str(d.get("k", "")), _s(n), 0, int(d["c"]), REPLACED, None, None, None, None, 0.0, 0.0))
+        return IndexSnapshot(live, (), tuple(doomed), self._index_counters(), self.block_bytes, self.max_bytes)
+
+    def _index_counters(self) -> Counters:
+        """The counters in the SQLite index's shape: doomed entries are its REPLACED rows, and write
+        leases are not rows here (verify reads them through :meth:`writers`)."""
         c = self._counters()
-        counters = Counters(c.get("live", 0), c.get("data", 0), c.get("entries", 0), 0, 0, c.get("doomed", 0),
-                            c.get("hits", 0), c.get("misses", 0), c.get("evicted_files", 0), c.get("evicted_bytes", 0),
-                            c.get("expired_files", 0))
-        return IndexSnapshot(live, (), tuple(doomed), counters, self.block_bytes, self.max_bytes)
+        return Counters(c.get("live", 0), c.get("data", 0), c.get("entries", 0), 0, 0, c.get("doomed", 0),
+                        c.get("hits", 0), c.get("misses", 0), c.get("evicted_files", 0), c.get("evicted_bytes", 0),
+                        c.get("expired_files", 0))
 
     def writers(self) -> list[WriterSlot]:
         """Every write lease (live or expired, not reconciled yet)."""
@@ -1162,7 +1137,7 @@ class RedisSurgery:
         return self._cache._row(key)
 
     def owned_name(self, name: str) -> bool:
-        key = _key_of(name)
+        key = name_to_key(name)
         r = self._cache._row(key) if key is not None else None
         if r is not None and r.name == name:
             return True
@@ -1181,7 +1156,7 @@ class RedisSurgery:
         return r is not None and r.name == row.name
 
     def counters(self) -> Counters:
-        return self._cache.snapshot().counters
+        return self._cache._index_counters()
 
     def counter_differences(self) -> list[str]:
         res = self._cache._script("recount", "check")
@@ -1231,12 +1206,6 @@ class _LeaseLost(Exception):
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _key_of(name: str) -> str | None:
-    from .keys import name_to_key
-
-    return name_to_key(name)
 
 
 def _to_row(key: str, raw: Any) -> Row:

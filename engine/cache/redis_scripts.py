@@ -81,7 +81,8 @@ local function pinned(name, now)
   redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
   return redis.call('ZCARD', k) > 0
 end
--- Records of files now gone from disk (ARGV[2..]): their bytes leave the count `field`.
+-- Records (ARGV[2..]) whose files are gone from disk, or were never made: their bytes leave
+-- the count `field`, and their claim or expiry entries go.
 local function release(records, claims, field)
   local freed = 0
   for i = 2, #ARGV do
@@ -222,24 +223,9 @@ return {1, oldname, now}
 
 # ARGV: P, fence -> bytes released: the writer gave up and removed its own files
 _ABORT = r"""
-local f = ARGV[2]
-local rec = redis.call('HGET', P .. ':lease', f)
-if rec then
-  local r = cjson.decode(rec)
-  redis.call('ZREM', P .. ':leases', f)
-  redis.call('HDEL', P .. ':lease', f)
-  incr('reserved', -r.c)
-  return r.c
-end
-rec = redis.call('HGET', P .. ':quar', f)
-if rec then
-  local r = cjson.decode(rec)
-  redis.call('HDEL', P .. ':quar', f)
-  redis.call('ZREM', P .. ':quarclaim', f)
-  incr('quarantined', -r.c)
-  return r.c
-end
-return 0
+local freed = release(':lease', ':leases', 'reserved')
+if freed == 0 then freed = release(':quar', ':quarclaim', 'quarantined') end
+return freed
 """
 
 # ARGV: P, goal used bytes, max victims, claim_ms, reason ('lru' | 'ttl' | ...), ttl cutoff ms (ttl only),
@@ -483,8 +469,8 @@ end
 return out
 """
 
-# ARGV: P -> {counters as a flat HGETALL, bytes of leases already expired, live leases}: what
-# stats show. Read-only: an expired lease not settled by a script yet is reported as quarantined.
+# ARGV: P -> {counters as a flat HGETALL, bytes of leases already expired, live leases, the
+# nodes that reserved in the last hour}: what stats show, in one round trip. Read-only: an expired lease not settled by a script yet is reported as quarantined.
 _STATS = r"""
 local now = now_ms()
 local expired = 0
@@ -493,7 +479,8 @@ for _, f in ipairs(redis.call('ZRANGEBYSCORE', P .. ':leases', '-inf', now)) do
   if rec then expired = expired + cjson.decode(rec).c end
 end
 local live = redis.call('ZCOUNT', P .. ':leases', '(' .. now, '+inf')
-return {redis.call('HGETALL', CNT), expired, live}
+local recent = redis.call('ZRANGEBYSCORE', P .. ':nodes', now - 3600000, '+inf')
+return {redis.call('HGETALL', CNT), expired, live, recent}
 """
 
 SCRIPTS: dict[str, str] = {

@@ -224,7 +224,7 @@ def test_verify_repair_reindexes_orphans_and_drops_missing(tmp_path: Path, redis
         c._script("drop_row", "b", c._row("b").name)  # a row lost (a Redis restart without fsync)
     r = run_cli("verify", str(root), "--json")
     kinds = sorted(p["kind"] for p in json.loads(r.stdout)["problems"])
-    assert kinds == ["counter_mismatch", "missing_file", "orphan_file"] or kinds == ["missing_file", "orphan_file"]
+    assert kinds == ["missing_file", "orphan_file"]  # (drop_row kept the counters right)
     assert run_cli("verify", str(root), "--repair").returncode == 0
     with Cache(root) as c:
         assert "a" not in c and c.read("b") == b"bbb"
