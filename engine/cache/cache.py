@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
+from urllib.parse import quote
 
 import xxhash
 
@@ -75,8 +76,11 @@ _CRASH_AT = os.environ.get("CACHEWATCH_CRASH_AT") or None
 
 
 def _crash_point(name: str) -> None:
-    if _CRASH_AT is not None and _CRASH_AT == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _CRASH_AT is not None:
+        if _CRASH_AT == name:
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif _CRASH_AT == "stop:" + name:  # stopped, not killed: the test resumes it with SIGCONT
+            os.kill(os.getpid(), signal.SIGSTOP)
 
 
 class _Put(NamedTuple):
@@ -252,6 +256,14 @@ class Cache:
             # A lost index: starting a fresh one would make every entry an orphan for the sweep
             # to delete. Hours of preprocessing are worth a command; say which.
             raise self._lost_index_error(state)
+        if max_bytes is None and not readonly and self._meta.is_dir() and _stored_max(db_path) is None:
+            # Another process may be creating this cache right now (its limits are set in the
+            # transaction that ends its opening): wait for them rather than fail.
+            waited = _await_stored_max(db_path, self._meta, min(self.wait_timeout, _CREATOR_WAIT_S))
+            state = _index_file_state(db_path)
+            if waited is None and self._meta.is_dir():
+                self._no_max_size(f" (its {META_DIR}/ exists but no process set the limits within "
+                                  f"{min(self.wait_timeout, _CREATOR_WAIT_S):g}s)")
         if max_bytes is None and state != "present" and not readonly:
             self._no_max_size()
         if readonly:
@@ -345,6 +357,7 @@ class Cache:
             if readonly:
                 self._load_limits_readonly()
             else:
+                _crash_point("open_before_limits")
                 self._recover(startup=True, limits=(max_bytes, target, target_ratio, ttl, resize))
                 self._ensure_disk_reserve()
                 # Entries on disk only: other writers' ledger bytes are in flight (and a batch
@@ -495,8 +508,8 @@ class Cache:
             log.warning("could not append a %s event to %s (%s)", kind, self.events.path, exc.strerror)
 
     # ----------------------------------------------------------------------------------- setup
-    def _no_max_size(self) -> int:
-        raise CacheError(f"cache {self.root} has no max_size yet; pass max_size (e.g. '100GB') or set [cache] max_size")
+    def _no_max_size(self, why: str = "") -> int:
+        raise CacheError(f"cache {self.root} has no max_size yet{why}; pass max_size (e.g. '100GB') or set [cache] max_size")
 
     def _prepare_root(self) -> None:
         root = self.root
@@ -2078,6 +2091,46 @@ def _index_file_state(db_path: Path) -> str:
     except OSError:
         return "present"  # let SQLite say what is wrong with it
     return "empty" if st.st_size == 0 else "present"
+
+
+# How long an opener without max_size waits for a process that is creating the cache to set its
+# limits (at most its wait_timeout). Creating takes milliseconds; seconds under heavy load.
+_CREATOR_WAIT_S = 10.0
+
+
+def _stored_max(db_path: Path) -> int | None:
+    """The max_size stored in the index at ``db_path``; None while it may still come (no file, no
+    schema, no limits yet, the creator's transaction holds the file); -1 for a file that is not
+    an index (left to the normal open to report). Never creates the file: an opener must not
+    make an empty index that a creator would take for its own."""
+    try:
+        db = sqlite3.connect(f"file:{quote(os.fspath(db_path))}?mode=rw", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT value FROM meta WHERE name = 'max_bytes'").fetchone()
+        return int(row[0]) if row and row[0] else None
+    except sqlite3.OperationalError as exc:
+        # (no such table: no schema yet; locked or busy: the creator is writing it)
+        return None if "no such table" in str(exc) or "lock" in str(exc) or "busy" in str(exc) else -1
+    except (sqlite3.Error, ValueError):
+        return -1
+    finally:
+        db.close()
+
+
+def _await_stored_max(db_path: Path, meta: Path, timeout_s: float) -> int | None:
+    """Poll for a creator's limits while the metadata directory exists, up to ``timeout_s``;
+    the stored max (-1: not an index), or None if none came."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while meta.is_dir():
+        found = _stored_max(db_path)
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+    return None
 
 
 def _move_index_aside(db_path: Path) -> None:
