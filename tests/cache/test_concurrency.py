@@ -50,9 +50,11 @@ def _run(ctx_name: str, root: Path, tmp_path: Path, n_procs: int, n_ops: int, in
 def test_bound_holds_with_many_independent_processes(tmpfs, tmp_path: Path, n_procs: int) -> None:
     root = tmpfs("256MiB") / "cache"
     sampler = _run("spawn", root, tmp_path, n_procs, 120, inherited=False)
-    assert sampler.samples > 20
-    assert sampler.violations == [], f"on-disk bytes above max at samples {sampler.violations[:5]}"
-    assert sampler.peak > MAX * 0.8, "the workload should push the cache near its max"
+    # (Each message names its figures: a failure seen once in a full run, output cut, could not
+    # be told apart. Only the violations one would mean the bound broke.)
+    assert sampler.violations == [], f"on-disk bytes above max at samples {sampler.violations[:5]} (of {sampler.samples})"
+    assert sampler.samples > 20, f"only {sampler.samples} frozen samples; peak {sampler.peak / MAX:.3f} of max"
+    assert sampler.peak > MAX * 0.8, f"the workload should push the cache near its max: peak {sampler.peak / MAX:.3f} of max in {sampler.samples} samples"
     assert_index_matches_files(root, value_check=value_ok)
 
 
