@@ -242,6 +242,8 @@ class Cache:
         self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
         self._root_s = str(self.root)  # string paths on the hot path: pathlib costs microseconds
         self._root_pfx = os.path.join(self._root_s, "")  # and concatenation, not os.path.join, per file
+        self._root_pfx_b = os.fsencode(self._root_pfx)  # (names are ASCII or UTF-8: their .encode() is their fsencode)
+        self._shard_paths: dict[str, Path] = {}
         self.wait_timeout = float(wait_timeout)
         self.flush_interval = float(flush_interval)
         max_bytes, target, self.ttl_s = check_limits(max_size, target_size, target_ratio, ttl)
@@ -276,6 +278,7 @@ class Cache:
         self._tmp = self._meta / "tmp"
         self._tmp_s = str(self._tmp)
         self._tmp_pfx = os.path.join(self._tmp_s, "")
+        self._tmp_pfx_b = os.fsencode(self._tmp_pfx)
         self._owners = self._meta / "owners"
         self._trash = self._meta / "trash"  # (older versions renamed evicted files here; recovery still empties it)
         if not readonly:
@@ -859,7 +862,7 @@ class Cache:
         return keeps the value: its journal record lets recovery index it.
         """
         self._ensure_open()
-        key = validate_key(key)
+        name = key_to_name(key)  # (validates the key)
         if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
             raise CacheError(f"value for key {key!r} is a {type(data).__name__}; put() takes bytes (use put_file for paths)")
         self._ensure_writable()
@@ -867,7 +870,6 @@ class Cache:
         size = view.nbytes
         charge = self._charge(size)
         self._check_fits(key, charge)
-        name = key_to_name(key)
         slot, part = self._reserve(key, charge)
         _crash_point("put_after_reserve")
         part_path = self._tmp_pfx + part
@@ -953,7 +955,7 @@ class Cache:
         replaces an existing file (RENAME_NOREPLACE, or link + unlink), so two processes
         putting one key never clobber each other's file: the second takes a versioned name.
         """
-        source = self._tmp_pfx + part
+        source = self._tmp_pfx_b + part.encode()
         with self._batch_lock:
             # The key's own name first, with no look before: the rename reports EEXIST itself when
             # that name holds a file (committed or pending), and then a versioned name is tried. (Its
@@ -965,7 +967,7 @@ class Cache:
                 try:
                     os.write(self._journal_fd, _journal_line(rec))
                     _crash_point("put_after_journal")
-                    _rename_noreplace(source, self._root_pfx + name)
+                    _rename_noreplace(source, self._root_pfx_b + name.encode())
                     break
                 except FileExistsError:
                     name = self._versioned(base)
@@ -977,7 +979,8 @@ class Cache:
                 self._abort(slot, part, rec.charge)
                 raise CacheError(f"no free file name for key {rec.key!r} under {self.root}; nothing was stored")
             _crash_point("put_after_rename")
-            if not self._batch:
+            arm = not self._batch  # the timer, once per batch: it commits what is pending when it fires
+            if arm:
                 self._batch_t0 = time.monotonic()
                 self._batch_bytes = 0
             self._batch.append(rec)
@@ -992,9 +995,17 @@ class Cache:
             )
         if due:
             self._commit_batch()
-        else:
+        elif arm:
             self._arm_timer()
-        return self.root / name
+        return self._entry_path(name)
+
+    def _entry_path(self, name: str) -> Path:
+        """``self.root / name``, from a Path per shard made once (pathlib's ``/`` costs microseconds per put)."""
+        shard, _, leaf = name.partition("/")
+        base = self._shard_paths.get(shard)
+        if base is None:
+            base = self._shard_paths[shard] = self.root / shard
+        return _child(base, leaf) if "/" not in leaf else self.root / name
 
     def _versioned(self, name: str) -> str:
         self._part_seq += 1
@@ -2165,6 +2176,11 @@ def _block_size(path: Path) -> int:
     return frsize if 512 <= frsize <= 1 << 20 else 4096
 
 
+# ``base / leaf`` for a leaf that is one plain component (no separator, never "." or ".."):
+# pathlib's own join without re-parsing, where this Python's pathlib has it (3.11-3.13).
+_child: "Callable[[Path, str], Path]" = getattr(Path, "_make_child_relpath", None) or Path.__truediv__
+
+
 def _same_file(path: str | Path, st: os.stat_result) -> bool:
     try:
         now = os.stat(path)
@@ -2183,7 +2199,7 @@ except (AttributeError, OSError):  # pragma: no cover - libc without renameat2
     _renameat2 = None
 
 
-def _rename_noreplace(source: str, final: str) -> None:
+def _rename_noreplace(source: str | bytes, final: str | bytes) -> None:
     """Rename ``source`` to ``final`` only if ``final`` does not exist (FileExistsError otherwise).
 
     Atomic create-if-absent, so that two processes putting one key never replace each other's
@@ -2198,7 +2214,7 @@ def _rename_noreplace(source: str, final: str) -> None:
             if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
                 _renameat2 = None  # not on this filesystem: link + unlink from now on
                 continue
-            exc: OSError = OSError(err, os.strerror(err), final)
+            exc: OSError = OSError(err, os.strerror(err), os.fsdecode(final))
         else:
             try:
                 os.link(source, final)
@@ -2207,12 +2223,12 @@ def _rename_noreplace(source: str, final: str) -> None:
             except OSError as e:
                 exc = e
         if exc.errno == errno.EEXIST:
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), final)
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fsdecode(final))
         if exc.errno == errno.ENOENT and os.path.exists(source):
             os.makedirs(os.path.dirname(final), exist_ok=True)  # the shard directory is not there yet
             continue
         raise exc
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), final)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fsdecode(final))
 
 
 def _unlink_quiet(path: str | Path) -> None:
