@@ -58,6 +58,20 @@ def test_readable_names() -> None:
     assert key_to_name("../../etc/passwd").endswith("/%2E.%2F..%2Fetc%2Fpasswd")
 
 
+def test_put_returns_the_entry_path_as_pathlib_would_join_it(tmp_path: Path) -> None:
+    """put() joins its returned Path from a per-shard Path without re-parsing (pathlib's private
+    join where it exists): it must be the same Path, part by part, as root / name."""
+    with Cache(tmp_path / "c", max_size="1MiB") as cache:
+        for key in ["plain.bin", "train/a b é.npz", "x" * 300, "k%%v1"]:
+            path = cache.put(key, b"data")
+            expected = cache.root / key_to_name(key)
+            assert path == expected and path.parts == expected.parts and str(path) == str(expected)
+            assert path.parent == expected.parent and path.name == expected.name
+            assert path.read_bytes() == b"data"
+            again = cache.put(key, b"again")  # a replacement: a versioned name in the same shard
+            assert again.parent == expected.parent and again.parts == (cache.root / again.relative_to(cache.root)).parts
+
+
 @pytest.mark.parametrize("bad, fragment", [("", "empty"), ("a\x00b", "NUL"), (42, "not a string"), (None, "not a string")])
 def test_bad_keys(bad, fragment, tmp_path: Path) -> None:
     with Cache(tmp_path / "c", max_size="1MiB") as cache:
