@@ -55,7 +55,7 @@ from ..errors import CacheBusy, CacheDiskFull, CacheError, CacheIndexUnavailable
 from ..events import EventLog
 from ..redisutil import redacted, redis_client
 from ..sizes import SizeError, format_size, parse_duration, parse_size
-from .cache import META_DIR, Cache, CacheMiss, _block_size, _is_disk_full, check_limits
+from .cache import _CREATOR_WAIT_S, META_DIR, Cache, CacheMiss, _block_size, _crash_point, _has_entry_files, _is_disk_full, check_limits
 from .index import LIVE, REPLACED, Counters, Row
 from .integrity import CacheLayout, IndexSnapshot, WriterSlot
 from .keys import key_to_name, name_to_key, validate_key
@@ -191,12 +191,7 @@ class RedisCache(Cache):
         marker_path = CacheLayout.of(self.root).redis_marker  # the URL without password, the prefix, the uuid
         marker: dict[str, Any] | None = None
         if marker_path.is_file():
-            try:
-                marker = json.loads(marker_path.read_text())
-                if not isinstance(marker, dict) or "uuid" not in marker or "prefix" not in marker:
-                    raise ValueError("fields missing")
-            except (OSError, ValueError) as exc:
-                raise CacheRootError(f"{marker_path} cannot be read ({exc}); restore it or move the root aside") from None
+            marker = self._read_marker(marker_path)
         elif (self._meta / "index.sqlite").exists():
             raise CacheRootError(
                 f"cache '{self.root}' has a SQLite index; a root has one index: use a new root for index = {redacted(index or '', mask='')!r}"
@@ -210,24 +205,34 @@ class RedisCache(Cache):
         self.url_shown = redacted(url, mask="")
         q = parse_qs(urlsplit(url).query)
         prefix_q = (q.get("prefix") or [None])[0]
-        if marker is not None:
-            self._uuid = str(marker["uuid"])
-            self._prefix = str(prefix_q or marker["prefix"])
-        else:
-            if readonly:
-                raise CacheRootError(f"'{self.root}' is not a cachewatch cache (no {META_DIR}/{marker_path.name}); check the path or [cache] root")
-            self._uuid = _uuid.uuid4().hex
-            self._prefix = prefix_q or f"cachewatch:cache:{{{self._uuid}}}"
-        self._redis = self._client(url, timeout_s)
-        self._scripts = {name: self._redis.register_script(PRELUDE + body) for name, body in SCRIPTS.items()}
-
+        if marker is None and readonly:
+            raise CacheRootError(f"'{self.root}' is not a cachewatch cache (no {META_DIR}/{marker_path.name}); check the path or [cache] root")
         if not readonly:
             self._prepare_root()
             (self._meta / "tmp").mkdir(exist_ok=True)
+        created_marker = False
+        if marker is None:
+            # The marker first, created only if absent: of processes (nodes) creating one root at
+            # once, one names the index and the others adopt it. (Written after the index, each
+            # made its own and the last rename won: two bounds on one set of files.)
+            if max_bytes is None and not resize:
+                self._no_max_size()  # (not a cache yet: nothing to adopt, no limits to make one)
+            new_uuid = _uuid.uuid4().hex
+            self._uuid, self._prefix = new_uuid, prefix_q or f"cachewatch:cache:{{{new_uuid}}}"
+            _crash_point("redis_open_before_marker")
+            created_marker = self._create_marker(marker_path)
+            if not created_marker:
+                marker = self._read_marker(marker_path)
+        if marker is not None:
+            self._uuid = str(marker["uuid"])
+            self._prefix = str(prefix_q or marker["prefix"])
+        self._redis = self._client(url, timeout_s)
+        self._scripts = {name: self._redis.register_script(PRELUDE + body) for name, body in SCRIPTS.items()}
+
         self._tmp_s = str(self._meta / "tmp")
         self.block_bytes = _block_size(self.root)
         mode = "open"
-        if marker is None or new_index_over_files:
+        if created_marker or new_index_over_files:
             mode = "create"
         if resize:
             mode = "resize"
@@ -237,16 +242,9 @@ class RedisCache(Cache):
             self._no_max_size()
         tgt = target if target is not None else (int(max_bytes * target_ratio) if max_bytes is not None else 0)
         ttl_ms = -1 if ttl_s is None else int(ttl_s * 1000)
-        try:
-            res = self._script(
-                "init", max_bytes or 0, tgt, ttl_ms, self.block_bytes, self._uuid, mode
-            )
-        except CacheIndexUnavailable:
-            raise
-        except CacheError as exc:
-            if "CWLOST" in str(exc) or "empty" in str(exc):
-                raise self._lost_error() from None
-            raise
+        if created_marker:
+            _crash_point("redis_open_before_init")
+        res = self._init_index(mode, max_bytes, tgt, ttl_ms)
         created, stored_max, stored_target, stored_ttl, stored_block, stored_uuid = (
             int(res[0]), int(res[1]), int(res[2]), int(res[3]), int(res[4]), _s(res[5])
         )
@@ -265,8 +263,6 @@ class RedisCache(Cache):
                 f"{format_size(stored_target)}); `cachewatch cache resize` changes them"
             )
             log.warning("%s", self.limits_note)
-        if marker is None and not readonly:
-            self._write_marker(marker_path)
 
         self.events = EventLog(self._meta / _EVENTS_FILE, source=f"cache:{self.root}")
         self._pid = os.getpid()
@@ -327,10 +323,59 @@ class RedisCache(Cache):
                 ) from None
             raise CacheError(f"cache index {self.url_shown} refused {name} ({exc})") from None
 
-    def _write_marker(self, path: Path) -> None:
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    def _create_marker(self, path: Path) -> bool:
+        """Write the marker whole under its name only if no other process has (link, not rename,
+        refuses an existing name); False when another one is there."""
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{self._uuid[:8]}.tmp")
         tmp.write_text(json.dumps({"url": self.url_shown, "prefix": self._prefix, "uuid": self._uuid}, indent=1) + "\n")
-        os.replace(tmp, path)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _read_marker(path: Path) -> dict[str, Any]:
+        try:
+            marker = json.loads(path.read_text())
+            if not isinstance(marker, dict) or "uuid" not in marker or "prefix" not in marker:
+                raise ValueError("fields missing")
+        except (OSError, ValueError) as exc:
+            raise CacheRootError(f"{path} cannot be read ({exc}); restore it or move the root aside") from None
+        return marker
+
+    def _init_index(self, mode: str, max_bytes: int | None, target: int, ttl_ms: int) -> Any:
+        """The index's limits: made (``create``), changed (``resize``) or read (``open``).
+
+        An index that is empty while the root holds no entry file is a creation under way (or
+        one whose creator died after writing the marker): an opener with a ``max_size`` makes
+        it (the same uuid and prefix: making it twice is harmless), one without waits for the
+        creator, up to 10 s or its ``wait_timeout``. Over entry files it is a lost index.
+        """
+        deadline = time.monotonic() + min(self.wait_timeout, _CREATOR_WAIT_S)
+        delay = 0.01
+        while True:
+            try:
+                return self._script("init", max_bytes or 0, target, ttl_ms, self.block_bytes, self._uuid, mode)
+            except CacheIndexUnavailable:
+                raise
+            except CacheError as exc:
+                if "CWLOST" not in str(exc) and "empty" not in str(exc):
+                    raise
+            if _has_entry_files(self.root):
+                raise self._lost_error()
+            if max_bytes is not None:
+                mode = "create"
+                continue
+            if time.monotonic() >= deadline:
+                self._no_max_size(
+                    f" (its {META_DIR}/{CacheLayout.of(self.root).redis_marker.name} exists but no process "
+                    f"made its index within {min(self.wait_timeout, _CREATOR_WAIT_S):g}s)"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     @classmethod
     def index_missing(cls, root: str | os.PathLike) -> bool:
