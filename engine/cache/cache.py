@@ -2139,6 +2139,11 @@ def _await_stored_max(db_path: Path, meta: Path, timeout_s: float) -> int | None
         found = _stored_max(db_path)
         if found is not None or time.monotonic() >= deadline:
             return found
+        if _has_redis_marker(meta.parent):
+            raise CacheRootError(
+                f"cache {meta.parent} is being created with a Redis index by another process; "
+                f"open it again (Cache(root) then finds that index by itself)"
+            )
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
     return None

@@ -143,3 +143,22 @@ def test_six_nodes_creating_one_root_at_once_share_one_index(redis_server, share
     assert len(set(ids)) == 1 and ids[0] == _marker(shared_root)["uuid"], ids
     with Cache(shared_root, index=redis_server.url, node="check") as c:
         assert sorted(e.key for e in c.entries()) == sorted(f"from-n{i}" for i in range(n))
+
+
+def test_a_sqlite_opener_waiting_on_a_root_that_turns_out_redis_says_so(redis_server, shared_root: Path) -> None:
+    """``Cache(root)`` without an index names SQLite while the root's marker is not written yet;
+    it waits for limits, sees the Redis marker appear, and says to open again (which works)."""
+    creator = _creator(shared_root, redis_server.url, "maker", "3MiB", "redis_open_before_marker")
+    try:
+        resume = threading.Timer(0.5, os.kill, (creator.pid, signal.SIGCONT))
+        resume.start()
+        with pytest.raises(CacheError, match="is being created with a Redis index by another process; open it again"):
+            Cache(shared_root)
+        resume.join()
+        _finish(creator)
+    finally:
+        if creator.poll() is None:
+            creator.kill()
+    assert not (shared_root / ".cachewatch" / "index.sqlite").exists()  # no second index made
+    with Cache(shared_root) as again:
+        assert again.max_bytes == 3 * MiB and again.read("from-maker") == b"maker" * 1000
