@@ -258,14 +258,13 @@ class Cache:
             # A lost index: starting a fresh one would make every entry an orphan for the sweep
             # to delete. Hours of preprocessing are worth a command; say which.
             raise self._lost_index_error(state)
-        if max_bytes is None and not readonly and self._meta.is_dir() and _stored_max(db_path) is None:
+        if max_bytes is None and not readonly and self._meta.is_dir():
             # Another process may be creating this cache right now (its limits are set in the
             # transaction that ends its opening): wait for them rather than fail.
-            waited = _await_stored_max(db_path, self._meta, min(self.wait_timeout, _CREATOR_WAIT_S))
+            wait_s = min(self.wait_timeout, _CREATOR_WAIT_S)
+            if _await_stored_max(db_path, self._meta, wait_s) is None and self._meta.is_dir():
+                self._no_max_size(f" (its {META_DIR}/ exists but no process set the limits within {wait_s:g}s)")
             state = _index_file_state(db_path)
-            if waited is None and self._meta.is_dir():
-                self._no_max_size(f" (its {META_DIR}/ exists but no process set the limits within "
-                                  f"{min(self.wait_timeout, _CREATOR_WAIT_S):g}s)")
         if max_bytes is None and state != "present" and not readonly:
             self._no_max_size()
         if readonly:
@@ -1005,7 +1004,7 @@ class Cache:
         base = self._shard_paths.get(shard)
         if base is None:
             base = self._shard_paths[shard] = self.root / shard
-        return _child(base, leaf) if "/" not in leaf else self.root / name
+        return _child(base, leaf)  # (a name is always shard/leaf: keys.key_to_name, versioned_name)
 
     def _versioned(self, name: str) -> str:
         self._part_seq += 1
@@ -2204,7 +2203,7 @@ except (AttributeError, OSError):  # pragma: no cover - libc without renameat2
     _renameat2 = None
 
 
-def _rename_noreplace(source: str | bytes, final: str | bytes) -> None:
+def _rename_noreplace(source: bytes, final: bytes) -> None:
     """Rename ``source`` to ``final`` only if ``final`` does not exist (FileExistsError otherwise).
 
     Atomic create-if-absent, so that two processes putting one key never replace each other's
@@ -2213,7 +2212,7 @@ def _rename_noreplace(source: str | bytes, final: str | bytes) -> None:
     global _renameat2
     for _attempt in range(3):
         if _renameat2 is not None:
-            if _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(final), _RENAME_NOREPLACE) == 0:
+            if _renameat2(_AT_FDCWD, source, _AT_FDCWD, final, _RENAME_NOREPLACE) == 0:
                 return
             err = ctypes.get_errno()
             if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):

@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,14 +20,11 @@ import pytest
 from cachewatch.engine import Cache
 from cachewatch.engine.errors import CacheError, CacheRootError
 
+from tests.support.helpers import start_stopped_at
+
 from .consistency import assert_index_matches_files
 
 MiB = 1024 * 1024
-
-
-def _process_state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().rsplit(")", 1)[1].split()[0]
 
 
 def _tree(root: Path) -> list[str]:
@@ -44,13 +39,7 @@ def _creator_stopped_before_limits(root: Path, max_size: str) -> subprocess.Pope
         "c.put('from-creator', b'c' * 5000)\n"
         "c.close()\n"
     )
-    env = dict(os.environ, CACHEWATCH_CRASH_AT="stop:open_before_limits")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-    deadline = time.monotonic() + 60
-    while _process_state(proc.pid) != "T":
-        assert proc.poll() is None, "the creator ended before its fault point"
-        assert time.monotonic() < deadline, "the creator never reached open_before_limits"
-        time.sleep(0.02)
+    proc = start_stopped_at(code, "open_before_limits")
     assert (root / ".cachewatch").is_dir()  # the root is made; its limits are not
     return proc
 

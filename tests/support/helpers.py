@@ -38,3 +38,18 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def start_stopped_at(code: str, point: str, **popen: object) -> subprocess.Popen:
+    """Run ``python -c code`` with the cache's fault point ``stop:<point>`` and return once that
+    real process has stopped itself there (SIGSTOP); resume it with SIGCONT."""
+    env = dict(os.environ, CACHEWATCH_CRASH_AT=f"stop:{point}")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, **popen)  # type: ignore[call-overload]
+    deadline = time.monotonic() + 60
+    while True:
+        with open(f"/proc/{proc.pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "T":
+                return proc
+        assert proc.poll() is None, f"the process ended before {point}"
+        assert time.monotonic() < deadline, f"the process never reached {point}"
+        time.sleep(0.02)

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,11 @@ import pytest
 from cachewatch.engine import Cache
 from cachewatch.engine.errors import CacheError
 
+from tests.support.helpers import start_stopped_at
+
 from .nodes import SPAWN
 
 MiB = 1024 * 1024
-
-
-def _state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().rsplit(")", 1)[1].split()[0]
 
 
 def _creator(root: Path, url: str, node: str, max_size: str | None, stop_at: str | None) -> subprocess.Popen[str]:
@@ -42,17 +38,9 @@ def _creator(root: Path, url: str, node: str, max_size: str | None, stop_at: str
         "print(c.stats().index_id, flush=True)\n"
         "c.close()\n"
     )
-    env = dict(os.environ)
     if stop_at:
-        env["CACHEWATCH_CRASH_AT"] = f"stop:{stop_at}"
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
-    if stop_at:
-        deadline = time.monotonic() + 60
-        while _state(proc.pid) != "T":
-            assert proc.poll() is None, f"the creator ended before {stop_at}"
-            assert time.monotonic() < deadline, f"the creator never reached {stop_at}"
-            time.sleep(0.02)
-    return proc
+        return start_stopped_at(code, stop_at, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
 
 
 def _finish(proc: subprocess.Popen[str]) -> str:
