@@ -164,10 +164,17 @@ class Supervisor:
         return info
 
     def wait(self, timeout: float | None = None) -> TrainingInfo:
-        """Block until the training is over for good (no restart to come), or ``timeout``."""
+        """Block until the training is over for good (no restart to come), or ``timeout``.
+
+        The events up to that state have reached ``on_event`` when it returns: the watcher sets
+        the state before it delivers them, so this delivers what it has not yet (or waits for
+        its delivery to end).
+        """
         with self._cond:
             self._cond.wait_for(lambda: self._info.state.over, timeout)
-            return self._info
+            info = self._info
+        self._flush_events()
+        return info
 
     def pause(self) -> TrainingInfo:
         with self._cond:

@@ -211,6 +211,23 @@ def test_restart_returns_after_its_events_are_delivered(tmp_path: Path) -> None:
         sup.stop(timeout=10)
 
 
+def test_wait_returns_after_the_events_of_the_end_are_delivered(tmp_path: Path) -> None:
+    # The watcher sets the final state, then delivers its events: a caller of wait() reading
+    # what its listener got must find the end there, however slow the listener.
+    delivered: list[str] = []
+
+    def slow_listener(kind: str, fields: dict) -> None:
+        if kind == "training.exited":
+            time.sleep(0.5)
+        delivered.append(kind)
+
+    sup = Supervisor([PY, "-c", "raise SystemExit(4)"], log_path=tmp_path / "train.log", on_event=slow_listener)
+    sup.start()
+    info = sup.wait(30)
+    assert info.exit_code == 4
+    assert delivered == ["training.started", "training.exited"]
+
+
 def test_restart_of_a_finished_training_starts_it_again(sup_factory) -> None:
     sup, _ = sup_factory([PY, "-c", "pass"])
     sup.start()
