@@ -146,9 +146,11 @@ def test_asking_whether_an_owner_lives_leaks_no_descriptor_and_sees_its_death(tm
 
 def _child_keeps_no_victim(fd: int, ino: int, out: str, release: str) -> None:
     try:  # (the number may have been given to another file since)
-        Path(out).write_text("open" if os.fstat(fd).st_ino == ino else "closed")
+        verdict = "open" if os.fstat(fd).st_ino == ino else "closed"
     except OSError:
-        Path(out).write_text("closed")
+        verdict = "closed"
+    Path(out + ".tmp").write_text(verdict)
+    os.rename(out + ".tmp", out)  # (whole: the parent reads it as soon as the name exists)
     while not os.path.exists(release):
         time.sleep(0.01)
 
