@@ -43,6 +43,10 @@ _TOTALS_AT = 24
 # int64: bytes evictors have counted in their slots on the way out of the index, less those whose
 # eviction was undone (see evicted_total). Zero in a ledger made before it: readers subtract nothing.
 _EVICTED_AT = 40
+# The four header fields one reservation reads, adjacent: released, totals (bytes, writes), evicted.
+_HOT = struct.Struct("<qqqq")
+_HOT_AT = _RELEASED_AT
+_TOTALS = struct.Struct("<qq")
 _HEADER_SIZE = 64
 _SLOT_SIZE = 512
 _TOKEN = 48
@@ -78,6 +82,7 @@ class LedgerBackend(Protocol):
     def claim(self, token: str) -> int | None: ...
     def free(self, index: int) -> None: ...
     def reserve(self, index: int, n_bytes: int) -> None: ...
+    def reserve_within(self, index: int, n_bytes: int, base: int, limit: int) -> bool: ...
     def release(self, index: int, n_bytes: int, n_writes: int = 1) -> None: ...
     def add_bytes(self, index: int, n_bytes: int, *, indexed: bool = True) -> None: ...
     def count_evicting(self, index: int, n_bytes: int) -> None: ...
@@ -253,6 +258,26 @@ class Ledger:
         off = self._off(index) + _RESERVED_AT
         reserved, writes = struct.unpack_from("<qq", self._mm, off)
         struct.pack_into("<qq", self._mm, off, reserved + n_bytes, writes + 1)
+
+    def reserve_within(self, index: int, n_bytes: int, base: int, limit: int) -> bool:
+        """:meth:`reserve` if ``base`` + the ledger's count (totals + released - evicted) + ``n_bytes``
+        <= ``limit``, in one read of the header; False (nothing changed) otherwise.
+
+        This is the whole per-put critical section, so it is one method of a few struct calls:
+        every wall-clock microsecond of it is time in which the holder can be preempted with
+        the mutex held, and on a machine with more writers than cores that is what the mutex
+        hold's tail is made of. (Under the mutex every field read here is written only by
+        holders, so one plain read is never torn.)
+        """
+        mm = self._mm
+        released, reserved, writes, evicted = _HOT.unpack_from(mm, _HOT_AT)
+        if base + reserved + released - evicted + n_bytes > limit:
+            return False
+        _TOTALS.pack_into(mm, _TOTALS_AT, reserved + n_bytes, writes + 1)  # grow first, as reserve()
+        off = _HEADER_SIZE + index * _SLOT_SIZE + _RESERVED_AT
+        mine, my_writes = _TOTALS.unpack_from(mm, off)
+        _TOTALS.pack_into(mm, off, mine + n_bytes, my_writes + 1)
+        return True
 
     def release(self, index: int, n_bytes: int, n_writes: int = 1) -> None:
         """Stop counting ``n_bytes`` of ``n_writes`` writes (a batch of puts now in the index)."""

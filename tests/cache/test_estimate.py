@@ -11,8 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cachewatch.engine import Cache
+from cachewatch.engine.cache.ledger import Ledger
 
 from .consistency import assert_index_matches_files
 from .workers import on_disk_bytes
@@ -79,3 +82,44 @@ def test_an_estimate_never_counts_less_than_the_disk_when_the_evictor_dies(cache
     finally:
         cache.close()
     assert_index_matches_files(cache_root)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["reserve", "release", "evicting", "unevicting", "unlinked"]), st.integers(0, 3), st.integers(1, 64 * KiB)),
+        max_size=60,
+    ),
+    base=st.integers(-256 * KiB, 256 * KiB),
+    limit=st.integers(0, 512 * KiB),
+)
+def test_the_one_call_reservation_decides_and_counts_as_the_estimate_says(tmp_path_factory, ops, base, limit) -> None:  # noqa: ANN001
+    # The per-put critical section is Ledger.reserve_within: one read of the header instead of
+    # _estimate()'s three. It must grant exactly when base + totals + released - evicted + n fits,
+    # count a grant as reserve() does, and change nothing when it refuses.
+    ledger = Ledger(tmp_path_factory.mktemp("ledger") / "ledger", slots=8)
+    slots = [ledger.claim(f"t{i}") for i in range(4)]
+    for op, who, n in ops:
+        slot = slots[who]
+        if op == "reserve":
+            estimate = base + ledger.totals()[0] + ledger.released_total() - ledger.evicted_total()
+            before = (ledger.totals(), ledger.read(slot), ledger.released_total(), ledger.evicted_total())
+            granted = ledger.reserve_within(slot, n, base, limit)
+            assert granted == (estimate + n <= limit)
+            if granted:
+                assert ledger.totals() == (before[0][0] + n, before[0][1] + 1)
+                mine = ledger.read(slot)
+                assert (mine.reserved_bytes, mine.writes) == (before[1].reserved_bytes + n, before[1].writes + 1)
+            else:
+                assert (ledger.totals(), ledger.read(slot), ledger.released_total(), ledger.evicted_total()) == before
+        elif op == "release":
+            ledger.release(slot, n)
+        elif op == "evicting":
+            ledger.count_evicting(slot, n)
+        elif op == "unevicting":
+            ledger.uncount_evicting(slot, min(n, ledger.read(slot).reserved_bytes))
+        else:
+            ledger.add_bytes(slot, -n, indexed=False)
+        used = ledger.used()
+        assert ledger.totals() == (sum(s.reserved_bytes for s in used), sum(s.writes for s in used))
+    ledger.close()
