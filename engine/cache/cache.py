@@ -30,6 +30,7 @@ import fcntl
 import atexit
 import ctypes
 import functools
+import itertools
 import logging
 import os
 import signal
@@ -327,7 +328,7 @@ class Cache:
         self._sweeper: threading.Thread | None = None
         self._stop_sweep = threading.Event()
         self._restore_reserve = False
-        self._part_seq = 0
+        self._part_seq = itertools.count(1)
         self._liveness_checked: dict[str, float] = {}
         self._pending_reap: list[Row] = []  # old versions this process replaced: unlinked at its next transaction
         self._gone_files: set[tuple[int, str, int | None]] = set()  # of those, the ones whose files this process unlinked
@@ -347,6 +348,7 @@ class Cache:
         self._batch_cap = 1 << 62  # set with the first reservation's estimate
         self._evicting = 0  # evictions of this process with journal records not settled yet
         self._batch_lock = threading.RLock()
+        self._slot_lock = threading.Lock()
         self._timer: threading.Thread | None = None
         self._timer_wake = threading.Event()
         self._est: tuple[int, int, int, float] = (0, 0, 0, -1e9)  # (released_total, indexed bytes, evicted_total, when read)
@@ -575,6 +577,7 @@ class Cache:
         self._journal_fd = -1  # (our copy of its descriptor is close-on-exec; never written to)
         self._batch, self._batch_keys, self._batch_touched = [], {}, {}
         self._batch_lock = threading.RLock()
+        self._slot_lock = threading.Lock()
         self._timer = None
         self._timer_wake = threading.Event()  # (the parent's may have been locked at the fork)
         self._est = (0, 0, 0, -1e9)
@@ -654,25 +657,39 @@ class Cache:
             self._ledger.close()
             self.events.close()
 
-    def _writer_slot_locked(self) -> int:
-        """This process's ledger slot, liveness token and journal, made on its first write. Under the mutex."""
-        if self._slot is None:
+    def _writer_slot(self) -> int:
+        """This process's ledger slot, liveness token and journal, made on its first write.
+
+        Never called with the mutex held: only the slot's claim is under it. (The token file and
+        the journal, two file creations, made under it made each new writer's first hold last
+        100-500 us: with 12-16 processes that one hold each was the p99 of a short run.)
+        """
+        slot = self._slot
+        if slot is not None:
+            return slot
+        with self._slot_lock:  # (threads of this process: one token, one journal, one slot)
+            if self._slot is not None:
+                return self._slot
             if self._owner is None:
-                self._owner = OwnerLock(self._owners)
-            slot = self._ledger.claim(self._owner.token)
-            if slot is None:
-                self._recover()
+                self._owner = OwnerLock(self._owners)  # locked before anything names its token
+                _crash_point("writer_after_token")
+            if self._journal_fd < 0:
+                self._journal_fd = os.open(
+                    self._journal_path(self._owner.token), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+                )
+            with self._mutex:
                 slot = self._ledger.claim(self._owner.token)
+            if slot is None:
+                self._recover()  # dead writers' slots
+                with self._mutex:
+                    slot = self._ledger.claim(self._owner.token)
             if slot is None:
                 raise CacheBusy(
                     f"{self._ledger.slots} processes are writing to cache {self.root} already; use fewer writers"
                 )
-            self._journal_fd = os.open(
-                self._journal_path(self._owner.token), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
-            )
             self._slot = slot
             _index_pending_at_exit(self)
-        return self._slot
+            return slot
 
     def _journal_path(self, token: str) -> str:
         return os.path.join(self._journal_dir_s, f"{token}.log")
@@ -741,32 +758,36 @@ class Cache:
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
 
-    def _grant_locked(self, slot: int, charge: int) -> tuple[int, str]:
-        self._ledger.reserve(slot, charge)
-        self._part_seq += 1
-        return slot, f"{self._owner.token}.{self._part_seq}.part"  # type: ignore[union-attr]
+    def _granted(self, slot: int) -> tuple[int, str]:
+        # (A counter, not ``+= 1``: this runs outside the mutex, and threads must not share a name.)
+        return slot, f"{self._owner.token}.{next(self._part_seq)}.part"  # type: ignore[union-attr]
 
     def _try_reserve(self, key: str, charge: int, deadline: float) -> tuple[int, str] | None:
         """One attempt: reserve, evicting first as needed; None when others' writes must finish first.
 
-        The per-put critical section (the reservation mutex) is ledger arithmetic only: the
-        index counters it needs were read before it (see _refresh_estimate). Eviction runs
-        outside it, under its own lock.
+        The per-put critical section (the reservation mutex) is one ledger call,
+        :meth:`Ledger.reserve_within`: the index counters it needs were read before it (see
+        _refresh_estimate) and folded into one number here. Eviction runs outside it, under its
+        own lock.
         """
+        slot = self._writer_slot()
+        ledger = self._ledger
         for fresh in (False, True):
             if fresh or time.monotonic() - self._est[3] > _ESTIMATE_S:
                 self._refresh_estimate()
-            with self._mutex:
-                slot = self._writer_slot_locked()
-                if self._estimate() + charge <= self.target_bytes:
-                    return self._grant_locked(slot, charge)
+            released0, indexed0, evicted0, _t = self._est
+            with self._mutex:  # (see _estimate: base + the ledger's count)
+                granted = ledger.reserve_within(slot, charge, indexed0 - released0 + evicted0, self.target_bytes)
+            if granted:
+                return self._granted(slot)
         # No room under the target: make some, one evictor at a time, outside the mutex. (The
         # estimate just read stays good through it: evictions are subtracted from it.)
         exhausted = self._make_room(charge)
+        released0, indexed0, evicted0, _t = self._est
         with self._mutex:
-            slot = self._writer_slot_locked()
-            if self._estimate() + charge <= self.max_bytes:
-                return self._grant_locked(slot, charge)
+            granted = ledger.reserve_within(slot, charge, indexed0 - released0 + evicted0, self.max_bytes)
+        if granted:
+            return self._granted(slot)
         # Everything evictable is gone. What is left is pinned, or other writers' bytes in flight.
         if self._recover():
             return None  # a dead writer's reservation was holding that room: try again at once
@@ -1007,8 +1028,8 @@ class Cache:
         return _child(base, leaf)  # (a name is always shard/leaf: keys.key_to_name, versioned_name)
 
     def _versioned(self, name: str) -> str:
-        self._part_seq += 1
-        return versioned_name(name, xxhash.xxh3_64_hexdigest(f"{os.getpid()}.{time.time_ns()}.{self._part_seq}".encode())[:12])
+        seq = next(self._part_seq)
+        return versioned_name(name, xxhash.xxh3_64_hexdigest(f"{os.getpid()}.{time.time_ns()}.{seq}".encode())[:12])
 
     def _arm_timer(self) -> None:
         """Commit a batch that waits longer than ``batch_interval`` even if this process puts nothing more.
@@ -1652,8 +1673,8 @@ class Cache:
         if not victims:
             return []
         total = sum(r.charge for r in victims)
+        slot = self._writer_slot()
         with self._mutex:
-            slot = self._writer_slot_locked()
             # Grow first: from here to the unlink, counted twice or once. Counted as evicting, so that
             # other writers' estimates take these bytes off once their rows are gone (Ledger.evicted_total).
             self._ledger.count_evicting(slot, total)

@@ -115,11 +115,34 @@ class OwnerLock:
     """The liveness token of one open cache in one process."""
 
     def __init__(self, owners_dir: Path) -> None:
+        """Make a new token file and lock it, without any cache lock held.
+
+        Another process asking :func:`owner_alive` about every token file (a start-up recovery)
+        may find ours between its creation and our ``flock``, take it as a dead owner's and
+        remove it. So the lock counts only once the name still leads to the locked file:
+        whoever removes a token file does so holding its lock, which nobody can take from us
+        after that check. Otherwise the next token is tried.
+        """
         self.dir = owners_dir
-        self.token = new_token()
-        self.path = owners_dir / f"{self.token}.lock"
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for _attempt in range(16):
+            self.token = new_token()
+            self.path = owners_dir / f"{self.token}.lock"
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                st = os.fstat(fd)
+                now = os.stat(self.path)
+                if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                    break
+            except (BlockingIOError, FileNotFoundError):
+                pass  # taken for a dead owner's: it is being (or has been) removed
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        else:  # pragma: no cover - removed 16 times in a row
+            raise OSError(errno.EAGAIN, f"could not keep a liveness token file in {owners_dir}")
+        self._fd = fd
         self._pid = os.getpid()
 
     def release(self) -> None:
