@@ -406,14 +406,16 @@ def get_latency(n: int = 3000) -> dict:
         def via_read(i: int) -> None:
             cache.read(keys[i % 500])
 
-        timings = {}
-        for name, fn in (("plain", plain), ("get", via_get), ("read", via_read)):
-            samples = []
-            for i in range(n):
+        # Interleaved, one of each per round: on a shared machine the load changes within a
+        # second, and three phases in a row would each see a different machine.
+        fns = (("plain", plain), ("get", via_get), ("read", via_read))
+        samples: dict[str, list[int]] = {name: [] for name, _ in fns}
+        for i in range(n):
+            for name, fn in fns:
                 t = time.perf_counter_ns()
                 fn(i)
-                samples.append(time.perf_counter_ns() - t)
-            timings[name] = statistics.median(samples) / 1000
+                samples[name].append(time.perf_counter_ns() - t)
+        timings = {name: statistics.median(v) / 1000 for name, v in samples.items()}
         cache.close()
     return {
         "plain_open_read_us": timings["plain"],
