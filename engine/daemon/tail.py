@@ -40,7 +40,8 @@ def read_logical(path: str | os.PathLike[str], offset: int, max_bytes: int) -> t
                 continue
             fh = None
         try:
-            size = os.fstat(fh.fileno()).st_size if fh is not None else 0
+            st = os.fstat(fh.fileno()) if fh is not None else None
+            size, current_ino = (st.st_size, st.st_ino) if st is not None else (0, None)
             if read_base(path) != base:
                 continue  # rotated while we opened it
             end = base + size
@@ -53,19 +54,29 @@ def read_logical(path: str | os.PathLike[str], offset: int, max_bytes: int) -> t
         finally:
             if fh is not None:
                 fh.close()
-        # Before the current file: walk back through the rotated ones.
+        # Before the current file: walk back through the rotated ones. A rotation shifts them
+        # one by one (log.k -> log.k+1, from the oldest), then renames the log and writes the
+        # base last, so a walk can meet a gap or a file twice: what it saw is checked after
+        # the read (same inodes, same base, same current file), and a gap is waited out.
         seg_end = base
         found: tuple[Path, int, int] | None = None
+        seen: list[tuple[Path, int]] = []
+        gap = False
         for n in range(1, _MAX_ROTATED):
             try:
-                seg_size = os.stat(rotated_path(path, n)).st_size
+                st = os.stat(rotated_path(path, n))
             except FileNotFoundError:
+                gap = rotated_path(path, n + 1).exists()  # mid-shift, not the oldest kept
                 break
-            seg_start = seg_end - seg_size
+            seen.append((rotated_path(path, n), st.st_ino))
+            seg_start = seg_end - st.st_size
             found = (rotated_path(path, n), seg_start, seg_end)
             if start >= seg_start:
                 break
             seg_end = seg_start
+        if gap:
+            time.sleep(0.001)
+            continue
         if found is None:
             offset = base  # nothing older is kept: go on from the current file's start
             continue
@@ -73,14 +84,26 @@ def read_logical(path: str | os.PathLike[str], offset: int, max_bytes: int) -> t
         start = max(start, seg_start)
         try:
             with open(fpath, "rb") as old:
+                if os.fstat(old.fileno()).st_ino != seen[-1][1]:
+                    continue
                 old.seek(start - seg_start)
                 data = old.read(min(max_bytes, seg_end - start))
         except FileNotFoundError:
             continue
-        if read_base(path) != base:
+        if read_base(path) != base or not _unchanged(path, current_ino, seen):
             continue
         return start, data, end
     return max(0, offset), b"", max(0, offset)
+
+
+def _unchanged(path: Path, current_ino: int | None, seen: list[tuple[Path, int]]) -> bool:
+    """Every file a walk saw is still where it saw it (no rotation ran meanwhile)."""
+    try:
+        if current_ino is not None and os.stat(path).st_ino != current_ino:
+            return False
+        return all(os.stat(p).st_ino == ino for p, ino in seen)
+    except FileNotFoundError:
+        return False
 
 
 def read_chunk(path: str | os.PathLike[str], offset: int, max_bytes: int = 64 * 1024) -> LogChunk:
@@ -179,6 +202,8 @@ class FileTail:
                     if data:
                         self.offset = start + len(data)
                         return start, data
+                    if start <= self.offset:
+                        return self.offset, b""  # a rotation kept moving the files: at the next poll
                     self.offset = max(self.offset, start)
                     if self.offset < self._base:
                         self.offset = self._base

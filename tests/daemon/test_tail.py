@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 from cachewatch.engine import load_config
 from cachewatch.engine.daemon import Engine, EngineParts
-from cachewatch.engine.daemon.tail import FileTail, read_chunk
+from cachewatch.engine.daemon.tail import FileTail, read_chunk, read_logical
 from cachewatch.engine.training.output import LogWriter, rotated_path
 
 from tests.support.engine import python_cmd, wait_for
@@ -118,3 +119,43 @@ def test_engine_follows_a_rotating_log_and_serves_it(tmp_path: Path) -> None:
         assert engine.snapshot().log_size_bytes == chunk.size == offset
     finally:
         engine.close()
+
+
+def _mid_shift(tmp_path: Path) -> tuple[Path, bytes]:
+    """A log rotated three times, then a fourth rotation stopped where a rotation is slowest to
+    read: log.3 -> log.4 and log.2 -> log.3 done, log.1 -> log.2 not yet, base not yet written."""
+    log = tmp_path / "training.log"
+    w = LogWriter(log, max_bytes=110, keep=10)  # 10 lines a file
+    w.write(_lines(0, 45))
+    w.close()
+    assert rotated_path(log, 4).exists() and not rotated_path(log, 5).exists()
+    os.replace(rotated_path(log, 4), rotated_path(log, 5))
+    os.replace(rotated_path(log, 3), rotated_path(log, 4))
+    os.replace(rotated_path(log, 2), rotated_path(log, 3))
+    return log, _lines(0, 45)
+
+
+def test_a_read_during_a_rotation_never_skips_or_repeats_bytes(tmp_path: Path) -> None:
+    # Lines 10-19 are in log.4 now (log.3 until a moment ago) and log.2 is a gap. Before the
+    # fix, the walk stopped at the gap and read log.1 from its start: lines 10-29 were skipped.
+    log, everything = _mid_shift(tmp_path)
+    start, data, _ = read_logical(log, 10 * 11, 1000)
+    assert data == everything[start : start + len(data)]  # never bytes from the wrong place
+    assert data == b"" and start == 10 * 11  # nothing: a rotation is moving the files
+
+    tail = FileTail(log, 10 * 11)
+    off, data = tail.read_new()
+    assert (off, data) == (10 * 11, b"") and tail.offset == 10 * 11  # waits: nothing skipped
+
+    # The rotation finishes: every byte, in order, from where the reader was.
+    os.replace(rotated_path(log, 1), rotated_path(log, 2))
+    os.replace(log, rotated_path(log, 1))
+    (tmp_path / "training.log.base").write_text(f"{45 * 11}\n")
+    log.write_bytes(b"")
+    got = bytearray()
+    while True:
+        _, data = tail.read_new(64)
+        if not data:
+            break
+        got += data
+    assert bytes(got) == everything[10 * 11 :]
