@@ -12,6 +12,8 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,6 +158,7 @@ class FrozenSampler:
     violations: list[tuple[int, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _sampling: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> "FrozenSampler":
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -167,33 +170,45 @@ class FrozenSampler:
         if self._thread:
             self._thread.join()
 
+    @contextmanager
+    def between_samples(self) -> Iterator[None]:
+        """No sample runs inside the block: start (or resume) a process there and add it to
+        ``pids`` before the next sample. (Added during a sample, it would run unfrozen while the
+        walk goes on, and a walk of a moving directory over-counts.)"""
+        with self._sampling:
+            yield
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            live = [p for p in self.pids if _state(p) not in ("X", "Z")]
+            with self._sampling:
+                self._sample()
+            self._stop.wait(self.interval_s)
+
+    def _sample(self) -> None:
+        live = [p for p in self.pids if _state(p) not in ("X", "Z")]
+        for p in live:
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        try:
+            deadline = time.monotonic() + 5
+            while any(_state(p) not in ("T", "t", "X", "Z") for p in live):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.0002)
+            else:
+                used, _ = on_disk_bytes(self.root, self.block)
+                self.samples += 1
+                self.peak = max(self.peak, used)
+                if used > self.max_bytes:
+                    self.violations.append((self.samples, used))
+        finally:
             for p in live:
                 try:
-                    os.kill(p, signal.SIGSTOP)
+                    os.kill(p, signal.SIGCONT)
                 except ProcessLookupError:
                     pass
-            try:
-                deadline = time.monotonic() + 5
-                while any(_state(p) not in ("T", "t", "X", "Z") for p in live):
-                    if time.monotonic() > deadline:
-                        break
-                    time.sleep(0.0002)
-                else:
-                    used, _ = on_disk_bytes(self.root, self.block)
-                    self.samples += 1
-                    self.peak = max(self.peak, used)
-                    if used > self.max_bytes:
-                        self.violations.append((self.samples, used))
-            finally:
-                for p in live:
-                    try:
-                        os.kill(p, signal.SIGCONT)
-                    except ProcessLookupError:
-                        pass
-            self._stop.wait(self.interval_s)
 
 
 def torn_entry_checker(root: str, stop_file: str, out: str) -> None:

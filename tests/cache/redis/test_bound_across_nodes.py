@@ -90,10 +90,11 @@ def test_writers_killed_mid_put_leave_nothing_uncounted(redis_server, shared_roo
             os.kill(victim.pid, signal.SIGKILL)  # wherever it is: most of a writer's time is inside put()
             victim.join(10)
             killed.append(victim.pid)
-            p = fleet.start_writer(nodes[victim.pid], redis_server.url, next(seeds), min_size=16 * KiB,
-                                   max_size=256 * KiB, keys=400, lease_s=LEASE_S)
+            with sampler.between_samples():  # frozen from the next sample on (never moving during one)
+                p = fleet.start_writer(nodes[victim.pid], redis_server.url, next(seeds), min_size=16 * KiB,
+                                       max_size=256 * KiB, keys=400, lease_s=LEASE_S)
+                sampler.pids.append(p.pid)
             nodes[p.pid] = nodes[victim.pid]
-            sampler.pids.append(p.pid)
         t_last_kill = time.time()
         # the survivors keep writing past the dead writers' leases (they expire after LEASE_S)
         time.sleep(LEASE_S * 1.5)

@@ -72,12 +72,15 @@ def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shar
         while sum(len(lg.load().events("ok")) for lg in fleet.logs) < 8:
             assert time.monotonic() < deadline, "the other writers are not writing"
             time.sleep(0.05)
-        stalled.start()
-        deadline = time.monotonic() + 60
-        while not (stall_marker.exists() and _state(stalled.pid) in ("T", "t")):
-            assert stalled.is_alive(), f"the stalled writer exited early: {stall_log.load().lines}"
-            assert time.monotonic() < deadline, "the writer never stopped inside its put (no write into a .part file?)"
-            time.sleep(0.01)
+        # No sample while it runs to its stall: not one of the sampler's pids (the sampler's
+        # SIGCONT would resume it from its stop), it would move during a walk.
+        with sampler.between_samples():
+            stalled.start()
+            deadline = time.monotonic() + 60
+            while not (stall_marker.exists() and _state(stalled.pid) in ("T", "t")):
+                assert stalled.is_alive(), f"the stalled writer exited early: {stall_log.load().lines}"
+                assert time.monotonic() < deadline, "the writer never stopped inside its put (no write into a .part file?)"
+                time.sleep(0.01)
         t_stall = time.time()
         part = Path(stall_marker.read_text())
         final = None
@@ -124,8 +127,9 @@ def test_writer_stalled_past_its_lease_cannot_break_the_bound(redis_server, shar
         )
         assert others_during_stall > 0, "the other nodes must keep writing while one writer is stalled"
 
-        os.kill(stalled.pid, signal.SIGCONT)
-        sampler.pids.append(stalled.pid)
+        with sampler.between_samples():  # frozen from the next sample on, as the others
+            os.kill(stalled.pid, signal.SIGCONT)
+            sampler.pids.append(stalled.pid)
         stalled.join(60)
         assert stalled.exitcode == 0, f"stalled writer exit code {stalled.exitcode}: {stall_log.load().lines}"
         time.sleep(1.0)
