@@ -240,11 +240,7 @@ class Cache:
             sweep=sweep,
         )
         self._closed = True
-        self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
-        self._root_s = str(self.root)  # string paths on the hot path: pathlib costs microseconds
-        self._root_pfx = os.path.join(self._root_s, "")  # and concatenation, not os.path.join, per file
-        self._root_pfx_b = os.fsencode(self._root_pfx)  # (names are ASCII or UTF-8: their .encode() is their fsencode)
-        self._shard_paths: dict[str, Path] = {}
+        self._set_root(root)
         self.wait_timeout = float(wait_timeout)
         self.flush_interval = float(flush_interval)
         max_bytes, target, self.ttl_s = check_limits(max_size, target_size, target_ratio, ttl)
@@ -380,6 +376,13 @@ class Cache:
             raise
         if sweep and not readonly and not new_index_over_files and not self._created_index:
             self._maybe_start_sweep()
+
+    def _set_root(self, root: Any) -> None:
+        self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+        self._root_s = str(self.root)  # string paths on the hot path: pathlib costs microseconds
+        self._root_pfx = os.path.join(self._root_s, "")  # and concatenation, not os.path.join, per file
+        self._root_pfx_b = os.fsencode(self._root_pfx)  # (names are ASCII or UTF-8: their .encode() is their fsencode)
+        self._shard_paths: dict[str, Path] = {}
 
     def _lost_index_error(self, state: str) -> CacheRootError:
         what = {"missing": "missing", "empty": "empty (0 bytes or no cachewatch schema)"}.get(state, state)
@@ -758,6 +761,14 @@ class Cache:
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
 
+    def _reserve_within(self, slot: int, charge: int, limit: int) -> bool:
+        """The per-put hold of the mutex: one ledger call, with the index counters of the last
+        _refresh_estimate folded into one number before it (see _estimate)."""
+        released0, indexed0, evicted0, _t = self._est
+        base = indexed0 - released0 + evicted0
+        with self._mutex:
+            return self._ledger.reserve_within(slot, charge, base, limit)
+
     def _granted(self, slot: int) -> tuple[int, str]:
         # (A counter, not ``+= 1``: this runs outside the mutex, and threads must not share a name.)
         return slot, f"{self._owner.token}.{next(self._part_seq)}.part"  # type: ignore[union-attr]
@@ -765,28 +776,19 @@ class Cache:
     def _try_reserve(self, key: str, charge: int, deadline: float) -> tuple[int, str] | None:
         """One attempt: reserve, evicting first as needed; None when others' writes must finish first.
 
-        The per-put critical section (the reservation mutex) is one ledger call,
-        :meth:`Ledger.reserve_within`: the index counters it needs were read before it (see
-        _refresh_estimate) and folded into one number here. Eviction runs outside it, under its
-        own lock.
+        The per-put critical section (the reservation mutex) is one ledger call (see
+        _reserve_within). Eviction runs outside it, under its own lock.
         """
         slot = self._writer_slot()
-        ledger = self._ledger
         for fresh in (False, True):
             if fresh or time.monotonic() - self._est[3] > _ESTIMATE_S:
                 self._refresh_estimate()
-            released0, indexed0, evicted0, _t = self._est
-            with self._mutex:  # (see _estimate: base + the ledger's count)
-                granted = ledger.reserve_within(slot, charge, indexed0 - released0 + evicted0, self.target_bytes)
-            if granted:
+            if self._reserve_within(slot, charge, self.target_bytes):
                 return self._granted(slot)
         # No room under the target: make some, one evictor at a time, outside the mutex. (The
         # estimate just read stays good through it: evictions are subtracted from it.)
         exhausted = self._make_room(charge)
-        released0, indexed0, evicted0, _t = self._est
-        with self._mutex:
-            granted = ledger.reserve_within(slot, charge, indexed0 - released0 + evicted0, self.max_bytes)
-        if granted:
+        if self._reserve_within(slot, charge, self.max_bytes):
             return self._granted(slot)
         # Everything evictable is gone. What is left is pinned, or other writers' bytes in flight.
         if self._recover():

@@ -81,7 +81,6 @@ class LedgerBackend(Protocol):
 
     def claim(self, token: str) -> int | None: ...
     def free(self, index: int) -> None: ...
-    def reserve(self, index: int, n_bytes: int) -> None: ...
     def reserve_within(self, index: int, n_bytes: int, base: int, limit: int) -> bool: ...
     def release(self, index: int, n_bytes: int, n_writes: int = 1) -> None: ...
     def add_bytes(self, index: int, n_bytes: int, *, indexed: bool = True) -> None: ...
@@ -253,15 +252,10 @@ class Ledger:
             if a == b:
                 return a
 
-    def reserve(self, index: int, n_bytes: int) -> None:
-        self._add_totals(n_bytes, 1)  # grow first: a kill in between over-counts
-        off = self._off(index) + _RESERVED_AT
-        reserved, writes = struct.unpack_from("<qq", self._mm, off)
-        struct.pack_into("<qq", self._mm, off, reserved + n_bytes, writes + 1)
-
     def reserve_within(self, index: int, n_bytes: int, base: int, limit: int) -> bool:
-        """:meth:`reserve` if ``base`` + the ledger's count (totals + released - evicted) + ``n_bytes``
-        <= ``limit``, in one read of the header; False (nothing changed) otherwise.
+        """Count ``n_bytes`` of one more write in flight in slot ``index`` (and the totals) if
+        ``base`` + the ledger's count (totals + released - evicted) + ``n_bytes`` <= ``limit``,
+        in one read of the header; False (nothing changed) otherwise.
 
         This is the whole per-put critical section, so it is one method of a few struct calls:
         every wall-clock microsecond of it is time in which the holder can be preempted with
@@ -273,7 +267,7 @@ class Ledger:
         released, reserved, writes, evicted = _HOT.unpack_from(mm, _HOT_AT)
         if base + reserved + released - evicted + n_bytes > limit:
             return False
-        _TOTALS.pack_into(mm, _TOTALS_AT, reserved + n_bytes, writes + 1)  # grow first, as reserve()
+        _TOTALS.pack_into(mm, _TOTALS_AT, reserved + n_bytes, writes + 1)  # totals first: a kill in between over-counts
         off = _HEADER_SIZE + index * _SLOT_SIZE + _RESERVED_AT
         mine, my_writes = _TOTALS.unpack_from(mm, off)
         _TOTALS.pack_into(mm, off, mine + n_bytes, my_writes + 1)

@@ -161,10 +161,7 @@ class RedisCache(Cache):
         timeout_s: float = 2.0,
     ) -> None:
         self._closed = True
-        self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
-        self._root_s = str(self.root)  # (the string paths Cache's get, read and pin join names to)
-        self._root_pfx = os.path.join(self._root_s, "")
-        self._shard_paths: dict[str, Path] = {}
+        self._set_root(root)  # (the string paths Cache's get, read and pin join names to)
         self._meta = self.root / META_DIR
         self.readonly = bool(readonly)
         self.limits_note: str | None = None

@@ -84,8 +84,6 @@ def read_logical(path: str | os.PathLike[str], offset: int, max_bytes: int) -> t
         start = max(start, seg_start)
         try:
             with open(fpath, "rb") as old:
-                if os.fstat(old.fileno()).st_ino != seen[-1][1]:
-                    continue
                 old.seek(start - seg_start)
                 data = old.read(min(max_bytes, seg_end - start))
         except FileNotFoundError:
